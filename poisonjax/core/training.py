@@ -1,0 +1,202 @@
+r"""Differentiable, vmappable training of victims (DESIGN.md section 2, "Victim").
+
+Everything here is a pure function built on ``lax.scan`` over optax steps, so it can be
+
+* differentiated end to end (bilevel attacks take gradients *through* training with respect to data
+  or graph structure that the loss closes over),
+* ``jax.vmap``-ed over PRNG keys to train K victims at once (:func:`train_ensemble`),
+* ``jax.vmap``/``shard_map``-ed over clients with padded local datasets (masks).
+
+Optimisation follows the usual update
+
+.. math::  g_t = \nabla_\theta \frac{\sum_{i \in B_t} w_i \ell(\theta_t; x_i)}{\max(1, \sum_{i\in B_t} w_i)},
+           \qquad (u_t, s_{t+1}) = \mathrm{opt.update}(g_t, s_t, \theta_t), \qquad \theta_{t+1} = \theta_t + u_t,
+
+where :math:`w_i \in \{0, 1\}` is the padding mask (or any non-negative example weight). A step
+whose batch holds no valid example (total weight 0) leaves parameters *and* optimiser state
+unchanged, so a padded client with ``n_i`` examples makes exactly ``ceil(n_i / B)`` updates per epoch.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+class TrainResult(NamedTuple):
+    """``params`` after training and the per-step training ``losses`` (shape ``[num_steps]``)."""
+
+    params: PyTree
+    losses: jax.Array
+
+
+def _masked_update(do_update, new, old):
+    return jax.tree.map(lambda n, o: jnp.where(do_update, n, o), new, old)
+
+
+def train_full_batch(loss_fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree,
+                     optimizer: optax.GradientTransformation, num_steps: int,
+                     key: Optional[jax.Array] = None, *, remat: bool = False) -> TrainResult:
+    r"""Run ``num_steps`` full-batch optimiser steps, :math:`\theta_{t+1} = \theta_t + \mathrm{opt}(\nabla_\theta L(\theta_t, k_t))`.
+
+    Args:
+      loss_fn: ``loss_fn(params, key) -> scalar``; it may close over traced values (e.g. an
+        adjacency matrix) -- the result is differentiable with respect to them (unrolled
+        meta-gradients).
+      params: initial parameters (pytree).
+      optimizer: an optax transformation.
+      num_steps: static number of steps (the ``lax.scan`` length).
+      key: PRNG key, split once per step (for dropout/sampling); a fixed key is used if ``None``.
+      remat: wrap each step in ``jax.checkpoint`` so that reverse-mode memory is O(params)
+        per step instead of O(activations) (use for long unrolls).
+
+    Returns:
+      :class:`TrainResult` with the final params and the ``[num_steps]`` losses.
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    opt_state = optimizer.init(params)
+
+    def step(carry, k):
+        p, s = carry
+        loss, g = jax.value_and_grad(loss_fn)(p, k)
+        upd, s = optimizer.update(g, s, p)
+        return (optax.apply_updates(p, upd), s), loss
+
+    if remat:
+        step = jax.checkpoint(step)
+    (params, _), losses = jax.lax.scan(step, (params, opt_state), jax.random.split(key, num_steps))
+    return TrainResult(params, losses)
+
+
+def epoch_batches(key: jax.Array, mask: jax.Array, batch_size: int):
+    """Shuffle the valid examples of a padded dataset into fixed-size batches.
+
+    Args:
+      key: PRNG key.
+      mask: ``[N]`` bool/float validity mask (padded examples are 0).
+      batch_size: ``B``.
+
+    Returns:
+      ``(idx, weights)``, each ``[ceil(N / B), B]``: example indices (valid ones first, in random
+      order) and their weights (0 for padding). Shapes depend only on ``N`` and ``B``.
+    """
+    n = mask.shape[0]
+    n_batches = -(-n // batch_size)
+    total = n_batches * batch_size
+    u = jax.random.uniform(key, (n,))
+    order = jnp.argsort(jnp.where(mask > 0, u, 2.0 + u))
+    order = jnp.concatenate([order, jnp.zeros((total - n,), order.dtype)])
+    w = jnp.concatenate([mask.astype(jnp.float32)[order[:n]], jnp.zeros((total - n,), jnp.float32)])
+    return order.reshape(n_batches, batch_size), w.reshape(n_batches, batch_size)
+
+
+def train_minibatch(per_example_loss: Callable[[PyTree, PyTree, jax.Array], jax.Array], params: PyTree,
+                    optimizer: optax.GradientTransformation, data: PyTree, key: jax.Array, *,
+                    epochs: int, batch_size: int, mask: Optional[jax.Array] = None,
+                    remat: bool = False) -> TrainResult:
+    r"""Mini-batch training over a (possibly padded) dataset, shuffled each epoch.
+
+    The objective of a step is the weighted mean
+    :math:`\sum_{i\in B} w_i \ell_i / \max(1, \sum_{i\in B} w_i)` of
+    ``per_example_loss(params, batch, key) -> [B]``; empty batches are skipped (see module doc).
+
+    Args:
+      per_example_loss: ``(params, batch, key) -> [B]`` losses; ``batch`` is ``data`` indexed on its
+        leading axis.
+      params: initial parameters.
+      optimizer: optax transformation.
+      data: pytree whose leaves all have leading size ``N`` (e.g. ``{"x": [N,H,W,C], "y": [N]}``).
+      key: PRNG key (shuffling and per-step keys).
+      epochs: number of passes; the scan has ``epochs * ceil(N / batch_size)`` steps.
+      batch_size: ``B`` (static).
+      mask: ``[N]`` validity mask or example weights; all ones if ``None``.
+      remat: ``jax.checkpoint`` each step (for differentiating through long training).
+
+    Returns:
+      :class:`TrainResult`; ``losses`` has one entry per step (0 for skipped empty batches).
+    """
+    n = jax.tree.leaves(data)[0].shape[0]
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    batch_size = min(batch_size, n)
+    mask = jnp.ones((n,), jnp.float32) if mask is None else mask.astype(jnp.float32)
+    ekeys = jax.random.split(key, epochs)
+    idx, w = jax.vmap(lambda k: epoch_batches(k, mask, batch_size))(ekeys)
+    idx = idx.reshape(-1, batch_size)
+    w = w.reshape(-1, batch_size)
+    skeys = jax.random.split(jax.random.fold_in(key, 1), idx.shape[0])
+    opt_state = optimizer.init(params)
+
+    def step(carry, xs):
+        p, s = carry
+        bidx, bw, k = xs
+        batch = jax.tree.map(lambda a: a[bidx], data)
+        denom = jnp.maximum(bw.sum(), 1.0)
+
+        def loss(p_):
+            return jnp.sum(per_example_loss(p_, batch, k) * bw) / denom
+
+        l, g = jax.value_and_grad(loss)(p)
+        upd, s2 = optimizer.update(g, s, p)
+        p2 = optax.apply_updates(p, upd)
+        has = bw.sum() > 0
+        return (_masked_update(has, p2, p), _masked_update(has, s2, s)), l
+
+    if remat:
+        step = jax.checkpoint(step)
+    (params, _), losses = jax.lax.scan(step, (params, opt_state), (idx, w, skeys))
+    return TrainResult(params, losses)
+
+
+def init_and_train(init_fn: Callable[[jax.Array], PyTree], per_example_loss, optimizer, data, key, *,
+                   epochs: int, batch_size: int, mask=None, remat: bool = False) -> TrainResult:
+    """Initialise a victim with ``init_fn(key)`` and train it with :func:`train_minibatch`.
+
+    A pure function of ``key`` (and of ``data``), so ``jax.vmap`` over keys trains K victims.
+    """
+    k_init, k_train = jax.random.split(key)
+    return train_minibatch(per_example_loss, init_fn(k_init), optimizer, data, k_train,
+                           epochs=epochs, batch_size=batch_size, mask=mask, remat=remat)
+
+
+def train_ensemble(init_fn, per_example_loss, optimizer, data, keys: jax.Array, *, epochs: int,
+                   batch_size: int, mask=None, data_axis: Optional[int] = None) -> TrainResult:
+    """Train K victims at once: ``vmap`` of :func:`init_and_train` over ``keys`` (``[K, 2]``).
+
+    Args:
+      data_axis: ``None`` if all victims share ``data``; ``0`` if every leaf of ``data`` (and
+        ``mask``) carries a leading K axis (e.g. K different poisoned sets).
+
+    Returns:
+      :class:`TrainResult` whose ``params`` leaves have a leading ``K`` axis (see
+      :mod:`poisonjax.core.ensemble`) and ``losses`` is ``[K, steps]``.
+    """
+    fn = lambda k, d, m: init_and_train(init_fn, per_example_loss, optimizer, d, k,
+                                        epochs=epochs, batch_size=batch_size, mask=m)
+    return jax.vmap(fn, in_axes=(0, data_axis, data_axis if mask is not None else None))(keys, data, mask)
+
+
+# ---------------------------------------------------------------- common losses ----------------
+
+def softmax_cross_entropy_loss(apply_fn: Callable, x_key: str = "x", y_key: str = "y"):
+    r"""Per-example classification loss :math:`\ell_i = -\log \mathrm{softmax}(f_\theta(x_i))_{y_i}`.
+
+    Returns ``loss(params, batch, key) -> [B]`` for :func:`train_minibatch`, with ``batch`` a dict
+    holding integer labels under ``y_key``.
+    """
+    def loss(params, batch, key):
+        logits = apply_fn(params, batch[x_key])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch[y_key])
+    return loss
+
+
+def accuracy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
+    r"""Top-1 accuracy :math:`\frac{1}{\sum_i m_i}\sum_i m_i [\arg\max_c z_{ic} = y_i]` (logits ``[N, C]``)."""
+    hit = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    if mask is None:
+        return hit.mean()
+    return jnp.sum(hit * mask) / jnp.maximum(mask.sum(), 1)
