@@ -7,7 +7,7 @@ scope (single-task, transfer, federated, ...), impact (performance / robustness 
 variability (static / dynamic), plus the method family (heuristic, label_flipping, feature_space,
 bilevel, gradient_matching, influence, generative, model_poisoning), the domain and the paper.
 
-Each domain room lists its entries in ``poisonjax/<domain>/catalog_entries.py`` as
+Each domain room lists its entries in ``poisonjax/<domain>/catalog_entries*.py`` modules as
 ``ENTRIES = [Entry(...), ...]``; :func:`entries` collects them (``poisonjax list``).
 """
 from __future__ import annotations
@@ -57,14 +57,16 @@ class Entry:
 def entries(domain: Optional[str] = None, family: Optional[str] = None, kind: Optional[str] = None) -> List[Entry]:
     """All registered entries, optionally filtered by domain, family and kind."""
     out: List[Entry] = []
+    import pkgutil
     for d in DOMAINS:
         try:
-            mod = importlib.import_module(f"poisonjax.{d}.catalog_entries")
-        except ModuleNotFoundError as e:
-            if e.name == f"poisonjax.{d}.catalog_entries":
-                continue
-            raise
-        out.extend(getattr(mod, "ENTRIES", []))
+            pkg = importlib.import_module(f"poisonjax.{d}")
+        except ModuleNotFoundError:
+            continue
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            if info.name.startswith("catalog_entries"):
+                mod = importlib.import_module(f"poisonjax.{d}.{info.name}")
+                out.extend(getattr(mod, "ENTRIES", []))
     if domain is not None:
         if domain not in DOMAINS:
             raise ValueError(f"unknown domain {domain!r}; expected one of {list(DOMAINS)}")
