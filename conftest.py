@@ -1,0 +1,7 @@
+"""Root conftest: puts the repo root on sys.path so ``configs.*`` and ``experiments.*`` import."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
