@@ -1,0 +1,433 @@
+r"""Vectorised federated-learning simulation: every client of a round trains in one vmapped,
+jit-compiled computation, sharded over the devices of a mesh.
+
+One round :math:`t` (FedAvg family, McMahan et al. 2017; server optimisers of Reddi et al. 2021):
+
+1. sample :math:`m = \mathrm{round}(q N)` of the N clients without replacement (``client_fraction`` q);
+2. each sampled client runs ``local_epochs`` epochs of mini-batch SGD from :math:`w_t` on its padded
+   local data (:func:`poisonjax.core.training.train_minibatch`, vmapped over clients, the client axis
+   sharded with :func:`poisonjax.core.parallel.sharded_vmap`, optionally in chunks of
+   ``client_chunk_size`` clients via ``lax.map`` to bound memory) giving flattened updates
+   :math:`\Delta_i = w_i - w_t` ``[m, d]``;
+3. malicious clients' rows are rewritten by the model-poisoning attack (which may query the aggregator);
+4. the aggregator returns :math:`(\bar\Delta, \mathrm{state}, \mathrm{report})`;
+5. the server optimiser treats :math:`-\bar\Delta` as a gradient: FedAvg
+   :math:`w_{t+1} = w_t + \eta\bar\Delta`, FedAvgM (heavy-ball momentum), FedAdam
+   (Adam with :math:`\epsilon = 10^{-3}`).
+
+Per-client randomness is ``fold_in(round_key, client_id)``, so results do not depend on how clients
+are sharded or chunked. A round is one ``step`` of an :class:`~poisonjax.core.types.AttackOptimizer`,
+so :func:`run_simulation` goes through :func:`poisonjax.core.runner.run` (lax.scan chunks of rounds,
+progress bar, metrics.jsonl, orbax checkpoints, resume).
+
+Quick use::
+
+    from poisonjax.federated import simulation as S, aggregators as A
+    data = S.federate_dataset("digits", num_clients=20, alpha=0.5, malicious_fraction=0.2)
+    sim = S.build_simulation(S.default_model(data, "mlp"), A.get_aggregator("krum", num_malicious=4),
+                             model_attack="sign_flip")
+    res = S.run_simulation(sim, data, rounds=30)
+    print(res.metrics[-1]["test_accuracy"], S.summarize(res.metrics))
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from poisonjax.core import training
+from poisonjax.core.ensemble import unflatten_like
+from poisonjax.core.parallel import sharded_vmap
+from poisonjax.core.types import AttackOptimizer
+from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_fraction, check_positive_int
+from poisonjax.federated import aggregators as aggs
+from poisonjax.federated import attacks as atk
+from poisonjax.federated.models import ModelFns, make_model
+
+PyTree = Any
+
+__all__ = ["FederatedData", "FLState", "RoundContext", "FLSimulation", "build_simulation", "run_simulation",
+           "federate_dataset", "federate_arrays", "default_model", "summarize", "flatten_params",
+           "SERVER_OPTIMIZERS"]
+
+
+def flatten_params(params: PyTree) -> jax.Array:
+    """One model's params -> ``[d]`` (leaf order of ``jax.tree``, same as ``flatten_stacked``)."""
+    return jnp.concatenate([l.reshape(-1).astype(jnp.float32) for l in jax.tree.leaves(params)])
+
+
+class FederatedData(NamedTuple):
+    """Everything a simulation reads (a pytree of arrays: the ``problem`` of ``core.runner``).
+
+    * ``x [N, S, ...]``, ``y [N, S]`` int32, ``mask [N, S]`` float32: padded client data (already
+      poisoned for malicious clients when a data attack is used);
+    * ``malicious [N]`` bool: ground truth for detection metrics and model attacks;
+    * ``x_test [T, ...]``, ``y_test [T]``: clean test set (main accuracy);
+    * ``x_aux [A, ...]``, ``y_aux [A]``: the server's clean auxiliary / root / validation data
+      (FLTrust root set, FLARE/GeminiGuard latent analysis, WeiDetect scoring);
+    * ``x_bd [B, ...]``, ``y_bd [B]``: triggered non-target test inputs with the target label
+      (backdoor ASR), or ``None``.
+    """
+
+    x: Any
+    y: Any
+    mask: Any
+    malicious: Any
+    x_test: Any
+    y_test: Any
+    x_aux: Any
+    y_aux: Any
+    x_bd: Any = None
+    y_bd: Any = None
+
+
+class FLState(NamedTuple):
+    """Simulation state (a pytree; checkpointed by ``core.runner``): global ``params``, server
+    optimiser state, aggregator state, base ``key``, ``round`` (int32) and the last round's ``metrics``."""
+
+    params: PyTree
+    server_opt_state: PyTree
+    agg_state: PyTree
+    key: jax.Array
+    round: jax.Array
+    metrics: Dict[str, jax.Array]
+
+
+class RoundContext(NamedTuple):
+    r"""What an aggregator (defense) may look at besides the updates, for one round.
+
+    * ``global_params``: :math:`w_t` (pytree);
+    * ``unflatten(v [d]) -> params pytree``;
+    * ``apply_fn(params, x) -> logits``, ``features_fn(params, x) -> [B, h]`` (penultimate layer);
+    * ``aux_x``, ``aux_y``: server auxiliary data (``[A, ...]``, ``[A]``);
+    * ``root_update``: ``[d]`` server update on ``aux`` data (only when the aggregator ``needs`` it);
+    * ``client_ids [n]``: global ids of this round's clients; ``round``: round index;
+    * ``num_classes``.
+
+    Methods: :meth:`client_params` (stacked :math:`w_t + \Delta_i`), :meth:`client_features`
+    (``[n, A, h]``), :meth:`client_logits` (``[n, A, C]``).
+    """
+
+    global_params: PyTree
+    unflatten: Callable
+    apply_fn: Callable
+    features_fn: Callable
+    aux_x: Any
+    aux_y: Any
+    root_update: Any
+    client_ids: Any
+    round: Any
+    num_classes: int
+
+    def client_params(self, updates: jax.Array) -> PyTree:
+        """Stacked client models :math:`w_t + \\Delta_i` (leaves ``[n, ...]``) from updates ``[n, d]``."""
+        return jax.vmap(lambda u: jax.tree.map(jnp.add, self.global_params, self.unflatten(u)))(updates)
+
+    def client_features(self, updates: jax.Array, x: Optional[jax.Array] = None) -> jax.Array:
+        """Penultimate features of every client model on ``x`` (default ``aux_x``): ``[n, A, h]``."""
+        x = self.aux_x if x is None else x
+        return jax.vmap(lambda p: self.features_fn(p, x))(self.client_params(updates))
+
+    def client_logits(self, updates: jax.Array, x: Optional[jax.Array] = None) -> jax.Array:
+        """Logits of every client model on ``x`` (default ``aux_x``): ``[n, A, C]``."""
+        x = self.aux_x if x is None else x
+        return jax.vmap(lambda p: self.apply_fn(p, x))(self.client_params(updates))
+
+
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
+
+
+def _server_optimizer(name: str, lr: float, momentum: float) -> optax.GradientTransformation:
+    check_choice("server_optimizer", name, SERVER_OPTIMIZERS)
+    if name == "fedavg":
+        return optax.sgd(lr)
+    if name == "fedavgm":
+        return optax.sgd(lr, momentum=momentum)
+    return optax.adam(lr, b1=0.9, b2=0.99, eps=1e-3)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FLSimulation:
+    """A configured simulation; build it with :func:`build_simulation`. ``init``/``step``/``metrics``
+    form an :class:`~poisonjax.core.types.AttackOptimizer` (:meth:`as_attack_optimizer`)."""
+
+    model: ModelFns
+    aggregator: aggs.Aggregator
+    model_attack: Optional[Callable]
+    client_fraction: float
+    local_epochs: int
+    batch_size: int
+    local_optimizer: optax.GradientTransformation
+    server_optimizer: optax.GradientTransformation
+    client_chunk_size: Optional[int]
+    mesh: Any
+    num_classes: int
+    eval_batch: Optional[int] = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def clients_per_round(self, num_clients: int) -> int:
+        """:math:`m = \\max(1, \\mathrm{round}(q N))`."""
+        return max(1, int(round(self.client_fraction * num_clients)))
+
+    def _loss(self):
+        return training.softmax_cross_entropy_loss(self.model.apply)
+
+    def client_update(self, global_params, x, y, mask, key):
+        """One client's local training -> (update ``[d]``, mean loss). Pure, vmappable."""
+        res = training.train_minibatch(self._loss(), global_params, self.local_optimizer, {"x": x, "y": y}, key,
+                                       epochs=self.local_epochs, batch_size=self.batch_size, mask=mask)
+        delta = flatten_params(res.params) - flatten_params(global_params)
+        nsteps = jnp.maximum(jnp.sum(res.losses != 0), 1)
+        return delta, jnp.sum(res.losses) / nsteps
+
+    def local_updates(self, params, data: FederatedData, ids: jax.Array, key: jax.Array):
+        """Train clients ``ids [m]`` from ``params``: ``(updates [m, d], losses [m])``.
+
+        Sharded over ``mesh`` and processed ``client_chunk_size`` clients at a time; client ``i``'s
+        key is ``fold_in(key, i)`` so the result is independent of sharding and chunking."""
+        m = ids.shape[0]
+
+        def per_client(i, p):
+            return self.client_update(p, data.x[i], data.y[i], data.mask[i], jax.random.fold_in(key, i))
+
+        fn = sharded_vmap(per_client, self.mesh, in_axes=(0, None))
+        c = self.client_chunk_size
+        if c is None or c >= m:
+            return fn(ids, params)
+        pad = (-m) % c
+        ids_p = jnp.concatenate([ids, jnp.repeat(ids[-1:], pad)]) if pad else ids
+        out = jax.lax.map(lambda blk: fn(blk, params), ids_p.reshape(-1, c))
+        return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:m], out)
+
+    def evaluate(self, params, data: FederatedData) -> Dict[str, jax.Array]:
+        """``test_accuracy`` and (with backdoor data) ``backdoor_asr`` of the global model."""
+        out = {"test_accuracy": training.accuracy(self.model.apply(params, data.x_test), data.y_test)}
+        if data.x_bd is not None:
+            out["backdoor_asr"] = training.accuracy(self.model.apply(params, data.x_bd), data.y_bd)
+        return out
+
+    # -- AttackOptimizer protocol ----------------------------------------------------------------
+    def init(self, key, data: FederatedData) -> FLState:
+        k_init, k_run = jax.random.split(key)
+        params = self.model.init(k_init)
+        d = flatten_params(params).shape[0]
+        n = data.y.shape[0]
+        agg_state = self.aggregator.init(n, d)
+        metrics = self._metric_template(data)
+        return FLState(params, self.server_optimizer.init(params), agg_state, k_run, jnp.int32(0), metrics)
+
+    def _metric_template(self, data):
+        z = jnp.float32(0.0)
+        names = ["test_accuracy", "train_loss", "update_norm", "tp", "fp", "fn", "tn", "num_malicious",
+                 "num_flagged", "num_nonfinite"]
+        if data.x_bd is not None:
+            names.append("backdoor_asr")
+        return {k: z for k in names}
+
+    def step(self, st: FLState, data: FederatedData) -> FLState:
+        """One federated round (see module docstring)."""
+        n = data.y.shape[0]
+        m = self.clients_per_round(n)
+        rkey = jax.random.fold_in(st.key, st.round)
+        k_sample, k_train, k_attack, k_agg, k_root = jax.random.split(rkey, 5)
+        ids = jnp.arange(n) if m == n else jax.random.permutation(k_sample, n)[:m]
+        updates, losses = self.local_updates(st.params, data, ids, k_train)
+        mal = data.malicious[ids]
+        like = st.params
+        root = None
+        if "root_update" in self.aggregator.needs:
+            root, _ = self.client_update(st.params, data.x_aux, data.y_aux,
+                                         jnp.ones(data.y_aux.shape[0], jnp.float32), k_root)
+        ctx = RoundContext(st.params, lambda v: unflatten_like(v, like), self.model.apply, self.model.features,
+                           data.x_aux, data.y_aux, root, ids, st.round, self.num_classes)
+
+        def agg_call(u):
+            a, _, r = self.aggregator.fn(u, st.agg_state, k_agg, context=ctx, nan_policy="exclude")
+            return a, r
+
+        if self.model_attack is not None:
+            updates = self.model_attack(updates, mal, k_attack, context=ctx, aggregator=agg_call)
+        agg, agg_state, report = self.aggregator.fn(updates, st.agg_state, k_agg, context=ctx, nan_policy="exclude")
+        g = jax.tree.map(jnp.negative, unflatten_like(agg, like))
+        upd, sos = self.server_optimizer.update(g, st.server_opt_state, st.params)
+        params = optax.apply_updates(st.params, upd)
+        flags = report["flags"]
+        f32 = lambda v: jnp.sum(v).astype(jnp.float32)  # noqa: E731
+        metrics = dict(self.evaluate(params, data))
+        ben = ~mal
+        metrics.update(
+            train_loss=jnp.sum(jnp.where(ben, losses, 0.0)) / jnp.maximum(f32(ben), 1.0),
+            update_norm=jnp.linalg.norm(agg),
+            tp=f32(flags & mal), fp=f32(flags & ~mal), fn=f32(~flags & mal), tn=f32(~flags & ~mal),
+            num_malicious=f32(mal), num_flagged=f32(flags), num_nonfinite=f32(report["nonfinite"]))
+        metrics = {k: metrics[k].astype(jnp.float32) for k in st.metrics}
+        return FLState(params, sos, agg_state, st.key, st.round + 1, metrics)
+
+    def metrics(self, st: FLState, data: FederatedData) -> Dict[str, jax.Array]:
+        return st.metrics
+
+    def as_attack_optimizer(self) -> AttackOptimizer:
+        """``AttackOptimizer(init, step, metrics)`` for :func:`poisonjax.core.runner.run` (rounds = steps)."""
+        return AttackOptimizer(self.init, self.step, self.metrics)
+
+
+def build_simulation(model: ModelFns, aggregator: Union[str, aggs.Aggregator, Callable] = "fedavg", *,
+                     model_attack: Union[None, str, Callable] = None, attack_kwargs: Optional[dict] = None,
+                     aggregator_kwargs: Optional[dict] = None, client_fraction: float = 1.0,
+                     local_epochs: int = 1, batch_size: int = 8, local_lr: float = 0.1, local_momentum: float = 0.0,
+                     server_optimizer: str = "fedavg", server_lr: float = 1.0, server_momentum: float = 0.9,
+                     client_chunk_size: Optional[int] = None, mesh=None, num_classes: int = 10) -> FLSimulation:
+    """Configure a simulation.
+
+    Args:
+      model: :class:`~poisonjax.federated.models.ModelFns` (``init``, ``apply``, ``features``).
+      aggregator: a name from :data:`poisonjax.federated.aggregators.AGGREGATORS` (hyperparameters in
+        ``aggregator_kwargs``), an :class:`~poisonjax.federated.aggregators.Aggregator`, or any
+        function ``fn(updates [n, d], state, key, *, context, nan_policy) -> (aggregate [d], state, report)``
+        with ``report["flags"] [n]`` bool (stateless; wrap in ``Aggregator(name, fn, init, needs)`` for state).
+      model_attack: a name from :data:`poisonjax.federated.attacks.MODEL_ATTACKS` (with
+        ``attack_kwargs``) or a callable ``(updates, malicious, key, *, context, aggregator) -> updates``
+        (the adaptive-attack hook: ``aggregator(updates) -> (aggregate, report)``). ``None``: no attack.
+      client_fraction: fraction q in (0, 1] of clients sampled per round.
+      local_epochs, batch_size, local_lr, local_momentum: local SGD.
+      server_optimizer: ``"fedavg"`` | ``"fedavgm"`` | ``"fedadam"``; ``server_lr``, ``server_momentum``.
+      client_chunk_size: train at most this many clients at a time (memory bound; same result).
+      mesh: device mesh for the client axis (default: all devices).
+    """
+    client_fraction = check_fraction("client_fraction", client_fraction)
+    local_epochs = check_positive_int("local_epochs", local_epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if client_chunk_size is not None:
+        client_chunk_size = check_positive_int("client_chunk_size", client_chunk_size)
+    if isinstance(aggregator, str):
+        aggregator = aggs.get_aggregator(aggregator, **(aggregator_kwargs or {}))
+    elif not isinstance(aggregator, aggs.Aggregator):
+        if not callable(aggregator):
+            raise PoisonJaxInputError(f"aggregator must be a name, an Aggregator or a callable, got {aggregator!r}")
+        aggregator = aggs.Aggregator(getattr(aggregator, "__name__", "custom"),
+                                     functools.partial(aggregator, **(aggregator_kwargs or {})))
+    if isinstance(model_attack, str):
+        model_attack = None if model_attack == "none" else atk.get_model_attack(model_attack, **(attack_kwargs or {}))
+    elif model_attack is not None and attack_kwargs:
+        model_attack = functools.partial(model_attack, **attack_kwargs)
+    local_opt = optax.sgd(local_lr, momentum=local_momentum or None)
+    return FLSimulation(model, aggregator, model_attack, client_fraction, local_epochs, batch_size, local_opt,
+                        _server_optimizer(server_optimizer, server_lr, server_momentum), client_chunk_size,
+                        mesh, num_classes)
+
+
+def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=None, *, seed: int = 0,
+                   rounds_per_chunk: int = 10, checkpoint_every: Optional[int] = None, config: Any = None,
+                   progress: bool = True, desc: str = "fl rounds"):
+    """Run ``rounds`` rounds through :func:`poisonjax.core.runner.run` (one compiled ``lax.scan`` of
+    ``rounds_per_chunk`` rounds; with ``workdir``: metrics.jsonl, orbax checkpoints, resume).
+
+    Returns:
+      :class:`~poisonjax.core.runner.RunResult`; ``.state`` is the final :class:`FLState`,
+      ``.metrics`` the per-round metric dicts (see :func:`summarize`).
+
+    Raises:
+      DivergenceError: the global model became NaN/inf (e.g. every update of a round was non-finite).
+    """
+    from poisonjax.core.runner import run
+    data = jax.tree.map(jnp.asarray, data)
+    return run(sim.as_attack_optimizer(), data, rounds, workdir, seed=seed, chunk_size=rounds_per_chunk,
+               checkpoint_every=checkpoint_every, config=config, progress=progress, desc=desc)
+
+
+def summarize(metrics: Sequence[Dict[str, float]], last: int = 1) -> Dict[str, Optional[float]]:
+    """Final figures from per-round metrics: ``main_accuracy`` (mean over the ``last`` rounds),
+    ``backdoor_asr``, and detection ``precision``/``recall`` micro-averaged over all rounds
+    (``None`` when undefined: nothing flagged / no malicious client sampled)."""
+    from poisonjax.federated.metrics import precision_recall
+    if not metrics:
+        raise PoisonJaxInputError("metrics is empty: run at least one round")
+    tail = metrics[-last:]
+    out = {"main_accuracy": float(np.mean([m["test_accuracy"] for m in tail]))}
+    if "backdoor_asr" in metrics[-1]:
+        out["backdoor_asr"] = float(np.mean([m["backdoor_asr"] for m in tail]))
+    tp, fp, fn = (float(sum(m[k] for m in metrics)) for k in ("tp", "fp", "fn"))
+    p, r = precision_recall(tp, fp, fn)
+    out.update(detection_precision=p, detection_recall=r,
+               nonfinite_updates=int(sum(m["num_nonfinite"] for m in metrics)))
+    return out
+
+
+# ----------------------------------------------------------------------------- data set-up ------
+
+def federate_arrays(x_train, y_train, x_test, y_test, *, num_classes: int, num_clients: int,
+                    partition: str = "dirichlet", alpha: float = 0.5, malicious_fraction: float = 0.0,
+                    data_attack: str = "none", flip_source: int = 0, flip_target: int = 1,
+                    backdoor_target: int = 0, backdoor_fraction: float = 0.5, trigger_size: int = 2,
+                    trigger_value: float = 1.0, aux_size: int = 100, max_client_size: Optional[int] = None,
+                    seed: int = 0) -> FederatedData:
+    r"""Partition a centralised dataset among clients and poison the malicious clients' data.
+
+    ``aux_size`` examples of the training set are held out as the server's clean auxiliary/root data
+    (stratified by a seeded shuffle); the rest is split ``"iid"`` or ``"dirichlet"`` (``alpha``).
+    :math:`\mathrm{round}(f N)` clients (seeded) are malicious, ``f = malicious_fraction`` in [0, 1).
+    ``data_attack``: ``"none"``, ``"label_flip"`` (untargeted, :math:`y \to C-1-y`),
+    ``"targeted_label_flip"`` (``flip_source -> flip_target``) or ``"badnets"`` (trigger + ``backdoor_target``
+    on ``backdoor_fraction`` of each malicious client's data; the backdoor test set is every
+    non-target test example with the trigger).
+    """
+    from poisonjax.data.partitions import dirichlet_partition, iid_partition, pad_clients
+    mf = check_fraction("malicious_fraction", malicious_fraction, low_inclusive=True, high_inclusive=False)
+    num_clients = check_positive_int("num_clients", num_clients)
+    check_choice("partition", partition, ("iid", "dirichlet"))
+    check_choice("data_attack", data_attack, atk.DATA_ATTACKS)
+    x_train, y_train = np.asarray(x_train), np.asarray(y_train).astype(np.int32)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(y_train))
+    aux_idx, rest = perm[:aux_size], perm[aux_size:]
+    x_aux, y_aux = x_train[aux_idx], y_train[aux_idx]
+    xr, yr = x_train[rest], y_train[rest]
+    if partition == "iid":
+        parts = iid_partition(len(yr), num_clients, seed)
+    else:
+        parts = dirichlet_partition(yr, num_clients, alpha, seed)
+    ca = pad_clients(xr, yr, parts, max_client_size, seed)
+    n_mal = int(round(mf * num_clients))
+    malicious = np.zeros(num_clients, bool)
+    malicious[rng.permutation(num_clients)[:n_mal]] = True
+    x, y = ca.x.copy(), ca.y.copy()
+    if data_attack in ("label_flip", "targeted_label_flip"):
+        mode = "untargeted" if data_attack == "label_flip" else "targeted"
+        y[malicious] = atk.flip_labels(y[malicious], num_classes, mode=mode, source=flip_source, target=flip_target)
+    x_bd = y_bd = None
+    if data_attack == "badnets":
+        nd = x_train.ndim - 1
+        for i in np.flatnonzero(malicious):
+            x[i], y[i] = atk.add_backdoor(x[i], y[i], ca.mask[i], target=backdoor_target, fraction=backdoor_fraction,
+                                          size=trigger_size, value=trigger_value, seed=seed + int(i), example_ndim=nd)
+        keep = np.asarray(y_test) != backdoor_target
+        x_bd = atk.apply_trigger(np.asarray(x_test)[keep], trigger_size, trigger_value, nd)
+        y_bd = np.full(int(keep.sum()), backdoor_target, np.int32)
+    return FederatedData(x, y, ca.mask, malicious, np.asarray(x_test), np.asarray(y_test).astype(np.int32),
+                         x_aux, y_aux, x_bd, y_bd)
+
+
+def load_centralised(name: str, data_dir=None, seed: int = 0):
+    """``(x_train, y_train, x_test, y_test, num_classes)`` for ``"digits"`` (scikit-learn, no files),
+    ``"mnist"`` (the shared 5k MNIST subset + official test set), ``"cifar10"`` (shared JPEG subset) or
+    ``"nslkdd"`` (via ``poisonjax.data.nslkdd`` when present)."""
+    from poisonjax.federated import datasets
+    return datasets.load(name, data_dir=data_dir, seed=seed)
+
+
+def federate_dataset(name: str = "digits", *, data_dir=None, **kwargs) -> FederatedData:
+    """:func:`load_centralised` + :func:`federate_arrays` (kwargs as there)."""
+    xtr, ytr, xte, yte, c = load_centralised(name, data_dir, kwargs.get("seed", 0))
+    return federate_arrays(xtr, ytr, xte, yte, num_classes=c, **kwargs)
+
+
+def default_model(data: FederatedData, name: str = "mlp", num_classes: Optional[int] = None, **kwargs) -> ModelFns:
+    """An ``"mlp"`` or ``"cnn"`` sized for ``data`` (class count = ``max(y_test) + 1`` unless given)."""
+    c = int(num_classes if num_classes is not None else int(np.max(np.asarray(data.y_test))) + 1)
+    sample = jnp.asarray(np.asarray(data.x_test)[:1])
+    return make_model(name, c, sample, **kwargs)
