@@ -50,7 +50,7 @@ AggOut = Tuple[Any, Any, dict]
 __all__ = [
     "fedavg", "krum", "multi_krum", "median", "trimmed_mean", "bulyan", "rfa", "fltrust", "flame",
     "foolsgold", "dnc", "centered_clipping", "flare", "Aggregator", "get_aggregator", "AGGREGATORS",
-    "pairwise_sq_distances", "pairwise_cosine", "mmd2_matrix", "masked_median", "krum_scores",
+    "aggregator_fn", "pairwise_sq_distances", "pairwise_cosine", "mmd2_matrix", "masked_median", "krum_scores",
 ]
 
 
@@ -209,6 +209,12 @@ def _krum_need(n, kw):
     if f < 0:
         raise PoisonJaxInputError(f"num_malicious must be >= 0, got {f}")
     return 2 * f + 3, f"Krum needs n > 2f + 2 clients for num_malicious f={f}"
+
+
+#: Public name of the decorator that turns ``inner(X [n, d], valid [n], state, key, context, weights, **kw)``
+#: into a full aggregator (pytree/array input, NaN-row exclusion, ``valid`` mask, report defaults).
+#: Use ``@aggregator_fn()`` (or ``@aggregator_fn(min_clients)`` with ``min_clients(n, kw) -> (need, message)``).
+aggregator_fn = _aggregator
 
 
 # ------------------------------------------------------------------------------ aggregators -----
