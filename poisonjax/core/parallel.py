@@ -80,7 +80,9 @@ def sharded_vmap(fn: Callable, mesh: Optional[jax.sharding.Mesh] = None,
                   for a, ax in zip(args, axes)]
         specs = tuple(jax.tree.map(lambda _: P(axis_name), a) if ax == 0 else jax.tree.map(lambda _: P(), a)
                       for a, ax in zip(padded, axes))
-        out = jax.shard_map(vm, mesh=mesh, in_specs=specs, out_specs=P(axis_name))(*padded)
+        # check_vma=False: per-client scans start from replicated constants (optimiser state) and
+        # become device-varying, which the varying-axes checker would reject for lax.scan carries.
+        out = jax.shard_map(vm, mesh=mesh, in_specs=specs, out_specs=P(axis_name), check_vma=False)(*padded)
         return jax.tree.map(lambda l: l[:n], out)
 
     return wrapped

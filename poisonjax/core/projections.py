@@ -42,6 +42,11 @@ def project_linf_box(x: jax.Array, delta: jax.Array, eps, lo=0.0, hi=1.0) -> jax
     return jnp.clip(delta, jnp.maximum(-eps, lo - x), jnp.minimum(eps, hi - x))
 
 
+def _check_k(k, n):
+    if not isinstance(k, (int,)) or k < 0 or k > n:
+        raise ValueError(f"k (the budget) must be a static integer in [0, {n}] (the number of candidates), got {k!r}")
+
+
 def topk_mask(scores: jax.Array, k: int, valid: Optional[jax.Array] = None) -> jax.Array:
     """Boolean mask of the ``k`` largest entries of ``scores`` (any shape) among ``valid`` ones.
 
@@ -49,6 +54,7 @@ def topk_mask(scores: jax.Array, k: int, valid: Optional[jax.Array] = None) -> j
     Ties are broken by position (lowest flat index first), so the result is deterministic.
     """
     flat = scores.reshape(-1)
+    _check_k(k, flat.shape[0])
     v = jnp.ones_like(flat, dtype=bool) if valid is None else valid.reshape(-1).astype(bool)
     s = jnp.where(v, flat, -jnp.inf)
     _, idx = jax.lax.top_k(s, k)
@@ -59,6 +65,7 @@ def topk_mask(scores: jax.Array, k: int, valid: Optional[jax.Array] = None) -> j
 def topk_indices(scores: jax.Array, k: int, valid: Optional[jax.Array] = None):
     """``(indices, ok)`` of the ``k`` largest valid flat entries; ``ok[j]`` is False where fewer than k are valid."""
     flat = scores.reshape(-1)
+    _check_k(k, flat.shape[0])
     v = jnp.ones_like(flat, dtype=bool) if valid is None else valid.reshape(-1).astype(bool)
     vals, idx = jax.lax.top_k(jnp.where(v, flat, -jnp.inf), k)
     return idx, jnp.isfinite(vals)

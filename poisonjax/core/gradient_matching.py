@@ -1,0 +1,461 @@
+r"""Gradient-matching poisoning: alignment losses and budgeted crafting (restarts x ensembles via vmap).
+
+Gradient matching (Geiping et al., "Witches' Brew: Industrial Scale Data Poisoning via Gradient
+Matching", ICLR 2021) crafts bounded perturbations :math:`\delta_i` on ``P`` base images so that the
+parameter gradient of the training loss on the poisons aligns with an *adversarial* gradient:
+
+.. math::
+    G_{adv}(\theta) = \nabla_\theta \frac1T\sum_t L(f_\theta(x_t), y^{adv}_t), \qquad
+    G_p(\theta, \delta) = \nabla_\theta \frac1P\sum_i L(f_\theta(A(x_i + \delta_i)), y_i),
+
+.. math::
+    \mathcal{L}_\alpha(\delta) = \frac1M\sum_{m=1}^M (1-\alpha)\Big(1 - \frac{\langle G_p, G_{adv}\rangle}{\|G_p\|\|G_{adv}\|}\Big)
+      + \alpha \frac{\|G_p - G_{adv}\|}{\|G_{adv}\|\,\|G_p\|}  \quad\text{at } \theta = \theta_m,
+
+where inner products and norms run over *all* parameters (the flattened gradient), ``A`` is an
+optional differentiable augmentation (random flips and crops), and :math:`\theta_m` are M surrogate
+models. :math:`\alpha = 0` is Witches' Brew; :math:`\alpha > 0` is the "strict" loss of PADHASH
+(Li et al., "Clean Image May be Dangerous: Data Poisoning Attacks Against Deep Hashing", IEEE TMM
+2025), which also matches gradient magnitude.
+
+Crafting is an :class:`~poisonjax.core.types.AttackOptimizer`: signed Adam on :math:`\delta`
+(Adam fed with :math:`\mathrm{sign}(\nabla_\delta \mathcal L)`, step size decayed by 10x at 3/8, 5/8
+and 7/8 of the steps as in Witches' Brew), each step followed by the exact projection onto
+:math:`\{\|\delta_i\|_\infty \le \epsilon,\ 0 \le x_i + \delta_i \le 1\}`. ``R`` restarts are a
+leading axis of the state and ``M`` surrogates a leading axis of the parameters; both are
+``jax.vmap``-ed, so one step is a single XLA program. :func:`select_best` picks the restart with the
+lowest (augmentation-free) alignment loss. :func:`craft` drives the optimiser with
+:func:`poisonjax.core.runner.run` (checkpoint/resume, progress bar, metrics.jsonl).
+
+Surrogates of *different* architectures (a black-box ensemble) are given as a tuple of per-example
+losses and a matching tuple of stacked parameter pytrees (one group per architecture, each group
+vmapped over its own members); the loss averages over every member of every group.
+
+:func:`victim_success` retrains K victims from scratch on the poisoned training set with one
+``vmap`` over seeds (:func:`poisonjax.core.training.train_ensemble`) and reports whether each
+classifies the target as the adversarial class.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poisonjax.core.projections import project_linf_box
+from poisonjax.core.types import AttackOptimizer
+from poisonjax.core.validation import PoisonJaxInputError, check_fraction, check_positive_int
+
+PyTree = Any
+PerExampleLoss = Callable[[PyTree, jax.Array, jax.Array], jax.Array]  # (params, x [B,...], y [B]) -> [B]
+
+
+# ------------------------------------------------------------------ alignment losses -----------
+
+def _tree_vdot(a, b):
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def tree_norm(a) -> jax.Array:
+    r""":math:`\|a\|_2` of a pytree, over all leaves (the flattened gradient)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(a)))
+
+
+def cosine_alignment_loss(g_poison: PyTree, g_target: PyTree) -> jax.Array:
+    r"""Witches' Brew loss :math:`1 - \langle g_p, g_t\rangle / (\|g_p\| \|g_t\|)` over all parameters.
+
+    Args:
+      g_poison, g_target: gradient pytrees of identical structure (any shapes).
+
+    Returns:
+      scalar in [0, 2].
+    """
+    return strict_alignment_loss(g_poison, g_target, 0.0)
+
+
+def strict_alignment_loss(g_poison: PyTree, g_target: PyTree, alpha) -> jax.Array:
+    r"""PADHASH's strict gradient-matching loss (Li et al., TMM 2025, Eq. for :math:`\mathcal L_{sgm}`):
+
+    .. math:: (1-\alpha)\Big(1 - \frac{\langle G_p, G_v\rangle}{\|G_p\|\|G_v\|}\Big)
+              + \alpha\,\frac{\|G_p - G_v\|}{\|G_v\|\,\|G_p\|}.
+
+    ``alpha = 0`` is Witches' Brew's cosine loss; the paper uses ``alpha`` in [0.05, 0.3].
+    Norms and inner products are over all parameters; a tiny constant guards the divisions.
+    """
+    pn = tree_norm(g_poison)
+    tn = tree_norm(g_target)
+    cos = _tree_vdot(g_poison, g_target) / jnp.maximum(pn * tn, 1e-20)
+    diff = tree_norm(jax.tree.map(jnp.subtract, g_poison, g_target))
+    strict = diff / jnp.maximum(pn * tn, 1e-20)
+    return (1.0 - alpha) * (1.0 - cos) + alpha * strict
+
+
+# ------------------------------------------------------------------ augmentation ---------------
+
+def augment(key: jax.Array, x: jax.Array, *, flip: bool = True, crop: int = 0) -> jax.Array:
+    r"""Differentiable random augmentation of a batch ``x`` ``[B, H, W, C]``.
+
+    Each image is independently flipped left-right with probability 1/2 (if ``flip``) and shifted by
+    a random crop: zero-padded by ``crop`` pixels on each side, then a random ``H x W`` window is
+    taken. Both are permutations/selections of pixels, so gradients flow to ``x``.
+    """
+    b, h, w, c = x.shape
+    kf, kc = jax.random.split(key)
+    if flip:
+        f = jax.random.bernoulli(kf, 0.5, (b, 1, 1, 1))
+        x = jnp.where(f, x[:, :, ::-1, :], x)
+    if crop > 0:
+        xp = jnp.pad(x, ((0, 0), (crop, crop), (crop, crop), (0, 0)))
+        off = jax.random.randint(kc, (b, 2), 0, 2 * crop + 1)
+        x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, c)))(xp, off)
+    return x
+
+
+# ------------------------------------------------------------------ the crafting problem -------
+
+class GradientMatchingProblem(NamedTuple):
+    """Everything the crafting step reads (a pytree of arrays; it compiles once).
+
+    Attributes:
+      surrogate_params: stacked surrogate parameters (leaves ``[M, ...]``), or a tuple of such
+        pytrees, one per architecture group (matching the tuple of losses given to
+        :func:`gradient_matching_attack`).
+      base_images: ``[P, H, W, C]`` clean images to perturb, in [0, 1].
+      base_labels: ``[P]`` labels used in the poison loss (the true labels: clean-label).
+      target_images: ``[T, H, W, C]`` images whose adversarial gradient is matched.
+      target_labels: ``[T]`` adversarial labels of the targets.
+      eps: scalar L-inf radius.
+    """
+
+    surrogate_params: Any
+    base_images: jax.Array
+    base_labels: jax.Array
+    target_images: jax.Array
+    target_labels: jax.Array
+    eps: jax.Array
+
+
+class GradientMatchingState(NamedTuple):
+    """Crafting state: ``delta [R, P, H, W, C]``, Adam moments of the same shape, step ``t``, PRNG
+    ``key``, the target gradients per group (leaves ``[M, ...]``) and the last ``loss [R]``."""
+
+    delta: jax.Array
+    mu: jax.Array
+    nu: jax.Array
+    t: jax.Array
+    key: jax.Array
+    target_grads: Any
+    loss: jax.Array
+
+
+def _as_groups(loss_fns, params):
+    if callable(loss_fns):
+        return (loss_fns,), (params,)
+    loss_fns = tuple(loss_fns)
+    if not isinstance(params, (tuple, list)) or len(params) != len(loss_fns):
+        raise PoisonJaxInputError(
+            f"surrogate_params must be a tuple with one stacked pytree per loss ({len(loss_fns)} groups)")
+    return loss_fns, tuple(params)
+
+
+def _mean_loss_grad(loss_fn, params, x, y):
+    return jax.grad(lambda p: jnp.mean(loss_fn(p, x, y)))(params)
+
+
+def target_gradients(loss_fns, surrogate_params, target_images, target_labels):
+    r""":math:`G_{adv}` for every surrogate: a tuple (one per group) of gradient pytrees ``[M, ...]``."""
+    fns, groups = _as_groups(loss_fns, surrogate_params)
+    return tuple(jax.vmap(lambda p, f=f: _mean_loss_grad(f, p, target_images, target_labels))(g)
+                 for f, g in zip(fns, groups))
+
+
+def alignment_objective(loss_fns, surrogate_params, target_grads, poisons, labels, alpha,
+                        key: Optional[jax.Array] = None, *, flip: bool = False, crop: int = 0) -> jax.Array:
+    r"""Mean over all surrogates of :func:`strict_alignment_loss` between :math:`G_p` at ``poisons``
+    ``[P, H, W, C]`` (augmented with ``key`` if given) and the precomputed ``target_grads``."""
+    fns, groups = _as_groups(loss_fns, surrogate_params)
+    if key is not None and (flip or crop):
+        poisons = augment(key, poisons, flip=flip, crop=crop)
+    total, count = 0.0, 0
+    for f, g, tg in zip(fns, groups, target_grads):
+        per_m = jax.vmap(lambda p, t, f=f: strict_alignment_loss(_mean_loss_grad(f, p, poisons, labels), t, alpha))(g, tg)
+        total = total + per_m.sum()
+        count += per_m.shape[0]
+    return total / count
+
+
+def gradient_matching_attack(loss_fns: Union[PerExampleLoss, Sequence[PerExampleLoss]], *, steps: int,
+                             restarts: int = 1, alpha: float = 0.0, step_size: float = 0.1,
+                             flip: bool = False, crop: int = 0, init_scale: float = 1.0,
+                             b1: float = 0.9, b2: float = 0.999, schedule: bool = True) -> AttackOptimizer:
+    r"""Gradient-matching crafting as an :class:`AttackOptimizer` (Witches' Brew; PADHASH with ``alpha > 0``).
+
+    One step, for every restart ``r`` (vmapped) and averaged over the ``M`` surrogates (vmapped):
+
+    .. math::
+        g = \mathrm{sign}\,\nabla_\delta \mathcal L_\alpha(\delta_r), \quad
+        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad v \leftarrow \beta_2 v + (1-\beta_2) g^2, \\
+        \delta_r \leftarrow \Pi_{\epsilon,[0,1]}\Big(\delta_r - \eta_t\,\epsilon\,\frac{\hat m}{\sqrt{\hat v} + 10^{-8}}\Big),
+
+    with :math:`\eta_t` = ``step_size`` decayed 10x at 3/8, 5/8 and 7/8 of ``steps`` (if
+    ``schedule``). The step size is relative to :math:`\epsilon`, so the same value works for any
+    radius. ``init`` draws :math:`\delta` uniformly in :math:`[-\epsilon, \epsilon]` times
+    ``init_scale`` (then projects) and precomputes the target gradients.
+
+    Args:
+      loss_fns: per-example surrogate loss ``(params, x [B,H,W,C], y [B]) -> [B]`` (e.g. softmax
+        cross-entropy, or a hashing loss), or a tuple of them (one per architecture group).
+      steps: the planned number of steps (for the schedule).
+      restarts: ``R``, independent random initialisations optimised in parallel.
+      alpha: weight of the strict magnitude term (0 = Witches' Brew).
+      step_size: Adam step size as a fraction of ``eps``.
+      flip, crop: differentiable augmentation of the poisons at every step (see :func:`augment`).
+
+    Returns:
+      ``AttackOptimizer(init, step, metrics)`` over :class:`GradientMatchingProblem` and
+      :class:`GradientMatchingState`; metrics are ``loss_mean`` and ``loss_min`` over restarts.
+    """
+    steps = check_positive_int("steps", steps)
+    restarts = check_positive_int("restarts", restarts)
+    alpha = check_fraction("alpha", alpha, low_inclusive=True)
+
+    def init(key, problem: GradientMatchingProblem):
+        k0, k1 = jax.random.split(key)
+        shape = (restarts,) + problem.base_images.shape
+        d = init_scale * problem.eps * jax.random.uniform(k0, shape, minval=-1.0, maxval=1.0)
+        d = project_linf_box(problem.base_images[None], d, problem.eps)
+        tg = target_gradients(loss_fns, problem.surrogate_params, problem.target_images, problem.target_labels)
+        z = jnp.zeros(shape, jnp.float32)
+        return GradientMatchingState(d, z, z, jnp.zeros((), jnp.int32), k1, tg, jnp.zeros((restarts,), jnp.float32))
+
+    def lr_at(t):
+        if not schedule:
+            return step_size
+        frac = t / steps
+        decays = (frac >= 3 / 8).astype(jnp.float32) + (frac >= 5 / 8) + (frac >= 7 / 8)
+        return step_size * 0.1 ** decays
+
+    def step(state: GradientMatchingState, problem: GradientMatchingProblem):
+        key, sub = jax.random.split(state.key)
+        rkeys = jax.random.split(sub, restarts)
+
+        def obj(delta, k):
+            x = problem.base_images + delta
+            return alignment_objective(loss_fns, problem.surrogate_params, state.target_grads, x,
+                                       problem.base_labels, alpha, k, flip=flip, crop=crop)
+
+        loss, g = jax.vmap(jax.value_and_grad(obj))(state.delta, rkeys)
+        g = jnp.sign(g)
+        t = state.t + 1
+        mu = b1 * state.mu + (1 - b1) * g
+        nu = b2 * state.nu + (1 - b2) * g * g
+        mhat = mu / (1 - b1 ** t)
+        vhat = nu / (1 - b2 ** t)
+        upd = lr_at(state.t) * problem.eps * mhat / (jnp.sqrt(vhat) + 1e-8)
+        delta = project_linf_box(problem.base_images[None], state.delta - upd, problem.eps)
+        return GradientMatchingState(delta, mu, nu, t, key, state.target_grads, loss)
+
+    def metrics(state, problem):
+        return {"loss_mean": state.loss.mean(), "loss_min": state.loss.min()}
+
+    return AttackOptimizer(init, step, metrics)
+
+
+def restart_losses(loss_fns, state: GradientMatchingState, problem: GradientMatchingProblem, alpha=0.0) -> jax.Array:
+    """Augmentation-free alignment loss ``[R]`` of every restart in ``state``."""
+    return jax.vmap(lambda d: alignment_objective(loss_fns, problem.surrogate_params, state.target_grads,
+                                                  problem.base_images + d, problem.base_labels, alpha))(state.delta)
+
+
+def select_best(loss_fns, state: GradientMatchingState, problem: GradientMatchingProblem, alpha=0.0):
+    """``(delta [P,H,W,C], best_index, losses [R])``: the restart with the lowest alignment loss."""
+    losses = restart_losses(loss_fns, state, problem, alpha)
+    i = jnp.argmin(losses)
+    return state.delta[i], i, losses
+
+
+TRIAL_AXES = GradientMatchingProblem(None, 0, 0, 0, 0, None)
+"""``vmap`` axes of a problem batched over independent trials (targets): every array but the shared
+surrogate parameters and ``eps`` carries a leading ``[T]`` axis."""
+
+
+def batch_over_trials(attack: AttackOptimizer) -> AttackOptimizer:
+    """Vectorise an attack over ``T`` independent trials (different targets/poisons, same surrogates):
+    the problem's arrays carry a leading ``[T]`` axis (see :data:`TRIAL_AXES`), so is the state,
+    and the metrics are averaged over trials. One compiled program crafts all T poison sets."""
+    def init(key, problem):
+        t = problem.base_images.shape[0]
+        return jax.vmap(attack.init, in_axes=(0, TRIAL_AXES))(jax.random.split(key, t), problem)
+
+    step = jax.vmap(attack.step, in_axes=(0, TRIAL_AXES))
+
+    def metrics(state, problem):
+        return jax.tree.map(jnp.mean, jax.vmap(attack.metrics, in_axes=(0, TRIAL_AXES))(state, problem))
+
+    return AttackOptimizer(init, step, metrics if attack.metrics is not None else None)
+
+
+class CraftResult(NamedTuple):
+    """``delta [P,H,W,C]`` of the best restart (``[T,P,H,W,C]`` for batched trials),
+    ``poisons = base + delta``, ``best_restart`` (``[T]``), ``restart_losses [R]`` (``[T, R]``),
+    the per-step ``metrics``, the final ``state`` and the wall-clock ``seconds`` (incl. compilation)."""
+
+    delta: np.ndarray
+    poisons: np.ndarray
+    best_restart: Any
+    restart_losses: np.ndarray
+    metrics: list
+    state: Any
+    seconds: float
+
+
+def craft(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Array, restarts: int = 1,
+          alpha: float = 0.0, step_size: float = 0.1, flip: bool = False, crop: int = 0,
+          trials: bool = False, workdir=None, chunk_size: int = 25, progress: bool = True, config=None,
+          desc: str = "gradient matching") -> CraftResult:
+    """Craft poisons with :func:`gradient_matching_attack` through :func:`poisonjax.core.runner.run`
+    (resumable from ``workdir``), then pick the best restart with :func:`select_best`.
+
+    With ``trials=True`` the problem is batched over a leading trial axis (:func:`batch_over_trials`)
+    and every trial gets its own best restart.
+    """
+    import time
+    from poisonjax.core.runner import run as run_attack
+    validate_problem(problem, trials=trials)
+    t0 = time.perf_counter()
+    attack = gradient_matching_attack(loss_fns, steps=steps, restarts=restarts, alpha=alpha,
+                                      step_size=step_size, flip=flip, crop=crop)
+    if trials:
+        attack = batch_over_trials(attack)
+    res = run_attack(attack, problem, steps, workdir, key=key, chunk_size=min(chunk_size, steps),
+                     config=config, progress=progress, desc=desc)
+    sel = lambda s, p: select_best(loss_fns, s, p, alpha)
+    if trials:
+        sel = jax.vmap(sel, in_axes=(0, TRIAL_AXES))
+    delta, i, losses = jax.jit(sel)(res.state, problem)
+    delta = np.asarray(delta)
+    seconds = time.perf_counter() - t0
+    return CraftResult(delta, np.asarray(problem.base_images) + delta, np.asarray(i), np.asarray(losses),
+                       res.metrics, res.state, seconds)
+
+
+# ------------------------------------------------------------------ input checks ---------------
+
+def check_images(name: str, x, channels: Optional[int] = None) -> None:
+    """Images must be float NHWC ``[N, H, W, C]`` (C in 1..4) with values in [0, 1]."""
+    a = np.asarray(x)
+    if a.ndim != 4 or a.shape[-1] not in (1, 2, 3, 4) or (channels is not None and a.shape[-1] != channels):
+        hint = ""
+        if a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3):
+            hint = " (this looks like NCHW; transpose with x.transpose(0, 2, 3, 1))"
+        elif a.ndim == 3:
+            hint = " (add a channel axis: x[..., None])"
+        raise PoisonJaxInputError(
+            f"{name} must be NHWC images of shape [N, H, W, C] with C in 1..4"
+            f"{'' if channels is None else f' (C = {channels})'}, got shape {a.shape}{hint}")
+    if not np.all(np.isfinite(a)):
+        raise PoisonJaxInputError(f"{name} contains NaN/inf; expected values in [0, 1]")
+    if a.size and (a.min() < 0.0 or a.max() > 1.0):
+        raise PoisonJaxInputError(
+            f"{name} must lie in [0, 1] (float NHWC), got values in [{a.min():.4g}, {a.max():.4g}]; "
+            "divide uint8 images by 255")
+
+
+def check_epsilon(eps) -> float:
+    """``eps`` must be in (0, 1] (pixel units of images in [0, 1])."""
+    return check_fraction("epsilon", eps)
+
+
+def check_budget(budget) -> float:
+    """A poison budget (fraction of the training set) must be in (0, 1]."""
+    return check_fraction("budget", budget)
+
+
+def validate_problem(problem: GradientMatchingProblem, trials: bool = False) -> None:
+    """Check images (NHWC, [0, 1], matching shapes), labels and eps of a problem (``trials``: arrays
+    carry a leading trial axis)."""
+    b, t = np.asarray(problem.base_images), np.asarray(problem.target_images)
+    if trials:
+        if b.ndim != 5 or t.ndim != 5 or b.shape[0] != t.shape[0]:
+            raise PoisonJaxInputError(f"batched trials need base_images [T, P, H, W, C] and target_images "
+                                      f"[T, T', H, W, C] with the same T, got {b.shape} and {t.shape}")
+        b, t = b.reshape((-1,) + b.shape[2:]), t.reshape((-1,) + t.shape[2:])
+    check_images("base_images", b)
+    check_images("target_images", t, channels=b.shape[-1])
+    if b.shape[1:] != t.shape[1:]:
+        raise PoisonJaxInputError(f"target_images {t.shape[1:]} and base_images {b.shape[1:]} must have "
+                                  "the same [H, W, C]")
+    if np.shape(problem.base_labels) != np.shape(problem.base_images)[:(2 if trials else 1)]:
+        raise PoisonJaxInputError(f"base_labels must have shape {np.shape(problem.base_images)[:(2 if trials else 1)]}, "
+                                  f"got {np.shape(problem.base_labels)}")
+    check_epsilon(float(problem.eps))
+
+
+# ------------------------------------------------------------------ victim validation ----------
+
+def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, train_y, keys, *, epochs: int,
+                   batch_size: int, poison_index, poison_delta, target_x, adv_label, test_x=None, test_y=None,
+                   per_example_loss: Optional[Callable] = None):
+    r"""Retrain V victims from scratch on poisoned training sets, one ``vmap`` over victims.
+
+    Victim ``v`` trains on :math:`D_v = \{(x_j + \delta^{(v)}_j, y_j)\}` where
+    :math:`\delta^{(v)}_j` is row ``i`` of ``poison_delta[v]`` if ``poison_index[v, i] = j`` and 0
+    otherwise: :math:`\theta_v = \mathrm{train}(\mathrm{init}(k_v), D_v)`. The clean set is shared (not
+    copied per victim); the poisons are added inside each mini-batch. The attack succeeds on victim
+    ``v`` if :math:`\arg\max f_{\theta_v}(x^{target}_v) = y^{adv}_v`.
+
+    Args:
+      init_fn: ``key -> params``. apply_fn: ``(params, x) -> logits``.
+      optimizer: optax transformation.
+      train_x ``[N, H, W, C]``, train_y ``[N]``: the clean training set.
+      keys: ``[V, 2]`` PRNG keys (one victim each).
+      poison_index: ``[V, P]`` int training-set indices of the poisons (``-1``: unused slot).
+      poison_delta: ``[V, P, H, W, C]`` perturbations (zeros for a clean victim).
+      target_x: ``[V, H, W, C]``; adv_label: ``[V]`` ints.
+      test_x, test_y: optional clean test set for the clean accuracy.
+      per_example_loss: ``(params, batch{"x","y"}, key) -> [B]``; softmax cross-entropy by default.
+
+    Returns:
+      dict of ``[V]`` arrays: ``success`` (bool), ``target_prob`` (softmax mass on the adversarial
+      class) and, if a test set is given, ``clean_accuracy``.
+    """
+    from poisonjax.core.training import accuracy, init_and_train, softmax_cross_entropy_loss
+
+    base_loss = per_example_loss or softmax_cross_entropy_loss(apply_fn)
+    train_x = jnp.asarray(train_x)
+    n = train_x.shape[0]
+
+    def one(key, pidx, pdelta, tx, al):
+        # slot[j] = position of example j among the poisons, P (a zero row) if it is clean
+        p = pidx.shape[0]
+        slot = jnp.full((n,), p, jnp.int32).at[jnp.where(pidx >= 0, pidx, n)].set(
+            jnp.arange(p, dtype=jnp.int32), mode="drop")
+        dpad = jnp.concatenate([pdelta, jnp.zeros((1,) + pdelta.shape[1:], pdelta.dtype)])
+
+        def loss(params, batch, k):
+            x = batch["x"] + dpad[batch["slot"]]
+            return base_loss(params, {"x": x, "y": batch["y"]}, k)
+
+        data = {"x": train_x, "y": jnp.asarray(train_y), "slot": slot}
+        params = init_and_train(init_fn, loss, optimizer, data, key, epochs=epochs, batch_size=batch_size).params
+        logits = apply_fn(params, tx[None])[0]
+        out = {"success": jnp.argmax(logits) == al, "target_prob": jax.nn.softmax(logits)[al]}
+        if test_x is not None:
+            out["clean_accuracy"] = accuracy(apply_fn(params, test_x), test_y)
+        return out
+
+    return jax.vmap(one)(keys, jnp.asarray(poison_index), jnp.asarray(poison_delta), jnp.asarray(target_x),
+                         jnp.asarray(adv_label))
+
+
+def sequential_equivalent_seconds(fn: Callable[[], Any], repeats: int = 1) -> float:
+    """Wall-clock seconds of ``fn()`` (blocking on its outputs), the minimum over ``repeats`` runs."""
+    import time
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t0)
+    return best

@@ -1,0 +1,49 @@
+"""CLI: --help, list, unknown study/key errors, overrides, run+report on a tiny config."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from poisonjax import cli
+
+
+def test_help_and_errors(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    assert "--config." in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown study 'nope'.*badnets"):
+        cli.main(["run", "nope"])
+    with pytest.raises(SystemExit, match="unknown config key 'config.bogus'.*rate"):
+        cli.main(["run", "badnets", "--config.bogus=1"])
+    with pytest.raises(SystemExit, match="bad value for config.rate"):
+        cli.main(["run", "badnets", "--config.rate=high"])
+
+
+def test_overrides_parse_types():
+    c = cli.build_config("badnets", "quick", [("rate", "0.2"), ("num_victims", "3"), ("attacks", "none,badnets"),
+                                              ("train.epochs", "5")])
+    assert c.rate == 0.2 and c.num_victims == 3 and c.attacks == ("none", "badnets") and c.train.epochs == 5
+    with pytest.raises(SystemExit, match="unknown variant"):
+        cli.build_config("badnets", "huge", [])
+
+
+def test_list_runs():
+    out = subprocess.run([sys.executable, "-m", "poisonjax.cli", "list", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    entries = json.loads(out.stdout)
+    assert any(e["name"] == "badnets" for e in entries)
+    out = subprocess.run([sys.executable, "-m", "poisonjax.cli", "list", "--domain", "atlantis"], capture_output=True, text=True)
+    assert out.returncode != 0 and "unknown domain" in out.stderr
+
+
+def test_run_then_report(tmp_path):
+    wd = tmp_path / "run"
+    args = ["run", "badnets", "--workdir", str(wd), "--config.num_victims=1", "--config.attacks=none,",
+            "--config.train.epochs=2"]
+    assert cli.main(args) == 0
+    res = json.loads((wd / "results.json").read_text())
+    assert res["num_victims"] == 1 and "none" in res["attacks"]
+    (wd / "report.md").unlink()
+    assert cli.main(["report", str(wd)]) == 0
+    assert (wd / "report.md").exists()

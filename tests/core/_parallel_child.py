@@ -1,0 +1,46 @@
+"""Run under XLA_FLAGS=--xla_force_host_platform_device_count=8: sharded == unsharded training of N clients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import flax.linen as nn
+
+from poisonjax.core.parallel import make_mesh, sharded_vmap
+from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
+
+assert jax.device_count() == 8, jax.device_count()
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(nn.relu(nn.Dense(16)(x)))
+
+
+m = MLP()
+r = np.random.default_rng(0)
+n_clients = 13  # not a multiple of 8: exercises padding
+x = jnp.asarray(r.normal(size=(n_clients, 20, 4)), jnp.float32)
+y = jnp.asarray(r.integers(0, 3, (n_clients, 20)), jnp.int32)
+mask = jnp.asarray(r.uniform(size=(n_clients, 20)) < 0.8, jnp.float32)
+keys = jax.random.split(jax.random.PRNGKey(0), n_clients)
+loss = softmax_cross_entropy_loss(m.apply)
+
+
+def client(k, xc, yc, mc):
+    return init_and_train(lambda kk: m.init(kk, xc[:1]), loss, optax.sgd(0.1), {"x": xc, "y": yc}, k,
+                          epochs=2, batch_size=5, mask=mc).params
+
+
+ref = jax.jit(jax.vmap(client))(keys, x, y, mask)
+mesh = make_mesh("clients")
+out = jax.jit(sharded_vmap(client, mesh))(keys, x, y, mask)
+worst = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out)))
+print("MAXDIFF", worst)
+assert worst < 1e-5, worst
+# broadcast (None) arguments are replicated
+f = lambda w, xc: jnp.tanh(xc @ w).sum()
+w = jnp.ones((4, 2))
+np.testing.assert_allclose(jax.jit(sharded_vmap(f, mesh, in_axes=(None, 0)))(w, x),
+                           jax.vmap(f, in_axes=(None, 0))(w, x), rtol=1e-6)
+print("OK")

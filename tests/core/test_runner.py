@@ -1,0 +1,90 @@
+"""core.runner: a run killed midway and resumed ends bit-identical; bad workdirs are refused."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from poisonjax.core.runner import (CheckpointMismatchError, CorruptCheckpointError, DivergenceError, run)
+from poisonjax.core.types import AttackOptimizer
+
+CHILD = str(Path(__file__).with_name("_runner_child.py"))
+
+
+def _child(workdir, out, sleep="0"):
+    return subprocess.Popen([sys.executable, CHILD, str(workdir), str(out), sleep],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_killed_run_resumes_bit_identical(tmp_path):
+    ref = _child(tmp_path / "ref", tmp_path / "ref.npz")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()[-2000:]
+    # slow child (sleep per step), killed hard once a mid-run checkpoint exists
+    p = _child(tmp_path / "wd", tmp_path / "x.npz", "0.05")
+    ckpt = tmp_path / "wd" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        steps = [int(d.name) for d in ckpt.glob("*") if d.name.isdigit()] if ckpt.exists() else []
+        if steps and max(steps) >= 16:
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (tmp_path / "x.npz").exists(), "child finished before it could be killed"
+    lines_before = (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()
+    assert 0 < len(lines_before) < 120
+    resumed = _child(tmp_path / "wd", tmp_path / "x.npz")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
+    a, b = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "x.npz")
+    assert int(b["resumed"]) >= 16 and int(a["resumed"]) == -1
+    for k in ("w", "m", "key"):
+        np.testing.assert_array_equal(a[k], b[k])          # bit-identical
+    lines = (tmp_path / "wd" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 120 and [int(l.split(",")[0].split(":")[1]) for l in lines] == list(range(1, 121))
+
+
+class S(NamedTuple):
+    x: jax.Array
+
+
+def _toy(lr=0.1):
+    return AttackOptimizer(lambda k, p: S(jnp.ones(3)), lambda s, p: S(s.x - lr * (s.x - p)),
+                           lambda s, p: {"d": jnp.sum((s.x - p) ** 2)})
+
+
+def test_uneven_chunks_compile_once_and_match(tmp_path):
+    p = jnp.zeros(3)
+    r1 = run(_toy(), p, 23, chunk_size=5, progress=False)
+    r2 = run(_toy(), p, 23, chunk_size=23, progress=False)
+    np.testing.assert_array_equal(r1.state.x, r2.state.x)
+    assert len(r1.metrics) == 23 and r1.metrics[-1]["step"] == 23
+
+
+def test_config_mismatch_is_refused(tmp_path):
+    run(_toy(), jnp.zeros(3), 4, tmp_path, config={"lr": 0.1}, progress=False, chunk_size=2)
+    with pytest.raises(CheckpointMismatchError, match="different config"):
+        run(_toy(), jnp.zeros(3), 4, tmp_path, config={"lr": 0.2}, progress=False, chunk_size=2)
+
+
+def test_corrupt_checkpoint_reported_not_overwritten(tmp_path):
+    run(_toy(), jnp.zeros(3), 4, tmp_path, config={}, progress=False, chunk_size=2)
+    latest = max((d for d in (tmp_path / "checkpoints").iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+    files = [f for f in latest.rglob("*") if f.is_file()]
+    for f in files:
+        f.write_bytes(b"garbage")
+    with pytest.raises(CorruptCheckpointError, match="cannot be restored"):
+        run(_toy(), jnp.zeros(3), 8, tmp_path, config={}, progress=False, chunk_size=2)
+    assert all(f.read_bytes() == b"garbage" for f in files)
+
+
+def test_divergence_raises():
+    att = AttackOptimizer(lambda k, p: S(jnp.ones(3)), lambda s, p: S(s.x * 1e30))
+    with pytest.raises(DivergenceError, match="non-finite"):
+        run(att, None, 10, chunk_size=2, progress=False)
