@@ -119,7 +119,7 @@ def implicit_meta_grad(outer_loss: Callable[[PyTree, PyTree], jax.Array],
 
 
 def low_rank_matmul_meta_grad(loss_with_probes: Callable[[PyTree], Tuple[jax.Array, PyTree]],
-                              probes: PyTree) -> Tuple[jax.Array, jax.Array]:
+                              probes: PyTree, transposed: Optional[PyTree] = None) -> Tuple[jax.Array, jax.Array]:
     r"""Dense gradient of a loss in a matrix :math:`H` ``[N, N]`` that enters only through products.
 
     ``loss_with_probes(probes) -> (loss, operands)`` must compute every product as
@@ -129,7 +129,9 @@ def low_rank_matmul_meta_grad(loss_with_probes: Callable[[PyTree], Tuple[jax.Arr
     .. math:: \nabla_H \mathcal{L} = \sum_i \bar U_i M_i^\top, \qquad \bar U_i = \partial\mathcal{L}/\partial\,\text{probe}_i,
 
     computed as one ``[N, K] @ [K, N]`` GEMM with :math:`K = \sum_i k_i` (leading axes such as a time
-    axis are folded into ``K``). Returns ``(loss, grad [N, N])``.
+    axis are folded into ``K``). Products with the transpose, ``H^T @ M_i + probe_i``, contribute
+    :math:`M_i \bar U_i^\top`; mark them with ``transposed`` (a pytree of Python bools shaped like
+    ``probes``). Returns ``(loss, grad [N, N])``.
     """
     (loss, ops), u_bar = jax.value_and_grad(loss_with_probes, has_aux=True)(probes)
 
@@ -137,6 +139,8 @@ def low_rank_matmul_meta_grad(loss_with_probes: Callable[[PyTree], Tuple[jax.Arr
         t = jnp.moveaxis(t, -2, 0)
         return t.reshape(t.shape[0], -1)
 
-    U = jnp.concatenate([flat(t) for t in jax.tree.leaves(u_bar)], 1)
-    M = jnp.concatenate([flat(t) for t in jax.tree.leaves(ops)], 1)
+    us, ms = jax.tree.leaves(u_bar), jax.tree.leaves(ops)
+    tr = [False] * len(us) if transposed is None else list(jax.tree.leaves(transposed))
+    U = jnp.concatenate([flat(m if t else u) for u, m, t in zip(us, ms, tr)], 1)
+    M = jnp.concatenate([flat(u if t else m) for u, m, t in zip(us, ms, tr)], 1)
     return loss, U @ M.T

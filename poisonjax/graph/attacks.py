@@ -1,0 +1,639 @@
+r"""Structure-poisoning attacks on GCN node classification: Metattack (exact and approximate
+meta-gradients) and the random / DICE / PGD baselines, plus the shared flip machinery.
+
+Every attack returns symmetric, unweighted edge flips of the clean adjacency :math:`A` within a budget
+:math:`B = \lfloor \text{rate}\cdot|E| \rfloor` (:func:`poisonjax.graph.splits.budget_from_rate`); none
+adds a self-loop, none removes the last edge of a node (no singletons), and a pair is flipped at most once.
+
+Metattack (Zügner & Günnemann, "Adversarial Attacks on Graph Neural Networks via Meta Learning",
+ICLR 2019; as implemented by DeepRobust):
+
+* inner problem: a linearised two-layer GCN :math:`f(A) = \mathrm{softmax}(\hat A \hat A X W_1 W_2)`
+  re-initialised at every greedy step and trained for ``T`` steps of heavy-ball SGD (lr 0.1, momentum
+  0.9) on the labelled nodes;
+* outer (attack) loss :math:`\mathcal{L} = \lambda\,\mathrm{CE}_{train}(y) + (1-\lambda)\,
+  \mathrm{CE}_{unlabelled}(\hat y_{self})` with self-training labels from a linearised surrogate
+  trained on the clean graph (Meta-Self: :math:`\lambda=0`; Meta-Train: :math:`\lambda=1`);
+* score :math:`S = (\nabla_A\mathcal{L} + \nabla_A\mathcal{L}^\top)\odot(1 - 2A)`, masked (self-loops,
+  singletons, already-flipped pairs, forbidden pairs, optionally the degree power-law likelihood-ratio
+  test with cutoff 0.004); the best pair is flipped; repeated until the budget is spent.
+* ``first_order=True`` is A-Meta-Self: :math:`\sum_t \nabla_A \mathcal{L}(\theta_t)` along an Adam
+  (lr 0.01) trajectory, with no differentiation through the updates.
+* ``flips_per_step=k`` flips the ``k`` best valid pairs per meta-gradient (a speed/strength trade-off).
+
+**Speed.** The meta-gradient is computed with :func:`poisonjax.core.bilevel.low_rank_matmul_meta_grad`:
+the unrolled inner training runs with a *sparse* :math:`\hat A` (O(|E|) per product) and sparse
+features, and the dense :math:`\nabla_{\hat A}\mathcal{L} = \sum_t \bar U_t M_t^\top` is one GEMM of inner
+size :math:`T (2H + 2C) + H + C`; the chain rule through :math:`\tilde D^{-1/2}(A+I)\tilde D^{-1/2}` and
+the scoring are O(N^2) element-wise. The whole greedy step is one jitted function.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+
+from poisonjax.core import bilevel
+from poisonjax.core.types import AttackOptimizer
+from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
+from poisonjax.graph.models import normalize_adj
+
+
+# ----------------------------------------------------------------------------------------------
+# shared flip machinery
+# ----------------------------------------------------------------------------------------------
+
+def flips_to_adj(adj: sp.spmatrix, flips: np.ndarray) -> sp.csr_matrix:
+    """Apply undirected flips ``[k, 2]`` (``A_ij <- 1 - A_ij`` for ``(i, j)`` and ``(j, i)``)."""
+    a = sp.lil_matrix(adj, dtype=np.float32)
+    for i, j in np.asarray(flips, np.int64).reshape(-1, 2):
+        v = 1.0 - a[i, j]
+        a[i, j] = v
+        a[j, i] = v
+    out = a.tocsr()
+    out.eliminate_zeros()
+    return out
+
+
+def diff_flips(clean: sp.spmatrix, pert: sp.spmatrix) -> np.ndarray:
+    """The undirected flips ``[k, 2]`` (``i < j``) that turn ``clean`` into ``pert``."""
+    d = sp.triu(abs(sp.csr_matrix(pert, dtype=np.float32) - sp.csr_matrix(clean, dtype=np.float32)), 1).tocoo()
+    d.eliminate_zeros()
+    return np.stack([d.row, d.col], 1).astype(np.int64)
+
+
+def check_perturbation(clean: sp.spmatrix, pert: sp.spmatrix, budget: int, allow_singletons: bool = False) -> dict:
+    """Check the invariants of a structure attack and return counts; raises ``AssertionError`` if
+    ``pert`` is not symmetric 0/1, has a self-loop, exceeds ``budget`` flips, or creates singletons
+    (nodes of degree 0 that had degree > 0)."""
+    p = sp.csr_matrix(pert, dtype=np.float32)
+    assert abs(p - p.T).nnz == 0, "perturbed adjacency is not symmetric"
+    assert p.nnz == 0 or set(np.unique(p.data).tolist()) <= {1.0}, "perturbed adjacency is not 0/1"
+    assert p.diagonal().sum() == 0, "perturbed adjacency has self-loops"
+    flips = diff_flips(clean, p)
+    assert len(flips) <= budget, f"{len(flips)} flips exceed the budget {budget}"
+    d0 = np.asarray(clean.sum(1)).ravel()
+    d1 = np.asarray(p.sum(1)).ravel()
+    new_singletons = int(np.sum((d1 == 0) & (d0 > 0)))
+    if not allow_singletons:
+        assert new_singletons == 0, f"{new_singletons} nodes became singletons"
+    added = int(sum(clean[i, j] == 0 for i, j in flips))
+    return {"n_flips": int(len(flips)), "added": added, "removed": int(len(flips)) - added,
+            "new_singletons": new_singletons}
+
+
+def _upper_pairs_mask(n: int, forbidden: Optional[np.ndarray]) -> np.ndarray:
+    allowed = np.triu(np.ones((n, n), dtype=bool), 1)
+    if forbidden is not None and len(forbidden):
+        f = np.asarray(forbidden, np.int64)
+        allowed[f[:, 0], f[:, 1]] = False
+        allowed[f[:, 1], f[:, 0]] = False
+    return allowed
+
+
+def _greedy_select(score, a, a_clean, allowed, k: int, n_left):
+    """Pick up to ``min(k, n_left)`` pairs greedily from the top ``4k`` of ``score`` (upper triangle,
+    masked), re-checking validity (no singleton, no pair twice) after each accepted flip.
+
+    Returns ``(a_new, pairs [k, 2], accepted [k] bool)``."""
+    n = a.shape[0]
+    deg = jnp.sum(a, 1)
+    valid = allowed & (a == a_clean)
+    m = min(4 * k, n * (n - 1) // 2)
+    vals, idx = jax.lax.top_k(jnp.where(valid, score, -jnp.inf).reshape(-1), m)
+    rows, cols = idx // n, idx % n
+
+    def body(c, t):
+        a_, deg_, n_acc = c
+        i, j, v = rows[t], cols[t], vals[t]
+        is_edge = a_[i, j] > 0
+        ok = jnp.isfinite(v) & (n_acc < jnp.minimum(k, n_left))
+        ok &= jnp.where(is_edge, (deg_[i] > 1) & (deg_[j] > 1), True)
+        delta = jnp.where(is_edge, -1.0, 1.0) * ok
+        a_ = a_.at[i, j].add(delta).at[j, i].add(delta)
+        deg_ = deg_.at[i].add(delta).at[j].add(delta)
+        return (a_, deg_, n_acc + ok.astype(jnp.int32)), (jnp.stack([i, j]), ok)
+
+    (a_new, _, _), (pairs, ok) = jax.lax.scan(body, (a, deg, jnp.int32(0)), jnp.arange(m))
+    # compact the accepted pairs into the first k slots
+    order = jnp.argsort(~ok, stable=True)[:k]
+    return a_new, pairs[order].astype(jnp.int32), ok[order]
+
+
+# ----------------------------------------------------------------------------------------------
+# degree power-law likelihood-ratio filter (Zügner et al. 2018, as in DeepRobust)
+# ----------------------------------------------------------------------------------------------
+
+def _pl_alpha(n, sum_log, d_min):
+    return 1.0 + n / (sum_log - n * jnp.log(d_min - 0.5))
+
+
+def _pl_ll(n, alpha, sum_log, d_min):
+    return n * jnp.log(alpha) + n * alpha * jnp.log(d_min) + (alpha + 1.0) * sum_log
+
+
+def _seq_stats(deg, d_min):
+    m = deg >= d_min
+    return jnp.sum(m), jnp.sum(jnp.where(m, jnp.log(jnp.maximum(deg, 1.0)), 0.0))
+
+
+def ll_ratio_mask(a: jax.Array, a_clean: jax.Array, d_min: float = 2.0, cutoff: float = 0.004) -> jax.Array:
+    r"""``[N, N]`` bool: flips whose power-law degree log-likelihood ratio test statistic
+    :math:`-2\,\ell_{comb} + 2(\ell_{new} + \ell_{orig}) < \text{cutoff}` (the unnoticeability
+    constraint of Nettack/Metattack; degrees :math:`\ge d_{min}` only; DeepRobust's formulas)."""
+    d0 = jnp.sum(a_clean, 1)
+    d = jnp.sum(a, 1)
+    n0, s0 = _seq_stats(d0, d_min)
+    ll0 = _pl_ll(n0, _pl_alpha(n0, s0, d_min), s0, d_min)
+    n, s = _seq_stats(d, d_min)
+    delta = 1.0 - 2.0 * a  # +1 add, -1 remove
+
+    def term(dv):  # contribution of one degree to (count, sum log)
+        inr = dv >= d_min
+        return inr.astype(jnp.float32), jnp.where(inr, jnp.log(jnp.maximum(dv, 1.0)), 0.0)
+
+    c_old_i, l_old_i = term(d)
+    ci_new, li_new = term(d[:, None] + delta)
+    cj_new, lj_new = term(d[None, :] + delta)
+    new_n = n - c_old_i[:, None] - c_old_i[None, :] + ci_new + cj_new
+    new_s = s - l_old_i[:, None] - l_old_i[None, :] + li_new + lj_new
+    new_ll = _pl_ll(new_n, _pl_alpha(new_n, new_s, d_min), new_s, d_min)
+    nc, sc = n0 + new_n, s0 + new_s
+    ll_comb = _pl_ll(nc, _pl_alpha(nc, sc, d_min), sc, d_min)
+    ratio = -2.0 * ll_comb + 2.0 * (new_ll + ll0)
+    return ratio < cutoff
+
+
+# ----------------------------------------------------------------------------------------------
+# Metattack
+# ----------------------------------------------------------------------------------------------
+
+class MetaProblem(NamedTuple):
+    """Fixed inputs of Metattack (all arrays; build with :func:`make_meta_problem`).
+
+    ``a_clean`` ``[N, N]`` 0/1; ``allowed`` ``[N, N]`` bool (upper triangle of flippable pairs);
+    sparse features ``x_rows, x_cols, x_vals`` ``[nnz_X]`` with ``x_dim`` ``[F]`` (only its shape is
+    used); clean edges ``e_rows, e_cols`` ``[2|E|]``; ``labels`` ``[N]`` (self-training labels);
+    ``train_w`` ``[N]`` (1/|train| on training nodes) and ``attack_w`` ``[N]`` (the weights of the
+    attack loss: :math:`\lambda/|train|` on training, :math:`(1-\lambda)/|U|` on unlabelled nodes)."""
+
+    a_clean: jax.Array
+    allowed: jax.Array
+    x_rows: jax.Array
+    x_cols: jax.Array
+    x_vals: jax.Array
+    x_dim: jax.Array
+    e_rows: jax.Array
+    e_cols: jax.Array
+    labels: jax.Array
+    train_w: jax.Array
+    attack_w: jax.Array
+    train_idx: jax.Array
+
+
+class MetaState(NamedTuple):
+    """``a`` ``[N, N]`` current adjacency; ``flips`` ``[B, 2]`` / ``flip_sign`` ``[B]`` (+1 added, -1
+    removed, 0 unused slot); ``n_flips``; ``key``; ``loss`` (attack loss at the last meta-gradient)."""
+
+    a: jax.Array
+    flips: jax.Array
+    flip_sign: jax.Array
+    n_flips: jax.Array
+    key: jax.Array
+    loss: jax.Array
+
+
+class MetattackConfig(NamedTuple):
+    """Static settings. DeepRobust defaults: hidden 16, ``T=100`` inner steps, lr 0.1, momentum 0.9
+    (exact); Adam lr 0.01 (``first_order``); ``lambda_=0`` (Meta-Self); LL constraint on."""
+
+    budget: int
+    num_classes: int
+    hidden: int = 16
+    inner_steps: int = 100
+    lr: float = 0.1
+    momentum: float = 0.9
+    lambda_: float = 0.0
+    first_order: bool = False
+    approx_lr: float = 0.01
+    flips_per_step: int = 1
+    ll_constraint: bool = True
+    ll_cutoff: float = 0.004
+    remat: bool = False
+
+
+def make_meta_problem(adj: sp.spmatrix, features, labels, idx_train, idx_unlabeled,
+                      self_labels: Optional[np.ndarray] = None, lambda_: float = 0.0,
+                      forbidden_pairs: Optional[np.ndarray] = None) -> MetaProblem:
+    """Build a :class:`MetaProblem`. ``features``: ``[N, F]`` dense or scipy sparse; ``self_labels``:
+    predicted labels of a surrogate (training nodes keep their true labels); ``None`` uses ``labels``."""
+    from poisonjax.data.graphs import as_symmetric_unweighted
+    adj = as_symmetric_unweighted(adj, "adj")
+    n = adj.shape[0]
+    x = sp.coo_matrix(features, dtype=np.float32)
+    if x.shape[0] != n:
+        raise PoisonJaxInputError(f"features must have {n} rows (one per node), got shape {x.shape}")
+    y = np.asarray(labels if self_labels is None else self_labels, np.int32).copy()
+    y[idx_train] = np.asarray(labels)[idx_train]
+    tw = np.zeros(n, np.float32)
+    tw[idx_train] = 1.0 / len(idx_train)
+    aw = np.zeros(n, np.float32)
+    if lambda_ > 0:
+        aw[idx_train] += lambda_ / len(idx_train)
+    if lambda_ < 1:
+        aw[idx_unlabeled] += (1 - lambda_) / len(idx_unlabeled)
+    coo = adj.tocoo()
+    return MetaProblem(
+        a_clean=jnp.asarray(adj.toarray(), jnp.float32), allowed=jnp.asarray(_upper_pairs_mask(n, forbidden_pairs)),
+        x_rows=jnp.asarray(x.row, jnp.int32), x_cols=jnp.asarray(x.col, jnp.int32),
+        x_vals=jnp.asarray(x.data, jnp.float32), x_dim=jnp.zeros((x.shape[1],), jnp.float32),
+        e_rows=jnp.asarray(coo.row, jnp.int32), e_cols=jnp.asarray(coo.col, jnp.int32),
+        labels=jnp.asarray(y), train_w=jnp.asarray(tw), attack_w=jnp.asarray(aw),
+        train_idx=jnp.asarray(np.sort(np.asarray(idx_train)), jnp.int32))
+
+
+def _spmm(rows, cols, vals, m, n):
+    """Sparse ``[n, n] @ m``: :math:`(\\hat A m)_r = \\sum_{e: r_e = r} v_e\\, m_{c_e}`."""
+    return jax.ops.segment_sum(vals[:, None] * m[cols], rows, num_segments=n)
+
+
+def _sparse_norm_adj(prob: MetaProblem, state: MetaState):
+    """Slots (clean edges, self-loops, flips with weights ±1) and their normalised values."""
+    n = prob.a_clean.shape[0]
+    loops = jnp.arange(n, dtype=jnp.int32)
+    fr, fc = state.flips[:, 0], state.flips[:, 1]
+    rows = jnp.concatenate([prob.e_rows, loops, fr, fc])
+    cols = jnp.concatenate([prob.e_cols, loops, fc, fr])
+    w = jnp.concatenate([jnp.ones(prob.e_rows.shape[0] + n, jnp.float32), state.flip_sign, state.flip_sign])
+    deg = jax.ops.segment_sum(w, rows, num_segments=n)  # 1 + degree
+    s = jax.lax.rsqrt(deg)
+    return rows, cols, w * s[rows] * s[cols], s
+
+
+def _xmm(prob, w):  # X @ W
+    n = prob.a_clean.shape[0]
+    return jax.ops.segment_sum(prob.x_vals[:, None] * w[prob.x_cols], prob.x_rows, num_segments=n)
+
+
+def _xtmm(prob, p):  # X^T @ P
+    f = prob.x_dim.shape[0]
+    return jax.ops.segment_sum(prob.x_vals[:, None] * p[prob.x_rows], prob.x_cols, num_segments=f)
+
+
+def _init_weights(key, f, h, c):
+    k1, k2 = jax.random.split(key)
+    s1, s2 = 1.0 / math.sqrt(h), 1.0 / math.sqrt(c)  # DeepRobust: U(-1/sqrt(out), 1/sqrt(out))
+    return jax.random.uniform(k1, (f, h), jnp.float32, -s1, s1), jax.random.uniform(k2, (h, c), jnp.float32, -s2, s2)
+
+
+def _wce(logits, labels, w):
+    return jnp.sum(w * optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def meta_grad_hat(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key) -> tuple:
+    r"""``(loss, dL/dÂ [N, N], s [N])`` -- the meta-gradient with respect to the normalised adjacency
+    (fast low-rank path; exact unrolled or first-order per ``cfg``); ``s`` = :math:`\tilde d^{-1/2}`."""
+    n = prob.a_clean.shape[0]
+    f = prob.x_dim.shape[0]
+    h, c, T = cfg.hidden, cfg.num_classes, cfg.inner_steps
+    rows, cols, vals, s = _sparse_norm_adj(prob, state)
+    spmm = lambda m: _spmm(rows, cols, vals, m, n)
+    w1, w2 = _init_weights(key, f, h, c)
+    onehot = jax.nn.one_hot(prob.labels, c)
+    tw = prob.train_w[:, None]
+
+    if not cfg.first_order:
+        # The linearised GCN is logits = Â Â X W1 W2, so every product with Â has C columns:
+        #   y = X (W1 W2); p1 = Â y; o = Â p1; g = dCE/do; p3 = Âᵀ g; p4 = Âᵀ p3;
+        #   dW2 = W1ᵀ (Xᵀ p4); dW1 = (Xᵀ p4) W2ᵀ.
+        def loss_with_probes(u):
+            def step(carry, ut):
+                W1, W2, V1, V2 = carry
+                u1, u2, u3, u4 = ut
+                y = _xmm(prob, W1 @ W2)
+                p1 = spmm(y) + u1
+                o = spmm(p1) + u2
+                g = (jax.nn.softmax(o) - onehot) * tw
+                p3 = spmm(g) + u3
+                p4 = spmm(p3) + u4
+                xp = _xtmm(prob, p4)
+                dW2 = W1.T @ xp
+                dW1 = xp @ W2.T
+                V1 = cfg.momentum * V1 + dW1
+                V2 = cfg.momentum * V2 + dW2
+                return (W1 - cfg.lr * V1, W2 - cfg.lr * V2, V1, V2), (y, p1, g[prob.train_idx], p3)
+
+            if cfg.remat:
+                step = jax.checkpoint(step)
+            init = (w1, w2, jnp.zeros_like(w1), jnp.zeros_like(w2))
+            (W1, W2, _, _), ms = jax.lax.scan(step, init, u[0])
+            y = _xmm(prob, W1 @ W2)
+            p1 = spmm(y) + u[1][0]
+            o = spmm(p1) + u[1][1]
+            return _wce(o, prob.labels, prob.attack_w), (ms, (y, p1))
+
+        z = jnp.zeros((T, n, c))
+        probes = ((z, z, z, z), (jnp.zeros((n, c)), jnp.zeros((n, c))))
+        (loss, (ms, mf)), ub = jax.value_and_grad(loss_with_probes, has_aux=True)(probes)
+        fl = lambda t: jnp.moveaxis(t, -2, 0).reshape(t.shape[-2], -1)
+        # Â occurrences: p1, o (Â @ M), p3, p4 (Âᵀ @ M, contribute M ūᵀ); g is zero off the training rows
+        U = jnp.concatenate([fl(ub[0][0]), fl(ub[0][1]), fl(ms[3]), fl(ub[1][0]), fl(ub[1][1])], 1)
+        M = jnp.concatenate([fl(ms[0]), fl(ms[1]), fl(ub[0][3]), fl(mf[0]), fl(mf[1])], 1)
+        g_hat = U @ M.T
+        g_hat = g_hat.at[prob.train_idx].add(fl(ms[2]) @ fl(ub[0][2]).T)
+        return loss, g_hat, s
+    else:
+        opt = optax.adam(cfg.approx_lr)
+
+        def loss_with_probes(u):
+            def train_loss(W):
+                return _wce(spmm(spmm(_xmm(prob, W[0] @ W[1]))), prob.labels, prob.train_w)
+
+            def step(carry, ut):
+                W, st = carry
+                g = jax.grad(train_loss)(W)
+                upd, st = opt.update(g, st, W)
+                W = optax.apply_updates(W, upd)
+                W1, W2 = jax.lax.stop_gradient(W)
+                y = _xmm(prob, W1 @ W2)
+                p1 = spmm(y) + ut[0]
+                o = spmm(p1) + ut[1]
+                return (W, st), (_wce(o, prob.labels, prob.attack_w), (y, p1))
+
+            W0 = (w1, w2)
+            (_, _), (losses, ms) = jax.lax.scan(step, (W0, opt.init(W0)), u)
+            return jnp.sum(losses), ms
+
+        probes = (jnp.zeros((T, n, c)), jnp.zeros((T, n, c)))
+        transposed = (False, False)
+
+    loss, g_hat = bilevel.low_rank_matmul_meta_grad(loss_with_probes, probes, transposed)
+    return loss, g_hat, s
+
+
+def adj_grad_from_hat(g_hat, a, s):
+    r"""Chain rule through :math:`\hat A = S(A+I)S`, :math:`S = \mathrm{diag}((1 + A\mathbf 1)^{-1/2})`:
+    :math:`\partial\mathcal{L}/\partial A_{ij} = \bar G_{ij} s_i s_j - \tfrac12 s_i^3\, [((\bar G + \bar G^\top)\odot(A+I))\, s]_i`."""
+    n = a.shape[0]
+    b = a + jnp.eye(n, dtype=a.dtype)
+    ds = ((g_hat + g_hat.T) * b) @ s
+    dd = -0.5 * s ** 3 * ds
+    return g_hat * s[:, None] * s[None, :] + dd[:, None]
+
+
+def meta_score(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key):
+    """``(loss, score [N, N])``: :math:`(g + g^\\top)\\odot(1-2A)` with :math:`g = \\nabla_A\\mathcal{L}`."""
+    loss, g_hat, s = meta_grad_hat(prob, state, cfg, key)
+    g = adj_grad_from_hat(g_hat, state.a, s)
+    return loss, (g + g.T) * (1.0 - 2.0 * state.a)
+
+
+def metattack(cfg: MetattackConfig) -> AttackOptimizer:
+    """Metattack as an :class:`~poisonjax.core.types.AttackOptimizer`: each ``step`` computes one
+    meta-gradient and flips up to ``cfg.flips_per_step`` pairs (never past ``cfg.budget``); run it
+    for ``ceil(budget / flips_per_step)`` steps (e.g. with :func:`poisonjax.core.runner.run`)."""
+    check_positive_int("budget", cfg.budget)
+    check_positive_int("flips_per_step", cfg.flips_per_step)
+    check_positive_int("inner_steps", cfg.inner_steps)
+    k = min(cfg.flips_per_step, cfg.budget)
+
+    def init(key, prob: MetaProblem) -> MetaState:
+        return MetaState(a=prob.a_clean, flips=jnp.zeros((cfg.budget, 2), jnp.int32),
+                         flip_sign=jnp.zeros((cfg.budget,), jnp.float32), n_flips=jnp.int32(0), key=key,
+                         loss=jnp.float32(0.0))
+
+    def step(state: MetaState, prob: MetaProblem) -> MetaState:
+        key, sub = jax.random.split(state.key)
+        loss, score = meta_score(prob, state, cfg, sub)
+        allowed = prob.allowed
+        if cfg.ll_constraint:
+            allowed = allowed & ll_ratio_mask(state.a, prob.a_clean, cutoff=cfg.ll_cutoff)
+        a_new, pairs, ok = _greedy_select(score, state.a, prob.a_clean, allowed, k, cfg.budget - state.n_flips)
+        sign = jnp.where(state.a[pairs[:, 0], pairs[:, 1]] > 0, -1.0, 1.0) * ok
+        slots = jnp.where(ok, state.n_flips + jnp.cumsum(ok) - 1, cfg.budget)  # out of range -> dropped
+        flips = state.flips.at[slots].set(pairs, mode="drop")
+        flip_sign = state.flip_sign.at[slots].set(sign, mode="drop")
+        return MetaState(a_new, flips, flip_sign, state.n_flips + jnp.sum(ok).astype(jnp.int32), key, loss)
+
+    def metrics(state, prob):
+        return {"attack_loss": state.loss, "n_flips": state.n_flips.astype(jnp.float32)}
+
+    return AttackOptimizer(init, step, metrics)
+
+
+def num_steps(cfg: MetattackConfig) -> int:
+    """Greedy steps needed to spend the budget."""
+    return -(-cfg.budget // min(cfg.flips_per_step, cfg.budget))
+
+
+def run_metattack(prob: MetaProblem, cfg: MetattackConfig, key, workdir=None, progress: bool = True,
+                  chunk_size: int = 10, config=None) -> MetaState:
+    """Run :func:`metattack` to the full budget through :func:`poisonjax.core.runner.run`
+    (checkpointed and resumable when ``workdir`` is given). Returns the final :class:`MetaState`."""
+    from poisonjax.core.runner import run
+    res = run(metattack(cfg), prob, num_steps(cfg), workdir, key=key, chunk_size=chunk_size,
+              progress=progress, desc="metattack", config=config if config is not None else cfg._asdict())
+    return res.state
+
+
+def state_to_adj(prob: MetaProblem, state: MetaState) -> sp.csr_matrix:
+    """The perturbed adjacency of a :class:`MetaState` as scipy CSR."""
+    a = sp.csr_matrix(np.asarray(state.a))
+    a.eliminate_zeros()
+    return a
+
+
+# ----------------------------------------------------------------------------------------------
+# dense reference meta-gradient (for tests and small graphs) on the generic bilevel engine
+# ----------------------------------------------------------------------------------------------
+
+def meta_grad_dense(prob: MetaProblem, a: jax.Array, cfg: MetattackConfig, key) -> tuple:
+    """``(loss, dL/dA [N, N])`` by differentiating the dense computation with
+    :func:`poisonjax.core.bilevel.unrolled_meta_grad` (or ``first_order_meta_grad``); same
+    initialisation as the fast path. O(T N^2 H) -- for verification and small graphs."""
+    n = a.shape[0]
+    f = prob.x_dim.shape[0]
+    x = jnp.zeros((n, f)).at[prob.x_rows, prob.x_cols].add(prob.x_vals)
+    w = _init_weights(key, f, cfg.hidden, cfg.num_classes)
+
+    def logits(W, a_):
+        ah = normalize_adj(a_)
+        return ah @ (ah @ (x @ W[0]) @ W[1])
+
+    inner = lambda W, a_, k: _wce(logits(W, a_), prob.labels, prob.train_w)
+    outer = lambda W, a_: _wce(logits(W, a_), prob.labels, prob.attack_w)
+    if cfg.first_order:
+        return bilevel.first_order_meta_grad(outer, inner, w, a, optax.adam(cfg.approx_lr), cfg.inner_steps)
+    return bilevel.unrolled_meta_grad(outer, inner, w, a, bilevel.sgd_momentum(cfg.lr, cfg.momentum),
+                                      cfg.inner_steps, remat=cfg.remat)
+
+
+# ----------------------------------------------------------------------------------------------
+# baselines
+# ----------------------------------------------------------------------------------------------
+
+def _singleton_safe(adj: sp.csr_matrix, flips: list, i: int, j: int, deg: np.ndarray, a_ij: float) -> bool:
+    return a_ij == 0 or (deg[i] > 1 and deg[j] > 1)
+
+
+def random_attack(adj: sp.spmatrix, budget: int, seed: int = 0, forbidden_pairs: Optional[np.ndarray] = None,
+                  mode: str = "flip") -> np.ndarray:
+    """Uniformly random flips ``[budget, 2]`` (``mode``: "flip" any pair, "add" non-edges only,
+    "remove" edges only), avoiding self-loops, repeated pairs, forbidden pairs and singletons."""
+    from poisonjax.core.validation import check_choice
+    check_choice("mode", mode, ("flip", "add", "remove"))
+    a = sp.csr_matrix(adj)
+    n = a.shape[0]
+    rng = np.random.default_rng(seed)
+    deg = np.asarray(a.sum(1)).ravel().astype(np.int64)
+    forb = set() if forbidden_pairs is None else {(min(p), max(p)) for p in map(tuple, np.asarray(forbidden_pairs).tolist())}
+    edges = np.stack(sp.triu(a, 1).nonzero(), 1)
+    out, seen = [], set()
+    tries = 0
+    while len(out) < budget:
+        tries += 1
+        if tries > 200 * budget + 10000:
+            raise PoisonJaxInputError(f"could not find {budget} valid random flips (mode={mode!r})")
+        if mode == "remove" or (mode == "flip" and rng.random() < len(edges) / max(1, n * (n - 1) / 2)):
+            i, j = edges[rng.integers(len(edges))]
+        else:
+            i, j = rng.integers(n, size=2)
+        i, j = int(min(i, j)), int(max(i, j))
+        if i == j or (i, j) in seen or (i, j) in forb:
+            continue
+        e = a[i, j]
+        if mode == "add" and e:
+            continue
+        if e and not (deg[i] > 1 and deg[j] > 1):
+            continue
+        d = -1 if e else 1
+        deg[i] += d
+        deg[j] += d
+        seen.add((i, j))
+        out.append((i, j))
+    return np.asarray(out, np.int64).reshape(-1, 2)
+
+
+def dice_attack(adj: sp.spmatrix, labels: np.ndarray, budget: int, seed: int = 0,
+                forbidden_pairs: Optional[np.ndarray] = None, add_ratio: float = 0.5) -> np.ndarray:
+    """DICE (Waniek et al., "Hiding individuals and communities in a social network", Nat. Hum. Behav.
+    2018): *delete* edges between nodes of the same class (internally) and *connect* nodes of different
+    classes (externally), about ``add_ratio`` of the budget as additions. For link prediction pass
+    communities (e.g. spectral clusters or surrogate labels) as ``labels``. No singletons."""
+    a = sp.csr_matrix(adj)
+    n = a.shape[0]
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    deg = np.asarray(a.sum(1)).ravel().astype(np.int64)
+    forb = set() if forbidden_pairs is None else {(min(p), max(p)) for p in map(tuple, np.asarray(forbidden_pairs).tolist())}
+    edges = np.stack(sp.triu(a, 1).nonzero(), 1)
+    internal = edges[y[edges[:, 0]] == y[edges[:, 1]]]
+    rng.shuffle(internal)
+    n_add = int(round(add_ratio * budget))
+    out, seen = [], set()
+    for i, j in internal:
+        if len(out) >= budget - n_add:
+            break
+        i, j = int(i), int(j)
+        if (i, j) in forb or not (deg[i] > 1 and deg[j] > 1):
+            continue
+        deg[i] -= 1
+        deg[j] -= 1
+        seen.add((i, j))
+        out.append((i, j))
+    tries = 0
+    while len(out) < budget:
+        tries += 1
+        if tries > 1000 * budget + 10000:
+            raise PoisonJaxInputError(f"DICE could not find {budget} valid flips")
+        i, j = (int(v) for v in rng.integers(n, size=2))
+        i, j = min(i, j), max(i, j)
+        if i == j or y[i] == y[j] or a[i, j] or (i, j) in seen or (i, j) in forb:
+            continue
+        seen.add((i, j))
+        out.append((i, j))
+    return np.asarray(out, np.int64).reshape(-1, 2)
+
+
+def pgd_attack(loss_fn, a_clean: jax.Array, allowed: jax.Array, budget: int, key, steps: int = 100,
+               lr: float = None, samples: int = 20) -> np.ndarray:
+    r"""PGD topology attack (Xu et al., "Topology Attack and Defense for Graph Neural Networks", IJCAI
+    2019): relax flips to :math:`p \in [0,1]^{N\times N}` (upper triangle), maximise
+    ``loss_fn(A(p))`` with :math:`A(p) = A + (1 - 2A)\odot(p + p^\top)` by projected gradient ascent
+    onto :math:`\{0\le p\le 1, \sum p \le B\}` (``lr`` defaults to :math:`200/\sqrt{t}` scaled by
+    ``B / N^2`` as in the paper's code: ``lr = 200 * B / N^2``... here ``lr = B / sqrt(t)`` on a
+    normalised gradient), then draw ``samples`` Bernoulli(p) flip sets and keep the valid one with the
+    highest loss. Returns flips ``[<=B, 2]``.
+
+    Simplified: the loss is evaluated on a fixed (surrogate) model, i.e. an evasion-style objective
+    on the poisoned graph, as in the paper's "fixed victim" setting; no re-training inside the loop."""
+    from poisonjax.core.projections import project_capped_simplex
+    allowed = allowed.astype(jnp.float32)
+
+    def a_of(p):
+        pu = p * allowed
+        return a_clean + (1.0 - 2.0 * a_clean) * (pu + pu.T)
+
+    grad = jax.jit(jax.grad(lambda p: loss_fn(a_of(p))))
+
+    @jax.jit
+    def update(p, t):
+        g = grad(p) * allowed
+        g = g / (jnp.linalg.norm(g) + 1e-12)
+        p = p + budget / jnp.sqrt(t + 1.0) * g
+        return project_capped_simplex(p * allowed, budget) * allowed
+
+    p = jnp.zeros_like(a_clean)
+    for t in range(steps):
+        p = update(p, jnp.float32(t))
+    best, best_loss = None, -jnp.inf
+    lossj = jax.jit(lambda a_: loss_fn(a_))
+    keys = jax.random.split(key, samples)
+    for k in keys:
+        m = (jax.random.uniform(k, p.shape) < p) & (allowed > 0)
+        if int(m.sum()) > budget:
+            continue
+        l = float(lossj(a_of(m.astype(jnp.float32))))
+        if l > best_loss:
+            best, best_loss = m, l
+    if best is None:  # fall back to the top-B entries of p
+        from poisonjax.core.projections import topk_mask
+        best = topk_mask(p, budget, allowed > 0)
+    idx = np.argwhere(np.asarray(best))
+    return _drop_singleton_flips(np.asarray(a_clean), idx)
+
+
+def _drop_singleton_flips(a: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """Drop removals (in order) that would leave a node with degree 0."""
+    deg = a.sum(1).astype(np.int64)
+    keep = []
+    for i, j in flips:
+        if a[i, j] > 0:
+            if deg[i] <= 1 or deg[j] <= 1:
+                continue
+            deg[i] -= 1
+            deg[j] -= 1
+        keep.append((int(i), int(j)))
+    return np.asarray(keep, np.int64).reshape(-1, 2)
+
+
+def self_training_labels(adj: sp.spmatrix, features, labels, idx_train, idx_val, key,
+                         epochs: int = 200) -> np.ndarray:
+    """Metattack's self-training labels: the argmax predictions ``[N]`` of a linearised GCN surrogate
+    (hidden 16, no ReLU, no bias, no dropout; Adam lr 0.01, weight decay 5e-4, best validation loss)
+    trained on the clean graph, with the true labels kept on ``idx_train``."""
+    from poisonjax.graph.models import GCNConfig, normalize_adj_sparse, scipy_to_bcoo, train_gcn
+    cfg = GCNConfig(dropout=0.0, with_relu=False, with_bias=False, epochs=epochs)
+    a_hat = normalize_adj_sparse(adj)
+    x = jnp.asarray(sp.csr_matrix(features).toarray(), jnp.float32)
+    y = jnp.asarray(labels)
+    nc = int(np.max(labels)) + 1
+    model, p = train_gcn(a_hat, x, y, jnp.asarray(idx_train), jnp.asarray(idx_val), key, nc, cfg)
+    pred = np.asarray(jnp.argmax(model.apply(p, a_hat, x), -1)).astype(np.int32)
+    pred[idx_train] = np.asarray(labels)[idx_train]
+    return pred

@@ -1,0 +1,283 @@
+r"""Graph models (flax.linen) and their training: GCN (Kipf & Welling, ICLR 2017), GAE/VGAE (Kipf &
+Welling, NIPS-W 2016), plus the normalised adjacency in dense, BCOO-sparse and jraph form.
+
+Propagation uses the renormalised adjacency
+
+.. math::  \hat A = \tilde D^{-1/2} (A + I) \tilde D^{-1/2}, \qquad \tilde D_{ii} = 1 + \sum_j A_{ij}.
+
+Every model takes ``a_hat`` as either a dense ``[N, N]`` array (differentiable in every entry, what
+meta-gradient attacks need) or a ``jax.experimental.sparse.BCOO`` matrix (O(|E|) memory, for large
+graphs); features ``x`` may likewise be dense ``[N, F]`` or BCOO.
+
+* :class:`GCN` -- ``logits = Â σ(Â X W1 + b1) W2 + b2`` (``with_relu=False`` gives the linearised
+  surrogate of Metattack).
+* :class:`GraphEncoder` / :func:`vgae_loss` -- the GAE/VGAE encoder (GCN 32-16; VGAE has a second
+  head for :math:`\log\sigma`), inner-product decoder :math:`\sigma(z_i^\top z_j)`, Kipf's weighted
+  reconstruction loss over all :math:`N^2` pairs and the KL term.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+from jax.experimental import sparse as jsparse
+
+
+# ----------------------------------------------------------------------------------------------
+# adjacency normalisation
+# ----------------------------------------------------------------------------------------------
+
+def normalize_adj(a: jax.Array) -> jax.Array:
+    r"""Dense :math:`\tilde D^{-1/2}(A+I)\tilde D^{-1/2}` with row-sum degrees. ``a``: ``[N, N]``
+    (any real entries; differentiable). Isolated nodes get :math:`\hat A_{ii} = 1`."""
+    n = a.shape[0]
+    b = a + jnp.eye(n, dtype=a.dtype)
+    s = jax.lax.rsqrt(jnp.maximum(jnp.sum(b, axis=1), 1e-12))
+    return s[:, None] * b * s[None, :]
+
+
+def normalize_adj_sparse(adj: sp.spmatrix) -> jsparse.BCOO:
+    """:func:`normalize_adj` of a scipy adjacency as a BCOO matrix (self-loops added)."""
+    a = sp.csr_matrix(adj, dtype=np.float32) + sp.eye(adj.shape[0], dtype=np.float32, format="csr")
+    d = np.asarray(a.sum(1)).ravel()
+    s = 1.0 / np.sqrt(np.maximum(d, 1e-12))
+    a = sp.diags(s) @ a @ sp.diags(s)
+    return scipy_to_bcoo(a)
+
+
+def scipy_to_bcoo(m: sp.spmatrix) -> jsparse.BCOO:
+    """A scipy sparse matrix as ``jax.experimental.sparse.BCOO`` (float32)."""
+    coo = sp.coo_matrix(m)
+    idx = np.stack([coo.row, coo.col], 1).astype(np.int32)
+    return jsparse.BCOO((jnp.asarray(coo.data, jnp.float32), jnp.asarray(idx)), shape=coo.shape)
+
+
+def normalize_graphs_tuple(graph):
+    """Return ``graph`` (a single-graph ``jraph.GraphsTuple``, both edge directions, no self-loops)
+    with self-loops appended and ``edges`` set to the symmetric-normalised weights of :math:`\\hat A`."""
+    import jraph
+    n = int(np.sum(graph.n_node))
+    loops = jnp.arange(n, dtype=jnp.int32)
+    snd = jnp.concatenate([jnp.asarray(graph.senders), loops])
+    rcv = jnp.concatenate([jnp.asarray(graph.receivers), loops])
+    w = jnp.ones(snd.shape[0], jnp.float32)
+    deg = jax.ops.segment_sum(w, rcv, n)
+    s = jax.lax.rsqrt(deg)
+    return graph._replace(senders=snd, receivers=rcv, edges=(s[snd] * s[rcv])[:, None],
+                          n_edge=jnp.array([snd.shape[0]]))
+
+
+def graphs_tuple_to_bcoo(graph) -> jsparse.BCOO:
+    """The weighted adjacency (``edges[:, 0]`` at ``(receivers, senders)``) of a GraphsTuple as BCOO."""
+    n = int(np.sum(graph.n_node))
+    idx = jnp.stack([jnp.asarray(graph.receivers), jnp.asarray(graph.senders)], 1).astype(jnp.int32)
+    return jsparse.BCOO((jnp.asarray(graph.edges)[:, 0], idx), shape=(n, n))
+
+
+def matmul(a, b):
+    """``a @ b`` for dense or BCOO ``a``."""
+    return a @ b
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------
+
+def _glorot(key, shape, dtype=jnp.float32):
+    lim = jnp.sqrt(6.0 / (shape[0] + shape[1]))
+    return jax.random.uniform(key, shape, dtype, -lim, lim)
+
+
+class GCN(nn.Module):
+    r"""Two-layer GCN (Kipf & Welling 2017): ``Â σ(Â (X W1) + b1) W2 + b2`` -> ``[N, C]`` logits.
+
+    ``x`` is multiplied by ``W1`` first (``X W1`` then ``Â (·)``), which is the cheap order when
+    ``F > H``. ``with_relu=False`` is the linearised surrogate used by Nettack/Metattack.
+    Dropout (on the input of each layer, as in Kipf's code) is active when ``train=True`` and a
+    ``"dropout"`` rng is given.
+    """
+
+    hidden: int = 16
+    num_classes: int = 7
+    dropout: float = 0.5
+    with_relu: bool = True
+    with_bias: bool = True
+
+    @nn.compact
+    def __call__(self, a_hat, x, train: bool = False):
+        f = x.shape[1]
+        w1 = self.param("w1", _glorot, (f, self.hidden))
+        w2 = self.param("w2", _glorot, (self.hidden, self.num_classes))
+        drop = nn.Dropout(self.dropout, deterministic=not train)
+        if isinstance(x, jsparse.BCOO):
+            h = matmul(a_hat, x @ w1)  # (dropout on sparse input skipped)
+        else:
+            h = matmul(a_hat, drop(x) @ w1)
+        if self.with_bias:
+            h = h + self.param("b1", nn.initializers.zeros, (self.hidden,))
+        if self.with_relu:
+            h = nn.relu(h)
+        out = matmul(a_hat, drop(h) @ w2)
+        if self.with_bias:
+            out = out + self.param("b2", nn.initializers.zeros, (self.num_classes,))
+        return out
+
+
+class GraphEncoder(nn.Module):
+    r"""GAE/VGAE encoder (Kipf & Welling 2016): ``H = relu(Â X W0)``, ``μ = Â H W_μ`` and, if
+    ``variational``, ``log σ = Â H W_σ``. Returns ``(mu, logstd)`` each ``[N, latent]``
+    (``logstd`` is zeros for GAE)."""
+
+    hidden: int = 32
+    latent: int = 16
+    variational: bool = True
+
+    @nn.compact
+    def __call__(self, a_hat, x):
+        f = x.shape[1]
+        w0 = self.param("w0", _glorot, (f, self.hidden))
+        h = nn.relu(matmul(a_hat, x @ w0))
+        wmu = self.param("w_mu", _glorot, (self.hidden, self.latent))
+        if self.variational:
+            wsig = self.param("w_sigma", _glorot, (self.hidden, self.latent))
+            both = matmul(a_hat, h @ jnp.concatenate([wmu, wsig], 1))
+            return both[:, : self.latent], both[:, self.latent:]
+        mu = matmul(a_hat, h @ wmu)
+        return mu, jnp.zeros_like(mu)
+
+
+def reparameterize(key, mu, logstd, variational: bool = True):
+    """:math:`z = \\mu + \\sigma \\odot \\epsilon` (VGAE) or ``mu`` (GAE)."""
+    if not variational:
+        return mu
+    return mu + jnp.exp(logstd) * jax.random.normal(key, mu.shape, mu.dtype)
+
+
+def decode_pairs(z: jax.Array, pairs: jax.Array) -> jax.Array:
+    """Inner-product decoder logits :math:`z_i^\\top z_j` for ``pairs`` ``[P, 2]`` -> ``[P]``."""
+    return jnp.sum(z[pairs[:, 0]] * z[pairs[:, 1]], axis=-1)
+
+
+def vgae_loss(encoder: GraphEncoder, params, a_hat, x, adj_label, key, variational: bool = True):
+    r"""Kipf's GAE/VGAE objective on the full graph.
+
+    .. math::  L = \text{norm}\cdot \frac{1}{N^2}\sum_{ij} \mathrm{BCE}_{w}(z_i^\top z_j, \tilde A_{ij})
+                   - \frac{1}{2N}\,\frac{1}{N}\sum_i\sum_k (1 + 2\log\sigma_{ik} - \mu_{ik}^2 - \sigma_{ik}^2)
+
+    with labels :math:`\tilde A = A + I` (``adj_label``, dense ``[N, N]``, may be traced), positive
+    weight :math:`w = (N^2 - |\tilde A|)/|\tilde A|` and :math:`\text{norm} = N^2 / (2(N^2 - |\tilde A|))`.
+    """
+    mu, logstd = encoder.apply(params, a_hat, x)
+    z = reparameterize(key, mu, logstd, variational)
+    logits = z @ z.T
+    n = adj_label.shape[0]
+    n_pos = jnp.sum(adj_label)
+    pos_weight = (n * n - n_pos) / n_pos
+    norm = n * n / (2.0 * (n * n - n_pos))
+    # weighted BCE with logits: w*y*softplus(-l) + (1-y)*softplus(l)
+    rec = norm * jnp.mean(pos_weight * adj_label * jax.nn.softplus(-logits) + (1 - adj_label) * jax.nn.softplus(logits))
+    if not variational:
+        return rec
+    kl = -(0.5 / n) * jnp.mean(jnp.sum(1 + 2 * logstd - mu ** 2 - jnp.exp(logstd) ** 2, axis=1))
+    return rec + kl
+
+
+class VGAEConfig(NamedTuple):
+    """Victim hyper-parameters (seed paper: encoder 32-16, lr 0.005, 200 epochs, no dropout)."""
+
+    hidden: int = 32
+    latent: int = 16
+    lr: float = 0.005
+    epochs: int = 200
+    variational: bool = True
+
+
+def train_vgae(a: jax.Array, x, key, cfg: VGAEConfig = VGAEConfig()):
+    """Train a (V)GAE on the dense 0/1 adjacency ``a`` ``[N, N]`` (the training graph) with Adam for
+    ``cfg.epochs`` full-batch steps; returns ``(encoder, params)``. Differentiable in ``a``."""
+    from poisonjax.core.training import train_full_batch
+    enc = GraphEncoder(cfg.hidden, cfg.latent, cfg.variational)
+    a_hat = normalize_adj(a)
+    label = a + jnp.eye(a.shape[0], dtype=a.dtype)
+    k0, k1 = jax.random.split(key)
+    params = enc.init(k0, a_hat, x)
+    res = train_full_batch(lambda p, k: vgae_loss(enc, p, a_hat, x, label, k, cfg.variational), params,
+                           optax.adam(cfg.lr), cfg.epochs, k1)
+    return enc, res.params
+
+
+def vgae_embed(enc: GraphEncoder, params, a: jax.Array, x) -> jax.Array:
+    """Deterministic embeddings :math:`\\mu` ``[N, latent]`` of a trained encoder on adjacency ``a``."""
+    return enc.apply(params, normalize_adj(a), x)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# GCN training for node classification
+# ----------------------------------------------------------------------------------------------
+
+class GCNConfig(NamedTuple):
+    """DeepRobust/Pro-GNN GCN training: hidden 16, dropout 0.5, Adam lr 0.01, weight decay 5e-4,
+    200 epochs, parameters of the best validation loss kept."""
+
+    hidden: int = 16
+    dropout: float = 0.5
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    epochs: int = 200
+    with_relu: bool = True
+    with_bias: bool = True
+
+
+def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: GCNConfig = GCNConfig()):
+    """Train a :class:`GCN` (full batch, ``lax.scan``) and return ``(model, params)`` at the epoch with
+    the lowest validation loss. ``a_hat``: normalised adjacency (dense or BCOO); ``labels`` ``[N]``;
+    ``idx_*`` int index arrays. ``jax.vmap`` over ``key`` trains several seeds at once."""
+    model = GCN(cfg.hidden, num_classes, cfg.dropout, cfg.with_relu, cfg.with_bias)
+    k0, k1 = jax.random.split(key)
+    params = model.init(k0, a_hat, x)
+    opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(cfg.lr))
+    y_tr, y_va = labels[idx_train], labels[idx_val]
+
+    def loss_fn(p, k):
+        out = model.apply(p, a_hat, x, train=True, rngs={"dropout": k})
+        return optax.softmax_cross_entropy_with_integer_labels(out[idx_train], y_tr).mean()
+
+    def step(carry, k):
+        p, s, best_p, best_v = carry
+        g = jax.grad(loss_fn)(p, k)
+        u, s = opt.update(g, s, p)
+        p = optax.apply_updates(p, u)
+        out = model.apply(p, a_hat, x)
+        v = optax.softmax_cross_entropy_with_integer_labels(out[idx_val], y_va).mean()
+        better = v < best_v
+        best_p = jax.tree.map(lambda a, b: jnp.where(better, a, b), p, best_p)
+        return (p, s, best_p, jnp.minimum(v, best_v)), v
+
+    carry = (params, opt.init(params), params, jnp.inf)
+    (p, _, best_p, _), _ = jax.lax.scan(step, carry, jax.random.split(k1, cfg.epochs))
+    return model, best_p
+
+
+def gcn_test_accuracy(a_hat, x, labels, idx_train, idx_val, idx_test, keys, num_classes: int,
+                      cfg: GCNConfig = GCNConfig()) -> jax.Array:
+    """Test accuracy ``[K]`` of ``K = len(keys)`` GCNs trained (vmapped over keys) on ``a_hat``.
+    Compiled once per ``(num_classes, cfg)`` and array shapes (arrays are arguments, not constants)."""
+    return _gcn_acc_fn(int(num_classes), cfg)(a_hat, x, jnp.asarray(labels), jnp.asarray(idx_train),
+                                              jnp.asarray(idx_val), jnp.asarray(idx_test), keys)
+
+
+@functools.lru_cache(maxsize=None)
+def _gcn_acc_fn(num_classes, cfg):
+    def acc(a_hat, x, labels, idx_train, idx_val, idx_test, keys):
+        def one(k):
+            model, p = train_gcn(a_hat, x, labels, idx_train, idx_val, k, num_classes, cfg)
+            pred = jnp.argmax(model.apply(p, a_hat, x)[idx_test], -1)
+            return jnp.mean(pred == labels[idx_test])
+        return jax.vmap(one)(keys)
+    return jax.jit(acc)
