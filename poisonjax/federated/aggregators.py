@@ -516,7 +516,8 @@ def flare(x, valid, state, key, context, weights, *, features=None, k: Optional[
     :math:`\mathrm{MMD}^2` (:func:`mmd2_matrix`), each client votes for its ``k`` nearest clients
     (default :math:`\lfloor k_{valid}/2 \rfloor`); :math:`c_i` = votes received; trust
     :math:`TS = \mathrm{softmax}(c / \texttt{temperature})` over valid clients; the aggregate is
-    :math:`\sum_i TS_i x_i`. Flags clients with :math:`TS_i < 1/(2k_{valid})`; ``scores`` = :math:`-c_i`."""
+    :math:`\sum_i TS_i x_i`. Flags clients with fewer than half the average votes (:math:`c_i < k/2`;
+    the paper only re-weights); ``scores`` = :math:`-c_i`."""
     n = x.shape[0]
     if features is None:
         if context is None or getattr(context, "features_fn", None) is None:
@@ -533,7 +534,7 @@ def flare(x, valid, state, key, context, weights, *, features=None, k: Optional[
     logits = jnp.where(valid, c / temperature, -jnp.inf)
     ts = jax.nn.softmax(logits)
     ts = jnp.where(valid, ts, 0.0)
-    return ts @ x, state, {"scores": -c, "flags": valid & (ts < 0.5 / jnp.maximum(kv, 1)), "weights": ts,
+    return ts @ x, state, {"scores": -c, "flags": valid & (c < 0.5 * kk), "weights": ts,
                            "votes": c}
 
 

@@ -69,17 +69,20 @@ def _direction(mu, sd, direction):
     return -jnp.sign(mu)
 
 
-def _binary_search(ok: Callable, gamma_init: float, iters: int):
-    """Largest gamma with ``ok(gamma)`` by the halving search of Shejwalkar & Houmansadr (Alg. 1)."""
+def _binary_search(ok: Callable, gamma_init, iters: int):
+    r"""Largest :math:`\gamma \in [0, 2\gamma_{init})` with ``ok(gamma)``: the halving search of
+    Shejwalkar & Houmansadr (Alg. 1) -- step up by ``step`` on success, down on failure, halve ``step``;
+    keep the last success (0 if none)."""
+    gamma_init = jnp.asarray(gamma_init, jnp.float32)
+
     def body(_, c):
         g, step, best = c
         good = ok(g)
         best = jnp.where(good & (g > best), g, best)
-        g = jnp.where(good, g + step / 2, g - step / 2)
+        g = jnp.maximum(jnp.where(good, g + step, g - step), 0.0)
         return g, step / 2, best
 
-    _, _, best = jax.lax.fori_loop(0, iters, body, (jnp.float32(gamma_init), jnp.float32(gamma_init / 2),
-                                                    jnp.float32(0.0)))
+    _, _, best = jax.lax.fori_loop(0, iters, body, (gamma_init, gamma_init / 2, jnp.float32(0.0)))
     return best
 
 
@@ -143,12 +146,15 @@ def lie(updates, malicious, key, *, context=None, aggregator=None, z: Optional[f
     return _replace(updates, malicious, mu + zz * sd)
 
 
-def min_max(updates, malicious, key, *, context=None, aggregator=None, direction: str = "std",
-            gamma_init: float = 10.0, iters: int = 30):
+def min_max(updates, malicious, key, *, context=None, aggregator=None, direction: str = "unit",
+            gamma_init: Optional[float] = None, iters: int = 30):
     r"""Min-Max (Shejwalkar & Houmansadr, NDSS 2021, AGR-agnostic): malicious update
     :math:`\mu + \gamma p` with the largest :math:`\gamma` (halving search) such that
     :math:`\max_i \|\mu+\gamma p - x_i\| \le \max_{i,j}\|x_i - x_j\|` over benign :math:`x`.
-    ``direction`` p: ``"unit"`` :math:`-\mu/\|\mu\|`, ``"std"`` :math:`-\sigma`, ``"sign"`` :math:`-\mathrm{sign}(\mu)`."""
+    ``direction`` p: ``"unit"`` :math:`-\mu/\|\mu\|`, ``"std"`` :math:`-\sigma`, ``"sign"`` :math:`-\mathrm{sign}(\mu)`.
+    ``gamma_init`` (search range :math:`[0, 2\gamma_{init})`): default
+    :math:`\max_{i,j}\|x_i-x_j\| / \|p\|`, which brackets every feasible :math:`\gamma` (the paper
+    uses a fixed 10 for its scale of gradients)."""
     ben, mu, sd = _benign_stats(updates, malicious)
     p = _direction(mu, sd, direction)
     pair = ben[:, None] & ben[None, :]
@@ -158,24 +164,27 @@ def min_max(updates, malicious, key, *, context=None, aggregator=None, direction
         m = (mu + g * p)[None, :]
         return jnp.max(jnp.where(ben, _sqd(m, updates)[0], 0.0)) <= dmax
 
-    g = _binary_search(ok, gamma_init, iters)
+    g0 = jnp.sqrt(dmax) / jnp.maximum(jnp.linalg.norm(p), 1e-12) if gamma_init is None else gamma_init
+    g = _binary_search(ok, g0, iters)
     return _replace(updates, malicious, mu + g * p)
 
 
-def min_sum(updates, malicious, key, *, context=None, aggregator=None, direction: str = "std",
-            gamma_init: float = 10.0, iters: int = 30):
+def min_sum(updates, malicious, key, *, context=None, aggregator=None, direction: str = "unit",
+            gamma_init: Optional[float] = None, iters: int = 30):
     r"""Min-Sum (Shejwalkar & Houmansadr, NDSS 2021): like :func:`min_max` with the condition
     :math:`\sum_i \|\mu+\gamma p - x_i\|^2 \le \max_i \sum_j \|x_i - x_j\|^2` over benign :math:`x`."""
     ben, mu, sd = _benign_stats(updates, malicious)
     p = _direction(mu, sd, direction)
     pair = ben[:, None] & ben[None, :]
-    smax = jnp.max(jnp.where(ben, jnp.sum(jnp.where(pair, _sqd(updates, updates), 0.0), axis=1), 0.0))
+    d2 = jnp.where(pair, _sqd(updates, updates), 0.0)
+    smax = jnp.max(jnp.where(ben, jnp.sum(d2, axis=1), 0.0))
 
     def ok(g):
         m = (mu + g * p)[None, :]
         return jnp.sum(jnp.where(ben, _sqd(m, updates)[0], 0.0)) <= smax
 
-    g = _binary_search(ok, gamma_init, iters)
+    g0 = jnp.sqrt(jnp.max(d2)) / jnp.maximum(jnp.linalg.norm(p), 1e-12) if gamma_init is None else gamma_init
+    g = _binary_search(ok, g0, iters)
     return _replace(updates, malicious, mu + g * p)
 
 

@@ -52,7 +52,7 @@ from poisonjax.federated.models import ModelFns, make_model
 PyTree = Any
 
 __all__ = ["FederatedData", "FLState", "RoundContext", "FLSimulation", "build_simulation", "run_simulation",
-           "federate_dataset", "federate_arrays", "default_model", "summarize", "flatten_params",
+           "run_rounds", "make_train_fn", "federate_dataset", "federate_arrays", "default_model", "summarize", "flatten_params",
            "SERVER_OPTIMIZERS"]
 
 
@@ -142,6 +142,13 @@ class RoundContext(NamedTuple):
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
 
 
+@functools.lru_cache(maxsize=64)
+def _jit_cached(fn):
+    """One ``jax.jit`` wrapper per function object (so simulations sharing a model share its
+    compiled ``init``)."""
+    return jax.jit(fn)
+
+
 def _server_optimizer(name: str, lr: float, momentum: float) -> optax.GradientTransformation:
     check_choice("server_optimizer", name, SERVER_OPTIMIZERS)
     if name == "fedavg":
@@ -213,8 +220,10 @@ class FLSimulation:
 
     # -- AttackOptimizer protocol ----------------------------------------------------------------
     def init(self, key, data: FederatedData) -> FLState:
+        """Initial :class:`FLState`: global params from ``model.init``, server optimiser and aggregator
+        state, zero metrics. Works eagerly or under ``jit``."""
         k_init, k_run = jax.random.split(key)
-        params = self.model.init(k_init)
+        params = _jit_cached(self.model.init)(k_init)
         d = flatten_params(params).shape[0]
         n = data.y.shape[0]
         agg_state = self.aggregator.init(n, d)
@@ -229,14 +238,24 @@ class FLSimulation:
             names.append("backdoor_asr")
         return {k: z for k in names}
 
-    def step(self, st: FLState, data: FederatedData) -> FLState:
-        """One federated round (see module docstring)."""
+    def train_round(self, st: FLState, data: FederatedData):
+        """First half of a round: sample clients and train them locally.
+
+        Returns ``(ids [m], updates [m, d], losses [m])``. Depends only on the model/local-training
+        configuration, so one compiled copy can serve simulations that differ in aggregator or attack
+        (see :func:`run_rounds`)."""
         n = data.y.shape[0]
         m = self.clients_per_round(n)
         rkey = jax.random.fold_in(st.key, st.round)
-        k_sample, k_train, k_attack, k_agg, k_root = jax.random.split(rkey, 5)
+        k_sample, k_train = jax.random.split(rkey, 5)[:2]
         ids = jnp.arange(n) if m == n else jax.random.permutation(k_sample, n)[:m]
         updates, losses = self.local_updates(st.params, data, ids, k_train)
+        return ids, updates, losses
+
+    def server_round(self, st: FLState, data: FederatedData, ids, updates, losses) -> FLState:
+        """Second half of a round: model attack, aggregation, server optimiser step, metrics."""
+        rkey = jax.random.fold_in(st.key, st.round)
+        _, _, k_attack, k_agg, k_root = jax.random.split(rkey, 5)
         mal = data.malicious[ids]
         like = st.params
         root = None
@@ -267,6 +286,10 @@ class FLSimulation:
             num_malicious=f32(mal), num_flagged=f32(flags), num_nonfinite=f32(report["nonfinite"]))
         metrics = {k: metrics[k].astype(jnp.float32) for k in st.metrics}
         return FLState(params, sos, agg_state, st.key, st.round + 1, metrics)
+
+    def step(self, st: FLState, data: FederatedData) -> FLState:
+        """One federated round (see module docstring): :meth:`train_round` then :meth:`server_round`."""
+        return self.server_round(st, data, *self.train_round(st, data))
 
     def metrics(self, st: FLState, data: FederatedData) -> Dict[str, jax.Array]:
         return st.metrics
@@ -338,6 +361,45 @@ def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=
     data = jax.tree.map(jnp.asarray, data)
     return run(sim.as_attack_optimizer(), data, rounds, workdir, seed=seed, chunk_size=rounds_per_chunk,
                checkpoint_every=checkpoint_every, config=config, progress=progress, desc=desc)
+
+
+def run_rounds(sim: FLSimulation, data: FederatedData, rounds: int, *, seed: int = 0, train_fn=None,
+               progress: bool = False, desc: str = "fl rounds"):
+    """Run ``rounds`` rounds with a host loop over two compiled halves (no checkpointing).
+
+    ``train_fn`` -- a compiled :meth:`FLSimulation.train_round` from :func:`make_train_fn`; passing the
+    same one to simulations that share model, data shapes and local-training settings (a grid of
+    attacks x aggregators) compiles local training once. Equals :func:`run_simulation` round for round.
+
+    Returns:
+      ``(final FLState, list of per-round metric dicts)``.
+    """
+    from poisonjax.core.runner import DivergenceError
+    data = jax.tree.map(jnp.asarray, data)
+    train_fn = train_fn or make_train_fn(sim)
+    server_fn = jax.jit(sim.server_round)
+    st = sim.init(jax.random.PRNGKey(seed), data)
+    history = []
+    it = range(rounds)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc=desc, leave=False)
+    for r in it:
+        st = server_fn(st, data, *train_fn(st, data))
+        history.append(st.metrics)
+    history = jax.device_get(history)
+    out = []
+    for r, m in enumerate(history):
+        rec = {"step": r + 1, **{k: float(v) for k, v in m.items()}}
+        out.append(rec)
+    if not bool(jax.device_get(jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(st.params)])))):
+        raise DivergenceError(f"{desc}: the global model became non-finite (NaN/inf)")
+    return st, out
+
+
+def make_train_fn(sim: FLSimulation):
+    """``jax.jit(sim.train_round)`` -- reusable across simulations with the same local training."""
+    return jax.jit(sim.train_round)
 
 
 def summarize(metrics: Sequence[Dict[str, float]], last: int = 1) -> Dict[str, Optional[float]]:
