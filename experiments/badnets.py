@@ -23,7 +23,7 @@ from poisonjax.core.ensemble import ensemble_apply, mean_std
 from poisonjax.core.training import softmax_cross_entropy_loss, train_ensemble
 from poisonjax.core.validation import check_choice, check_fraction, check_positive_int
 from poisonjax.data.images import load_digits
-from poisonjax.vision.models import SmallCNN
+from poisonjax.vision.models import FastSmallCNN
 from poisonjax.vision.triggers import (apply_trigger, attack_success_rate, badnets_poison, flip_labels,
                                        patch_trigger)
 
@@ -51,7 +51,7 @@ def run(config, workdir) -> dict:
     ds = load_digits(seed=config.seed)
     xtr, ytr = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xte, yte = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
-    model = SmallCNN(num_classes=ds.num_classes, channels=tuple(config.train.channels), hidden=config.train.hidden)
+    model = FastSmallCNN(num_classes=ds.num_classes, channels=tuple(config.train.channels), hidden=config.train.hidden)
     init_fn = lambda k: model.init(k, xtr[:1])
     loss = softmax_cross_entropy_loss(model.apply)
     opt = optax.adam(config.train.learning_rate)
