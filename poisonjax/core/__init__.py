@@ -1,0 +1,24 @@
+"""The engine room: domain-agnostic pure functions over pytrees (DESIGN.md section 1).
+
+Modules: :mod:`~poisonjax.core.types` (protocols), :mod:`~poisonjax.core.training`,
+:mod:`~poisonjax.core.ensemble`, :mod:`~poisonjax.core.projections`, :mod:`~poisonjax.core.parallel`,
+:mod:`~poisonjax.core.runner`, :mod:`~poisonjax.core.bilevel`, :mod:`~poisonjax.core.gradient_matching`,
+:mod:`~poisonjax.core.autoregressive`, :mod:`~poisonjax.core.validation`, :mod:`~poisonjax.core.reporting`.
+"""
+from poisonjax.core.types import AttackOptimizer
+from poisonjax.core.training import (TrainResult, accuracy, init_and_train, softmax_cross_entropy_loss,
+                                     train_ensemble, train_full_batch, train_minibatch)
+from poisonjax.core.ensemble import ensemble_apply, mean_std, stack, unstack
+from poisonjax.core.projections import (project_box, project_capped_simplex, project_l2, project_linf,
+                                        project_linf_box, topk_indices, topk_mask)
+from poisonjax.core.parallel import initialize_distributed, is_main_process, make_mesh, sharded_vmap
+from poisonjax.core.runner import RunResult, run
+from poisonjax.core.validation import PoisonJaxInputError
+
+__all__ = [
+    "AttackOptimizer", "TrainResult", "accuracy", "init_and_train", "softmax_cross_entropy_loss", "train_ensemble",
+    "train_full_batch", "train_minibatch", "ensemble_apply", "mean_std", "stack", "unstack", "project_box",
+    "project_capped_simplex", "project_l2", "project_linf", "project_linf_box", "topk_indices", "topk_mask",
+    "initialize_distributed", "is_main_process", "make_mesh", "sharded_vmap", "RunResult", "run",
+    "PoisonJaxInputError",
+]
