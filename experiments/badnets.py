@@ -45,9 +45,8 @@ def _validate(config):
 def run(config, workdir) -> dict:
     """Run the study; returns (and writes) ``results.json``."""
     _validate(config)
-    wd = Path(workdir)
+    wd = reporting.prepare_workdir(workdir, config)   # refuses a workdir of another config
     (wd / "cells").mkdir(parents=True, exist_ok=True)
-    reporting.write_json(wd / "config.json", config)
     ds = load_digits(seed=config.seed)
     xtr, ytr = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xte, yte = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)

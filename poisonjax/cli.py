@@ -168,7 +168,15 @@ def cmd_run(args, extra) -> int:
     _, exp_mod = _import_study(args.study)
     workdir = Path(args.workdir) if args.workdir else _default_workdir(args.study, args.variant, config)
     workdir.mkdir(parents=True, exist_ok=True)
-    info = {"study": args.study, "variant": args.variant, "overrides": dict(overrides),
+    from poisonjax.core.runner import config_fingerprint
+    fp = config_fingerprint({"study": args.study, "config": config})
+    info_path = workdir / "run_info.json"
+    if info_path.exists():
+        old = json.loads(info_path.read_text())
+        if old.get("config_fingerprint") not in (None, fp):
+            raise SystemExit(f"error: workdir {str(workdir)!r} holds a run of a different study/config "
+                             f"({old.get('study')}, overrides {old.get('overrides')}); use a new --workdir or delete it")
+    info = {"study": args.study, "variant": args.variant, "overrides": dict(overrides), "config_fingerprint": fp,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if is_main_process():
         (workdir / "run_info.json").write_text(json.dumps(info, indent=2))

@@ -113,3 +113,27 @@ def write_report(workdir: str | os.PathLike, title: str, sections: Iterable[tupl
         wd.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(parts))
     return path
+
+
+def prepare_workdir(workdir: str | os.PathLike, config: Any) -> Path:
+    """Create ``workdir`` and write ``config.json``; refuse a workdir that holds another config's run.
+
+    Raises:
+      poisonjax.core.runner.CheckpointMismatchError: ``workdir/config.json`` exists and differs.
+    """
+    from poisonjax.core.runner import CheckpointMismatchError
+    wd = Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    new = _jsonable(config)
+    path = wd / "config.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = None
+        if old != json.loads(json.dumps(new)):
+            raise CheckpointMismatchError(
+                f"workdir {str(wd)!r} holds results of a different config (see its config.json); "
+                "use a new --workdir, or delete the old one to start over")
+    write_json(path, new)
+    return wd

@@ -113,7 +113,7 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         key: Optional[jax.Array] = None, seed: int = 0, chunk_size: int = 10,
         checkpoint_every: Optional[int] = None, max_to_keep: int = 2, config: Any = None,
         progress: bool = True, desc: str = "attack", metrics_file: str = "metrics.jsonl",
-        ) -> RunResult:
+        tensorboard: bool = False) -> RunResult:
     """Run ``attack`` for ``steps`` steps on ``problem``, resumable from ``workdir``.
 
     Args:
@@ -128,6 +128,8 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
       max_to_keep: orbax checkpoints to keep.
       config: anything JSON-able identifying the run; a workdir created by another config is refused.
       progress: show a tqdm bar.
+      tensorboard: also write the metrics as TensorBoard events under ``workdir/tb`` (needs the
+        ``[tensorboard]`` extra, i.e. tensorboardX).
 
     Returns:
       :class:`RunResult`.
@@ -182,6 +184,13 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
                 mpath.write_text("".join(l + "\n" for l in kept))
 
     chunk_fn = make_chunk_fn(attack, chunk_size)
+    tb = None
+    if tensorboard and wd is not None and is_main_process():
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError as e:
+            raise ImportError("tensorboard=True needs tensorboardX: pip install 'poisonjax[tensorboard]'") from e
+        tb = SummaryWriter(str(wd / "tb"))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -208,6 +217,11 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
                 with open(wd / metrics_file, "a") as f:
                     for r in recs:
                         f.write(json.dumps(r) + "\n")
+            if tb is not None:
+                for r in recs:
+                    for k, v in r.items():
+                        if k != "step":
+                            tb.add_scalar(f"{desc}/{k}", v, r["step"])
             if manager is not None and (done - last_saved >= checkpoint_every or done == steps):
                 import orbax.checkpoint as ocp
                 manager.save(done, args=ocp.args.StandardSave(state))
@@ -220,6 +234,8 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
     finally:
         if bar is not None:
             bar.close()
+        if tb is not None:
+            tb.close()
         if manager is not None:
             manager.wait_until_finished()
             manager.close()

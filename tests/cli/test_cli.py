@@ -47,3 +47,17 @@ def test_run_then_report(tmp_path):
     (wd / "report.md").unlink()
     assert cli.main(["report", str(wd)]) == 0
     assert (wd / "report.md").exists()
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+    wd = tmp_path / "w"
+    (wd).mkdir()
+    (wd / "run_info.json").write_text(json.dumps({"study": "badnets", "config_fingerprint": "abc", "overrides": {}}))
+    with pytest.raises(SystemExit, match="different study/config"):
+        cli.main(["run", "badnets", "--workdir", str(wd)])
+    from poisonjax.core import reporting
+    from poisonjax.core.runner import CheckpointMismatchError
+    reporting.prepare_workdir(tmp_path / "x", {"a": 1})
+    reporting.prepare_workdir(tmp_path / "x", {"a": 1})      # same config: fine
+    with pytest.raises(CheckpointMismatchError, match="different config"):
+        reporting.prepare_workdir(tmp_path / "x", {"a": 2})
