@@ -1,0 +1,119 @@
+"""Simulation: chunked == unchunked, runner == host loop, resume == uninterrupted, sharded == unsharded
+(8 fake CPU devices), NaN updates reported, bad input."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from poisonjax.core.validation import PoisonJaxInputError
+from poisonjax.federated import simulation as S
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def small():
+    data = S.federate_dataset("digits", num_clients=8, alpha=0.5, malicious_fraction=0.25, aux_size=40, seed=0)
+    model = S.default_model(data, "mlp", hidden=(16,))
+    return data, model
+
+
+def _flat(params):
+    return np.asarray(S.flatten_params(params))
+
+
+def test_chunked_equals_unchunked_and_runner_equals_loop(small):
+    data, model = small
+    kw = dict(model_attack="sign_flip", client_fraction=0.75, batch_size=16)
+    a = S.build_simulation(model, "median", **kw)
+    b = S.build_simulation(model, "median", client_chunk_size=4, **kw)  # 6 clients -> chunks of 4 (padded)
+    st_a, ms_a = S.run_rounds(a, data, 3)
+    st_b, ms_b = S.run_rounds(b, data, 3)
+    np.testing.assert_allclose(_flat(st_a.params), _flat(st_b.params), atol=1e-5)
+    res = S.run_simulation(a, data, 3, rounds_per_chunk=2, progress=False)
+    np.testing.assert_allclose(_flat(res.state.params), _flat(st_a.params), atol=1e-5)
+    assert [round(m["test_accuracy"], 4) for m in res.metrics] == [round(m["test_accuracy"], 4) for m in ms_a]
+    assert all(m["num_malicious"] <= 2 for m in ms_a) and ms_a[-1]["test_accuracy"] > 0.2
+
+
+def test_resume_equals_uninterrupted(small, tmp_path):
+    data, model = small
+    sim = S.build_simulation(model, "fedavg", model_attack="lie", server_optimizer="fedavgm", batch_size=16)
+    full = S.run_simulation(sim, data, 4, tmp_path / "full", rounds_per_chunk=2, config={"t": 1}, progress=False)
+    part = S.run_simulation(sim, data, 2, tmp_path / "cut", rounds_per_chunk=2, config={"t": 1}, progress=False)
+    assert part.steps == 2
+    resumed = S.run_simulation(sim, data, 4, tmp_path / "cut", rounds_per_chunk=2, config={"t": 1}, progress=False)
+    assert resumed.resumed_from == 2
+    np.testing.assert_array_equal(_flat(resumed.state.params), _flat(full.state.params))
+    assert int(resumed.state.round) == 4
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4]
+
+
+def test_nan_updates_are_reported_not_averaged(small):
+    data, model = small
+
+    def nan_attack(updates, malicious, key, *, context=None, aggregator=None):
+        return jnp.where(malicious[:, None], jnp.nan, updates)
+
+    sim = S.build_simulation(model, "fedavg", model_attack=nan_attack, batch_size=16)
+    st, ms = S.run_rounds(sim, data, 2)
+    assert np.all(np.isfinite(_flat(st.params)))
+    assert ms[0]["num_nonfinite"] == 2 and ms[0]["tp"] == 2  # the NaN clients are flagged
+    summ = S.summarize(ms)
+    assert summ["nonfinite_updates"] == 4 and summ["detection_precision"] == 1.0
+
+
+def test_bad_input(small):
+    data, model = small
+    for bad in (1.0, -0.1):
+        with pytest.raises(PoisonJaxInputError, match="malicious_fraction"):
+            S.federate_dataset("digits", num_clients=8, malicious_fraction=bad)
+    with pytest.raises(PoisonJaxInputError, match="alpha"):
+        S.federate_dataset("digits", num_clients=8, alpha=0.0)
+    with pytest.raises(PoisonJaxInputError, match="client_fraction"):
+        S.build_simulation(model, "fedavg", client_fraction=0.0)
+    sim = S.build_simulation(model, "krum", aggregator_kwargs={"num_malicious": 3})  # 8 clients: needs n > 8
+    with pytest.raises(PoisonJaxInputError, match="n > 2f"):
+        S.run_rounds(sim, data, 1)
+    with pytest.raises(PoisonJaxInputError, match="no data"):
+        S.federate_arrays(np.zeros((3, 2)), np.zeros(3), np.zeros((1, 2)), np.zeros(1), num_classes=2,
+                          num_clients=4, partition="iid", aux_size=0)
+
+
+SHARD_SCRIPT = textwrap.dedent("""
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax, numpy as np
+    from poisonjax.core.parallel import make_mesh
+    from poisonjax.federated import simulation as S
+    assert jax.device_count() == 8
+    data = S.federate_dataset("digits", num_clients=10, alpha=0.5, malicious_fraction=0.2, aux_size=40)
+    model = S.default_model(data, "mlp", hidden=(16,))
+    out = {}
+    for name, mesh, chunk in [("one", make_mesh(num_devices=1), None), ("eight", make_mesh(), None),
+                              ("eight_chunk", make_mesh(), 5)]:
+        sim = S.build_simulation(model, "trimmed_mean", aggregator_kwargs={"beta": 0.2}, model_attack="min_max",
+                                 mesh=mesh, client_chunk_size=chunk, batch_size=16)
+        res = S.run_simulation(sim, data, 2, rounds_per_chunk=2, progress=False)
+        out[name] = np.asarray(S.flatten_params(res.state.params)).tolist()
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_sharded_equals_unsharded_on_8_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout.split("RESULT", 1)[1])
+    one, eight, eight_chunk = (np.array(res[k]) for k in ("one", "eight", "eight_chunk"))
+    np.testing.assert_allclose(eight, one, atol=1e-5)
+    np.testing.assert_allclose(eight_chunk, one, atol=1e-5)
+    assert np.abs(one).sum() > 0
