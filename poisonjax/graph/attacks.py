@@ -393,32 +393,37 @@ def meta_score(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key):
     return loss, (g + g.T) * (1.0 - 2.0 * state.a)
 
 
-def metattack(cfg: MetattackConfig) -> AttackOptimizer:
-    """Metattack as an :class:`~poisonjax.core.types.AttackOptimizer`: each ``step`` computes one
-    meta-gradient and flips up to ``cfg.flips_per_step`` pairs (never past ``cfg.budget``); run it
-    for ``ceil(budget / flips_per_step)`` steps (e.g. with :func:`poisonjax.core.runner.run`)."""
-    check_positive_int("budget", cfg.budget)
-    check_positive_int("flips_per_step", cfg.flips_per_step)
-    check_positive_int("inner_steps", cfg.inner_steps)
-    k = min(cfg.flips_per_step, cfg.budget)
+def greedy_flip_optimizer(score_fn, budget: int, flips_per_step: int = 1, ll_constraint: bool = False,
+                          ll_cutoff: float = 0.004) -> AttackOptimizer:
+    """Greedy budgeted flipping as an :class:`~poisonjax.core.types.AttackOptimizer`.
 
-    def init(key, prob: MetaProblem) -> MetaState:
-        return MetaState(a=prob.a_clean, flips=jnp.zeros((cfg.budget, 2), jnp.int32),
-                         flip_sign=jnp.zeros((cfg.budget,), jnp.float32), n_flips=jnp.int32(0), key=key,
+    ``score_fn(problem, state, key) -> (loss, score [N, N])`` (higher = better flip; symmetric).
+    ``problem`` must have fields ``a_clean`` ``[N, N]`` and ``allowed`` ``[N, N]`` bool (upper
+    triangle). Each ``step`` flips up to ``flips_per_step`` valid pairs (no singletons, no pair twice,
+    optional degree likelihood-ratio filter) and never more than ``budget`` in total; the state is a
+    :class:`MetaState`. Steps after the budget is spent leave the state unchanged apart from the key."""
+    check_positive_int("budget", budget)
+    check_positive_int("flips_per_step", flips_per_step)
+    k = min(flips_per_step, budget)
+
+    def init(key, prob) -> MetaState:
+        return MetaState(a=prob.a_clean, flips=jnp.zeros((budget, 2), jnp.int32),
+                         flip_sign=jnp.zeros((budget,), jnp.float32), n_flips=jnp.int32(0), key=key,
                          loss=jnp.float32(0.0))
 
-    def step(state: MetaState, prob: MetaProblem) -> MetaState:
+    def step(state: MetaState, prob) -> MetaState:
         key, sub = jax.random.split(state.key)
-        loss, score = meta_score(prob, state, cfg, sub)
+        loss, score = score_fn(prob, state, sub)
         allowed = prob.allowed
-        if cfg.ll_constraint:
-            allowed = allowed & ll_ratio_mask(state.a, prob.a_clean, cutoff=cfg.ll_cutoff)
-        a_new, pairs, ok = _greedy_select(score, state.a, prob.a_clean, allowed, k, cfg.budget - state.n_flips)
+        if ll_constraint:
+            allowed = allowed & ll_ratio_mask(state.a, prob.a_clean, cutoff=ll_cutoff)
+        a_new, pairs, ok = _greedy_select(score, state.a, prob.a_clean, allowed, k, budget - state.n_flips)
         sign = jnp.where(state.a[pairs[:, 0], pairs[:, 1]] > 0, -1.0, 1.0) * ok
-        slots = jnp.where(ok, state.n_flips + jnp.cumsum(ok) - 1, cfg.budget)  # out of range -> dropped
+        slots = jnp.where(ok, state.n_flips + jnp.cumsum(ok) - 1, budget)  # out of range -> dropped
         flips = state.flips.at[slots].set(pairs, mode="drop")
         flip_sign = state.flip_sign.at[slots].set(sign, mode="drop")
-        return MetaState(a_new, flips, flip_sign, state.n_flips + jnp.sum(ok).astype(jnp.int32), key, loss)
+        return MetaState(a_new, flips, flip_sign, state.n_flips + jnp.sum(ok).astype(jnp.int32), key,
+                         loss.astype(jnp.float32))
 
     def metrics(state, prob):
         return {"attack_loss": state.loss, "n_flips": state.n_flips.astype(jnp.float32)}
@@ -426,8 +431,18 @@ def metattack(cfg: MetattackConfig) -> AttackOptimizer:
     return AttackOptimizer(init, step, metrics)
 
 
-def num_steps(cfg: MetattackConfig) -> int:
-    """Greedy steps needed to spend the budget."""
+def metattack(cfg: MetattackConfig) -> AttackOptimizer:
+    """Metattack as an :class:`~poisonjax.core.types.AttackOptimizer` (:func:`greedy_flip_optimizer`
+    over :func:`meta_score`): each ``step`` computes one meta-gradient and flips up to
+    ``cfg.flips_per_step`` pairs; run it for :func:`num_steps` steps (e.g. with
+    :func:`poisonjax.core.runner.run`)."""
+    check_positive_int("inner_steps", cfg.inner_steps)
+    return greedy_flip_optimizer(lambda prob, st, key: meta_score(prob, st, cfg, key), cfg.budget,
+                                 cfg.flips_per_step, cfg.ll_constraint, cfg.ll_cutoff)
+
+
+def num_steps(cfg) -> int:
+    """Greedy steps needed to spend ``cfg.budget`` at ``cfg.flips_per_step`` flips per step."""
     return -(-cfg.budget // min(cfg.flips_per_step, cfg.budget))
 
 

@@ -1,0 +1,264 @@
+r"""Poisoning VGAE link prediction with meta-gradients (the seed paper, 2025) and its baselines.
+
+Setting: the victim is a (V)GAE (Kipf & Welling 2016; encoder 32-16, Adam lr 0.005, 200 epochs, no
+dropout) trained on the *training graph* of an 85/5/10 edge split; the attacker flips up to
+:math:`B = \lfloor\text{rate}\cdot|E_{train}|\rfloor` pairs of the training graph (never a validation or
+test pair, never a self-loop, never creating a singleton) to lower the victim's test AUC/AP.
+
+Attacks (each returns flips ``[<=B, 2]``):
+
+* :func:`vgae_meta_attack` -- Metattack-style greedy flips on :math:`S=(g+g^\top)\odot(1-2A)`, where
+  :math:`g = \nabla_A \mathcal{L}_{out}(\theta_T(A), A)`, :math:`\theta_T` = ``T`` unrolled Adam steps of
+  the VGAE objective on :math:`A` (``lax.scan`` + ``jax.checkpoint``, exact) or the first-order sum
+  along the trajectory (``first_order=True``, A-Meta), ``flips_per_step`` flips per meta-gradient.
+  :math:`\mathcal{L}_{out}` is the link BCE of the inner-product decoder on
+
+  - ``objective="train"``: the training edges and as many training non-edges;
+  - ``objective="self"``: pseudo-links of a surrogate VGAE trained on the clean graph
+    (:func:`pseudo_links`; the link-prediction analogue of Meta-Self);
+  - ``objective="test"``: the *test* pairs with their labels -- a white-box shortcut, refused unless
+    ``allow_test_labels=True``.
+* :func:`vgae_oneshot` -- the authors' public procedure: sum over the victim's training epochs the
+  gradient of the link BCE with respect to the *normalised* adjacency :math:`\hat A`, then flip once:
+  half the budget as additions at the largest positive scores, half as removals at the most negative.
+  (The authors use the test pairs; here that needs ``allow_test_labels=True``; default ``"train"``.)
+* random / DICE / PGD baselines from :mod:`poisonjax.graph.attacks`.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+
+from poisonjax.core import bilevel
+from poisonjax.core.validation import PoisonJaxInputError, check_choice
+from poisonjax.graph import attacks as gatt
+from poisonjax.graph.metrics import link_auc_ap
+from poisonjax.graph.models import GraphEncoder, VGAEConfig, normalize_adj, vgae_loss
+from poisonjax.graph.splits import LinkSplit
+
+OBJECTIVES = ("train", "self", "both", "test")
+
+
+class VGAEProblem(NamedTuple):
+    """Inputs of the VGAE attacks: ``a_clean`` ``[N, N]`` training graph (0/1), ``allowed`` ``[N, N]``
+    bool (upper triangle minus held-out pairs), features ``x`` ``[N, F]``, objective ``pairs`` ``[P, 2]``
+    with ``pair_labels`` ``[P]`` (1 link / 0 non-link)."""
+
+    a_clean: jax.Array
+    allowed: jax.Array
+    x: jax.Array
+    pairs: jax.Array
+    pair_labels: jax.Array
+
+
+class VGAEAttackConfig(NamedTuple):
+    """Static settings of :func:`vgae_meta_attack` (victim settings in ``victim``)."""
+
+    budget: int
+    inner_steps: int = 100
+    first_order: bool = False
+    flips_per_step: int = 1
+    remat: bool = True
+    victim: VGAEConfig = VGAEConfig()
+
+
+def objective_pairs(split: LinkSplit, objective: str, pseudo: Optional[tuple] = None,
+                    allow_test_labels: bool = False):
+    """``(pairs [P, 2], labels [P])`` of the attack loss for ``objective`` (see module doc)."""
+    check_choice("objective", objective, OBJECTIVES)
+    if objective == "test":
+        if not allow_test_labels:
+            raise PoisonJaxInputError(
+                "objective='test' uses the test pairs' labels (a white-box shortcut); pass "
+                "allow_test_labels=True to use it, or use objective='train' / 'self'")
+        pos, neg = split.test_pos, split.test_neg
+        return np.concatenate([pos, neg]), np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.float32)
+    parts, labs = [], []
+    if objective in ("train", "both"):
+        parts += [split.train_pos, split.train_neg]
+        labs += [np.ones(len(split.train_pos)), np.zeros(len(split.train_neg))]
+    if objective in ("self", "both"):
+        if pseudo is None:
+            raise PoisonJaxInputError(f"objective={objective!r} needs pseudo-links (see pseudo_links)")
+        parts.append(pseudo[0])
+        labs.append(pseudo[1])
+    return np.concatenate(parts).astype(np.int64), np.concatenate(labs).astype(np.float32)
+
+
+def pseudo_links(z: np.ndarray, split: LinkSplit, n_pairs: Optional[int] = None, pool_factor: int = 20,
+                 seed: int = 0):
+    """Self-training pseudo-links from surrogate embeddings ``z`` ``[N, d]`` (trained on the clean
+    training graph): from a pool of ``pool_factor * n_pairs`` random node pairs that are not training
+    pairs, the ``n_pairs`` highest-scoring become pseudo-positives and ``n_pairs`` random others
+    pseudo-negatives. Uses no held-out labels. Returns ``(pairs [2 n_pairs, 2], labels)``."""
+    n = z.shape[0]
+    n_pairs = n_pairs or len(split.train_pos)
+    rng = np.random.default_rng(seed)
+    train_codes = np.concatenate([np.minimum(p[:, 0], p[:, 1]) * n + np.maximum(p[:, 0], p[:, 1])
+                                  for p in (split.train_pos, split.train_neg)])
+    i = rng.integers(0, n, pool_factor * n_pairs)
+    j = rng.integers(0, n, pool_factor * n_pairs)
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    codes = np.unique(lo * n + hi)
+    codes = codes[(codes // n != codes % n) & ~np.isin(codes, train_codes)]
+    rng.shuffle(codes)
+    pool = np.stack([codes // n, codes % n], 1)
+    s = np.sum(z[pool[:, 0]] * z[pool[:, 1]], -1)
+    order = np.argsort(-s)
+    pos = pool[order[:n_pairs]]
+    rest = pool[order[n_pairs:]]
+    neg = rest[rng.choice(len(rest), size=min(n_pairs, len(rest)), replace=False)]
+    return np.concatenate([pos, neg]), np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.float32)
+
+
+def make_vgae_problem(split: LinkSplit, x, pairs, labels) -> VGAEProblem:
+    """Build a :class:`VGAEProblem` (held-out pairs are not flippable)."""
+    n = split.adj_train.shape[0]
+    allowed = gatt._upper_pairs_mask(n, split.held_out_pairs())
+    return VGAEProblem(jnp.asarray(split.adj_train.toarray(), jnp.float32), jnp.asarray(allowed),
+                       jnp.asarray(x, jnp.float32), jnp.asarray(pairs, jnp.int32), jnp.asarray(labels, jnp.float32))
+
+
+def _link_bce(z, pairs, labels):
+    logits = jnp.sum(z[pairs[:, 0]] * z[pairs[:, 1]], -1)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+
+
+def vgae_meta_grad(prob: VGAEProblem, a: jax.Array, cfg: VGAEAttackConfig, key):
+    """``(loss, dL_out/dA [N, N])`` through ``cfg.inner_steps`` Adam steps of the VGAE objective on
+    ``a`` (exact unrolled with ``jax.checkpoint``, or first-order), via :mod:`poisonjax.core.bilevel`."""
+    v = cfg.victim
+    enc = GraphEncoder(v.hidden, v.latent, v.variational)
+    k0, k1 = jax.random.split(key)
+    n = a.shape[0]
+    params0 = enc.init(k0, jnp.eye(n, dtype=jnp.float32), prob.x)
+
+    def inner(p, a_, k):
+        return vgae_loss(enc, p, normalize_adj(a_), prob.x, a_ + jnp.eye(n, dtype=a_.dtype), k, v.variational)
+
+    def outer(p, a_):
+        mu = enc.apply(p, normalize_adj(a_), prob.x)[0]
+        return _link_bce(mu, prob.pairs, prob.pair_labels)
+
+    # eps_root keeps Adam's sqrt differentiable where a gradient entry is exactly zero (else NaN)
+    opt = optax.adam(v.lr, eps_root=1e-8)
+    if cfg.first_order:
+        return bilevel.first_order_meta_grad(outer, inner, params0, a, opt, cfg.inner_steps, k1)
+    return bilevel.unrolled_meta_grad(outer, inner, params0, a, opt, cfg.inner_steps, k1, remat=cfg.remat)
+
+
+def vgae_meta_score(prob: VGAEProblem, state, cfg: VGAEAttackConfig, key):
+    """``(loss, (g + gᵀ)(1 - 2A))`` for the greedy step."""
+    loss, g = vgae_meta_grad(prob, state.a, cfg, key)
+    return loss, (g + g.T) * (1.0 - 2.0 * state.a)
+
+
+def vgae_meta_attack(cfg: VGAEAttackConfig):
+    """The VGAE meta attack as an :class:`~poisonjax.core.types.AttackOptimizer`
+    (:func:`poisonjax.graph.attacks.greedy_flip_optimizer`); run for
+    :func:`poisonjax.graph.attacks.num_steps` steps."""
+    return gatt.greedy_flip_optimizer(lambda p, s, k: vgae_meta_score(p, s, cfg, k), cfg.budget, cfg.flips_per_step)
+
+
+def run_vgae_meta_attack(prob: VGAEProblem, cfg: VGAEAttackConfig, key, workdir=None, progress: bool = True,
+                         config=None) -> np.ndarray:
+    """Run :func:`vgae_meta_attack` through :func:`poisonjax.core.runner.run` (resumable with a
+    ``workdir``); returns the flips ``[n_flips, 2]``."""
+    from poisonjax.core.runner import run
+    res = run(vgae_meta_attack(cfg), prob, gatt.num_steps(cfg), workdir, key=key, chunk_size=1,
+              progress=progress, desc="vgae-meta", config=config)
+    st = res.state
+    return np.asarray(st.flips)[: int(st.n_flips)]
+
+
+def vgae_oneshot(prob: VGAEProblem, budget: int, key, victim: VGAEConfig = VGAEConfig()) -> np.ndarray:
+    r"""The authors' one-shot attack: :math:`S = \sum_{t=1}^{E} \nabla_{\hat A}\,\mathrm{BCE}(\theta_t, \hat A)`
+    over the ``E = victim.epochs`` training epochs of the victim on the clean graph (gradient with
+    respect to the normalised adjacency, parameters fixed), symmetrised; then ``ceil(B/2)`` additions
+    at the largest positive scores of non-edges and ``floor(B/2)`` removals at the most negative scores
+    of edges (singleton-safe). The objective pairs in ``prob`` decide what it uses (see
+    :func:`objective_pairs`; the test-label shortcut only with ``allow_test_labels=True``)."""
+    enc = GraphEncoder(victim.hidden, victim.latent, victim.variational)
+    a = prob.a_clean
+    n = a.shape[0]
+    a_hat = normalize_adj(a)
+    label = a + jnp.eye(n)
+    k0, k1 = jax.random.split(key)
+    p0 = enc.init(k0, a_hat, prob.x)
+    opt = optax.adam(victim.lr)
+
+    @jax.jit
+    def run_(p0, a_hat, label):
+        def step(c, k):
+            p, s, acc = c
+            g = jax.grad(lambda p_: vgae_loss(enc, p_, a_hat, prob.x, label, k, victim.variational))(p)
+            u, s = opt.update(g, s, p)
+            p = optax.apply_updates(p, u)
+            ga = jax.grad(lambda ah: _link_bce(enc.apply(p, ah, prob.x)[0], prob.pairs, prob.pair_labels))(a_hat)
+            return (p, s, acc + ga), None
+        (_, _, acc), _ = jax.lax.scan(step, (p0, opt.init(p0), jnp.zeros_like(a_hat)), jax.random.split(k1, victim.epochs))
+        return acc + acc.T
+
+    score = np.asarray(run_(p0, a_hat, label))
+    a_np = np.asarray(a)
+    allowed = np.asarray(prob.allowed)
+    n_add = -(-budget // 2)
+    n_rem = budget - n_add
+    add_s = np.where(allowed & (a_np == 0), score, -np.inf).ravel()
+    adds = np.argsort(-add_s)[:n_add]
+    adds = adds[np.isfinite(add_s[adds])]
+    rem_s = np.where(allowed & (a_np > 0), -score, -np.inf).ravel()
+    rems = np.argsort(-rem_s)[: 4 * n_rem + 10]
+    rems = rems[np.isfinite(rem_s[rems])]
+    rem_pairs = gatt._drop_singleton_flips(a_np, np.stack([rems // n, rems % n], 1))[:n_rem]
+    return np.concatenate([np.stack([adds // n, adds % n], 1), rem_pairs]).astype(np.int64)
+
+
+def vgae_pgd(prob: VGAEProblem, budget: int, key, surrogate_params, victim: VGAEConfig = VGAEConfig(),
+             steps: int = 100) -> np.ndarray:
+    """PGD topology attack (Xu et al. 2019) on the link BCE of a fixed surrogate VGAE
+    (:func:`poisonjax.graph.attacks.pgd_attack`)."""
+    enc = GraphEncoder(victim.hidden, victim.latent, victim.variational)
+
+    def loss_fn(a):
+        return _link_bce(enc.apply(surrogate_params, normalize_adj(a), prob.x)[0], prob.pairs, prob.pair_labels)
+
+    return gatt.pgd_attack(loss_fn, prob.a_clean, prob.allowed, budget, key, steps=steps)
+
+
+def evaluate_vgae(adj_train: sp.spmatrix, x, split: LinkSplit, keys, victim: VGAEConfig = VGAEConfig()):
+    """Train ``len(keys)`` victims (vmapped) on ``adj_train`` and return test ``(auc [K], ap [K])``."""
+    a = jnp.asarray(sp.csr_matrix(adj_train).toarray(), jnp.float32)
+    return _eval_fn(victim)(a, jnp.asarray(x, jnp.float32), jnp.asarray(split.test_pos), jnp.asarray(split.test_neg),
+                            keys)
+
+
+_EVAL_CACHE = {}
+
+
+def _eval_fn(victim):
+    if victim not in _EVAL_CACHE:
+        from poisonjax.graph.models import train_vgae, vgae_embed
+
+        def f(a, x, pos, neg, keys):
+            def one(k):
+                enc, p = train_vgae(a, x, k, victim)
+                return link_auc_ap(vgae_embed(enc, p, a, x), pos, neg)
+            return jax.vmap(one)(keys)
+        _EVAL_CACHE[victim] = jax.jit(f)
+    return _EVAL_CACHE[victim]
+
+
+def surrogate_vgae(adj_train, x, key, victim: VGAEConfig = VGAEConfig()):
+    """Train one VGAE on the clean training graph; returns ``(params, mu [N, d] numpy)``."""
+    from poisonjax.graph.models import train_vgae, vgae_embed
+    a = jnp.asarray(sp.csr_matrix(adj_train).toarray(), jnp.float32)
+    x = jnp.asarray(x, jnp.float32)
+    enc = GraphEncoder(victim.hidden, victim.latent, victim.variational)
+    p = jax.jit(lambda a, x, k: train_vgae(a, x, k, victim)[1])(a, x, key)
+    return p, np.asarray(vgae_embed(enc, p, a, x))
