@@ -395,6 +395,43 @@ def validate_problem(problem: GradientMatchingProblem, trials: bool = False) -> 
 
 # ------------------------------------------------------------------ victim validation ----------
 
+def poison_slots(poison_index, n: int) -> jax.Array:
+    """``slot [N]``: for training example ``j``, its row in the poison array if it is a poison
+    (``poison_index[i] = j``), else ``P`` (a zero row). ``poison_index [P]``, ``-1`` = unused."""
+    p = poison_index.shape[0]
+    return jnp.full((n,), p, jnp.int32).at[jnp.where(poison_index >= 0, poison_index, n)].set(
+        jnp.arange(p, dtype=jnp.int32), mode="drop")
+
+
+def poisoned_images(train_x, poison_index, poison_delta):
+    """``train_x`` with ``poison_delta [P, H, W, C]`` added at rows ``poison_index [P]``."""
+    slot = poison_slots(jnp.asarray(poison_index), train_x.shape[0])
+    dpad = jnp.concatenate([poison_delta, jnp.zeros((1,) + poison_delta.shape[1:], poison_delta.dtype)])
+    return train_x + dpad[slot]
+
+
+def train_on_poisoned(init_fn: Callable, per_example_loss: Callable, optimizer, train_x, train_y, key,
+                      poison_index, poison_delta, *, epochs: int, batch_size: int):
+    r"""Train one victim from scratch on the poisoned set :math:`\{(x_j + \delta_{s(j)}, y_j)\}`.
+
+    The clean set is not copied: each mini-batch adds the perturbations of the poisons it contains
+    (:func:`poison_slots`), so vmapping over victims with different poisons costs O(P) memory per
+    victim, not O(N). ``per_example_loss(params, {"x", "y"}, key) -> [B]``. Returns the params.
+    """
+    from poisonjax.core.training import init_and_train
+
+    train_x = jnp.asarray(train_x)
+    slot = poison_slots(jnp.asarray(poison_index), train_x.shape[0])
+    dpad = jnp.concatenate([poison_delta, jnp.zeros((1,) + poison_delta.shape[1:], poison_delta.dtype)])
+
+    def loss(params, batch, k):
+        x = batch["x"] + dpad[batch["slot"]]
+        return per_example_loss(params, {"x": x, "y": batch["y"]}, k)
+
+    data = {"x": train_x, "y": jnp.asarray(train_y), "slot": slot}
+    return init_and_train(init_fn, loss, optimizer, data, key, epochs=epochs, batch_size=batch_size).params
+
+
 def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, train_y, keys, *, epochs: int,
                    batch_size: int, poison_index, poison_delta, target_x, adv_label, test_x=None, test_y=None,
                    per_example_loss: Optional[Callable] = None):
@@ -421,25 +458,13 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
       dict of ``[V]`` arrays: ``success`` (bool), ``target_prob`` (softmax mass on the adversarial
       class) and, if a test set is given, ``clean_accuracy``.
     """
-    from poisonjax.core.training import accuracy, init_and_train, softmax_cross_entropy_loss
+    from poisonjax.core.training import accuracy, softmax_cross_entropy_loss
 
     base_loss = per_example_loss or softmax_cross_entropy_loss(apply_fn)
-    train_x = jnp.asarray(train_x)
-    n = train_x.shape[0]
 
     def one(key, pidx, pdelta, tx, al):
-        # slot[j] = position of example j among the poisons, P (a zero row) if it is clean
-        p = pidx.shape[0]
-        slot = jnp.full((n,), p, jnp.int32).at[jnp.where(pidx >= 0, pidx, n)].set(
-            jnp.arange(p, dtype=jnp.int32), mode="drop")
-        dpad = jnp.concatenate([pdelta, jnp.zeros((1,) + pdelta.shape[1:], pdelta.dtype)])
-
-        def loss(params, batch, k):
-            x = batch["x"] + dpad[batch["slot"]]
-            return base_loss(params, {"x": x, "y": batch["y"]}, k)
-
-        data = {"x": train_x, "y": jnp.asarray(train_y), "slot": slot}
-        params = init_and_train(init_fn, loss, optimizer, data, key, epochs=epochs, batch_size=batch_size).params
+        params = train_on_poisoned(init_fn, base_loss, optimizer, train_x, train_y, key, pidx, pdelta,
+                                   epochs=epochs, batch_size=batch_size)
         logits = apply_fn(params, tx[None])[0]
         out = {"success": jnp.argmax(logits) == al, "target_prob": jax.nn.softmax(logits)[al]}
         if test_x is not None:

@@ -1,0 +1,61 @@
+"""Witches' Brew (Geiping et al., ICLR 2021): targeted clean-label poisoning by gradient matching.
+
+Variants: ``quick`` (digits, SmallCNN, a couple of minutes on a laptop CPU), ``mnist`` (the MNIST
+subset), ``paper`` (CIFAR-10 JPEG subset, small ResNet, 1% budget, eps 16/255, 250 steps, R = 8).
+"""
+import ml_collections
+
+VARIANTS = ("quick", "mnist", "paper")
+
+
+def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} for witches_brew; valid variants: {list(VARIANTS)}")
+    c = ml_collections.ConfigDict()
+    c.variant = variant
+    c.seed = 0
+    c.dataset = "digits"          # digits | mnist | cifar10
+    c.n_train = 0                 # 0 = all (mnist/cifar10 stratified subsets)
+    c.n_test = 500
+    c.model = "small_cnn"         # small_cnn | small_resnet | mlp
+    c.budget = 0.04               # fraction of the training set that is poisoned
+    c.epsilon = 32 / 255
+    c.craft_steps = 120
+    c.restarts = 2
+    c.ensemble = 1                # M surrogate models
+    c.step_size = 0.1             # signed-Adam step, as a fraction of epsilon
+    c.flip = False                # differentiable augmentation during crafting
+    c.crop = 0
+    c.trials = 6                  # independent (target, adversarial class) pairs
+    c.victims = 2                 # victims retrained from scratch per trial
+    c.train = ml_collections.ConfigDict({"epochs": 12, "batch_size": 128, "lr": 0.01})
+    c.transfer = ml_collections.ConfigDict({"enabled": True, "fc_steps": 150, "fc_lr": 0.01, "fc_beta": 0.1,
+                                            "head_steps": 200, "victims": 2})
+    if variant == "mnist":
+        c.dataset = "mnist"
+        c.n_train = 2000
+        c.n_test = 1000
+        c.budget = 0.01
+        c.epsilon = 32 / 255
+        c.craft_steps = 200
+        c.restarts = 4
+        c.ensemble = 2
+        c.trials = 8
+        c.victims = 4
+        c.train.epochs = 10
+    elif variant == "paper":
+        c.dataset = "cifar10"
+        c.n_train = 0
+        c.n_test = 1000
+        c.model = "small_resnet"
+        c.budget = 0.01
+        c.epsilon = 16 / 255
+        c.craft_steps = 250
+        c.restarts = 8
+        c.ensemble = 2
+        c.flip = True
+        c.crop = 2
+        c.trials = 10
+        c.victims = 4
+        c.train.epochs = 30
+    return c
