@@ -1,0 +1,255 @@
+"""DDSP study: promote target items in a sequential recommender with injected fake users.
+
+Pipeline (``run(config, workdir)``):
+
+1. Load Beauty or Video (:func:`poisonjax.data.sequences.load_sequences`), leave-one-out split.
+2. The attacker trains its own surrogate SASRec on the clean training data (its own seed) and
+   reads off user representations and preferred items (:func:`poisonjax.recsys.attacks.build_surrogate`).
+3. Targets at evenly spaced popularity ranks, down to the coldest item.
+4. For every (ratio, target, method): generate the fake sequences, retrain K victims on clean +
+   fake data with one vmapped, jitted trainer (the same compiled program for all methods, since
+   the shapes agree), evaluate full-ranking target promotion and overall accuracy.
+5. Write ``config.json``, ``results.json`` (per method: target/overall HR/NDCG, repetition,
+   diversity, detector AUC; ``clean``), ``report.md`` with a table and the plot target HR@10 vs
+   overall NDCG@10.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from poisonjax.core import reporting
+from poisonjax.data.sequences import item_popularity, leave_one_out, load_sequences, training_pairs
+from poisonjax.data.sequences import SequenceDataset, check_sequences, k_core
+from poisonjax.data.synthetic import interaction_logs
+from poisonjax.recsys import attacks as A
+from poisonjax.recsys import metrics as M
+from poisonjax.recsys.models import make_model
+from poisonjax.recsys.training import make_trainer
+
+KS = (5, 10, 20)
+
+
+def prepare(config):
+    """Data, split, model, trainer, ranker, surrogate, targets (everything but the attacks)."""
+    data_dir = config.data_dir or None
+    if config.dataset == "synthetic":
+        sc = config.synthetic
+        seqs = interaction_logs(sc.num_users, sc.num_items, sc.mean_length, sc.zipf_a, min_length=4, seed=config.seed)
+        seqs, item_ids, users = k_core(seqs, max(config.min_count, 1))
+        ds = SequenceDataset(seqs, len(item_ids) - 1, item_ids, users, "synthetic")
+    else:
+        ds = load_sequences(config.dataset, data_dir, min_count=config.min_count,
+                            num_users=config.num_users or None, seed=config.seed)
+    mc = config.model
+    split = leave_one_out(ds.sequences, mc.max_len)
+    model = make_model(mc.name, ds.num_items, mc.max_len, mc.hidden, mc.dropout, mc.num_blocks, mc.num_heads)
+    tc = config.train
+    trainer = make_trainer(model, ds.num_items, epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.learning_rate,
+                           loss=tc.loss, num_negatives=tc.num_negatives)
+    train_seqs = [s[:-2] for s in ds.sequences]           # what the attacker (and the victim) train on
+    pop = item_popularity(train_seqs, ds.num_items)
+    sur_params = trainer.train_single(jnp.asarray(split.train_x), jnp.asarray(split.train_y),
+                                      jax.random.PRNGKey(config.surrogate_seed))
+    sur = A.build_surrogate(model, sur_params, split.valid_x, split.valid_x, config.attack.num_preferred)
+    targets = A.select_targets(pop, config.attack.num_targets, config.attack.exclude_top)
+    ranker = M.make_ensemble_ranker(model, config.eval_chunk)
+    return dict(ds=ds, split=split, model=model, trainer=trainer, pop=pop, sur=sur, targets=targets,
+                ranker=ranker, train_seqs=train_seqs)
+
+
+def evaluate(ctx, params, targets):
+    """Overall and per-target full-ranking metrics of K stacked victims (per seed): one ranking pass
+    scores each user's test item and every target."""
+    sp = ctx["split"]
+    U = sp.test_y.shape[0]
+    items = np.concatenate([sp.test_y[:, None], np.tile(np.asarray(targets, np.int32)[None], (U, 1))], 1)
+    r = np.asarray(ctx["ranker"](params, jnp.asarray(sp.test_x), jnp.asarray(items), jnp.asarray(sp.history)))
+    out = {"overall": [M.hit_ndcg(rk[:, 0], KS) for rk in r], "targets": {}}
+    for j, t in enumerate(targets):
+        mask = M.never_interacted(sp.history, sp.test_y, int(t))
+        out["targets"][int(t)] = [M.hit_ndcg(rk[:, 1 + j], KS, weights=mask) for rk in r]
+    return out
+
+
+def train_groups(trainer, xs, ys, ws, keys, group: int):
+    """Train ``J x K`` victims with ``trainer.train_many`` in groups of ``group`` datasets (0 = all at
+    once); the last group is padded by repetition so every call has the same shape (one compile)."""
+    J = xs.shape[0]
+    g = J if not group or group >= J else int(group)
+    out = []
+    for a in range(0, J, g):
+        idx = np.minimum(np.arange(a, a + g), J - 1)
+        p = trainer.train_many(xs[idx], ys[idx], keys, ws[idx])
+        out.extend(jax.tree.map(lambda l, i=i: l[i], p) for i in range(min(g, J - a)))
+    return out
+
+
+def fake_metrics(ctx, fake, target):
+    ds, pop = ctx["ds"], ctx["pop"]
+    real = ds.sequences
+    return dict(target_repetition=M.target_repetition(fake, target), distinct_ratio=M.distinct_ratio(fake),
+                usage_entropy=M.usage_entropy(fake, ds.num_items),
+                popularity_distance=M.popularity_distance(fake, real, ds.num_items),
+                length_distance=M.length_distance((fake > 0).sum(1), [len(s) for s in real]),
+                detector_auc=M.detector_auc(real, fake, pop))
+
+
+def poisoned_data(ctx, fake):
+    """Clean training pairs + the fake sequences' pairs (``fake`` may be ``None``: masked zeros)."""
+    sp = ctx["split"]
+    L = sp.train_x.shape[1]
+    check_sequences("fake sequences", fake, ctx["ds"].num_items)
+    fx, fy = training_pairs(list(fake), L)
+    return (jnp.asarray(np.concatenate([sp.train_x, fx])), jnp.asarray(np.concatenate([sp.train_y, fy])),
+            jnp.ones((sp.train_x.shape[0] + fx.shape[0],), jnp.float32))
+
+
+def _avg(dicts):
+    keys = dicts[0].keys()
+    return {k: float(np.mean([d[k] for d in dicts])) for k in keys}
+
+
+def run(config, workdir) -> dict:
+    """Run the study (module doc) and return the results dict."""
+    wd = Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    reporting.write_json(wd / "config.json", config)
+    t0 = time.time()
+    ctx = prepare(config)
+    ds, sp, ac = ctx["ds"], ctx["split"], config.attack
+    targets = [int(t) for t in ctx["targets"]]
+    fake_len = A.check_fake_length(ac.fake_length or int(round(float(ds.lengths().mean()))))
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_victims)
+    gen_kw = dict(alpha=ac.alpha, beta_utility=ac.beta_utility, target_bonus=ac.target_bonus,
+                  max_target_share=ac.max_target_share, within_penalty=ac.within_penalty,
+                  global_penalty=ac.global_penalty, max_item_share=ac.max_item_share,
+                  num_candidates=ac.num_candidates, temperature=ac.temperature, tau=ac.tau, beta=ac.beta)
+    ratios = [ac.fake_ratio] + [r for r in ac.extra_ratios if r != ac.fake_ratio]
+    for m in ac.methods:
+        if m not in A.METHODS:
+            raise ValueError(f"unknown method {m!r}; expected some of {list(A.METHODS)}")
+    by_ratio, clean = {}, None
+    for ratio in ratios:
+        F = A.num_fake_users(ds.num_users, ratio)
+        jobs = [(t, m) for t in targets for m in ac.methods]
+        fakes, gen_s = [], []
+        for j, (t, m) in enumerate(tqdm(jobs, desc=f"generate (ratio {ratio})")):
+            key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 7), j)
+            tg = time.time()
+            fakes.append(A.generate_fake(m, ctx["sur"], t, F, fake_len, key, ctx["pop"], **gen_kw))
+            gen_s.append(time.time() - tg)
+        # dataset 0 = clean (fake rows are weight-0 padding): the same shapes for every victim
+        data = [poisoned_data(ctx, np.ones((F, fake_len), np.int32))]
+        data[0] = (data[0][0], data[0][1], data[0][2].at[sp.train_x.shape[0]:].set(0.0))
+        data += [poisoned_data(ctx, f) for f in fakes]
+        xs, ys, ws = (jnp.stack([d[i] for d in data]) for i in range(3))
+        print(f"training {len(data)} x {config.num_victims} victims (vmapped, groups of {config.train_group or len(data)})")
+        tt = time.time()
+        params = train_groups(ctx["trainer"], xs, ys, ws, keys, config.train_group)
+        train_s = time.time() - tt
+        if clean is None:
+            clean = evaluate(ctx, params[0], targets)
+        res = {}
+        for j, (t, m) in enumerate(tqdm(jobs, desc="evaluate")):
+            res.setdefault(m, {})[t] = dict(eval=evaluate(ctx, params[j + 1], [t]), fake=fake_metrics(ctx, fakes[j], t),
+                                            gen_seconds=gen_s[j], example=fakes[j][0].tolist())
+        by_ratio[ratio] = {m: summarize(res[m], clean, ctx["pop"]) for m in ac.methods}
+        by_ratio[ratio]["_train_seconds"] = train_s
+    clean_sum = summarize_clean(clean, targets, ctx["pop"])
+    results = dict(by_ratio[ac.fake_ratio])
+    results["clean"] = clean_sum
+    train_seconds = results.pop("_train_seconds")
+    results["meta"] = dict(dataset=config.dataset, train_seconds=train_seconds, num_users=ds.num_users, num_items=ds.num_items,
+                           num_interactions=ds.num_interactions, num_fake=A.num_fake_users(ds.num_users, ac.fake_ratio),
+                           fake_ratio=ac.fake_ratio, fake_length=fake_len, targets=targets,
+                           target_popularity={str(t): int(ctx["pop"][t]) for t in targets},
+                           buckets={str(t): A.popularity_bucket(t, ctx["pop"]) for t in targets},
+                           num_victims=config.num_victims, seconds=time.time() - t0)
+    if len(ratios) > 1:
+        results["by_ratio"] = {str(r): {m: {k: v[k] for k in ("target_hr@10", "target_ndcg@10", "overall_ndcg@10")}
+                                        for m, v in by_ratio[r].items() if m in ac.methods} for r in ratios}
+    write_outputs(results, ac.methods, wd)
+    return results
+
+
+def summarize_clean(clean, targets, pop):
+    ov = clean["overall"]
+    out = {f"overall_{k}": float(np.mean([d[k] for d in ov])) for k in ov[0]}
+    out.update({f"overall_{k}_std": float(np.std([d[k] for d in ov])) for k in ("hr@10", "ndcg@10")})
+    per_t = {t: _avg(clean["targets"][t]) for t in targets}
+    out.update({f"target_{k}": float(np.mean([p[k] for p in per_t.values()])) for k in next(iter(per_t.values()))})
+    out["per_target"] = {str(t): per_t[t] for t in targets}
+    return out
+
+
+def summarize(per_target, clean, pop):
+    """Average a method over targets (and seeds); std over seeds of the target-averaged metrics."""
+    targets = list(per_target)
+    K = len(clean["overall"])
+    seed_target = np.array([[per_target[t]["eval"]["targets"][t][k]["hr@10"] for t in targets] for k in range(K)])
+    seed_tndcg = np.array([[per_target[t]["eval"]["targets"][t][k]["ndcg@10"] for t in targets] for k in range(K)])
+    seed_overall = np.array([[per_target[t]["eval"]["overall"][k]["ndcg@10"] for t in targets] for k in range(K)])
+    seed_overall_hr = np.array([[per_target[t]["eval"]["overall"][k]["hr@10"] for t in targets] for k in range(K)])
+    clean_nd = np.mean([d["ndcg@10"] for d in clean["overall"]])
+    clean_hr = np.mean([d["hr@10"] for d in clean["overall"]])
+    out = {}
+    for k in KS:
+        out[f"target_hr@{k}"] = float(np.mean([_avg(per_target[t]["eval"]["targets"][t])[f"hr@{k}"] for t in targets]))
+        out[f"target_ndcg@{k}"] = float(np.mean([_avg(per_target[t]["eval"]["targets"][t])[f"ndcg@{k}"] for t in targets]))
+    out["target_hr@10_std"] = float(seed_target.mean(1).std())
+    out["target_ndcg@10_std"] = float(seed_tndcg.mean(1).std())
+    out["overall_hr@10"] = float(seed_overall_hr.mean())
+    out["overall_ndcg@10"] = float(seed_overall.mean())
+    out["overall_ndcg@10_std"] = float(seed_overall.mean(1).std())
+    out["overall_hr@10_drop"] = float(clean_hr - out["overall_hr@10"])
+    out["overall_ndcg@10_drop"] = float(clean_nd - out["overall_ndcg@10"])
+    for f in ("target_repetition", "distinct_ratio", "usage_entropy", "popularity_distance", "length_distance",
+              "detector_auc"):
+        out[f] = float(np.nanmean([per_target[t]["fake"][f] for t in targets]))
+    out["gen_seconds"] = float(np.mean([per_target[t]["gen_seconds"] for t in targets]))
+    out["per_target"] = {str(t): dict(hr10=_avg(per_target[t]["eval"]["targets"][t])["hr@10"],
+                                      ndcg10=_avg(per_target[t]["eval"]["targets"][t])["ndcg@10"],
+                                      bucket=A.popularity_bucket(t, pop), example=per_target[t]["example"])
+                         for t in targets}
+    buckets = {}
+    for t in targets:
+        buckets.setdefault(A.popularity_bucket(t, pop), []).append(out["per_target"][str(t)]["hr10"])
+    out["per_bucket_hr@10"] = {b: float(np.mean(v)) for b, v in buckets.items()}
+    return out
+
+
+COLUMNS = ["method", "target_hr@10", "target_ndcg@10", "overall_hr@10", "overall_ndcg@10", "overall_ndcg@10_drop",
+           "target_repetition", "distinct_ratio", "usage_entropy", "detector_auc"]
+
+
+def write_outputs(results, methods, wd):
+    rows = [dict(method="clean", **{c: results["clean"].get(c, "") for c in COLUMNS[1:5]})]
+    rows += [dict(method=m, **{c: results[m][c] for c in COLUMNS[1:]}) for m in methods]
+    reporting.write_json(wd / "results.json", results)
+    fig, ax = reporting.new_figure(figsize=(6.5, 4.5))
+    ax.scatter([results["clean"]["overall_ndcg@10"]], [results["clean"]["target_hr@10"]], marker="x", c="k")
+    ax.annotate("clean", (results["clean"]["overall_ndcg@10"], results["clean"]["target_hr@10"]), fontsize=8)
+    for m in methods:
+        ax.scatter([results[m]["overall_ndcg@10"]], [results[m]["target_hr@10"]], c="tab:red" if m == "ddsp" else "tab:blue")
+        ax.annotate(m, (results[m]["overall_ndcg@10"], results[m]["target_hr@10"]), fontsize=8)
+    ax.set_xlabel("overall NDCG@10 (real users' test items)")
+    ax.set_ylabel("target HR@10 (avg over targets)")
+    ax.set_title(f"DDSP study: promotion vs accuracy ({results['meta']['dataset']})")
+    reporting.save_figure(fig, wd / "promotion_vs_accuracy.png")
+    meta = results["meta"]
+    buckets = "\n".join(f"- {m}: " + ", ".join(f"{b} {v:.4f}" for b, v in results[m]["per_bucket_hr@10"].items())
+                        for m in methods)
+    sections = [("Setting", f"{meta['dataset']}: {meta['num_users']} users, {meta['num_items']} items; "
+                            f"{meta['num_fake']} fake users ({meta['fake_ratio']:.1%}) of length {meta['fake_length']}; "
+                            f"targets {meta['targets']} (popularity {meta['target_popularity']}); "
+                            f"K={meta['num_victims']} victims; {meta['seconds']:.0f} s."),
+                ("Results (mean over targets and seeds)", reporting.markdown_table(rows, COLUMNS)),
+                ("Target HR@10 per popularity bucket", buckets)]
+    reporting.write_report(wd, "DDSP: diversity-aware dual-promotion poisoning", sections, ["promotion_vs_accuracy.png"])
+    print(reporting.text_table(rows, COLUMNS))

@@ -1,0 +1,365 @@
+r"""Fake-user injection attacks on sequential recommenders: DDSP, baselines and ablations.
+
+**DDSP** (Zhao, Chen, Yu, Zheng, Cui, Yin: "Diversity-aware Dual-promotion Poisoning Attack on
+Sequential Recommendation", SIGIR 2025, arXiv 2504.06586). No authors' code is public; the paper
+text was not retrievable here, only public summaries. What they state, and what we implement:
+
+* **Dual-promotion objective.** Existing objectives maximise the target's score against *every*
+  other item, so they push down the items users prefer (an accuracy drop, i.e. low stealth).
+  DDSP instead draws the target embedding towards the embeddings of each user's preferred items
+  :math:`\Gamma_u` (MSE), plus a contrastive regulariser over L2-normalised embeddings
+  :math:`\hat e`:
+
+  .. math:: \mathcal L_{dual}(e_t) = \frac1{|U|}\sum_u \Big[\frac1{|\Gamma_u|}\sum_{i\in\Gamma_u}
+            \lVert e_t - \mathrm{sg}(e_i)\rVert^2
+            \;-\; \beta \frac1{|\Gamma_u|}\sum_{i \in \Gamma_u}
+            \log\frac{\exp(\hat e_t^\top \hat e_i/\tau)}{\sum_{k\in I}\exp(\hat e_t^\top \hat e_k/\tau)}\Big]
+
+  (``sg`` = stop-gradient: the preferred items keep their relevance). *Our choices:*
+  :math:`\Gamma_u` = the surrogate's top-``num_preferred`` items for ``u`` (history excluded), as
+  the issue suggests; the per-user averages (rather than sums) keep the scale independent of
+  :math:`|\Gamma_u|`; :math:`\beta = 1`, :math:`\tau = 0.1`.
+  The **plain promotion objective** of earlier attacks is
+  :math:`\mathcal L_{plain} = -\frac1{|U|}\sum_u \log \mathrm{softmax}_k(h_u^\top e_k)_t`.
+
+* **Diversity-aware autoregressive generator.** Fake sequences are built item by item; at every
+  step candidates are scored by the surrogate SRS and by their attack utility, then re-ranked
+  under diversity constraints (target-repetition limit, penalties on items re-used within a
+  sequence and across fake sequences). *Our choices* (details unavailable): each fake user
+  :math:`s` follows a "persona" -- a real user :math:`u_s` sampled uniformly -- and the score of
+  item :math:`v` after prefix :math:`x_{s,<t}` is
+
+  .. math:: z_{sv} = \alpha \log p_{sur}(v \mid x_{s,<t}) + \beta_u\,
+            \mathrm{std}_v\big[\cos(g_s, e_v)\big] + b\,[v = t],
+            \qquad g_s = -\nabla_{e_t}\mathcal L_{u_s}(e_t),
+
+  i.e. surrogate plausibility (authenticity) plus the gradient similarity of the item to the
+  direction in which the objective wants the target to move (placing :math:`v` before the target
+  teaches the victim the transition :math:`v \to t`, moving :math:`e_t` towards contexts like
+  :math:`e_v`), standardised over items, plus a bonus :math:`b` that makes the target the
+  preferred choice wherever the constraints allow it. Re-ranking (:mod:`poisonjax.core.autoregressive`):
+  the top ``num_candidates`` by :math:`z` are penalised by :math:`\lambda_{in}` per earlier use in
+  the sequence and :math:`\lambda_{glob}\log(1+N_v)` for the shared usage count :math:`N_v`, and
+  masked if they break a hard limit: at most ``ceil(max_target_share * T)`` targets per sequence,
+  never two targets in a row, each other item at most once per sequence and at most
+  ``ceil(max_item_share * S)`` times over all fake sequences. Sampling uses Gumbel noise
+  (``temperature``); the first item of each fake sequence is one of its persona's preferred items.
+
+**Baselines.** Random (uniform filler items), Popular (filler drawn by popularity), Bandwagon
+(half the filler from the 1% most popular items, half uniform) -- each with the same number of
+target occurrences as DDSP's cap, at random positions; a target-repetition heuristic (one popular
+item, then the target at every position); **Yue et al.** (RecSys'21): target at every other
+position, each adversarial item chosen by the surrogate's input gradient
+(:math:`v^* = \arg\max_v -\nabla_{e_x}\mathcal L\cdot e_v`, with
+:math:`\mathcal L = -\log p_{sur}(t \mid x_{<\ell}, x)`), simplified: one greedy pass, no
+model-extraction stage (the surrogate is trained on the clean data, as here for all attacks);
+**greedy-plain**: the same generator as DDSP with :math:`\mathcal L_{plain}` and no diversity
+(greedy, no caps/penalties, targets allowed at every other position). **Ablations**:
+``ddsp_no_dual`` (plain objective, diversity kept) and ``ddsp_no_div`` (dual objective, no
+diversity re-ranking).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poisonjax.core import autoregressive
+from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_fraction, check_positive_int
+from poisonjax.recsys.models import item_table, last_hidden
+
+METHODS = ("random", "popular", "bandwagon", "repetition", "yue", "greedy_plain", "ddsp",
+           "ddsp_no_dual", "ddsp_no_div")
+OBJECTIVES = ("dual", "plain")
+
+
+# ------------------------------------------------------------------------------ input checks ----
+
+def check_target(target, num_items: int) -> int:
+    """Target id must be an integer in ``1..num_items``."""
+    if isinstance(target, bool) or not float(target).is_integer() or not 1 <= int(target) <= num_items:
+        raise PoisonJaxInputError(f"target item {target!r} is outside the catalog: expected an item id in 1..{num_items}")
+    return int(target)
+
+
+def num_fake_users(num_real: int, fake_ratio: float) -> int:
+    """``max(1, round(fake_ratio * num_real))``; ``fake_ratio`` must be in ``(0, 1]``."""
+    r = check_fraction("fake_ratio", fake_ratio)
+    return max(1, int(round(r * num_real)))
+
+
+def check_fake_length(length) -> int:
+    """Fake sequences need at least 2 items (one transition)."""
+    return check_positive_int("fake_length", length, minimum=2)
+
+
+def select_targets(popularity: np.ndarray, num_targets: int, exclude_top: int = 0) -> np.ndarray:
+    """Target items at evenly spaced popularity ranks (most to least popular), ending at the coldest.
+
+    Args:
+      popularity: ``[V + 1]`` counts (index 0 = padding).
+      num_targets: how many.
+      exclude_top: skip the ``exclude_top`` most popular items (promotion of the head is trivial).
+
+    Returns ``[num_targets]`` item ids; ranks ``linspace(exclude_top, V - 1, n)``; ties broken by id.
+    """
+    pop = np.asarray(popularity)[1:]
+    order = np.lexsort((np.arange(pop.size), -pop)) + 1          # descending popularity
+    ranks = np.unique(np.round(np.linspace(exclude_top, pop.size - 1, num_targets)).astype(int))
+    return order[ranks]
+
+
+def popularity_bucket(item: int, popularity: np.ndarray) -> str:
+    """``"head"`` / ``"mid"`` / ``"cold"``: thirds of the popularity ranking."""
+    pop = np.asarray(popularity)[1:]
+    order = np.lexsort((np.arange(pop.size), -pop)) + 1
+    rank = int(np.nonzero(order == item)[0][0])
+    return ("head", "mid", "cold")[min(2, 3 * rank // pop.size)]
+
+
+# ------------------------------------------------------------------------------------ surrogate ----
+
+class Surrogate(NamedTuple):
+    """The attacker's view: a trained SRS and its users.
+
+    ``E [V + 1, d]`` item table, ``H [U, d]`` user representations, ``preferred [U, k]`` top-k items.
+    """
+
+    model: object
+    params: object
+    E: jax.Array
+    H: jax.Array
+    preferred: jax.Array
+    max_len: int
+
+
+def build_surrogate(model, params, user_seqs: np.ndarray, history: np.ndarray, num_preferred: int = 10,
+                    chunk: int = 512) -> Surrogate:
+    """Compute ``H = h_u`` (last hidden state on ``user_seqs [U, L]``) and ``Gamma_u`` = the top
+    ``num_preferred`` items by surrogate score, excluding ``history [U, Hh]`` and padding."""
+    E = item_table(model, params)
+    seqs = jnp.asarray(user_seqs)
+    hist = jnp.asarray(history)
+
+    @jax.jit
+    def one(s, h):
+        hid = last_hidden(model, params, s)
+        sc = hid @ E.T
+        sc = sc.at[jnp.arange(s.shape[0])[:, None], h].set(-jnp.inf).at[:, 0].set(-jnp.inf)
+        return hid, jax.lax.top_k(sc, num_preferred)[1]
+
+    Hs, Ps = [], []
+    for a in range(0, seqs.shape[0], chunk):
+        hh, pp = one(seqs[a:a + chunk], hist[a:a + chunk])
+        Hs.append(hh)
+        Ps.append(pp)
+    return Surrogate(model, params, E, jnp.concatenate(Hs), jnp.concatenate(Ps), int(user_seqs.shape[1]))
+
+
+# ----------------------------------------------------------------------------------- objectives ----
+
+def plain_promotion_loss(e_t: jax.Array, E: jax.Array, h_u: jax.Array, target: int) -> jax.Array:
+    r"""Plain promotion (earlier attacks) for one user: :math:`-\log\mathrm{softmax}_k(h_u^\top e_k)_t`
+    over items ``1..V`` with row ``t`` of ``E`` replaced by ``e_t`` (``E [V+1, d]``, ``h_u [d]``)."""
+    E = E.at[target].set(e_t)
+    s = (E @ h_u).at[0].set(-jnp.inf)
+    return -jax.nn.log_softmax(s)[target]
+
+
+def dual_promotion_loss(e_t: jax.Array, E: jax.Array, preferred: jax.Array, target: int,
+                        tau: float = 0.1, beta: float = 1.0) -> jax.Array:
+    r"""DDSP dual promotion for one user (module doc): MSE of :math:`e_t` to the stop-gradient
+    embeddings of ``preferred [k]`` items, plus ``beta`` times the contrastive term over
+    L2-normalised embeddings with temperature ``tau`` (denominator over all items ``1..V``)."""
+    Ep = jax.lax.stop_gradient(E[preferred])                              # [k, d]
+    mse = jnp.mean(jnp.sum((e_t[None] - Ep) ** 2, -1))
+    En = jax.lax.stop_gradient(E / jnp.maximum(jnp.linalg.norm(E, axis=-1, keepdims=True), 1e-8))
+    et = e_t / jnp.maximum(jnp.linalg.norm(e_t), 1e-8)
+    logits = (En @ et / tau).at[0].set(-jnp.inf).at[target].set(1.0 / tau)
+    logp = jax.nn.log_softmax(logits)
+    return mse - beta * jnp.mean(logp[preferred])
+
+
+def target_directions(sur: Surrogate, target: int, users: jax.Array, objective: str = "dual",
+                      tau: float = 0.1, beta: float = 1.0) -> jax.Array:
+    r"""``[P, d]`` directions :math:`g_u = -\nabla_{e_t}\mathcal L_u(e_t)` for ``users [P]`` (vmapped)."""
+    check_choice("objective", objective, OBJECTIVES)
+    e_t = sur.E[target]
+    if objective == "dual":
+        f = lambda p: -jax.grad(dual_promotion_loss)(e_t, sur.E, p, target, tau, beta)
+        return jax.vmap(f)(sur.preferred[users])
+    f = lambda h: -jax.grad(plain_promotion_loss)(e_t, sur.E, h, target)
+    return jax.vmap(f)(sur.H[users])
+
+
+# ----------------------------------------------------------------------------- generators (JAX) ----
+
+def _window(prefix: jax.Array, t, max_len: int) -> jax.Array:
+    """The last ``max_len`` items before position ``t``, right-aligned, 0-padded: ``[max_len]``."""
+    buf = jnp.concatenate([jnp.zeros((max_len,), prefix.dtype), prefix])
+    buf = jnp.where(jnp.arange(buf.shape[0]) < max_len + t, buf, 0)
+    return jax.lax.dynamic_slice(buf, (t,), (max_len,))
+
+
+def surrogate_generate(sur: Surrogate, target: int, num_fake: int, length: int, key: jax.Array, *,
+                       objective: str = "dual", diversity: bool = True, alpha: float = 1.0,
+                       beta_utility: float = 1.0, target_bonus: float = 100.0, max_target_share: float = 0.25,
+                       within_penalty: float = 1.0, global_penalty: float = 0.5, max_item_share: float = 0.1,
+                       num_candidates: int = 64, temperature: float = 1.0, tau: float = 0.1, beta: float = 1.0):
+    """DDSP-style generation (module doc) -- one jit-compiled ``lax.scan`` over positions, vmapped
+    over all ``num_fake`` fake users with shared usage counts.
+
+    ``diversity=False`` gives the no-re-ranking variants (greedy, no caps or penalties; targets
+    allowed at every other position), ``objective="plain"`` the plain promotion objective.
+
+    Returns ``[num_fake, length]`` int32 item ids (1-based).
+    """
+    V1 = sur.E.shape[0]
+    target = check_target(target, V1 - 1)
+    num_fake = check_positive_int("num_fake", num_fake)
+    length = check_fake_length(length)
+    return _surrogate_generate_jit(sur.model, sur.max_len, num_fake, length, objective, bool(diversity),
+                                   num_candidates, sur.params, sur.E, sur.H, sur.preferred, target, key,
+                                   alpha, beta_utility, target_bonus, max_target_share, within_penalty,
+                                   global_penalty, max_item_share, temperature, tau, beta)
+
+
+def _surrogate_generate_impl(model, max_len, S, T, objective, diversity, num_candidates, params, E, H, preferred,
+                             target, key, alpha, beta_utility, target_bonus, max_target_share, within_penalty,
+                             global_penalty, max_item_share, temperature, tau, beta):
+    V1 = E.shape[0]
+    sur = Surrogate(model, params, E, H, preferred, max_len)
+    k_p, k_f, k_g = jax.random.split(key, 3)
+    personas = jax.random.randint(k_p, (S,), 0, H.shape[0])
+    G = target_directions(sur, target, personas, objective, tau, beta)          # [S, d]
+    En = E / jnp.maximum(jnp.linalg.norm(E, axis=-1, keepdims=True), 1e-8)
+    is_t = jnp.arange(V1) == target
+
+    def score_fn(prefix, t, k, g):
+        h = last_hidden(model, params, _window(prefix, t, max_len)[None])[0]
+        logp = jax.nn.log_softmax((E @ h).at[0].set(-jnp.inf))
+        u = En @ (g / jnp.maximum(jnp.linalg.norm(g), 1e-8))
+        u1 = u[1:]
+        u = (u - u1.mean()) / (u1.std() + 1e-8)
+        z = alpha * jnp.maximum(logp, -1e4) + beta_utility * u
+        return jnp.where(is_t, z + target_bonus, z)
+
+    banned = jnp.zeros((V1,), bool).at[0].set(True)
+    gap = jnp.ones((V1,), jnp.int32).at[target].set(2)
+    if diversity:
+        caps = jnp.ones((V1,), jnp.int32).at[target].set(max(1, math.ceil(max_target_share * T)))
+        first = preferred[personas, jax.random.randint(k_f, (S,), 0, preferred.shape[1])]
+        res = autoregressive.generate(score_fn, S, T, V1, k_g, num_candidates=num_candidates,
+                                      temperature=temperature, within_penalty=within_penalty,
+                                      global_penalty=global_penalty, token_caps=caps, min_gap=gap,
+                                      max_global=max(2, math.ceil(max_item_share * S)), banned=banned,
+                                      first_tokens=first, per_seq=G, global_exempt=is_t)
+    else:
+        res = autoregressive.generate(score_fn, S, T, V1, k_g, num_candidates=num_candidates, temperature=0.0,
+                                      min_gap=gap, banned=banned, per_seq=G)
+    return res.tokens
+
+
+_surrogate_generate_jit = jax.jit(_surrogate_generate_impl, static_argnums=(0, 1, 2, 3, 4, 5, 6, 16, 19, 20))
+
+
+def yue_generate(sur: Surrogate, target: int, num_fake: int, length: int, key: jax.Array,
+                 num_candidates: int = 64) -> jax.Array:
+    """Yue et al. (RecSys'21) alternating generator (module doc): a random first item, then
+    target / adversarial item / target / ...; adversarial items by the surrogate's input gradient.
+    One jit'd ``lax.scan`` over positions vmapped over fake users. Returns ``[num_fake, length]``."""
+    V1 = sur.E.shape[0]
+    target = check_target(target, V1 - 1)
+    return _yue_jit(sur.model, sur.max_len, check_positive_int("num_fake", num_fake), check_fake_length(length),
+                    num_candidates, sur.params, sur.E, target, key)
+
+
+def _yue_impl(model, max_len, S, T, num_candidates, params, E, target, key):
+    V1 = E.shape[0]
+    e_mean = E[1:].mean(0)
+
+    def score_fn(prefix, t, k, aux):
+        # place a free slot x at position t; loss = -log p(target | prefix, x)
+        win = _window(prefix, t + 1, max_len).at[-1].set(1)             # placeholder id, replaced below
+        emb0 = E[win]
+
+        def loss(x):
+            emb = emb0.at[-1].set(x)
+            h = model.apply(params, win[None], True, emb[None])[0, -1]
+            return -jax.nn.log_softmax((E @ h).at[0].set(-jnp.inf))[target]
+
+        g = jax.grad(loss)(e_mean)
+        return -(E @ g)
+
+    k_f, k_g = jax.random.split(key)
+    first = jax.random.randint(k_f, (S,), 1, V1)
+    forced = jnp.where(jnp.arange(T) % 2 == 1, target, -1)
+    banned = jnp.zeros((V1,), bool).at[0].set(True).at[target].set(True)
+    return autoregressive.generate(score_fn, S, T, V1, k_g, num_candidates=num_candidates, forced=forced,
+                                   banned=banned, first_tokens=first).tokens
+
+
+_yue_jit = jax.jit(_yue_impl, static_argnums=(0, 1, 2, 3, 4))
+
+
+# ----------------------------------------------------------------------- heuristic baselines ----
+
+def _place_targets(fake: np.ndarray, target: int, n_target: int, rng) -> np.ndarray:
+    S, T = fake.shape
+    for s in range(S):  # host-side heuristic baseline; S is small (1% of users)
+        fake[s, rng.choice(T, min(n_target, T), replace=False)] = target
+    return fake
+
+
+def heuristic_generate(method: str, target: int, num_fake: int, length: int, popularity: np.ndarray,
+                       seed: int = 0, n_target: Optional[int] = None, max_target_share: float = 0.25) -> np.ndarray:
+    """Random / Popular / Bandwagon / repetition fake sequences ``[num_fake, length]`` (module doc).
+
+    ``n_target`` targets per sequence (default ``ceil(max_target_share * length)``, DDSP's cap).
+    """
+    check_choice("method", method, ("random", "popular", "bandwagon", "repetition"))
+    pop = np.asarray(popularity, np.float64)
+    V = pop.size - 1
+    target = check_target(target, V)
+    S, T = check_positive_int("num_fake", num_fake), check_fake_length(length)
+    n_target = max(1, math.ceil(max_target_share * T)) if n_target is None else int(n_target)
+    rng = np.random.default_rng(seed)
+    p = pop[1:] / pop[1:].sum()
+    if method == "random":
+        fake = rng.integers(1, V + 1, (S, T))
+    elif method == "popular":
+        fake = rng.choice(V, (S, T), p=p) + 1
+    elif method == "bandwagon":
+        top = np.argsort(-pop[1:], kind="stable")[: max(1, V // 100)] + 1
+        fake = np.where(rng.random((S, T)) < 0.5, rng.choice(top, (S, T)), rng.integers(1, V + 1, (S, T)))
+    else:
+        fake = np.full((S, T), target)
+        fake[:, 0] = rng.choice(V, S, p=p) + 1
+        return fake.astype(np.int32)
+    return _place_targets(fake, target, n_target, rng).astype(np.int32)
+
+
+def generate_fake(method: str, sur: Optional[Surrogate], target: int, num_fake: int, length: int,
+                  key: jax.Array, popularity: np.ndarray, **kw) -> np.ndarray:
+    """Dispatch by method name (:data:`METHODS`); returns ``[num_fake, length]`` int32 numpy.
+
+    ``kw`` are forwarded to :func:`surrogate_generate` (DDSP family) -- e.g. ``alpha``,
+    ``target_bonus``, ``max_target_share`` (also used by the heuristics' target count).
+    """
+    check_choice("method", method, METHODS)
+    if method in ("random", "popular", "bandwagon", "repetition"):
+        seed = int(jax.random.randint(key, (), 0, 2 ** 30))
+        return heuristic_generate(method, target, num_fake, length, popularity, seed,
+                                  max_target_share=kw.get("max_target_share", 0.25))
+    if sur is None:
+        raise PoisonJaxInputError(f"method {method!r} needs a trained surrogate (sur=None given)")
+    if method == "yue":
+        out = yue_generate(sur, target, num_fake, length, key, kw.get("num_candidates", 64))
+    else:
+        variant = {"ddsp": ("dual", True), "ddsp_no_dual": ("plain", True), "ddsp_no_div": ("dual", False),
+                   "greedy_plain": ("plain", False)}[method]
+        out = surrogate_generate(sur, target, num_fake, length, key, objective=variant[0], diversity=variant[1], **kw)
+    return np.asarray(out, np.int32)

@@ -1,0 +1,102 @@
+r"""Training sequential recommenders: next-item losses and K-seed (vmapped) victim training.
+
+Losses, for hidden states :math:`h_{b\ell}` of a right-aligned sequence, positives
+:math:`p_{b\ell}` (0 = padding, ignored) and item embeddings :math:`e`:
+
+* ``"bce"`` (SASRec, Kang & McAuley 2018): one uniformly sampled negative :math:`n_{b\ell}` per
+  position, :math:`\ell_b = \frac{1}{|\{\ell: p_{b\ell}>0\}|}\sum_{\ell: p_{b\ell}>0}
+  -\log\sigma(h_{b\ell}^\top e_{p}) - \log(1-\sigma(h_{b\ell}^\top e_{n}))`.
+* ``"sampled_softmax"``: ``num_negatives`` items shared by the batch,
+  :math:`-\log \frac{\exp(h^\top e_p)}{\exp(h^\top e_p) + \sum_{j} \exp(h^\top e_{n_j})}` per position.
+
+Simplified: negatives are uniform over ``1..V`` and are not rejected when they equal an item of
+the user's history (the SASRec code rejects them); with thousands of items the difference is small.
+
+Victims are trained with :func:`poisonjax.core.training.train_ensemble` (a ``lax.scan`` over
+mini-batches, ``vmap`` over K PRNG keys), jit-compiled once per data *shape*: clean + fake data of
+every attack have the same shape, so all attacks reuse one compiled program.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from poisonjax.core import training as core_training
+from poisonjax.core.validation import PoisonJaxInputError, check_choice
+
+LOSSES = ("bce", "sampled_softmax")
+
+
+def next_item_loss(model: nn.Module, num_items: int, loss: str = "bce", num_negatives: int = 100):
+    """Per-example next-item loss ``(params, batch, key) -> [B]`` for ``batch = {"x": [B, L], "y": [B, L]}``."""
+    check_choice("loss", loss, LOSSES)
+
+    def per_example(params, batch, key):
+        k_drop, k_neg = jax.random.split(key)
+        x, y = batch["x"], batch["y"]
+        h = model.apply(params, x, False, rngs={"dropout": k_drop})           # [B, L, d]
+        E = model.apply(params, method=lambda m: m.item_embeddings())         # [V+1, d]
+        valid = (y > 0).astype(jnp.float32)
+        pos = jnp.sum(h * E[y], -1)
+        if loss == "bce":
+            neg_ids = jax.random.randint(k_neg, y.shape, 1, num_items + 1)
+            neg = jnp.sum(h * E[neg_ids], -1)
+            per_pos = -jax.nn.log_sigmoid(pos) - jax.nn.log_sigmoid(-neg)
+        else:
+            neg_ids = jax.random.randint(k_neg, (num_negatives,), 1, num_items + 1)
+            neg = h @ E[neg_ids].T                                               # [B, L, M]
+            logits = jnp.concatenate([pos[..., None], neg], -1)
+            per_pos = -jax.nn.log_softmax(logits, -1)[..., 0]
+        return jnp.sum(per_pos * valid, -1) / jnp.maximum(valid.sum(-1), 1.0)
+
+    return per_example
+
+
+class VictimTrainer(NamedTuple):
+    """Trains K victims (one per PRNG key) on ``(x, y)`` with one jit-compiled ``vmap``.
+
+    ``trainer.train(x [N, L], y [N, L], keys [K, 2]) -> stacked params`` (leaves ``[K, ...]``);
+    ``mask [N]`` (optional) gives example weights (0 = padding rows).
+    ``trainer.train_many(xs [J, N, L], ys [J, N, L], keys [K, 2], masks [J, N])`` trains ``J x K``
+    victims (J poisoned datasets, e.g. attacks x targets, times K seeds) in one nested ``vmap``:
+    for tiny recommenders on CPU this is several times faster than J separate calls, because every
+    op works on J*K models at once.
+    """
+
+    model: nn.Module
+    train: callable
+    train_single: callable
+    train_many: callable
+
+
+def make_trainer(model: nn.Module, num_items: int, *, epochs: int, batch_size: int, lr: float = 1e-3,
+                 loss: str = "bce", num_negatives: int = 100, weight_decay: float = 0.0) -> VictimTrainer:
+    """Build the jitted K-seed trainer (Adam, as SASRec/GRU4Rec use)."""
+    if epochs < 1 or batch_size < 1:
+        raise PoisonJaxInputError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    per_example = next_item_loss(model, num_items, loss, num_negatives)
+    opt = optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
+
+    def init_fn(key, L):
+        return model.init(key, jnp.ones((1, L), jnp.int32), True)
+
+    def _train(x, y, keys, mask=None):
+        fn = functools.partial(init_fn, L=x.shape[1])
+        res = core_training.train_ensemble(fn, per_example, opt, {"x": x, "y": y}, keys,
+                                           epochs=epochs, batch_size=batch_size, mask=mask)
+        return res.params
+
+    def _train_single(x, y, key, mask=None):
+        fn = functools.partial(init_fn, L=x.shape[1])
+        return core_training.init_and_train(fn, per_example, opt, {"x": x, "y": y}, key,
+                                            epochs=epochs, batch_size=batch_size, mask=mask).params
+
+    def _train_many(xs, ys, keys, masks):
+        return jax.vmap(lambda x, y, m: _train(x, y, keys, m))(xs, ys, masks)
+
+    return VictimTrainer(model, jax.jit(_train), jax.jit(_train_single), jax.jit(_train_many))
