@@ -146,6 +146,7 @@ def _split_overrides(extra: Sequence[str]) -> List[Tuple[str, str]]:
 
 
 def build_config(study: str, variant: str, overrides):
+    """The study's ``get_config(variant)`` with ``--config.*`` overrides applied."""
     cfg_mod, _ = _import_study(study)
     try:
         config = cfg_mod.get_config(variant)
@@ -160,6 +161,7 @@ def _default_workdir(study: str, variant: str, config) -> Path:
 
 
 def cmd_run(args, extra) -> int:
+    """``poisonjax run``: build the config, pick/validate the workdir, call ``experiments.<study>.run``."""
     from poisonjax.core.parallel import initialize_distributed, is_main_process
     if args.distributed:
         initialize_distributed(True)
@@ -188,6 +190,7 @@ def cmd_run(args, extra) -> int:
 
 
 def cmd_list(args, extra) -> int:
+    """``poisonjax list``: the catalog (filtered) or the runnable studies."""
     from poisonjax import catalog
     if extra:
         raise SystemExit(f"error: unrecognised arguments {extra}")
@@ -212,6 +215,7 @@ def cmd_list(args, extra) -> int:
 
 
 def cmd_sweep(args, extra) -> int:
+    """``poisonjax sweep``: a grid of runs (skipping finished ones) aggregated into ``sweep.md``/``sweep.json``."""
     overrides = _split_overrides(extra)
     cfg_mod, exp_mod = _import_study(args.study)
     grid: Dict[str, list] = {}
@@ -267,6 +271,8 @@ def _scalar_summary(res: dict, prefix: str = "", depth: int = 0) -> dict:
 
 
 def cmd_report(args, extra) -> int:
+    """``poisonjax report``: re-render ``report.md`` (the study's own ``report()`` if it has one, else a
+    generic table of scalar results plus metric curves from ``metrics.jsonl``)."""
     wd = Path(args.workdir)
     if not (wd / "results.json").exists():
         raise SystemExit(f"error: {wd} has no results.json; is it the workdir of a finished run?")
@@ -302,6 +308,7 @@ def cmd_report(args, extra) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The argparse parser with its four sub-commands."""
     p = argparse.ArgumentParser(prog="poisonjax", description="JAX research library for data-poisoning attacks and defenses.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="run 'poisonjax <command> --help' for each command; 'poisonjax list --studies' lists studies")
@@ -334,6 +341,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``poisonjax`` console script."""
     parser = make_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
