@@ -1,0 +1,158 @@
+"""Metattack: exact meta-gradient vs dense autodiff vs finite differences; invariants; strength; resume."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from poisonjax.core.validation import PoisonJaxInputError
+from poisonjax.data.synthetic import sbm_graph
+from poisonjax.graph import attacks as A
+from poisonjax.graph import models
+
+
+def _tiny(n=24, seed=0, f=10):
+    adj, y = sbm_graph(n, 2, 0.3, 0.05, seed=seed)
+    adj = adj.tolil()
+    adj[0, :] = 0
+    adj[:, 0] = 0
+    adj[0, 1] = adj[1, 0] = 1          # node 0 has degree 1 (singleton rule)
+    adj[n - 1, :] = 0
+    adj[:, n - 1] = 0                  # node n-1 isolated (must be handled)
+    adj = adj.tocsr()
+    x = (np.random.default_rng(seed).random((n, f)) < 0.3).astype(np.float32)
+    idx_tr = np.arange(0, n, 3)
+    return adj, x, y, idx_tr, np.setdiff1d(np.arange(n), idx_tr)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    adj, x, y, tr, un = _tiny()
+    return adj, x, y, tr, un, A.make_meta_problem(adj, x, y, tr, un, lambda_=0.5)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_fast_meta_grad_equals_dense_autodiff(tiny, first_order):
+    *_, prob = tiny
+    cfg = A.MetattackConfig(budget=4, num_classes=2, inner_steps=8, first_order=first_order,
+                            flips_per_step=2, ll_constraint=False)
+    att = A.metattack(cfg)
+    st = att.step(att.init(jax.random.PRNGKey(0), prob), prob)  # some flips in the sparse slots
+    assert int(st.n_flips) == 2
+    key = jax.random.PRNGKey(7)
+    _, gh, s = A.meta_grad_hat(prob, st, cfg, key)
+    g_fast = A.adj_grad_from_hat(gh, st.a, s)
+    _, g_dense = A.meta_grad_dense(prob, st.a, cfg, key)
+    scale = float(jnp.abs(g_dense).max())
+    assert scale > 0
+    np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_dense), atol=1e-4 * scale)
+
+
+def test_exact_meta_grad_matches_finite_differences(tiny):
+    *_, prob = tiny
+    cfg = A.MetattackConfig(budget=2, num_classes=2, inner_steps=6, ll_constraint=False)
+    key = jax.random.PRNGKey(3)
+    a = prob.a_clean
+    _, g = A.meta_grad_dense(prob, a, cfg, key)
+    loss = jax.jit(lambda a_: A.meta_grad_dense(prob, a_, cfg, key)[0])
+    eps = 1e-2
+    rng = np.random.default_rng(0)
+    for i, j in [(0, 1), (2, 5), (3, 3)] + [tuple(rng.integers(0, 24, 2)) for _ in range(3)]:
+        e = jnp.zeros_like(a).at[i, j].set(eps)
+        fd = (float(loss(a + e)) - float(loss(a - e))) / (2 * eps)
+        assert fd == pytest.approx(float(g[i, j]), rel=2e-2, abs=2e-5), (i, j)
+
+
+def test_metattack_invariants_and_ll_filter():
+    adj, x, y, tr, un = _tiny(n=40, seed=2)
+    prob = A.make_meta_problem(adj, x, y, tr, un)
+    for ll in (False, True):
+        cfg = A.MetattackConfig(budget=12, num_classes=2, inner_steps=5, flips_per_step=5, ll_constraint=ll)
+        st = A.run_metattack(prob, cfg, jax.random.PRNGKey(0), progress=False)
+        pert = A.state_to_adj(prob, st)
+        info = A.check_perturbation(adj, pert, 12)
+        assert info["n_flips"] == int(st.n_flips)
+        assert int(st.n_flips) == 12 if not ll else 0 < int(st.n_flips) <= 12  # the LL test may reject pairs
+        flips = np.asarray(st.flips)[: int(st.n_flips)]
+        signs = np.asarray(st.flip_sign)[: int(st.n_flips)]
+        assert np.all(signs == np.where(adj[flips[:, 0], flips[:, 1]].A1 > 0, -1, 1))
+        assert np.all(flips[:, 0] < flips[:, 1])
+        assert np.asarray(pert.sum(1)).ravel()[0] >= 1  # the degree-1 node kept its edge or gained one
+
+
+@pytest.mark.slow
+def test_metattack_beats_random_on_gcn_accuracy():
+    adj, y = sbm_graph(150, 3, 0.1, 0.01, seed=3)
+    x = np.eye(150, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(150)
+    tr, va, te = perm[:30], perm[30:45], perm[45:]
+    un = np.setdiff1d(np.arange(150), tr)
+    prob = A.make_meta_problem(adj, x, y, tr, un)
+    budget = int(0.25 * sp.triu(adj, 1).nnz)
+    cfg = A.MetattackConfig(budget=budget, num_classes=3, inner_steps=40, flips_per_step=8, ll_constraint=False)
+    st = A.run_metattack(prob, cfg, jax.random.PRNGKey(0), progress=False)
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    cfg_g = models.GCNConfig(epochs=100)
+
+    def acc(a):
+        return float(models.gcn_test_accuracy(models.normalize_adj(jnp.asarray(a.toarray(), jnp.float32)), jnp.asarray(x),
+                                              y, tr, va, te, keys, 3, cfg_g).mean())
+
+    clean = acc(adj)
+    meta = acc(A.state_to_adj(prob, st))
+    rand = acc(A.flips_to_adj(adj, A.random_attack(adj, budget, seed=0)))
+    assert meta < rand - 0.03 and meta < clean - 0.05, (clean, rand, meta)
+
+
+def test_metattack_resume_equals_uninterrupted(tmp_path):
+    adj, x, y, tr, un = _tiny(n=30, seed=1)
+    prob = A.make_meta_problem(adj, x, y, tr, un)
+    cfg = A.MetattackConfig(budget=6, num_classes=2, inner_steps=4, flips_per_step=1, ll_constraint=False)
+    from poisonjax.core.runner import run
+    full = run(A.metattack(cfg), prob, 6, None, key=jax.random.PRNGKey(0), chunk_size=2, progress=False).state
+    run(A.metattack(cfg), prob, 4, tmp_path, key=jax.random.PRNGKey(0), chunk_size=2, progress=False,
+        config={"c": 1})
+    resumed = run(A.metattack(cfg), prob, 6, tmp_path, key=jax.random.PRNGKey(0), chunk_size=2, progress=False,
+                  config={"c": 1})
+    assert resumed.resumed_from == 4
+    np.testing.assert_array_equal(np.asarray(resumed.state.flips), np.asarray(full.flips))
+    np.testing.assert_array_equal(np.asarray(resumed.state.a), np.asarray(full.a))
+
+
+def test_baselines_respect_invariants():
+    adj, y = sbm_graph(60, 3, 0.2, 0.02, seed=0)
+    forb = np.array([[0, 1], [2, 3]])
+    for flips in (A.random_attack(adj, 20, seed=1, forbidden_pairs=forb),
+                  A.random_attack(adj, 20, seed=1, mode="remove"),
+                  A.dice_attack(adj, y, 20, seed=1, forbidden_pairs=forb)):
+        assert len(flips) == 20
+        assert not set(map(tuple, np.sort(flips, 1).tolist())) & {(0, 1), (2, 3)}
+        A.check_perturbation(adj, A.flips_to_adj(adj, flips), 20)
+    d = A.dice_attack(adj, y, 20, seed=1)
+    a = np.asarray(adj.toarray())
+    removed = d[a[d[:, 0], d[:, 1]] > 0]
+    added = d[a[d[:, 0], d[:, 1]] == 0]
+    assert np.all(y[removed[:, 0]] == y[removed[:, 1]]) and np.all(y[added[:, 0]] != y[added[:, 1]])
+
+
+def test_pgd_attack_budget_and_direction():
+    adj, y = sbm_graph(50, 2, 0.2, 0.02, seed=0)
+    a = jnp.asarray(adj.toarray(), jnp.float32)
+    allowed = jnp.asarray(A._upper_pairs_mask(50, None))
+    target = jnp.asarray(y[:, None] != y[None, :], jnp.float32)
+    loss = lambda a_: jnp.sum(a_ * target)  # rewards inter-class edges
+    flips = A.pgd_attack(loss, a, allowed, 15, jax.random.PRNGKey(0), steps=30)
+    assert 0 < len(flips) <= 15
+    A.check_perturbation(adj, A.flips_to_adj(adj, flips), 15)
+    assert np.mean(y[flips[:, 0]] != y[flips[:, 1]]) > 0.9
+
+
+def test_bad_inputs():
+    adj, x, y, tr, un = _tiny()
+    with pytest.raises(PoisonJaxInputError, match="features"):
+        A.make_meta_problem(adj, x[:5], y, tr, un)
+    with pytest.raises(PoisonJaxInputError, match="budget"):
+        A.metattack(A.MetattackConfig(budget=0, num_classes=2))
+    with pytest.warns(UserWarning, match="symmetric"):
+        A.make_meta_problem(sp.triu(adj, 1) * 2.0, x, y, tr, un)
