@@ -379,3 +379,126 @@ def weidetect(updates, scores, state=None, *, selection: str = "cdf", threshold:
     report = dict(scores=np.asarray(scores, np.float64), cdf=sel["cdf"], flags=~sel["keep"], kept=sel["keep"],
                   params=sel["params"], constant=sel["constant"])
     return agg, state, report
+
+
+# --------------------------------------------------------------------------------------------------
+# in-graph version for the simulation (jit / lax.scan / vmap safe, float32)
+# --------------------------------------------------------------------------------------------------
+
+def fit_exponweib_traced(s: jax.Array, valid: jax.Array, iters: int = 60):
+    """Traceable exponentiated-Weibull MLE of the ``valid`` entries of ``s [n]`` (float32).
+
+    Same method as :func:`fit_exponweib` (standardize, ``loc = min - exp(t)``, multistart
+    Levenberg-Marquardt Newton) but built from ``jnp`` only, so it runs inside the simulation's
+    compiled round. Returns ``(params [4] = (a, c, loc, scale), constant: bool)``; when the valid
+    scores have (near) zero spread ``constant`` is True and the params are meaningless.
+    """
+    s = s.astype(jnp.float32)
+    nv = jnp.maximum(jnp.sum(valid), 1)
+    mean = jnp.sum(jnp.where(valid, s, 0.0)) / nv
+    var = jnp.sum(jnp.where(valid, (s - mean) ** 2, 0.0)) / nv
+    sd = jnp.sqrt(var)
+    constant = sd <= 1e-6 * jnp.maximum(1.0, jnp.abs(mean))
+    sd_safe = jnp.where(constant, 1.0, sd)
+    u = (s - mean) / sd_safe
+    umin = jnp.min(jnp.where(valid, u, jnp.inf))
+    umax = jnp.max(jnp.where(valid, u, -jnp.inf))
+    u = jnp.where(valid, u, umax)
+    rng = jnp.maximum(umax - umin, 1e-6)
+    gaps = rng * jnp.array([1e-3, 0.03, 0.3, 1.0, 3.0])
+    a0 = jnp.log(jnp.array([0.3, 1.0, 4.0]))
+    c0 = jnp.log(jnp.array([0.7, 1.5, 4.0]))
+    G, A, C = jnp.meshgrid(gaps, a0, c0, indexing="ij")
+    G, A, C = G.reshape(-1), A.reshape(-1), C.reshape(-1)
+    m = jax.vmap(lambda g: jnp.sum(jnp.where(valid, u - (umin - g), 0.0)) / nv)(G)
+    starts = jnp.stack([A, C, jnp.log(G), jnp.log(jnp.maximum(m, 1e-6))], axis=1)
+    nan = jnp.float32(jnp.nan)
+    th, fv = jax.vmap(lambda t0: _lm_solve(u, valid, umin, nan, t0, iters))(starts)
+    fv = jnp.where(jnp.isfinite(fv), fv, jnp.inf)
+    b = jnp.argmin(fv)
+    la, lc, t, ls = th[b]
+    smin = jnp.min(jnp.where(valid, s, jnp.inf))
+    params = jnp.stack([jnp.exp(la), jnp.exp(lc), smin - sd_safe * jnp.exp(t), sd_safe * jnp.exp(ls)])
+    return params, constant
+
+
+def _weidetect_need(n, kw):
+    ms = int(kw.get("min_samples", _MIN_SAMPLES))
+    return ms, f"WeiDetect needs at least {ms} client scores to fit the exponentiated Weibull"
+
+
+def _weidetect_inner(x, valid, state, key, context, weights, *, scores=None, metric: str = "macro_f1",
+                     target_class: Optional[int] = None, selection: str = "cdf", threshold: float = 0.2,
+                     top_k: Optional[int] = None, min_samples: int = _MIN_SAMPLES, val_x=None, val_y=None,
+                     iters: int = 60):
+    n = x.shape[0]
+    check_choice("selection", selection, ("cdf", "top_k"))
+    check_choice("metric", metric, ("macro_f1", "target_recall"))
+    if scores is None:
+        if context is None:
+            raise PoisonJaxInputError("weidetect_aggregator needs scores=[n] or a context (client models + validation data)")
+        vx = context.aux_x if val_x is None else val_x
+        vy = context.aux_y if val_y is None else val_y
+        if not isinstance(vy, jax.core.Tracer):
+            check_validation_labels(np.asarray(vy), context.num_classes, metric, target_class)
+        elif metric == "target_recall" and target_class is None:
+            raise PoisonJaxInputError("metric='target_recall' needs target_class (an int class id)")
+        logits = context.client_logits(x, vx)                       # [n, M, C]
+        preds = jnp.argmax(logits, -1)
+        yv = jnp.asarray(vy, jnp.int32)
+        if metric == "macro_f1":
+            scores = jax.vmap(lambda p: macro_f1(yv, p, context.num_classes))(preds)
+        else:
+            scores = jax.vmap(lambda p: class_recall(yv, p, int(target_class)))(preds)
+    s = jnp.asarray(scores, jnp.float32)
+    if s.shape != (n,):
+        raise PoisonJaxInputError(f"scores must have shape ({n},), got {s.shape}")
+    valid = valid & jnp.isfinite(s)
+    s = jnp.where(valid, s, 0.0)
+    params, constant = fit_exponweib_traced(s, valid, iters)
+    cdf = exponweib_cdf(s, params[0], params[1], params[2], params[3])
+    cdf = jnp.where(constant, 1.0, cdf)
+    if selection == "cdf":
+        keep = cdf >= threshold
+    else:
+        k = check_positive_int("top_k", top_k if top_k is not None else 0)
+        rank = jnp.argsort(jnp.argsort(-jnp.where(valid, s, -jnp.inf)))
+        keep = (rank < k) | constant
+    keep = keep & valid
+    best = valid & (s >= jnp.max(jnp.where(valid, s, -jnp.inf)))
+    keep = jnp.where(jnp.any(keep), keep, best)
+    w = keep.astype(jnp.float32) if weights is None else jnp.where(keep, weights, 0.0)
+    agg = jnp.where(jnp.sum(w) > 0, (w @ x) / jnp.maximum(jnp.sum(w), 1e-12), 0.0)
+    report = dict(scores=jnp.where(valid, 1.0 - cdf, jnp.inf), flags=valid & ~keep,
+                  weights=w / jnp.maximum(w.sum(), 1e-12), val_scores=s, cdf=cdf, weibull=params,
+                  constant=constant)
+    return agg, state, report
+
+
+def make_weidetect_aggregator():
+    """Build the decorated in-graph aggregator lazily (the engine's decorator lives in ``aggregators``)."""
+    from poisonjax.federated.aggregators import aggregator_fn
+    return aggregator_fn(_weidetect_need)(_weidetect_inner)
+
+
+def weidetect_aggregator(updates, state=None, key=None, *, context=None, valid=None, weights=None,
+                         nan_policy: str = "raise", **hyper):
+    """WeiDetect as an engine aggregator ``(aggregate, state, report)``, usable inside ``jit``.
+
+    Phase 1 scores every client model ``w_g + delta_i`` on the validation data (``context.aux_x/aux_y``
+    by default, or ``val_x``/``val_y``; or pass precomputed ``scores [n]``) with ``metric``
+    (``"macro_f1"`` or ``"target_recall"`` + ``target_class``). Phase 2 fits the exponentiated Weibull
+    in-graph (:func:`fit_exponweib_traced`) and keeps ``F(s_i) >= threshold`` (or the ``top_k``).
+    ``report``: ``scores`` = ``1 - F(s_i)`` (higher = more suspicious), ``flags``, ``weights``,
+    ``val_scores``, ``cdf``, ``weibull`` ``[4]``, ``constant``. A validation set lacking a class the
+    metric needs raises :class:`PoisonJaxInputError` when the labels are concrete (check them with
+    :func:`check_validation_labels` before a simulation, as the study does).
+    """
+    return make_weidetect_aggregator()(updates, state, key, context=context, valid=valid, weights=weights,
+                                       nan_policy=nan_policy, **hyper)
+
+
+def make_aggregator(**hyper):
+    """WeiDetect as an :class:`~poisonjax.federated.aggregators.Aggregator` (stateless) for the simulation."""
+    from poisonjax.federated.aggregators import Aggregator
+    return Aggregator("weidetect", functools.partial(weidetect_aggregator, **hyper), lambda n, d: None, ())

@@ -126,3 +126,25 @@ def test_client_scores_metrics_and_missing_class():
         wd.client_scores(apply, ws, x, y_missing, num_classes=3, metric="target_recall", target_class=2)
     with pytest.raises(PoisonJaxInputError, match=r"missing classes \[2\]"):
         wd.client_scores(apply, ws, x, y_missing, num_classes=3)
+
+
+def test_in_graph_aggregator_matches_host_selection():
+    s = _planted_scores(2)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(20, 7)), jnp.float32)
+    f = jax.jit(lambda x, s: wd.weidetect_aggregator(x, scores=s, threshold=0.2))
+    agg, _, rep = f(x, jnp.asarray(s, jnp.float32))
+    host = wd.weidetect_select(s, threshold=0.2)
+    np.testing.assert_array_equal(np.asarray(rep["flags"]), ~host["keep"])
+    assert np.asarray(rep["flags"])[16:].all()
+    # in-graph float32 fit (60 LM steps) gets close to the host float64 likelihood (this sample sits on
+    # the flat c -> inf plateau, where the last few percent come slowly)
+    ll_graph = wd.exponweib_loglik(s, *np.asarray(rep["weibull"], np.float64))
+    ll_host = wd.fit_exponweib_full(s).loglik
+    assert ll_graph >= ll_host - 5e-2 * max(1.0, abs(ll_host))
+    np.testing.assert_allclose(agg, np.asarray(x)[~host["keep"] == False].mean(0), rtol=1e-5, atol=1e-6)  # noqa: E712
+    # constant scores inside jit: everyone kept
+    _, _, rep_c = f(x, jnp.full((20,), 0.5))
+    assert not np.asarray(rep_c["flags"]).any() and bool(rep_c["constant"])
+    with pytest.raises(PoisonJaxInputError, match="at least 5"):
+        wd.weidetect_aggregator(x[:3], scores=jnp.ones(3))
