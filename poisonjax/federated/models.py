@@ -34,7 +34,8 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    r"""conv(3x3, c1) -> ReLU -> avgpool 2 -> conv(3x3, c2) -> ReLU -> global avg pool -> Dense(hidden) -> ReLU -> Dense(classes).
+    r"""The FedAvg-paper style CNN (McMahan et al., 2017), smaller: conv(3x3, c1) -> ReLU -> maxpool 2 ->
+    conv(3x3, c2) -> ReLU -> maxpool 2 -> flatten -> Dense(hidden) -> ReLU -> Dense(classes).
 
     Input ``[B, H, W, C]``; output logits ``[B, num_classes]``; features ``[B, hidden]``.
     """
@@ -46,9 +47,10 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x, return_features: bool = False):
         x = nn.relu(nn.Conv(self.channels[0], (3, 3))(x))
-        x = nn.avg_pool(x, (2, 2), (2, 2))
+        x = nn.max_pool(x, (2, 2), (2, 2))
         x = nn.relu(nn.Conv(self.channels[1], (3, 3))(x))
-        x = x.mean(axis=(1, 2))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
         h = nn.relu(nn.Dense(self.hidden)(x))
         if return_features:
             return h

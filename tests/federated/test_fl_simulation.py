@@ -117,3 +117,13 @@ def test_sharded_equals_unsharded_on_8_devices():
     np.testing.assert_allclose(eight, one, atol=1e-5)
     np.testing.assert_allclose(eight_chunk, one, atol=1e-5)
     assert np.abs(one).sum() > 0
+
+
+def test_server_optimizers_learn(small):
+    data, model = small
+    accs = {}
+    for opt, lr in (("fedadam", 0.01), ("fedavgm", 0.5)):
+        sim = S.build_simulation(model, "fedavg", server_optimizer=opt, server_lr=lr, batch_size=16)
+        _, ms = S.run_rounds(sim, data, 4)
+        accs[opt] = ms[-1]["test_accuracy"]
+    assert min(accs.values()) > 0.3, accs  # 10 classes: chance is 0.1
