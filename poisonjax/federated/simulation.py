@@ -52,7 +52,7 @@ from poisonjax.federated.models import ModelFns, make_model
 PyTree = Any
 
 __all__ = ["FederatedData", "FLState", "RoundContext", "FLSimulation", "build_simulation", "run_simulation",
-           "run_rounds", "make_train_fn", "federate_dataset", "federate_arrays", "default_model", "summarize", "flatten_params",
+           "run_rounds", "make_train_fn", "validate_data", "federate_dataset", "federate_arrays", "default_model", "summarize", "flatten_params",
            "SERVER_OPTIMIZERS"]
 
 
@@ -344,6 +344,34 @@ def build_simulation(model: ModelFns, aggregator: Union[str, aggs.Aggregator, Ca
                         mesh, num_classes)
 
 
+def validate_data(data: FederatedData) -> None:
+    """Check a :class:`FederatedData` before running (host side): matching client axes, every client
+    holding at least one example, finite features, labels within the test label range.
+
+    Raises:
+      PoisonJaxInputError: naming the field and what was expected.
+    """
+    mask = np.asarray(data.mask)
+    n = mask.shape[0]
+    for name in ("x", "y", "malicious"):
+        a = getattr(data, name)
+        if a is None or np.shape(a)[0] != n:
+            raise PoisonJaxInputError(f"data.{name} must have a leading client axis of size {n} (from data.mask), "
+                                      f"got shape {None if a is None else np.shape(a)}")
+    if np.shape(data.y) != mask.shape or np.shape(data.x)[:2] != mask.shape:
+        raise PoisonJaxInputError(f"data.x [N, S, ...] and data.y [N, S] must match data.mask {mask.shape}, got "
+                                  f"{np.shape(data.x)} and {np.shape(data.y)}")
+    empty = np.flatnonzero(mask.sum(axis=1) <= 0)
+    if empty.size:
+        raise PoisonJaxInputError(f"clients {empty.tolist()[:20]} have no data (mask is all zero); "
+                                  "every client needs >= 1 example")
+    from poisonjax.core.validation import check_finite
+    check_finite("data.x", np.asarray(data.x))
+    check_finite("data.x_test", np.asarray(data.x_test))
+    if data.x_aux is None or np.shape(data.x_aux)[0] < 1:
+        raise PoisonJaxInputError("data.x_aux (server auxiliary data) must hold at least one example")
+
+
 def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=None, *, seed: int = 0,
                    rounds_per_chunk: int = 10, checkpoint_every: Optional[int] = None, config: Any = None,
                    progress: bool = True, desc: str = "fl rounds"):
@@ -358,6 +386,7 @@ def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=
       DivergenceError: the global model became NaN/inf (e.g. every update of a round was non-finite).
     """
     from poisonjax.core.runner import run
+    validate_data(data)
     data = jax.tree.map(jnp.asarray, data)
     return run(sim.as_attack_optimizer(), data, rounds, workdir, seed=seed, chunk_size=rounds_per_chunk,
                checkpoint_every=checkpoint_every, config=config, progress=progress, desc=desc)
@@ -375,6 +404,7 @@ def run_rounds(sim: FLSimulation, data: FederatedData, rounds: int, *, seed: int
       ``(final FLState, list of per-round metric dicts)``.
     """
     from poisonjax.core.runner import DivergenceError
+    validate_data(data)
     data = jax.tree.map(jnp.asarray, data)
     train_fn = train_fn or make_train_fn(sim)
     server_fn = jax.jit(sim.server_round)

@@ -82,6 +82,10 @@ def test_bad_input(small):
     sim = S.build_simulation(model, "krum", aggregator_kwargs={"num_malicious": 3})  # 8 clients: needs n > 8
     with pytest.raises(PoisonJaxInputError, match="n > 2f"):
         S.run_rounds(sim, data, 1)
+    empty = data._replace(mask=np.asarray(data.mask).copy())
+    empty.mask[3] = 0.0
+    with pytest.raises(PoisonJaxInputError, match=r"clients \[3\] have no data"):
+        S.run_rounds(S.build_simulation(model, "fedavg"), empty, 1)
     with pytest.raises(PoisonJaxInputError, match="no data"):
         S.federate_arrays(np.zeros((3, 2)), np.zeros(3), np.zeros((1, 2)), np.zeros(1), num_classes=2,
                           num_clients=4, partition="iid", aux_size=0)
