@@ -65,35 +65,11 @@ def make_aggregator(name, c, num_malicious):
     return A.get_aggregator(name, **kw)
 
 
-def adaptive_against_geminiguard(tau_weight: float, tau_latent: float, penalty: float = 10.0,
-                                 direction: str = "unit", num_candidates: int = 16, gamma_max: float = 100.0):
-    r"""Adaptive attack optimised against both GeminiGuard scores.
-
-    The attackers search :math:`m(\gamma) = \mu + \gamma p` (the engine's adaptive hook, GeminiGuard in
-    the loop) for the :math:`\gamma` maximising
-    :math:`-\langle \bar x, \hat\mu\rangle - \lambda \sum_{i\ \mathrm{mal}} [(S^W_i - \tau_W)_+ + (S^L_i - \tau_L)_+]`:
-    the largest deviation of the aggregate that keeps the malicious clients' model-weight and
-    latent-space scores under GeminiGuard's thresholds."""
-
-    def attack(updates, malicious, key, *, context=None, aggregator=None):
-        def objective(agg, mu, rep):
-            mun = mu / jnp.maximum(jnp.linalg.norm(mu), 1e-12)
-            over_w = jnp.sum(jnp.where(malicious, jnp.maximum(rep["score_weight"] - tau_weight, 0.0), 0.0))
-            sl = jnp.where(jnp.isfinite(rep["score_latent"]), rep["score_latent"], 0.0)
-            over_l = jnp.sum(jnp.where(malicious, jnp.maximum(sl - tau_latent, 0.0), 0.0))
-            return -jnp.dot(agg, mun) - penalty * (over_w + over_l) * jnp.linalg.norm(mu)
-
-        return T.adaptive(updates, malicious, key, context=context, aggregator=aggregator, direction=direction,
-                          num_candidates=num_candidates, gamma_max=gamma_max, objective=objective)
-
-    return attack
-
-
 def _model_attack(attack, agg_name, c):
     _, model_attack = ATTACKS[attack]
     kw = dict(c.attack_kwargs.get(attack, {}) or {}) if model_attack else {}
     if attack == "adaptive" and agg_name == "geminiguard":
-        return adaptive_against_geminiguard(c.gg.tau_weight, c.gg.tau_latent, c.adaptive_penalty, **kw), {}
+        return GG.adaptive_against_geminiguard(c.gg.tau_weight, c.gg.tau_latent, c.adaptive_penalty, **kw), {}
     return model_attack, kw
 
 

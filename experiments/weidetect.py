@@ -12,6 +12,7 @@ Writes ``results.json``, ``target_recall.png``, score plots and ``report.md``; r
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -103,6 +104,13 @@ def _test_metrics(model, params, data, num_classes, target_class):
 def _probe(sim, model, st, data, train_fn, num_classes):
     """One extra round's WeiDetect report (validation scores, Weibull fit) from the final state."""
     ids, updates, _ = train_fn(st, data)
+    rep, mal = jax.jit(functools.partial(_probe_report, sim, model, num_classes))(st, data, ids, updates)
+    return {"val_scores": np.asarray(rep["val_scores"]).tolist(), "malicious": np.asarray(mal).tolist(),
+            "flags": np.asarray(rep["flags"]).tolist(), "cdf": np.asarray(rep["cdf"]).tolist(),
+            "weibull_in_graph": np.asarray(rep["weibull"]).tolist(), "constant": bool(rep["constant"])}
+
+
+def _probe_report(sim, model, num_classes, st, data, ids, updates):
     rkey = jax.random.fold_in(st.key, st.round)
     _, _, k_attack, k_agg, _ = jax.random.split(rkey, 5)
     mal = data.malicious[ids]
@@ -116,9 +124,8 @@ def _probe(sim, model, st, data, train_fn, num_classes):
     if sim.model_attack is not None:
         updates = sim.model_attack(updates, mal, k_attack, context=ctx, aggregator=agg_call)
     _, _, rep = sim.aggregator.fn(updates, st.agg_state, k_agg, context=ctx, nan_policy="exclude")
-    return {"val_scores": np.asarray(rep["val_scores"]).tolist(), "malicious": np.asarray(mal).tolist(),
-            "flags": np.asarray(rep["flags"]).tolist(), "cdf": np.asarray(rep["cdf"]).tolist(),
-            "weibull_in_graph": np.asarray(rep["weibull"]).tolist(), "constant": bool(rep["constant"])}
+    keys = ("val_scores", "flags", "cdf", "weibull", "constant")
+    return {k: rep[k] for k in keys}, mal
 
 
 def run(config, workdir) -> dict:

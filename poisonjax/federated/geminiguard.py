@@ -21,11 +21,17 @@ the robust per-coordinate profile :math:`z_{ij} = (W_{ij} - \tilde W_j)/\sigma_j
   form is used because a mean/RMS ratio is dominated by the few heavy-tailed coordinates of non-IID
   updates.
 
+- *crowding* :math:`k_i = -\log(\min_{j \ne i}\|W_i - W_j\| + \epsilon\,\mathrm{med}_i \min_{j\ne i}\|W_i - W_j\|)`:
+  benign non-IID clients never coincide, while colluding attackers that share one crafted update
+  (LIE, Min-Max, Min-Sum, IPM, Fang, the adaptive attack) form a (near-)duplicate cluster -- the
+  dense-cluster signal of clustering defenses such as FLAME, as a per-client score.
+
 Each statistic becomes a robust z-score across the valid clients,
 :math:`\zeta(s)_i = (s_i - \mathrm{med}(s)) / \max(1.4826\,\mathrm{MAD}(s), \text{floor})` (for the
 bounded coherence the floor is ``coherence_floor`` = 0.05, since benign values cluster at 0 with a
 tiny MAD; otherwise a relative 1e-6), and the MWA score is
-:math:`S^W_i = \max(\zeta(m)_i, \zeta(a)_i, \zeta(h)_i)` (one-sided: only *large* values are suspicious).
+:math:`S^W_i = \max(\zeta(m)_i, \zeta(a)_i, \zeta(h)_i, \zeta(k)_i)` (one-sided: only *large* values are
+suspicious).
 
 **Latent-space analysis (LSA)** on the penultimate-layer representations (PLRs) of the server's
 auxiliary samples, ``features [n, A, h]`` = each client model :math:`W_i` applied to the same A
@@ -82,8 +88,8 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
     r"""MWA statistics of full client weights ``w [n, d]`` (see module docstring).
 
     Returns ``magnitude [n]``, ``direction [n]`` (needs ``w_global [d]``; zeros otherwise),
-    ``coherence [n]`` and the per-statistic robust z-scores ``z_magnitude``, ``z_direction``,
-    ``z_coherence``; ``score [n]`` = their maximum.
+    ``coherence [n]``, ``crowding [n]`` and the per-statistic robust z-scores ``z_magnitude``,
+    ``z_direction``, ``z_coherence``, ``z_crowding``; ``score [n]`` = their maximum.
     """
     w = w.astype(jnp.float32)
     med = _aggs.masked_median(w, valid)                                         # [d]
@@ -103,11 +109,19 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
         direction = 1.0 - cos
     else:
         direction = jnp.zeros(w.shape[0], jnp.float32)
+    n = w.shape[0]
+    d2 = _aggs.pairwise_sq_distances(w - med[None, :])
+    both = valid[:, None] & valid[None, :] & ~jnp.eye(n, dtype=bool)
+    nn = jnp.sqrt(jnp.min(jnp.where(both, d2, jnp.inf), axis=1))
+    nn = jnp.where(jnp.isfinite(nn), nn, 0.0)
+    nn_med = _aggs.masked_median(nn[:, None], valid)[0]
+    crowding = -jnp.log(nn + 1e-3 * nn_med + 1e-30)
     zm, za = robust_z(magnitude, valid), robust_z(direction, valid)
     zh = robust_z(coherence, valid, floor=coherence_floor)
-    score = jnp.maximum(jnp.maximum(zm, za), zh)
-    return dict(magnitude=magnitude, direction=direction, coherence=coherence, z_magnitude=zm, z_direction=za,
-                z_coherence=zh, score=jnp.where(valid, score, jnp.inf))
+    zk = robust_z(crowding, valid, floor=0.1)
+    score = jnp.maximum(jnp.maximum(zm, za), jnp.maximum(zh, zk))
+    return dict(magnitude=magnitude, direction=direction, coherence=coherence, crowding=crowding, z_magnitude=zm,
+                z_direction=za, z_coherence=zh, z_crowding=zk, score=jnp.where(valid, score, jnp.inf))
 
 
 def latent_statistics(features: jax.Array, valid: jax.Array, k: Optional[int] = None,
@@ -128,7 +142,7 @@ def latent_statistics(features: jax.Array, valid: jax.Array, k: Optional[int] = 
 
 
 def fuse(score_w: jax.Array, score_l: jax.Array, valid: jax.Array, *, fusion: str = "union",
-         tau_weight: float = 3.0, tau_latent: float = 3.0) -> jax.Array:
+         tau_weight: float = 4.0, tau_latent: float = 4.0) -> jax.Array:
     """``[n]`` bool flags from the two heads' robust scores (see module docstring)."""
     check_choice("fusion", fusion, FUSIONS)
     fw, fl = score_w > tau_weight, score_l > tau_latent
@@ -139,7 +153,7 @@ def fuse(score_w: jax.Array, score_l: jax.Array, valid: jax.Array, *, fusion: st
 
 @_aggs.aggregator_fn()
 def geminiguard(x, valid, state, key, context, weights, *, features=None, w_global=None, fusion: str = "union",
-                tau_weight: float = 3.0, tau_latent: float = 3.0, k: Optional[int] = None, clip: bool = False,
+                tau_weight: float = 4.0, tau_latent: float = 4.0, k: Optional[int] = None, clip: bool = False,
                 bandwidth: Optional[float] = None, coherence_floor: float = 0.05):
     r"""GeminiGuard aggregation ``(aggregate, state, report)`` (module docstring has the math).
 
@@ -206,7 +220,7 @@ def geminiguard(x, valid, state, key, context, weights, *, features=None, w_glob
     report = dict(scores=jnp.where(valid, fused, jnp.inf), flags=flags, weights=w / jnp.maximum(w.sum(), 1e-12),
                   score_weight=s_w, score_latent=s_lat, flags_weight=valid & (s_w > tau_weight),
                   flags_latent=valid & (s_lat > tau_latent), magnitude=ws["magnitude"], direction=ws["direction"],
-                  coherence=ws["coherence"])
+                  coherence=ws["coherence"], crowding=ws["crowding"])
     if use_latent:
         report["knn_mmd"] = ls["knn_mmd"]
     return agg, state, report
@@ -220,3 +234,64 @@ def make_aggregator(**hyper) -> _aggs.Aggregator:
     check_choice("fusion", fusion, FUSIONS)
     needs = () if fusion == "weight" else ("features",)
     return _aggs.Aggregator("geminiguard", functools.partial(geminiguard, **hyper), lambda n, d: None, needs)
+
+
+def adaptive_against_geminiguard(tau_weight: float = 4.0, tau_latent: float = 4.0, penalty: float = 10.0,
+                                 direction: str = "unit", num_candidates: int = 16, gamma_max: float = 100.0,
+                                 decorrelate: bool = True):
+    r"""Adaptive attack optimised against both GeminiGuard scores (a model attack for the simulation).
+
+    The attackers know GeminiGuard and run it in the loop (the engine's ``aggregator`` hook). They
+    send :math:`m_i(\gamma) = \mu + \gamma p + \nu_i` (benign mean :math:`\mu`, direction :math:`p`
+    from ``direction`` as in Min-Max) and pick, on a geometric grid of :math:`\gamma` (plus 0), the one
+    maximising
+
+    .. math:: -\langle \bar x, \hat\mu\rangle
+              - \lambda\|\mu\| \sum_{i\ \mathrm{mal}} [(S^W_i - \tau_W)_+ + (S^L_i - \tau_L)_+],
+
+    i.e. the largest deviation of the aggregate that keeps every malicious client's model-weight and
+    latent-space score under GeminiGuard's thresholds. With ``decorrelate`` each attacker adds its own
+    Gaussian :math:`\nu_i` whose norm equals the benign clients' median nearest-neighbour distance,
+    so the colluders do not form the duplicate cluster that the crowding statistic looks for.
+    Simplified: one direction and a grid over :math:`\gamma` (as the engine's ``attacks.adaptive``),
+    not a full optimisation of every coordinate.
+    """
+
+    def attack(updates, malicious, key, *, context=None, aggregator=None):
+        from poisonjax.federated import attacks as T
+        if aggregator is None:
+            raise PoisonJaxInputError("adaptive_against_geminiguard needs the aggregator hook (run it in the simulation)")
+        n, d = updates.shape
+        ben = ~malicious
+        nb = jnp.maximum(jnp.sum(ben), 1)
+        mu = jnp.sum(jnp.where(ben[:, None], updates, 0.0), 0) / nb
+        sd = jnp.sqrt(jnp.sum(jnp.where(ben[:, None], (updates - mu) ** 2, 0.0), 0) / nb)
+        p = T._direction(mu, sd, direction)
+        if decorrelate:
+            d2 = _aggs.pairwise_sq_distances(updates)
+            pair = ben[:, None] & ben[None, :] & ~jnp.eye(n, dtype=bool)
+            nn = jnp.sqrt(jnp.min(jnp.where(pair, d2, jnp.inf), axis=1))
+            nn_med = _aggs.masked_median(jnp.where(jnp.isfinite(nn), nn, 0.0)[:, None], ben)[0]
+            noise = jax.random.normal(key, (n, d))
+            noise = noise / jnp.linalg.norm(noise, axis=1, keepdims=True) * nn_med
+        else:
+            noise = jnp.zeros((n, d))
+        gammas = jnp.concatenate([jnp.zeros((1,)),
+                                  gamma_max * 2.0 ** -jnp.arange(num_candidates - 1, dtype=jnp.float32)[::-1]])
+        mun = mu / jnp.maximum(jnp.linalg.norm(mu), 1e-12)
+
+        def craft(g):
+            return jnp.where(malicious[:, None], (mu + g * p)[None, :] + noise, updates)
+
+        def objective(g):
+            agg, rep = aggregator(craft(g))
+            sw = jnp.where(jnp.isfinite(rep["score_weight"]), rep["score_weight"], 0.0)
+            sl = jnp.where(jnp.isfinite(rep["score_latent"]), rep["score_latent"], 0.0)
+            over = jnp.sum(jnp.where(malicious, jnp.maximum(sw - tau_weight, 0.0) + jnp.maximum(sl - tau_latent, 0.0),
+                                     0.0))
+            return -jnp.dot(agg, mun) - penalty * over * jnp.linalg.norm(mu)
+
+        vals = jax.lax.map(objective, gammas)
+        return craft(gammas[jnp.argmax(vals)])
+
+    return attack

@@ -148,3 +148,31 @@ def test_in_graph_aggregator_matches_host_selection():
     assert not np.asarray(rep_c["flags"]).any() and bool(rep_c["constant"])
     with pytest.raises(PoisonJaxInputError, match="at least 5"):
         wd.weidetect_aggregator(x[:3], scores=jnp.ones(3))
+
+
+# ------------------------------------------------------------------------------ study (quick) ---
+
+def test_study_weidetect_keeps_target_recall_under_targeted_flipping(tmp_path):
+    from configs.weidetect import get_config
+    from experiments.weidetect import run
+    c = get_config("quick")
+    c.attacks = ("targeted_label_flip",)
+    c.aggregators = ("fedavg", "weidetect")
+    res = run(c, tmp_path)
+    cells = res["results"]["binary"]["targeted_label_flip"]
+    w, f = cells["weidetect"], cells["fedavg"]
+    assert w["target_recall"] > f["target_recall"] + 0.02, (w["target_recall"], f["target_recall"])
+    assert w["detection_recall"] >= 0.7 and w["detection_precision"] >= 0.7, w
+    assert (tmp_path / "scores_binary_targeted_label_flip.png").exists() and (tmp_path / "report.md").exists()
+
+
+def test_study_validation_missing_class_is_a_clear_error(tmp_path):
+    from configs.weidetect import get_config
+    from experiments.weidetect import run
+    c = get_config("quick")
+    c.framings = ("5class",)
+    c.val_per_class = 0  # an empty validation set has none of the classes macro-F1 needs
+    c.attacks = ("label_flip",)
+    c.aggregators = ("weidetect",)
+    with pytest.raises(PoisonJaxInputError, match="validation set"):
+        run(c, tmp_path)
