@@ -175,6 +175,7 @@ class FLSimulation:
     mesh: Any
     num_classes: int
     eval_batch: Optional[int] = None
+    weight_by_size: bool = False
 
     # -- helpers ---------------------------------------------------------------------------------
     def clients_per_round(self, num_clients: int) -> int:
@@ -265,13 +266,16 @@ class FLSimulation:
         ctx = RoundContext(st.params, lambda v: unflatten_like(v, like), self.model.apply, self.model.features,
                            data.x_aux, data.y_aux, root, ids, st.round, self.num_classes)
 
+        akw = {"weights": jnp.sum(data.mask[ids], axis=1)} if self.weight_by_size else {}
+
         def agg_call(u):
-            a, _, r = self.aggregator.fn(u, st.agg_state, k_agg, context=ctx, nan_policy="exclude")
+            a, _, r = self.aggregator.fn(u, st.agg_state, k_agg, context=ctx, nan_policy="exclude", **akw)
             return a, r
 
         if self.model_attack is not None:
             updates = self.model_attack(updates, mal, k_attack, context=ctx, aggregator=agg_call)
-        agg, agg_state, report = self.aggregator.fn(updates, st.agg_state, k_agg, context=ctx, nan_policy="exclude")
+        agg, agg_state, report = self.aggregator.fn(updates, st.agg_state, k_agg, context=ctx, nan_policy="exclude",
+                                                    **akw)
         g = jax.tree.map(jnp.negative, unflatten_like(agg, like))
         upd, sos = self.server_optimizer.update(g, st.server_opt_state, st.params)
         params = optax.apply_updates(st.params, upd)
@@ -304,7 +308,8 @@ def build_simulation(model: ModelFns, aggregator: Union[str, aggs.Aggregator, Ca
                      aggregator_kwargs: Optional[dict] = None, client_fraction: float = 1.0,
                      local_epochs: int = 1, batch_size: int = 8, local_lr: float = 0.1, local_momentum: float = 0.0,
                      server_optimizer: str = "fedavg", server_lr: float = 1.0, server_momentum: float = 0.9,
-                     client_chunk_size: Optional[int] = None, mesh=None, num_classes: int = 10) -> FLSimulation:
+                     client_chunk_size: Optional[int] = None, mesh=None, num_classes: int = 10,
+                     weight_by_size: bool = False) -> FLSimulation:
     """Configure a simulation.
 
     Args:
@@ -321,6 +326,10 @@ def build_simulation(model: ModelFns, aggregator: Union[str, aggs.Aggregator, Ca
       server_optimizer: ``"fedavg"`` | ``"fedavgm"`` | ``"fedadam"``; ``server_lr``, ``server_momentum``.
       client_chunk_size: train at most this many clients at a time (memory bound; same result).
       mesh: device mesh for the client axis (default: all devices).
+      num_classes: classes of the task (for defenses that score per class).
+      weight_by_size: pass each client's example count as ``weights`` to the aggregator (McMahan et
+        al.'s :math:`n_k/n` weighting for FedAvg/RFA). Default False: uniform weights, the usual choice in
+        Byzantine-robust FL evaluations where client-reported sizes cannot be trusted.
     """
     client_fraction = check_fraction("client_fraction", client_fraction)
     local_epochs = check_positive_int("local_epochs", local_epochs)
@@ -341,7 +350,7 @@ def build_simulation(model: ModelFns, aggregator: Union[str, aggs.Aggregator, Ca
     local_opt = optax.sgd(local_lr, momentum=local_momentum or None)
     return FLSimulation(model, aggregator, model_attack, client_fraction, local_epochs, batch_size, local_opt,
                         _server_optimizer(server_optimizer, server_lr, server_momentum), client_chunk_size,
-                        mesh, num_classes)
+                        mesh, num_classes, None, bool(weight_by_size))
 
 
 def validate_data(data: FederatedData) -> None:
