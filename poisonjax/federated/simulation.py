@@ -296,6 +296,8 @@ class FLSimulation:
         return self.server_round(st, data, *self.train_round(st, data))
 
     def metrics(self, st: FLState, data: FederatedData) -> Dict[str, jax.Array]:
+        """The last round's metrics (scalars): test_accuracy, [backdoor_asr], train_loss (benign mean),
+        update_norm, tp/fp/fn/tn of the aggregator's flags, num_malicious, num_flagged, num_nonfinite."""
         return st.metrics
 
     def as_attack_optimizer(self) -> AttackOptimizer:
