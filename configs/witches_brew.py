@@ -18,15 +18,16 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.n_train = 0                 # 0 = all (mnist/cifar10 stratified subsets)
     c.n_test = 500
     c.model = "small_cnn"         # small_cnn | small_resnet | mlp
-    c.budget = 0.04               # fraction of the training set that is poisoned
-    c.epsilon = 32 / 255
+    c.budget = 0.05               # fraction of the training set that is poisoned
+    c.epsilon = 64 / 255          # digits are 8x8 with 17 grey levels: a larger radius than CIFAR's 16/255
     c.craft_steps = 120
-    c.restarts = 2
-    c.ensemble = 1                # M surrogate models
+    c.restarts = 1
+    c.ensemble = 1                # surrogate models trained from different seeds
+    c.surrogate_checkpoints = [2, 5, 9, 12]  # epochs at which each surrogate is kept (M = ensemble x len)
     c.step_size = 0.1             # signed-Adam step, as a fraction of epsilon
     c.flip = False                # differentiable augmentation during crafting
     c.crop = 0
-    c.trials = 6                  # independent (target, adversarial class) pairs
+    c.trials = 8                  # independent (target, adversarial class) pairs
     c.victims = 2                 # victims retrained from scratch per trial
     c.train = ml_collections.ConfigDict({"epochs": 12, "batch_size": 128, "lr": 0.01})
     c.transfer = ml_collections.ConfigDict({"enabled": True, "fc_steps": 150, "fc_lr": 0.01, "fc_beta": 0.1,
@@ -43,6 +44,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.trials = 8
         c.victims = 4
         c.train.epochs = 10
+        c.surrogate_checkpoints = [2, 4, 7, 10]
     elif variant == "paper":
         c.dataset = "cifar10"
         c.n_train = 0
@@ -58,4 +60,5 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.trials = 10
         c.victims = 4
         c.train.epochs = 30
+        c.surrogate_checkpoints = [5, 10, 20, 30]
     return c

@@ -3,7 +3,9 @@
 ``run(config, workdir)``:
 
 1. loads the dataset (digits / MNIST subset / CIFAR-10 JPEG subset) and trains ``ensemble`` clean
-   surrogate classifiers (one vmap);
+   surrogate classifiers (one vmap), keeping their parameters at the epochs in
+   ``surrogate_checkpoints`` (M = ensemble x len(checkpoints) surrogates along the training
+   trajectory; :func:`poisonjax.vision.witches_brew.checkpoint_surrogates`);
 2. draws ``trials`` (target test image, adversarial class) pairs and, for each, ``budget * N``
    training images of the adversarial class as poison bases;
 3. crafts all trials' poisons at once (``restarts`` x ``ensemble`` vmapped, trials vmapped) through
@@ -29,7 +31,7 @@ import optax
 from poisonjax.core import gradient_matching as gm
 from poisonjax.core import reporting
 from poisonjax.core.ensemble import mean_std
-from poisonjax.core.training import accuracy, softmax_cross_entropy_loss, train_ensemble
+from poisonjax.core.training import accuracy, softmax_cross_entropy_loss
 from poisonjax.data.images import load_image_dataset
 from poisonjax.vision import witches_brew as wb
 from poisonjax.vision.models import make_classifier
@@ -82,9 +84,11 @@ def run(config, workdir) -> dict:
 
     # 1. surrogates
     t0 = time.perf_counter()
-    train = jax.jit(lambda ks: train_ensemble(init_fn, softmax_cross_entropy_loss(model.apply), opt,
-                                              {"x": xtr, "y": ytr}, ks, epochs=ep, batch_size=bs).params)
-    sur = train(jax.random.split(k_sur, config.ensemble))
+    cps = list(config.surrogate_checkpoints) or [ep]
+    train = jax.jit(lambda k: wb.checkpoint_surrogates(init_fn, softmax_cross_entropy_loss(model.apply), opt,
+                                                       {"x": xtr, "y": ytr}, k, checkpoints=cps, batch_size=bs,
+                                                       members=config.ensemble))
+    sur = train(k_sur)
     sur_acc = np.asarray(jax.vmap(lambda p: accuracy(model.apply(p, xte), yte))(sur))
     surrogate_seconds = time.perf_counter() - t0
 
@@ -129,7 +133,7 @@ def run(config, workdir) -> dict:
     if config.transfer.enabled:
         from poisonjax.core.ensemble import index
         from poisonjax.core.runner import run as run_attack
-        p0 = index(sur, 0)
+        p0 = index(sur, len(cps) - 1)  # the fully trained surrogate
         feat = lambda x: model.apply(p0, x, return_features=True)
         fc = wb.feature_collision_attack(feat, beta=config.transfer.fc_beta, lr=config.transfer.fc_lr)
         t2 = time.perf_counter()

@@ -75,7 +75,7 @@ def cosine_alignment_loss(g_poison: PyTree, g_target: PyTree) -> jax.Array:
     return strict_alignment_loss(g_poison, g_target, 0.0)
 
 
-def strict_alignment_loss(g_poison: PyTree, g_target: PyTree, alpha) -> jax.Array:
+def strict_alignment_loss(g_poison: PyTree, g_target: PyTree, alpha, normalize: bool = False) -> jax.Array:
     r"""PADHASH's strict gradient-matching loss (Li et al., TMM 2025, Eq. for :math:`\mathcal L_{sgm}`):
 
     .. math:: (1-\alpha)\Big(1 - \frac{\langle G_p, G_v\rangle}{\|G_p\|\|G_v\|}\Big)
@@ -83,12 +83,20 @@ def strict_alignment_loss(g_poison: PyTree, g_target: PyTree, alpha) -> jax.Arra
 
     ``alpha = 0`` is Witches' Brew's cosine loss; the paper uses ``alpha`` in [0.05, 0.3].
     Norms and inner products are over all parameters; a tiny constant guards the divisions.
+
+    The magnitude term scales like :math:`1/\|G\|`, so with small models (small gradients) it
+    swamps the cosine term for any ``alpha`` in the paper's range. ``normalize=True`` multiplies it
+    by the constant :math:`\|G_v\|` (gradient stopped: ``g_target`` is fixed while crafting), i.e.
+    :math:`\alpha\|G_p - G_v\| / \|G_p\|`: the paper's loss with ``alpha`` re-weighted by a
+    per-surrogate constant, invariant to the gradients' overall scale.
     """
     pn = tree_norm(g_poison)
     tn = tree_norm(g_target)
     cos = _tree_vdot(g_poison, g_target) / jnp.maximum(pn * tn, 1e-20)
     diff = tree_norm(jax.tree.map(jnp.subtract, g_poison, g_target))
     strict = diff / jnp.maximum(pn * tn, 1e-20)
+    if normalize:
+        strict = strict * jax.lax.stop_gradient(tn)
     return (1.0 - alpha) * (1.0 - cos) + alpha * strict
 
 
@@ -172,7 +180,8 @@ def target_gradients(loss_fns, surrogate_params, target_images, target_labels):
 
 
 def alignment_objective(loss_fns, surrogate_params, target_grads, poisons, labels, alpha,
-                        key: Optional[jax.Array] = None, *, flip: bool = False, crop: int = 0) -> jax.Array:
+                        key: Optional[jax.Array] = None, *, flip: bool = False, crop: int = 0,
+                        normalize: bool = False) -> jax.Array:
     r"""Mean over all surrogates of :func:`strict_alignment_loss` between :math:`G_p` at ``poisons``
     ``[P, H, W, C]`` (augmented with ``key`` if given) and the precomputed ``target_grads``."""
     fns, groups = _as_groups(loss_fns, surrogate_params)
@@ -180,7 +189,7 @@ def alignment_objective(loss_fns, surrogate_params, target_grads, poisons, label
         poisons = augment(key, poisons, flip=flip, crop=crop)
     total, count = 0.0, 0
     for f, g, tg in zip(fns, groups, target_grads):
-        per_m = jax.vmap(lambda p, t, f=f: strict_alignment_loss(_mean_loss_grad(f, p, poisons, labels), t, alpha))(g, tg)
+        per_m = jax.vmap(lambda p, t, f=f: strict_alignment_loss(_mean_loss_grad(f, p, poisons, labels), t, alpha, normalize))(g, tg)
         total = total + per_m.sum()
         count += per_m.shape[0]
     return total / count
@@ -189,7 +198,8 @@ def alignment_objective(loss_fns, surrogate_params, target_grads, poisons, label
 def gradient_matching_attack(loss_fns: Union[PerExampleLoss, Sequence[PerExampleLoss]], *, steps: int,
                              restarts: int = 1, alpha: float = 0.0, step_size: float = 0.1,
                              flip: bool = False, crop: int = 0, init_scale: float = 1.0,
-                             b1: float = 0.9, b2: float = 0.999, schedule: bool = True) -> AttackOptimizer:
+                             b1: float = 0.9, b2: float = 0.999, schedule: bool = True,
+                             normalize_strict: bool = False) -> AttackOptimizer:
     r"""Gradient-matching crafting as an :class:`AttackOptimizer` (Witches' Brew; PADHASH with ``alpha > 0``).
 
     One step, for every restart ``r`` (vmapped) and averaged over the ``M`` surrogates (vmapped):
@@ -212,6 +222,7 @@ def gradient_matching_attack(loss_fns: Union[PerExampleLoss, Sequence[PerExample
       alpha: weight of the strict magnitude term (0 = Witches' Brew).
       step_size: Adam step size as a fraction of ``eps``.
       flip, crop: differentiable augmentation of the poisons at every step (see :func:`augment`).
+      normalize_strict: scale-free magnitude term (see :func:`strict_alignment_loss`).
 
     Returns:
       ``AttackOptimizer(init, step, metrics)`` over :class:`GradientMatchingProblem` and
@@ -244,7 +255,8 @@ def gradient_matching_attack(loss_fns: Union[PerExampleLoss, Sequence[PerExample
         def obj(delta, k):
             x = problem.base_images + delta
             return alignment_objective(loss_fns, problem.surrogate_params, state.target_grads, x,
-                                       problem.base_labels, alpha, k, flip=flip, crop=crop)
+                                       problem.base_labels, alpha, k, flip=flip, crop=crop,
+                                       normalize=normalize_strict)
 
         loss, g = jax.vmap(jax.value_and_grad(obj))(state.delta, rkeys)
         g = jnp.sign(g)
@@ -263,15 +275,18 @@ def gradient_matching_attack(loss_fns: Union[PerExampleLoss, Sequence[PerExample
     return AttackOptimizer(init, step, metrics)
 
 
-def restart_losses(loss_fns, state: GradientMatchingState, problem: GradientMatchingProblem, alpha=0.0) -> jax.Array:
+def restart_losses(loss_fns, state: GradientMatchingState, problem: GradientMatchingProblem, alpha=0.0,
+                   normalize: bool = False) -> jax.Array:
     """Augmentation-free alignment loss ``[R]`` of every restart in ``state``."""
     return jax.vmap(lambda d: alignment_objective(loss_fns, problem.surrogate_params, state.target_grads,
-                                                  problem.base_images + d, problem.base_labels, alpha))(state.delta)
+                                                  problem.base_images + d, problem.base_labels, alpha,
+                                                  normalize=normalize))(state.delta)
 
 
-def select_best(loss_fns, state: GradientMatchingState, problem: GradientMatchingProblem, alpha=0.0):
+def select_best(loss_fns, state: GradientMatchingState, problem: GradientMatchingProblem, alpha=0.0,
+                normalize: bool = False):
     """``(delta [P,H,W,C], best_index, losses [R])``: the restart with the lowest alignment loss."""
-    losses = restart_losses(loss_fns, state, problem, alpha)
+    losses = restart_losses(loss_fns, state, problem, alpha, normalize)
     i = jnp.argmin(losses)
     return state.delta[i], i, losses
 
@@ -314,7 +329,7 @@ class CraftResult(NamedTuple):
 def craft(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Array, restarts: int = 1,
           alpha: float = 0.0, step_size: float = 0.1, flip: bool = False, crop: int = 0,
           trials: bool = False, workdir=None, chunk_size: int = 25, progress: bool = True, config=None,
-          desc: str = "gradient matching") -> CraftResult:
+          desc: str = "gradient matching", normalize_strict: bool = False) -> CraftResult:
     """Craft poisons with :func:`gradient_matching_attack` through :func:`poisonjax.core.runner.run`
     (resumable from ``workdir``), then pick the best restart with :func:`select_best`.
 
@@ -326,12 +341,12 @@ def craft(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Ar
     validate_problem(problem, trials=trials)
     t0 = time.perf_counter()
     attack = gradient_matching_attack(loss_fns, steps=steps, restarts=restarts, alpha=alpha,
-                                      step_size=step_size, flip=flip, crop=crop)
+                                      step_size=step_size, flip=flip, crop=crop, normalize_strict=normalize_strict)
     if trials:
         attack = batch_over_trials(attack)
     res = run_attack(attack, problem, steps, workdir, key=key, chunk_size=min(chunk_size, steps),
                      config=config, progress=progress, desc=desc)
-    sel = lambda s, p: select_best(loss_fns, s, p, alpha)
+    sel = lambda s, p: select_best(loss_fns, s, p, alpha, normalize_strict)
     if trials:
         sel = jax.vmap(sel, in_axes=(0, TRIAL_AXES))
     delta, i, losses = jax.jit(sel)(res.state, problem)

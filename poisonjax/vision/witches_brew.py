@@ -198,3 +198,34 @@ def transfer_success(features_train, y_train, keys, *, poison_index, poison_feat
 
     return jax.vmap(one)(keys, jnp.asarray(poison_index), jnp.asarray(poison_features),
                          jnp.asarray(target_features), jnp.asarray(adv_label))
+
+
+def checkpoint_surrogates(init_fn: Callable, per_example_loss: Callable, optimizer, data, key, *,
+                          checkpoints: Sequence[int], batch_size: int, members: int = 1):
+    r"""Surrogates along training: ``members`` models trained from scratch (vmapped over seeds), with
+    their parameters saved after each epoch count in ``checkpoints`` (increasing), stacked as
+    ``[members * len(checkpoints), ...]`` (member-major).
+
+    Matching the adversarial gradient at several points of the training trajectory, rather than only
+    at the final model, makes the poisons work on victims retrained from scratch (the gradient
+    alignment then holds along the victim's trajectory, as in MetaPoison's and Witches' Brew's
+    ensembles). Each segment continues from the previous parameters with a fresh optimiser state.
+    """
+    from poisonjax.core.training import train_minibatch
+    cps = [int(c) for c in checkpoints]
+    if not cps or any(b <= a for a, b in zip(cps, cps[1:])) or cps[0] <= 0:
+        raise PoisonJaxInputError(f"checkpoints must be increasing positive epoch counts, got {list(checkpoints)}")
+
+    def one(k):
+        k0, k1 = jax.random.split(k)
+        p = init_fn(k0)
+        out, prev = [], 0
+        for i, c in enumerate(cps):
+            p = train_minibatch(per_example_loss, p, optimizer, data, jax.random.fold_in(k1, i),
+                                epochs=c - prev, batch_size=batch_size).params
+            out.append(p)
+            prev = c
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *out)
+
+    stacked = jax.vmap(one)(jax.random.split(key, members))
+    return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stacked)

@@ -1,0 +1,203 @@
+"""Witches' Brew crafting: poisonjax (JAX) vs ART's GradientMatchingAttack (PyTorch), side by side.
+
+Same data (scikit-learn digits, 1,500 train), same architecture (the 2-conv SmallCNN, with the *same*
+surrogate weights: trained once in JAX and copied into the PyTorch model), same budget (5% = 75
+poisons), epsilon, number of crafting iterations and restarts. Reports per-target crafting time and
+the success rate over victims retrained from scratch (the same JAX victim trainer for both poison
+sets), and the ratios. Also: throughput of one vmapped M x R (ensemble x restarts) computation vs
+M*R sequential runs.
+
+Setup (once): ART in its own venv (see shared/PEERS.md)::
+
+    python3 -m venv benchmarks/.venvs/art
+    benchmarks/.venvs/art/bin/pip install torch==2.13.0
+    benchmarks/.venvs/art/bin/pip install adversarial-robustness-toolbox scikit-learn packaging
+
+Run::
+
+    POISONJAX_DATA=... python benchmarks/gradient_matching_vs_art.py [--targets 4] [--steps 100] [--eps 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from poisonjax.core import gradient_matching as gm  # noqa: E402
+from poisonjax.core.training import accuracy, softmax_cross_entropy_loss, train_ensemble  # noqa: E402
+from poisonjax.vision import witches_brew as wb  # noqa: E402
+from poisonjax.vision.models import FastSmallCNN  # noqa: E402
+
+ART_PY = ROOT / "benchmarks" / ".venvs" / "art" / "bin" / "python"
+
+
+def digits_1500(seed=0):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[..., None]
+    xtr, xte, ytr, yte = train_test_split(x, d.target.astype(np.int32), train_size=1500, random_state=seed,
+                                          stratify=d.target)
+    return xtr, ytr, xte, yte
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--targets", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--eps", type=float, default=16.0, help="epsilon in /255 units")
+    ap.add_argument("--budget", type=float, default=0.05)
+    ap.add_argument("--restarts", type=int, default=1)
+    ap.add_argument("--victims", type=int, default=4, help="victims retrained per target and method")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--ensemble-m", type=int, default=2)
+    ap.add_argument("--ensemble-r", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-art", action="store_true")
+    args = ap.parse_args()
+    eps = args.eps / 255
+    key = jax.random.PRNGKey(args.seed)
+    k_sur, k_tr, k_p, k_c, k_v = jax.random.split(key, 5)
+
+    xtr, ytr, xte, yte = digits_1500(args.seed)
+    model = FastSmallCNN(10)
+    init_fn = lambda k: model.init(k, jnp.zeros((1, 8, 8, 1)))
+    opt = optax.adam(0.01)
+    train = jax.jit(lambda ks: train_ensemble(init_fn, softmax_cross_entropy_loss(model.apply), opt,
+                                              {"x": jnp.asarray(xtr), "y": jnp.asarray(ytr)}, ks,
+                                              epochs=args.epochs, batch_size=128).params)
+    sur_all = train(jax.random.split(k_sur, max(args.ensemble_m, 1)))
+    sur = jax.tree.map(lambda a: a[:1], sur_all)
+    print(f"surrogate test accuracy {float(accuracy(model.apply(jax.tree.map(lambda a: a[0], sur), xte), yte)):.3f}")
+    ti, adv = wb.choose_trials(k_tr, yte, 10, args.targets)
+    loss_fn = wb.cross_entropy(model.apply)
+
+    # ---------------- ours: one target at a time (as ART), compiled once
+    problems = []
+    for t in range(args.targets):
+        pr, pidx = wb.witches_brew_problem(sur, xtr, ytr, xte, yte, 10, target_indices=ti[t:t + 1], adv_classes=adv[t:t + 1],
+                                           budget=args.budget, eps=eps, key=jax.random.fold_in(k_p, t))
+        problems.append((jax.tree.map(lambda a: a[0] if a.ndim > 0 else a, pr._replace(surrogate_params=None)), pidx[0]))
+    attack = gm.gradient_matching_attack(loss_fn, steps=args.steps, restarts=args.restarts)
+    from poisonjax.core.runner import make_chunk_fn
+    chunk = make_chunk_fn(attack, args.steps)
+    init = jax.jit(attack.init)
+    sel = jax.jit(lambda s, p: gm.select_best(loss_fn, s, p)[0])
+
+    def craft_one(t):
+        pr = problems[t][0]._replace(surrogate_params=sur)
+        st = init(jax.random.fold_in(k_c, t), pr)
+        st, _, _ = chunk(st, pr, jnp.int32(args.steps))
+        return sel(st, pr)
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(craft_one(0))
+    first = time.perf_counter() - t0
+    ours_s, ours_delta = [], []
+    for t in range(args.targets):
+        t0 = time.perf_counter()
+        d = jax.block_until_ready(craft_one(t))
+        ours_s.append(time.perf_counter() - t0)
+        ours_delta.append(np.asarray(d))
+    ours_idx = np.stack([p[1] for p in problems])
+    print(f"poisonjax: first call (incl. compile) {first:.2f}s, per target {np.mean(ours_s):.3f}s")
+
+    # ---------------- ART
+    art = None
+    if not args.skip_art:
+        if not ART_PY.exists():
+            sys.exit(f"ART venv missing at {ART_PY}; see this file's docstring for the setup")
+        with tempfile.TemporaryDirectory() as tmp:
+            inp, out = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+            w = {}
+            for layer, leaves in jax.tree.map(lambda a: np.asarray(a[0]), sur)["params"].items():
+                for name, val in leaves.items():
+                    w[f"w:{layer}/{name}"] = val
+            np.savez(inp, x_train=xtr, y_train=ytr, targets=xte[ti], adv=adv, **w)
+            Path(inp + ".json").write_text(json.dumps({"steps": args.steps, "eps": eps, "budget": args.budget,
+                                                       "restarts": args.restarts, "batch_size": 128,
+                                                       "seed": args.seed, "threads": os.cpu_count()}))
+            t0 = time.perf_counter()
+            subprocess.run([str(ART_PY), str(ROOT / "benchmarks" / "_art_worker.py"), inp, out], check=True)
+            wall = time.perf_counter() - t0
+            r = np.load(out)
+            jl = np.asarray(model.apply(jax.tree.map(lambda a: a[0], sur), xte[ti]))
+            art = {"seconds": r["seconds"], "poisoned": r["poisoned"], "idx": r["poison_indices"],
+                   "versions": [str(v) for v in r["versions"]], "wall": wall,
+                   "logit_max_abs_diff": float(np.abs(r["logits"] - jl).max())}
+        print(f"ART {art['versions'][0]} (torch {art['versions'][1]}): per target {np.mean(art['seconds']):.2f}s "
+              f"(logits match JAX to {art['logit_max_abs_diff']:.1e})")
+
+    # ---------------- success over retrained victims (same JAX trainer for both poison sets)
+    K, T = args.victims, args.targets
+    rep = lambda a: np.repeat(np.asarray(a), K, 0)
+    vkeys = jax.random.split(k_v, T * K)
+    vs = jax.jit(lambda keys, pi, pd, tx, al: gm.victim_success(
+        init_fn, model.apply, opt, jnp.asarray(xtr), jnp.asarray(ytr), keys, epochs=args.epochs, batch_size=128,
+        poison_index=pi, poison_delta=pd, target_x=tx, adv_label=al))
+    rates = {}
+    sets = {"none": (ours_idx, np.zeros_like(np.stack(ours_delta))), "poisonjax": (ours_idx, np.stack(ours_delta))}
+    if art is not None:
+        p = art["idx"].shape[1]
+        ad = np.zeros((T, p) + xtr.shape[1:], np.float32)
+        for t in range(T):
+            ok = art["idx"][t] >= 0
+            ad[t, ok] = art["poisoned"][t][art["idx"][t][ok]] - xtr[art["idx"][t][ok]]
+        sets["art"] = (art["idx"], ad)
+    for name, (pi, pd) in sets.items():
+        o = vs(vkeys, rep(pi), rep(pd), rep(xte[ti]), rep(adv))
+        rates[name] = (float(np.mean(o["success"])), float(np.mean(o["target_prob"])))
+        print(f"success over {T}x{K} retrained victims, {name}: {rates[name][0]:.3f} "
+              f"(mean adv-class prob {rates[name][1]:.3f})")
+
+    # ---------------- ensemble x restarts: vmapped vs sequential
+    M, R = args.ensemble_m, args.ensemble_r
+    pr0 = problems[0][0]
+    big = gm.gradient_matching_attack(loss_fn, steps=args.steps, restarts=R)
+    one = gm.gradient_matching_attack(loss_fn, steps=args.steps, restarts=1)
+    ch_big, ch_one = make_chunk_fn(big, args.steps), make_chunk_fn(one, args.steps)
+    ib, io = jax.jit(big.init), jax.jit(one.init)
+    prb = pr0._replace(surrogate_params=sur_all)
+    run_big = lambda: ch_big(ib(k_c, prb), prb, jnp.int32(args.steps))[0].delta
+    singles = [pr0._replace(surrogate_params=jax.tree.map(lambda a: a[m:m + 1], sur_all)) for m in range(M)]
+    run_one = lambda m, r: ch_one(io(jax.random.fold_in(k_c, r), singles[m]), singles[m], jnp.int32(args.steps))[0].delta
+    jax.block_until_ready(run_big())
+    jax.block_until_ready(run_one(0, 0))
+    t_vm = gm.sequential_equivalent_seconds(run_big)
+    t0 = time.perf_counter()
+    for m in range(M):
+        for r in range(R):
+            jax.block_until_ready(run_one(m, r))
+    t_seq = time.perf_counter() - t0
+    print(f"M={M} x R={R}: one vmapped computation {t_vm:.2f}s vs {M * R} sequential runs {t_seq:.2f}s "
+          f"({t_seq / t_vm:.2f}x)")
+
+    summary = {"devices": str(jax.devices()), "jax": jax.__version__, "targets": T, "steps": args.steps,
+               "eps": eps, "budget": args.budget, "n_poisons": int(ours_idx.shape[1]),
+               "poisonjax_seconds_per_target": float(np.mean(ours_s)), "poisonjax_first_call_seconds": first,
+               "success": {k: v[0] for k, v in rates.items()},
+               "ensemble_vmapped_seconds": t_vm, "ensemble_sequential_seconds": t_seq}
+    if art is not None:
+        summary.update({"art_versions": art["versions"], "art_seconds_per_target": float(np.mean(art["seconds"])),
+                        "speedup_vs_art": float(np.mean(art["seconds"]) / np.mean(ours_s)),
+                        "speedup_vs_art_incl_compile": float(np.sum(art["seconds"]) / (first + np.sum(ours_s[1:])))})
+        print(f"crafting speedup vs ART: {summary['speedup_vs_art']:.1f}x per target "
+              f"({summary['speedup_vs_art_incl_compile']:.1f}x counting our compilation)")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

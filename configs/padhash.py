@@ -1,0 +1,85 @@
+"""PADHASH (Li et al., IEEE TMM 2025): clean-label gradient-matching poisoning of deep hashing.
+
+Variants: ``quick`` (digits, 16-bit CSQ on the small CNN, a few minutes on a laptop CPU),
+``mnist`` (MNIST subset), ``paper`` (CIFAR-10 JPEG subset, 32-bit CSQ and DPN on the small ResNet,
+eps 16/255, under 1% poisons, gray-box 10%/20% surrogates, black-box ensemble, transfer matrix).
+"""
+import ml_collections
+
+VARIANTS = ("quick", "mnist", "paper")
+
+
+def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} for padhash; valid variants: {list(VARIANTS)}")
+    c = ml_collections.ConfigDict()
+    c.variant = variant
+    c.seed = 0
+    c.dataset = "digits"
+    c.n_train = 0
+    c.n_test = 500
+    c.method = "csq"                 # victim hashing loss: csq | dpn
+    c.backbone = "small_cnn"         # victim (and gray-box surrogate) backbone
+    c.bits = 16
+    c.centers = "auto"               # auto | hadamard | bernoulli
+    c.budget = 0.05                  # fraction of the training set poisoned (all from the target class)
+    c.epsilon = 64 / 255             # digits are 8x8 with 17 grey levels (CIFAR-10: 16/255)
+    c.alpha = 0.1                    # strict-loss weight (0 = Witches' Brew)
+    c.normalize_strict = True        # magnitude term times ||G_v|| (scale-free; False = the paper's formula verbatim)
+    c.craft_steps = 150
+    c.restarts = 1
+    c.step_size = 0.1
+    c.flip = False
+    c.crop = 0
+    c.surrogate_fraction = 0.2       # gray-box surrogate: share of the training data it saw
+    c.surrogate_members = 1          # surrogates per architecture (different seeds)
+    c.surrogate_checkpoints = [2, 5, 9, 15]  # kept along training (full-data epochs); M = members x len
+    c.triggers = 6
+    c.victims = 1                    # victims retrained per trigger
+    c.queries = 200                  # ordinary queries for mAP
+    c.topk = 40
+    c.threshold = 0.3
+    c.train = ml_collections.ConfigDict({"epochs": 15, "batch_size": 128, "lr": 0.01})
+    # extra studies (off in quick tests, on in the paper variant)
+    c.gray_box_fractions = [0.1, 0.2]
+    c.blackbox_backbones = ["small_resnet", "mlp"]
+    c.run_settings = True            # gray-box 10%/20% and black-box, WB vs PADHASH
+    c.transfer_victims = ["small_resnet:16", "small_cnn:32"]   # backbone:bits
+    c.run_transfer = True
+    c.budget_sweep = [0.02, 0.05, 0.08]
+    c.run_budget_sweep = True
+    if variant == "mnist":
+        c.dataset = "mnist"
+        c.n_train = 2000
+        c.n_test = 500
+        c.budget = 0.01
+        c.bits = 32
+        c.triggers = 8
+        c.victims = 2
+        c.train.epochs = 10
+        c.surrogate_checkpoints = [2, 4, 7, 10]
+        c.transfer_victims = ["small_resnet:32", "small_cnn:64"]
+        c.budget_sweep = [0.005, 0.01, 0.02]
+    elif variant == "paper":
+        c.dataset = "cifar10"
+        c.n_train = 0
+        c.n_test = 1000
+        c.backbone = "small_resnet"
+        c.bits = 32
+        c.budget = 0.005             # 10 poisons of 2,000 (paper: 100 of 50,000 = 0.25%... 1%)
+        c.epsilon = 16 / 255
+        c.craft_steps = 250
+        c.restarts = 4
+        c.flip = True
+        c.crop = 2
+        c.surrogate_fraction = 0.1
+        c.surrogate_members = 2
+        c.triggers = 10
+        c.victims = 2
+        c.queries = 500
+        c.train.epochs = 30
+        c.surrogate_checkpoints = [5, 10, 20, 30]
+        c.blackbox_backbones = ["small_cnn", "mlp"]
+        c.transfer_victims = ["small_cnn:32", "small_resnet:64"]
+        c.budget_sweep = [0.0025, 0.005, 0.01]
+    return c

@@ -1,0 +1,50 @@
+"""PADHASH quick study: beats no attack and matches/beats Witches' Brew on ASR; mAP stays put."""
+import json
+
+import numpy as np
+import pytest
+
+from configs.padhash import get_config
+from experiments.padhash import run
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("padhash")
+    cfg = get_config("quick")
+    cfg.run_settings = False
+    cfg.run_transfer = False
+    cfg.run_budget_sweep = False
+    return cfg, run(cfg, wd), wd
+
+
+def test_padhash_beats_no_attack_and_witches_brew(study):
+    _, res, _ = study
+    asr, tmap = res["asr"], res["t_map"]
+    assert asr["padhash"] > asr["none"]
+    assert asr["padhash"] >= asr["witches_brew"]
+    assert tmap["padhash"] > tmap["none"]
+    # stealth: mAP of ordinary queries within a few points
+    assert abs(res["map_poisoned"] - res["map_clean"]) < 0.05
+
+
+def test_padhash_outputs(study):
+    cfg, res, wd = study
+    saved = json.loads((wd / "results.json").read_text())
+    for k in ("asr", "t_map"):
+        assert set(saved[k]) == {"none", "witches_brew", "padhash"}
+    for k in ("map_clean", "map_poisoned", "transfer"):
+        assert k in saved
+    assert np.asarray(saved["transfer"]["asr"]).ndim == 2
+    assert res["max_linf"] <= cfg.epsilon + 1e-6
+    assert (wd / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_padhash_full_quick_variant(tmp_path):
+    """Every part of the quick variant: settings, transfer matrix and the ASR-vs-budget plot."""
+    res = run(get_config("quick"), tmp_path)
+    assert (tmp_path / "asr_vs_budget.png").exists()
+    tr = res["transfer"]
+    assert np.asarray(tr["asr"]).shape == (len(tr["rows"]), len(tr["columns"]))
+    assert set(res["settings"]) >= {"gray_box_0.1", "gray_box_0.2", "black_box"}
