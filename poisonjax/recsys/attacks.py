@@ -208,7 +208,8 @@ def surrogate_generate(sur: Surrogate, target: int, num_fake: int, length: int, 
                        objective: str = "dual", diversity: bool = True, alpha: float = 1.0,
                        beta_utility: float = 1.0, target_bonus: float = 100.0, max_target_share: float = 0.25,
                        within_penalty: float = 1.0, global_penalty: float = 0.5, max_item_share: float = 0.1,
-                       num_candidates: int = 64, temperature: float = 1.0, tau: float = 0.1, beta: float = 1.0):
+                       num_candidates: int = 64, temperature: float = 1.0, tau: float = 0.1, beta: float = 1.0,
+                       persona_weight: float = 0.0):
     """DDSP-style generation (module doc) -- one jit-compiled ``lax.scan`` over positions, vmapped
     over all ``num_fake`` fake users with shared usage counts.
 
@@ -224,39 +225,48 @@ def surrogate_generate(sur: Surrogate, target: int, num_fake: int, length: int, 
     return _surrogate_generate_jit(sur.model, sur.max_len, num_fake, length, objective, bool(diversity),
                                    num_candidates, sur.params, sur.E, sur.H, sur.preferred, target, key,
                                    alpha, beta_utility, target_bonus, max_target_share, within_penalty,
-                                   global_penalty, max_item_share, temperature, tau, beta)
+                                   global_penalty, max_item_share, temperature, tau, beta, persona_weight)
 
 
 def _surrogate_generate_impl(model, max_len, S, T, objective, diversity, num_candidates, params, E, H, preferred,
                              target, key, alpha, beta_utility, target_bonus, max_target_share, within_penalty,
-                             global_penalty, max_item_share, temperature, tau, beta):
+                             global_penalty, max_item_share, temperature, tau, beta, persona_weight):
     V1 = E.shape[0]
     sur = Surrogate(model, params, E, H, preferred, max_len)
     k_p, k_f, k_g = jax.random.split(key, 3)
     personas = jax.random.randint(k_p, (S,), 0, H.shape[0])
-    G = target_directions(sur, target, personas, objective, tau, beta)          # [S, d]
-    En = E / jnp.maximum(jnp.linalg.norm(E, axis=-1, keepdims=True), 1e-8)
+    unit = lambda a: a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
+    pop_users = jnp.arange(min(H.shape[0], 4096))                   # population direction (mean over users)
+    g_pop = unit(target_directions(sur, target, pop_users, objective, tau, beta).mean(0))
+    G = unit((1.0 - persona_weight) * g_pop[None] +
+             persona_weight * unit(target_directions(sur, target, personas, objective, tau, beta)))  # [S, d]
+    # context representation after a single item v: where training on "v -> target" moves e_t
+    single = jnp.zeros((V1, max_len), jnp.int32).at[:, -1].set(jnp.arange(V1))
+    Hv = model.apply(params, single, True)[:, -1]
+    Hv = Hv / jnp.maximum(jnp.linalg.norm(Hv, axis=-1, keepdims=True), 1e-8)  # [V+1, d]
     is_t = jnp.arange(V1) == target
 
     def score_fn(prefix, t, k, g):
         h = last_hidden(model, params, _window(prefix, t, max_len)[None])[0]
         logp = jax.nn.log_softmax((E @ h).at[0].set(-jnp.inf))
-        u = En @ (g / jnp.maximum(jnp.linalg.norm(g), 1e-8))
-        u1 = u[1:]
-        u = (u - u1.mean()) / (u1.std() + 1e-8)
-        z = alpha * jnp.maximum(logp, -1e4) + beta_utility * u
+        gn = g / jnp.maximum(jnp.linalg.norm(g), 1e-8)
+        u = Hv @ gn                                   # look-ahead utility of item v as the target's context
+        u_now = jnp.dot(h / jnp.maximum(jnp.linalg.norm(h), 1e-8), gn)   # utility of the target right now
+        mu, sd = u[1:].mean(), u[1:].std() + 1e-8
+        u = (u - mu) / sd
+        u_t = jnp.where(t > 0, (u_now - mu) / sd, -1e3)  # no context before the first item
+        z = alpha * jnp.maximum(logp, -1e4) + beta_utility * jnp.where(is_t, u_t, u)
         return jnp.where(is_t, z + target_bonus, z)
 
     banned = jnp.zeros((V1,), bool).at[0].set(True)
     gap = jnp.ones((V1,), jnp.int32).at[target].set(2)
     if diversity:
         caps = jnp.ones((V1,), jnp.int32).at[target].set(max(1, math.ceil(max_target_share * T)))
-        first = preferred[personas, jax.random.randint(k_f, (S,), 0, preferred.shape[1])]
         res = autoregressive.generate(score_fn, S, T, V1, k_g, num_candidates=num_candidates,
                                       temperature=temperature, within_penalty=within_penalty,
                                       global_penalty=global_penalty, token_caps=caps, min_gap=gap,
                                       max_global=max(2, math.ceil(max_item_share * S)), banned=banned,
-                                      first_tokens=first, per_seq=G, global_exempt=is_t)
+                                      per_seq=G, global_exempt=is_t)
     else:
         res = autoregressive.generate(score_fn, S, T, V1, k_g, num_candidates=num_candidates, temperature=0.0,
                                       min_gap=gap, banned=banned, per_seq=G)
@@ -295,7 +305,8 @@ def _yue_impl(model, max_len, S, T, num_candidates, params, E, target, key):
         return -(E @ g)
 
     k_f, k_g = jax.random.split(key)
-    first = jax.random.randint(k_f, (S,), 1, V1)
+    first = jax.random.randint(k_f, (S,), 1, V1 - 1)
+    first = jnp.where(first >= target, first + 1, first)          # a random non-target item
     forced = jnp.where(jnp.arange(T) % 2 == 1, target, -1)
     banned = jnp.zeros((V1,), bool).at[0].set(True).at[target].set(True)
     return autoregressive.generate(score_fn, S, T, V1, k_g, num_candidates=num_candidates, forced=forced,
@@ -361,5 +372,7 @@ def generate_fake(method: str, sur: Optional[Surrogate], target: int, num_fake: 
     else:
         variant = {"ddsp": ("dual", True), "ddsp_no_dual": ("plain", True), "ddsp_no_div": ("dual", False),
                    "greedy_plain": ("plain", False)}[method]
+        if method == "greedy_plain":   # the "existing attack": attack objective only, no plausibility term
+            kw = dict(kw, alpha=0.0)
         out = surrogate_generate(sur, target, num_fake, length, key, objective=variant[0], diversity=variant[1], **kw)
     return np.asarray(out, np.int32)
