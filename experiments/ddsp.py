@@ -70,10 +70,11 @@ def evaluate(ctx, params, targets):
     U = sp.test_y.shape[0]
     items = np.concatenate([sp.test_y[:, None], np.tile(np.asarray(targets, np.int32)[None], (U, 1))], 1)
     r = np.asarray(ctx["ranker"](params, jnp.asarray(sp.test_x), jnp.asarray(items), jnp.asarray(sp.history)))
-    out = {"overall": [M.hit_ndcg(rk[:, 0], KS) for rk in r], "targets": {}}
+    out = {"overall": [M.hit_ndcg(rk[:, 0], KS) for rk in r], "targets": {}, "displacement": {}}
     for j, t in enumerate(targets):
         mask = M.never_interacted(sp.history, sp.test_y, int(t))
         out["targets"][int(t)] = [M.hit_ndcg(rk[:, 1 + j], KS, weights=mask) for rk in r]
+        out["displacement"][int(t)] = [M.target_displacement(rk[:, 0], rk[:, 1 + j], mask) for rk in r]
     return out
 
 
@@ -212,6 +213,8 @@ def summarize(per_target, clean, pop):
     for f in ("target_repetition", "distinct_ratio", "usage_entropy", "popularity_distance", "length_distance",
               "detector_auc"):
         out[f] = float(np.nanmean([per_target[t]["fake"][f] for t in targets]))
+    out["target_displacement_ndcg@10"] = float(np.mean([np.mean(per_target[t]["eval"]["displacement"][t])
+                                                        for t in targets]))
     out["gen_seconds"] = float(np.mean([per_target[t]["gen_seconds"] for t in targets]))
     out["per_target"] = {str(t): dict(hr10=_avg(per_target[t]["eval"]["targets"][t])["hr@10"],
                                       ndcg10=_avg(per_target[t]["eval"]["targets"][t])["ndcg@10"],
@@ -225,6 +228,7 @@ def summarize(per_target, clean, pop):
 
 
 COLUMNS = ["method", "target_hr@10", "target_ndcg@10", "overall_hr@10", "overall_ndcg@10", "overall_ndcg@10_drop",
+           "target_displacement_ndcg@10",
            "target_repetition", "distinct_ratio", "usage_entropy", "detector_auc"]
 
 

@@ -25,25 +25,30 @@ text was not retrievable here, only public summaries. What they state, and what 
 * **Diversity-aware autoregressive generator.** Fake sequences are built item by item; at every
   step candidates are scored by the surrogate SRS and by their attack utility, then re-ranked
   under diversity constraints (target-repetition limit, penalties on items re-used within a
-  sequence and across fake sequences). *Our choices* (details unavailable): each fake user
-  :math:`s` follows a "persona" -- a real user :math:`u_s` sampled uniformly -- and the score of
-  item :math:`v` after prefix :math:`x_{s,<t}` is
+  sequence and across fake sequences). *Our choices* (details unavailable): the attack utility
+  is a one-step influence estimate. Training the victim on a fake transition ``prefix -> t``
+  moves :math:`e_t` towards the context representation :math:`h(\text{prefix})`, and the
+  objective wants :math:`e_t` to move along :math:`g = -\nabla_{e_t}\mathcal L(e_t)` (averaged over
+  real users; ``persona_weight > 0`` mixes in the direction of one sampled real user per fake
+  sequence). So, with :math:`\tilde h_v` the (normalised) surrogate representation after the
+  single item :math:`v`, the score of item :math:`v` after prefix :math:`x_{s,<t}` is
 
   .. math:: z_{sv} = \alpha \log p_{sur}(v \mid x_{s,<t}) + \beta_u\,
-            \mathrm{std}_v\big[\cos(g_s, e_v)\big] + b\,[v = t],
-            \qquad g_s = -\nabla_{e_t}\mathcal L_{u_s}(e_t),
+            \mathrm{std}_v\big[\cos(g_s, \tilde h_v)\big] \quad (v \ne t), \qquad
+            z_{st} = \alpha \log p_{sur}(t \mid x_{s,<t}) + \beta_u\,
+            \mathrm{std}\big[\cos(g_s, h(x_{s,<t}))\big] + b,
 
-  i.e. surrogate plausibility (authenticity) plus the gradient similarity of the item to the
-  direction in which the objective wants the target to move (placing :math:`v` before the target
-  teaches the victim the transition :math:`v \to t`, moving :math:`e_t` towards contexts like
-  :math:`e_v`), standardised over items, plus a bonus :math:`b` that makes the target the
-  preferred choice wherever the constraints allow it. Re-ranking (:mod:`poisonjax.core.autoregressive`):
+  i.e. surrogate plausibility (authenticity: real-looking transitions are reinforced, not
+  overwritten) plus the look-ahead utility of :math:`v` as the context of a later target, or, for
+  the target itself, the utility of the current context (standardised with the items' mean and
+  std); :math:`b` makes the target the preferred choice wherever the constraints allow it.
+  Re-ranking (:mod:`poisonjax.core.autoregressive`):
   the top ``num_candidates`` by :math:`z` are penalised by :math:`\lambda_{in}` per earlier use in
   the sequence and :math:`\lambda_{glob}\log(1+N_v)` for the shared usage count :math:`N_v`, and
   masked if they break a hard limit: at most ``ceil(max_target_share * T)`` targets per sequence,
   never two targets in a row, each other item at most once per sequence and at most
-  ``ceil(max_item_share * S)`` times over all fake sequences. Sampling uses Gumbel noise
-  (``temperature``); the first item of each fake sequence is one of its persona's preferred items.
+  ``ceil(max_item_share * S)`` times over all fake sequences (the target is exempt from the
+  cross-sequence limits). Sampling uses Gumbel noise (``temperature``).
 
 **Baselines.** Random (uniform filler items), Popular (filler drawn by popularity), Bandwagon
 (half the filler from the 1% most popular items, half uniform) -- each with the same number of
@@ -53,8 +58,9 @@ position, each adversarial item chosen by the surrogate's input gradient
 (:math:`v^* = \arg\max_v -\nabla_{e_x}\mathcal L\cdot e_v`, with
 :math:`\mathcal L = -\log p_{sur}(t \mid x_{<\ell}, x)`), simplified: one greedy pass, no
 model-extraction stage (the surrogate is trained on the clean data, as here for all attacks);
-**greedy-plain**: the same generator as DDSP with :math:`\mathcal L_{plain}` and no diversity
-(greedy, no caps/penalties, targets allowed at every other position). **Ablations**:
+**greedy-plain**: the same generator as DDSP with :math:`\mathcal L_{plain}`, no plausibility term
+(:math:`\alpha = 0`: the attack objective alone guides it) and no diversity (greedy, no caps or
+penalties, targets allowed at every other position). **Ablations**:
 ``ddsp_no_dual`` (plain objective, diversity kept) and ``ddsp_no_div`` (dual objective, no
 diversity re-ranking).
 """

@@ -91,6 +91,23 @@ def make_ensemble_ranker(model, chunk: int = 512):
     return jax.jit(jax.vmap(r, in_axes=(0, None, None, None)))
 
 
+def target_displacement(test_ranks, target_ranks, eligible, k: int = 10) -> float:
+    r"""NDCG@k that users' real test items lose *because the target ranks above them*, in one model:
+
+    .. math:: \frac1{|U|}\sum_u \big[\mathrm{ndcg}_k(r_u - d_u) - \mathrm{ndcg}_k(r_u)\big], \qquad
+              d_u = [\,u \text{ eligible} \wedge r_u(t) < r_u(i_u)\,],
+
+    with :math:`r_u(i_u)` the test item's rank, :math:`r_u(t)` the target's (both full ranking over
+    the same candidates) and "eligible" = the target is a candidate (not in the user's history, not
+    the test item). A paired measure of the demotion DDSP argues plain promotion causes; it has no
+    retraining noise, unlike the accuracy drop against a separately trained clean model.
+    """
+    r = np.asarray(test_ranks, np.float64)
+    d = (np.asarray(eligible, bool) & (np.asarray(target_ranks) < r)).astype(np.float64)
+    nd = lambda x: np.where(x < k, 1.0 / np.log2(x + 2.0), 0.0)
+    return float(np.mean(nd(r - d) - nd(r)))
+
+
 def never_interacted(history: np.ndarray, test_items: np.ndarray, target: int) -> np.ndarray:
     """``[U]`` bool: users whose history and test item both differ from ``target``."""
     return ~((np.asarray(history) == target).any(1) | (np.asarray(test_items) == target))

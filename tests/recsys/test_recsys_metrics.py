@@ -73,3 +73,10 @@ def test_detector_auc_separates_repetitive_fakes_and_not_real_lookalikes():
     for r, i in enumerate(idx):
         look[r, :len(real[i])] = real[i]
     assert 0.25 < M.detector_auc(real, look, pop) < 0.75
+
+
+def test_target_displacement_hand_computed():
+    # user 0: test rank 2, target rank 0 (above) -> without the target rank 1: 1/log2(3) - 1/log2(4)
+    # user 1: target below the test item; user 2: not eligible
+    got = M.target_displacement([2, 0, 3], [0, 5, 1], [True, True, False])
+    assert got == pytest.approx((1 / math.log2(3) - 1 / math.log2(4)) / 3)
