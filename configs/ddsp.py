@@ -37,11 +37,13 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
                                              learning_rate=5e-3 if quick else 1e-3, loss="bce", num_negatives=100))
     c.num_victims = 2 if quick else 5        # K seeds, trained with vmap
     c.surrogate_seed = 1234
+    c.surrogate_model = ""                   # "" = the victim's architecture; else "sasrec"/"gru4rec"
     c.attack = ml_collections.ConfigDict(dict(
         fake_ratio=0.02 if quick else 0.01,  # main table
         extra_ratios=() if quick else (0.005, 0.02),
         fake_length=0,                       # 0 = the average real sequence length
         num_targets=4 if quick else 25,
+        targets=(),                          # explicit target item ids (file ids); () = evenly spaced ranks
         exclude_top=0,
         methods=METHODS,
         num_preferred=10, tau=0.1, beta=1.0,

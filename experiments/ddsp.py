@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from poisonjax.core import reporting
+from poisonjax.core.validation import PoisonJaxInputError, check_fraction
 from poisonjax.data.sequences import item_popularity, leave_one_out, load_sequences, training_pairs
 from poisonjax.data.sequences import SequenceDataset, check_sequences, k_core
 from poisonjax.data.synthetic import interaction_logs
@@ -54,10 +55,22 @@ def prepare(config):
                            loss=tc.loss, num_negatives=tc.num_negatives)
     train_seqs = [s[:-2] for s in ds.sequences]           # what the attacker (and the victim) train on
     pop = item_popularity(train_seqs, ds.num_items)
-    sur_params = trainer.train_single(jnp.asarray(split.train_x), jnp.asarray(split.train_y),
-                                      jax.random.PRNGKey(config.surrogate_seed))
-    sur = A.build_surrogate(model, sur_params, split.valid_x, split.valid_x, config.attack.num_preferred)
-    targets = A.select_targets(pop, config.attack.num_targets, config.attack.exclude_top)
+    if config.attack.get("targets", ()):
+        # explicit targets, as item ids of the data file: outside the catalog or removed by k-core -> clear error
+        targets = np.array([ds.map_item(int(t)) if config.dataset != "synthetic" else A.check_target(t, ds.num_items)
+                            for t in config.attack.targets])
+    else:
+        targets = A.select_targets(pop, config.attack.num_targets, config.attack.exclude_top)
+    sur_name = config.get("surrogate_model", "") or mc.name
+    if sur_name == mc.name:
+        sur_model, sur_trainer = model, trainer
+    else:  # gray-box: the attacker's surrogate architecture differs from the victim's
+        sur_model = make_model(sur_name, ds.num_items, mc.max_len, mc.hidden, mc.dropout, mc.num_blocks, mc.num_heads)
+        sur_trainer = make_trainer(sur_model, ds.num_items, epochs=tc.epochs, batch_size=tc.batch_size,
+                                   lr=tc.learning_rate, loss=tc.loss, num_negatives=tc.num_negatives)
+    sur_params = sur_trainer.train_single(jnp.asarray(split.train_x), jnp.asarray(split.train_y),
+                                          jax.random.PRNGKey(config.surrogate_seed))
+    sur = A.build_surrogate(sur_model, sur_params, split.valid_x, split.valid_x, config.attack.num_preferred)
     ranker = M.make_ensemble_ranker(model, config.eval_chunk)
     return dict(ds=ds, split=split, model=model, trainer=trainer, pop=pop, sur=sur, targets=targets,
                 ranker=ranker, train_seqs=train_seqs)
@@ -118,12 +131,20 @@ def _avg(dicts):
 
 def run(config, workdir) -> dict:
     """Run the study (module doc) and return the results dict."""
+    ac = config.attack
+    for r in [ac.fake_ratio] + list(ac.extra_ratios):
+        check_fraction("attack.fake_ratio", r)
+    if ac.fake_length:
+        A.check_fake_length(ac.fake_length)
+    for m in ac.methods:
+        if m not in A.METHODS:
+            raise PoisonJaxInputError(f"unknown method {m!r} in attack.methods; expected some of {list(A.METHODS)}")
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     reporting.write_json(wd / "config.json", config)
     t0 = time.time()
     ctx = prepare(config)
-    ds, sp, ac = ctx["ds"], ctx["split"], config.attack
+    ds, sp = ctx["ds"], ctx["split"]
     targets = [int(t) for t in ctx["targets"]]
     fake_len = A.check_fake_length(ac.fake_length or int(round(float(ds.lengths().mean()))))
     keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_victims)
@@ -132,9 +153,6 @@ def run(config, workdir) -> dict:
                   global_penalty=ac.global_penalty, max_item_share=ac.max_item_share,
                   num_candidates=ac.num_candidates, temperature=ac.temperature, tau=ac.tau, beta=ac.beta)
     ratios = [ac.fake_ratio] + [r for r in ac.extra_ratios if r != ac.fake_ratio]
-    for m in ac.methods:
-        if m not in A.METHODS:
-            raise ValueError(f"unknown method {m!r}; expected some of {list(A.METHODS)}")
     by_ratio, clean = {}, None
     for ratio in ratios:
         F = A.num_fake_users(ds.num_users, ratio)

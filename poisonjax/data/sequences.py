@@ -52,6 +52,7 @@ class SequenceDataset:
     item_ids: np.ndarray
     user_ids: np.ndarray
     name: str = ""
+    file_num_items: int = 0       # largest item id in the file (0 = unknown)
 
     @property
     def num_users(self) -> int:
@@ -71,6 +72,9 @@ class SequenceDataset:
     def map_item(self, original_id: int) -> int:
         """Internal id of a file item id; raises if k-core filtering (or the subset) removed it."""
         hit = np.nonzero(self.item_ids == int(original_id))[0]
+        if self.file_num_items and not 1 <= int(original_id) <= self.file_num_items:
+            raise PoisonJaxInputError(f"target item {original_id} is outside the catalog of {self.name or 'the dataset'}: "
+                                      f"expected a file item id in 1..{self.file_num_items}")
         if original_id == 0 or hit.size == 0:
             raise PoisonJaxInputError(
                 f"target item {original_id} (file id) is not in the filtered {self.name or 'dataset'}: "
@@ -237,6 +241,7 @@ def load_sequences(name: str, data_dir=None, *, min_count: int = 5, num_users: O
     lines = Path(path).read_text().splitlines()
     parser = parse_user_per_line if spec["fmt"] == "user_per_line" else parse_interaction_per_line
     users, seqs = parser(lines, source=str(path))
+    file_max = max(int(x.max()) for x in seqs)
     if num_users is not None:
         seqs, users = subsample_users(seqs, users, int(num_users), seed)
     if min_count and min_count > 1:
@@ -245,7 +250,7 @@ def load_sequences(name: str, data_dir=None, *, min_count: int = 5, num_users: O
         seqs, item_ids, users = _renumber([np.asarray(s, np.int64) for s in seqs], users)
     if not seqs:
         raise PoisonJaxInputError(f"{name}: no user survives {min_count}-core filtering of the chosen subset")
-    return SequenceDataset(seqs, int(len(item_ids) - 1), item_ids, np.asarray(users), name)
+    return SequenceDataset(seqs, int(len(item_ids) - 1), item_ids, np.asarray(users), name, file_max)
 
 
 # ------------------------------------------------------------------------------------ splits ----

@@ -120,3 +120,22 @@ def test_bad_inputs(surrogate):
         A.generate_fake("ddsp", surrogate, 3, 5, 1, jax.random.PRNGKey(0), pop)
     with pytest.raises(PoisonJaxInputError, match="method"):
         A.generate_fake("shilling", surrogate, 3, 5, 4, jax.random.PRNGKey(0), pop)
+
+
+@pytest.mark.parametrize("override,match", [
+    (("attack", "fake_ratio", 0.0), "fake_ratio"),
+    (("attack", "fake_ratio", 1.5), "fake_ratio"),
+    (("attack", "fake_length", 1), "fake_length"),
+    (("attack", "methods", ("ddsp", "nuke")), "nuke"),
+    (("attack", "targets", (12102,)), "outside the catalog"),
+])
+def test_study_rejects_bad_config_before_training(tmp_path, override, match):
+    from configs.ddsp import get_config
+    from experiments import ddsp as study
+    c = get_config("quick")
+    c.num_users = 300
+    c.train.epochs = 1
+    sec, key, val = override
+    c[sec][key] = val
+    with pytest.raises(PoisonJaxInputError, match=match):
+        study.run(c, tmp_path)

@@ -87,3 +87,11 @@ def test_target_removed_by_k_core_and_unknown_dataset():
         d.map_item(rare_file_id)
     with pytest.raises(PoisonJaxInputError, match="unknown dataset"):
         load_sequences("netflix", DATA)
+
+
+def test_target_outside_catalog_is_a_clear_error():
+    d = load_sequences("beauty", DATA, num_users=300, min_count=3)
+    with pytest.raises(PoisonJaxInputError, match=r"outside the catalog.*1\.\.12101"):
+        d.map_item(12102)
+    with pytest.raises(PoisonJaxInputError, match="k-core"):
+        d.map_item(int(np.setdiff1d(np.arange(1, 12102), d.item_ids)[0]))
