@@ -49,7 +49,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     # target class per framing (binary: 1 = attack; 5-class: 1 = DoS); flipped to class 0 (normal)
     c.target_class = ml_collections.ConfigDict({"binary": 1, "5class": 1})
     c.eval_last = 3
-    c.attacks = ("targeted_label_flip", "label_flip", "min_max") if quick else ALL_ATTACKS
+    c.attacks = ("none", "targeted_label_flip", "label_flip", "min_max") if quick else ("none",) + ALL_ATTACKS
     c.aggregators = ("fedavg", "median", "weidetect") if quick else ALL_AGGREGATORS
     c.attack_kwargs = ml_collections.ConfigDict({
         "min_max": {"direction": "unit"},
