@@ -7,9 +7,9 @@ clients whose exponentiated-Weibull CDF clears a threshold. Metrics per cell: ta
 macro-F1 and accuracy of the global model on KDDTest+, and detection precision/recall.
 
 Variants:
-* ``quick`` -- binary framing, 20 clients (20% malicious), Dirichlet alpha 0.5, 10 rounds, MLP on a
-  stratified 8,000-row subsample of KDDTrain+_20Percent (test: 5,000 rows of KDDTest+); attacks:
-  targeted and untargeted label flipping and Min-Max; FedAvg, Median and WeiDetect.
+* ``quick`` -- binary framing, 20 clients (20% malicious), Dirichlet alpha 0.5, 10 rounds of 3 local
+  epochs, MLP on a stratified 8,000-row subsample of KDDTrain+_20Percent (test: 5,000 rows of
+  KDDTest+); no attack, targeted and untargeted label flipping, Min-Max; FedAvg, Median, WeiDetect.
 * ``paper`` -- binary and 5-class framings, 50 clients, the full files, 30 rounds; attacks: targeted and
   untargeted flipping, LIE, Min-Max, sign flip, IPM; baselines FedAvg, Krum, Multi-Krum, Trimmed mean,
   Median, FLTrust, FLAME, DnC, FLARE.

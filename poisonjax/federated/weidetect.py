@@ -360,8 +360,9 @@ def weidetect(updates, scores, state=None, *, selection: str = "cdf", threshold:
       weights: optional ``[n]`` non-negative aggregation weights (e.g. client data sizes); the
         aggregate is ``sum_{i kept} w_i delta_i / sum_{i kept} w_i`` (plain mean by default).
 
-    ``report``: ``scores``, ``cdf``, ``flags`` (True = flagged malicious = not kept), ``kept``,
-    ``params`` and ``constant``. ``state`` is passed through unchanged (WeiDetect is stateless).
+    ``report``: ``scores`` (``1 - F(s_i)``, higher = more suspicious, the engine's convention),
+    ``val_scores`` (the phase-1 scores), ``cdf``, ``flags`` (True = flagged malicious = not kept),
+    ``kept``, ``params`` and ``constant``. ``state`` is passed through unchanged (WeiDetect is stateless).
     """
     sel = weidetect_select(scores, selection=selection, threshold=threshold, top_k=top_k, min_samples=min_samples)
     keep = jnp.asarray(sel["keep"])
@@ -376,8 +377,8 @@ def weidetect(updates, scores, state=None, *, selection: str = "cdf", threshold:
         return jnp.tensordot(w.astype(leaf.dtype), leaf, axes=1)
 
     agg = jax.tree.map(avg, updates)
-    report = dict(scores=np.asarray(scores, np.float64), cdf=sel["cdf"], flags=~sel["keep"], kept=sel["keep"],
-                  params=sel["params"], constant=sel["constant"])
+    report = dict(scores=1.0 - np.asarray(sel["cdf"]), val_scores=np.asarray(scores, np.float64), cdf=sel["cdf"],
+                  flags=~sel["keep"], kept=sel["keep"], params=sel["params"], constant=sel["constant"])
     return agg, state, report
 
 
