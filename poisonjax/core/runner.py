@@ -17,6 +17,7 @@ different config is refused. A checkpoint that cannot be read is reported (never
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -73,8 +74,12 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in leaves]))
 
 
+@functools.lru_cache(maxsize=64)
 def make_chunk_fn(attack: AttackOptimizer, chunk_size: int):
-    """``chunk(state, problem, n_active) -> (state, metrics[chunk_size], finite)``; jit-compiled once.
+    """Cached per ``(attack, chunk_size)``, so repeated :func:`run` calls with the same attack object
+    reuse the compiled program.
+
+    ``chunk(state, problem, n_active) -> (state, metrics[chunk_size], finite)``; jit-compiled once.
 
     Steps with index ``>= n_active`` are skipped (identity), so any remainder reuses the program.
     """
