@@ -188,7 +188,10 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
             if is_main_process():
                 mpath.write_text("".join(l + "\n" for l in kept))
 
-    chunk_fn = make_chunk_fn(attack, chunk_size)
+    try:
+        chunk_fn = make_chunk_fn(attack, chunk_size)
+    except TypeError:  # an unhashable attack object: compile without the cache
+        chunk_fn = make_chunk_fn.__wrapped__(attack, chunk_size)
     tb = None
     if tensorboard and wd is not None and is_main_process():
         try:
