@@ -131,7 +131,9 @@ def popularity_bucket(item: int, popularity: np.ndarray) -> str:
 class Surrogate(NamedTuple):
     """The attacker's view: a trained SRS and its users.
 
-    ``E [V + 1, d]`` item table, ``H [U, d]`` user representations, ``preferred [U, k]`` top-k items.
+    ``E [V + 1, d]`` item table, ``H [U, d]`` user representations, ``preferred [U, k]`` top-k items,
+    ``Hv [V + 1, d]`` unit-norm representation after the single item ``v`` (the context a target
+    placed right after ``v`` is trained towards; computed once, shared by every target/attack).
     """
 
     model: object
@@ -140,6 +142,7 @@ class Surrogate(NamedTuple):
     H: jax.Array
     preferred: jax.Array
     max_len: int
+    Hv: jax.Array = None
 
 
 def build_surrogate(model, params, user_seqs: np.ndarray, history: np.ndarray, num_preferred: int = 10,
@@ -157,12 +160,23 @@ def build_surrogate(model, params, user_seqs: np.ndarray, history: np.ndarray, n
         sc = sc.at[jnp.arange(s.shape[0])[:, None], h].set(-jnp.inf).at[:, 0].set(-jnp.inf)
         return hid, jax.lax.top_k(sc, num_preferred)[1]
 
-    Hs, Ps = [], []
+    @jax.jit
+    def single(items):
+        L = seqs.shape[1]
+        h = last_hidden(model, params, jnp.zeros((items.shape[0], L), jnp.int32).at[:, -1].set(items))
+        return h / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-8)
+
+    Hs, Ps, Hv = [], [], []
     for a in range(0, seqs.shape[0], chunk):
         hh, pp = one(seqs[a:a + chunk], hist[a:a + chunk])
         Hs.append(hh)
         Ps.append(pp)
-    return Surrogate(model, params, E, jnp.concatenate(Hs), jnp.concatenate(Ps), int(user_seqs.shape[1]))
+    V1 = E.shape[0]
+    items = jnp.arange(-(-V1 // chunk) * chunk) % V1
+    for a in range(0, items.shape[0], chunk):
+        Hv.append(single(items[a:a + chunk]))
+    return Surrogate(model, params, E, jnp.concatenate(Hs), jnp.concatenate(Ps), int(user_seqs.shape[1]),
+                     jnp.concatenate(Hv)[:V1])
 
 
 # ----------------------------------------------------------------------------------- objectives ----
@@ -231,25 +245,26 @@ def surrogate_generate(sur: Surrogate, target: int, num_fake: int, length: int, 
     return _surrogate_generate_jit(sur.model, sur.max_len, num_fake, length, objective, bool(diversity),
                                    num_candidates, sur.params, sur.E, sur.H, sur.preferred, target, key,
                                    alpha, beta_utility, target_bonus, max_target_share, within_penalty,
-                                   global_penalty, max_item_share, temperature, tau, beta, persona_weight)
+                                   global_penalty, max_item_share, temperature, tau, beta, float(persona_weight),
+                                   sur.Hv)
 
 
 def _surrogate_generate_impl(model, max_len, S, T, objective, diversity, num_candidates, params, E, H, preferred,
                              target, key, alpha, beta_utility, target_bonus, max_target_share, within_penalty,
-                             global_penalty, max_item_share, temperature, tau, beta, persona_weight):
+                             global_penalty, max_item_share, temperature, tau, beta, persona_weight, Hv):
     V1 = E.shape[0]
-    sur = Surrogate(model, params, E, H, preferred, max_len)
+    sur = Surrogate(model, params, E, H, preferred, max_len, Hv)
     k_p, k_f, k_g = jax.random.split(key, 3)
     personas = jax.random.randint(k_p, (S,), 0, H.shape[0])
     unit = lambda a: a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
-    pop_users = jnp.arange(min(H.shape[0], 4096))                   # population direction (mean over users)
+    # population direction: mean over (up to 1024 randomly chosen) real users
+    pop_users = jax.random.permutation(jax.random.fold_in(k_p, 1), H.shape[0])[:min(H.shape[0], 1024)]
     g_pop = unit(target_directions(sur, target, pop_users, objective, tau, beta).mean(0))
-    G = unit((1.0 - persona_weight) * g_pop[None] +
-             persona_weight * unit(target_directions(sur, target, personas, objective, tau, beta)))  # [S, d]
-    # context representation after a single item v: where training on "v -> target" moves e_t
-    single = jnp.zeros((V1, max_len), jnp.int32).at[:, -1].set(jnp.arange(V1))
-    Hv = model.apply(params, single, True)[:, -1]
-    Hv = Hv / jnp.maximum(jnp.linalg.norm(Hv, axis=-1, keepdims=True), 1e-8)  # [V+1, d]
+    if persona_weight > 0:
+        G = unit((1.0 - persona_weight) * g_pop[None] +
+                 persona_weight * unit(target_directions(sur, target, personas, objective, tau, beta)))  # [S, d]
+    else:
+        G = jnp.broadcast_to(g_pop, (S, g_pop.shape[0]))
     is_t = jnp.arange(V1) == target
 
     def score_fn(prefix, t, k, g):
@@ -279,7 +294,7 @@ def _surrogate_generate_impl(model, max_len, S, T, objective, diversity, num_can
     return res.tokens
 
 
-_surrogate_generate_jit = jax.jit(_surrogate_generate_impl, static_argnums=(0, 1, 2, 3, 4, 5, 6, 16, 19, 20))
+_surrogate_generate_jit = jax.jit(_surrogate_generate_impl, static_argnums=(0, 1, 2, 3, 4, 5, 6, 16, 19, 20, 23))
 
 
 def yue_generate(sur: Surrogate, target: int, num_fake: int, length: int, key: jax.Array,
