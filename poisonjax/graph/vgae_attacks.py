@@ -231,11 +231,25 @@ def vgae_pgd(prob: VGAEProblem, budget: int, key, surrogate_params, victim: VGAE
     return gatt.pgd_attack(loss_fn, prob.a_clean, prob.allowed, budget, key, steps=steps)
 
 
-def evaluate_vgae(adj_train: sp.spmatrix, x, split: LinkSplit, keys, victim: VGAEConfig = VGAEConfig()):
-    """Train ``len(keys)`` victims (vmapped) on ``adj_train`` and return test ``(auc [K], ap [K])``."""
-    a = jnp.asarray(sp.csr_matrix(adj_train).toarray(), jnp.float32)
-    return _eval_fn(victim)(a, jnp.asarray(x, jnp.float32), jnp.asarray(split.test_pos), jnp.asarray(split.test_neg),
-                            keys)
+def evaluate_vgae(adj_train: sp.spmatrix, x, split: LinkSplit, keys, victim: VGAEConfig = VGAEConfig(),
+                  pad_nnz: Optional[int] = None):
+    """Train ``len(keys)`` victims (vmapped) on ``adj_train`` and return test ``(auc [K], ap [K])``.
+
+    The encoder uses a sparse (BCOO) :math:`\hat A` padded to ``pad_nnz`` stored entries (so graphs
+    with different edge counts share one compiled program); the reconstruction loss is dense."""
+    from poisonjax.graph.models import normalize_adj_sparse
+    from jax.experimental import sparse as jsparse
+    adj_train = sp.csr_matrix(adj_train, dtype=np.float32)
+    n = adj_train.shape[0]
+    b = normalize_adj_sparse(adj_train)
+    nnz = b.data.shape[0]
+    pad = max(pad_nnz or nnz, nnz)
+    data = jnp.concatenate([b.data, jnp.zeros(pad - nnz, jnp.float32)])
+    idx = jnp.concatenate([b.indices, jnp.zeros((pad - nnz, 2), b.indices.dtype)])
+    a_hat = jsparse.BCOO((data, idx), shape=(n, n))
+    label = jnp.asarray((adj_train + sp.eye(n, dtype=np.float32)).toarray())
+    return _eval_fn(victim)(a_hat, label, jnp.asarray(x, jnp.float32), jnp.asarray(split.test_pos),
+                            jnp.asarray(split.test_neg), keys)
 
 
 _EVAL_CACHE = {}
@@ -243,12 +257,17 @@ _EVAL_CACHE = {}
 
 def _eval_fn(victim):
     if victim not in _EVAL_CACHE:
-        from poisonjax.graph.models import train_vgae, vgae_embed
+        from poisonjax.core.training import train_full_batch
 
-        def f(a, x, pos, neg, keys):
+        def f(a_hat, label, x, pos, neg, keys):
+            enc = GraphEncoder(victim.hidden, victim.latent, victim.variational)
+
             def one(k):
-                enc, p = train_vgae(a, x, k, victim)
-                return link_auc_ap(vgae_embed(enc, p, a, x), pos, neg)
+                k0, k1 = jax.random.split(k)
+                p0 = enc.init(k0, a_hat, x)
+                res = train_full_batch(lambda p, kk: vgae_loss(enc, p, a_hat, x, label, kk, victim.variational),
+                                       p0, optax.adam(victim.lr), victim.epochs, k1)
+                return link_auc_ap(enc.apply(res.params, a_hat, x)[0], pos, neg)
             return jax.vmap(one)(keys)
         _EVAL_CACHE[victim] = jax.jit(f)
     return _EVAL_CACHE[victim]

@@ -1,0 +1,171 @@
+"""Metattack speed: poisonjax vs DeepRobust on the same graph, split and budget, on this machine.
+
+    python benchmarks/metattack_vs_deeprobust.py --dataset cora --perturbations 3
+
+DeepRobust runs in its own venv (``benchmarks/.venvs/deeprobust``; created by ``--setup`` following
+shared/PEERS.md: torch 2.13.0 CPU, ``pip install --no-deps deeprobust`` plus its runtime deps, and the
+missing ``import warnings`` patched into its ``__init__`` files). Both sides attack the Nettack LCC
+with the Pro-GNN split, Meta-Self (lambda=0), 100 inner steps (SGD lr 0.1, momentum 0.9), the
+log-likelihood constraint on, and one flip per meta-gradient. Timing excludes the surrogate training
+and (for JAX) compilation; it reports seconds per perturbation, the ratio, the k-flips variant, and
+how the exact step compares with the FLOP bound (a same-size float32 GEMM timed in this process).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / "benchmarks" / ".venvs" / "deeprobust"
+
+DR_SCRIPT = r'''
+import json, sys, time, warnings
+import numpy as np, scipy.sparse as sp, torch
+warnings.filterwarnings("ignore")
+torch.set_num_threads(int(sys.argv[4]))
+from deeprobust.graph.defense import GCN
+from deeprobust.graph.global_attack import Metattack
+data_root, name, n_pert = sys.argv[1], sys.argv[2], int(sys.argv[3])
+d = np.load(f"{data_root}/nettack_npz_cora_citeseer_polblogs/{name}.npz", allow_pickle=False)
+adj = sp.csr_matrix((d["adj_data"], d["adj_indices"], d["adj_indptr"]), shape=tuple(d["adj_shape"]))
+adj = adj + adj.T; adj[adj > 1] = 1; adj = adj.tolil(); adj.setdiag(0); adj = adj.tocsr(); adj.eliminate_zeros()
+_, comp = sp.csgraph.connected_components(adj)
+keep = np.where(comp == np.argmax(np.bincount(comp)))[0]
+adj = adj[keep][:, keep]
+feat = sp.csr_matrix((d["attr_data"], d["attr_indices"], d["attr_indptr"]), shape=tuple(d["attr_shape"]))[keep]
+labels = d["labels"][keep]
+s = json.load(open(f"{data_root}/prognn_perturbed_graphs/splits/{name}_prognn_splits.json"))
+idx_train, idx_val, idx_test = (np.array(s[k]) for k in ("idx_train", "idx_val", "idx_test"))
+idx_unlabeled = np.union1d(idx_val, idx_test)
+sur = GCN(nfeat=feat.shape[1], nclass=labels.max() + 1, nhid=16, dropout=0, with_relu=False, with_bias=False, device="cpu")
+sur.fit(feat, adj, labels, idx_train, idx_val, patience=30)
+model = Metattack(sur, nnodes=adj.shape[0], feature_shape=feat.shape, attack_structure=True, attack_features=False,
+                  device="cpu", lambda_=0, train_iters=100, lr=0.1, momentum=0.9)
+t = time.time()
+model.attack(feat, adj, labels, idx_train, idx_unlabeled, n_perturbations=n_pert, ll_constraint=True)
+secs = time.time() - t
+import deeprobust
+print("RESULT" + json.dumps({"seconds": secs, "per_perturbation": secs / n_pert, "n": n_pert,
+                             "torch": torch.__version__, "deeprobust": getattr(deeprobust, "__version__", "0.2.11")}))
+'''
+
+
+def setup_venv():
+    """Create the DeepRobust venv as PEERS.md describes (slow: torch install)."""
+    py = "python3"
+    subprocess.run([py, "-m", "venv", str(VENV)], check=True)
+    pip = [str(VENV / "bin" / "pip"), "install", "-q"]
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    subprocess.run(pip + ["--no-deps", "deeprobust"], check=True)
+    subprocess.run(pip + ["scipy", "matplotlib", "texttable", "networkx", "numba", "tqdm", "tensorboardX", "gensim",
+                          "scikit-image", "torch-geometric", "scikit-learn"], check=True)
+    for sub in ("defense", "global_attack", "data", "defense_pyg"):
+        for f in (VENV / "lib").glob(f"python3*/site-packages/deeprobust/graph/{sub}/__init__.py"):
+            txt = f.read_text()
+            if not txt.startswith("import warnings"):
+                f.write_text("import warnings\n" + txt)
+
+
+def run_deeprobust(data_root, name, n_pert, threads):
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        raise SystemExit(f"DeepRobust venv missing at {VENV}; run with --setup first")
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(DR_SCRIPT)
+    out = subprocess.run([str(py), f.name, str(data_root), name, str(n_pert), str(threads)], capture_output=True,
+                         text=True, timeout=7200)
+    os.unlink(f.name)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT"):
+            return json.loads(line[6:])
+    raise RuntimeError("DeepRobust run failed:\n" + out.stdout[-3000:] + out.stderr[-3000:])
+
+
+def run_ours(name, n_pert, ks):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from poisonjax.data import graphs
+    from poisonjax.graph import attacks as A
+
+    g = graphs.load_graph(name)
+    idx_un = np.union1d(g.idx_val, g.idx_test)
+    ys = A.self_training_labels(g.adj, g.features, g.labels, g.idx_train, g.idx_val, jax.random.PRNGKey(0))
+    prob = A.make_meta_problem(g.adj, g.features, g.labels, g.idx_train, idx_un, ys)
+    out = {}
+    for k in ks:
+        steps = max(1, n_pert // k) if k > 1 else n_pert
+        cfg = A.MetattackConfig(budget=steps * k + k, num_classes=g.num_classes, flips_per_step=k)
+        att = A.metattack(cfg)
+        step = jax.jit(att.step)
+        st = step(att.init(jax.random.PRNGKey(1), prob), prob)   # compile + first step
+        jax.block_until_ready(st.a)
+        f0 = int(st.n_flips)
+        t = time.time()
+        for _ in range(steps):
+            st = step(st, prob)
+        jax.block_until_ready(st.a)
+        secs = time.time() - t
+        flips = int(st.n_flips) - f0
+        out[k] = {"seconds": secs, "flips": flips, "per_perturbation": secs / max(1, flips),
+                  "per_meta_gradient": secs / steps}
+    # FLOP bound: the exact step's dense work is one [N, K] @ [K, N] GEMM, K = 3 T C + 2 C (+ train rows)
+    n, c, T = g.num_nodes, g.num_classes, 100
+    K = 3 * T * c + 2 * c
+    flops = 2.0 * n * n * K + 2.0 * len(g.idx_train) * n * T * c
+    u = jnp.ones((n, K), jnp.float32)
+    mm = jax.jit(lambda u: u @ u.T)
+    jax.block_until_ready(mm(u))
+    t = time.time()
+    for _ in range(3):
+        r = mm(u)
+    jax.block_until_ready(r)
+    gemm = (time.time() - t) / 3
+    out["flop_bound"] = {"gemm_flops": flops, "gemm_seconds": gemm, "gemm_gflops": 2.0 * n * n * K / gemm / 1e9,
+                         "bound_seconds_at_80gflops": flops / 80e9,
+                         "exact_step_over_gemm": out[1]["per_meta_gradient"] / gemm if 1 in out else None}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="cora")
+    ap.add_argument("--perturbations", type=int, default=3, help="flips timed on each side")
+    ap.add_argument("--ks", default="1,10", help="flips per meta-gradient for our variants")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--setup", action="store_true", help="create the DeepRobust venv first")
+    ap.add_argument("--skip-deeprobust", action="store_true")
+    ap.add_argument("--out", default=None, help="write the JSON result here")
+    a = ap.parse_args()
+    data_root = Path(os.environ.get("POISONJAX_DATA", ROOT.parent / "shared" / "data"))
+    if a.setup:
+        setup_venv()
+    ks = [int(k) for k in a.ks.split(",")]
+    res = {"dataset": a.dataset, "perturbations": a.perturbations}
+    if not a.skip_deeprobust:
+        res["deeprobust"] = run_deeprobust(data_root, a.dataset, a.perturbations, a.threads)
+    import jax
+    res["poisonjax"] = run_ours(a.dataset, a.perturbations, ks)
+    res["jax"] = jax.__version__
+    print(json.dumps(res, indent=1))
+    if "deeprobust" in res:
+        dr = res["deeprobust"]["per_perturbation"]
+        print(f"\nDeepRobust Metattack (Meta-Self, T=100): {dr:.2f} s/perturbation")
+        for k in ks:
+            o = res["poisonjax"][k]["per_perturbation"]
+            print(f"poisonjax, {k:3d} flip(s)/meta-gradient: {o:.3f} s/perturbation  -> {dr / o:.1f}x faster")
+    fb = res["poisonjax"]["flop_bound"]
+    print(f"dense GEMM of the exact step: {fb['gemm_gflops']:.1f} GFLOP/s here; exact step = "
+          f"{fb['exact_step_over_gemm']:.2f}x the GEMM time; FLOP bound at 80 GFLOP/s: {fb['bound_seconds_at_80gflops']:.2f} s")
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

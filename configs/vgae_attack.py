@@ -1,0 +1,42 @@
+"""Config for the VGAE link-prediction poisoning study (``poisonjax run vgae_attack``).
+
+The victim is a VGAE (encoder 32-16, Adam lr 0.005, 200 epochs, no dropout) on an 85/5/10 edge split
+of Planetoid Cora (or Citeseer / an SBM graph); the attacks flip ``rate * |E_train|`` pairs of the
+training graph. See :mod:`poisonjax.graph.vgae_attacks`.
+
+Variants:
+* ``quick``: a 600-node SBM graph (no data files), 10%, victim lr 0.01 / 100 epochs, meta-gradients
+  through the full 100-step training horizon, a quarter of the budget flipped per meta-gradient,
+  2 victim seeds; a few minutes on a laptop CPU. (A horizon much shorter than the victim's training
+  makes the exact meta-gradient myopic and weak: on small graphs 50 of 100 steps gave no effect.)
+* ``paper``: Cora, rates 5/10/20%, the paper's victim (lr 0.005, 200 epochs) unrolled over all 200
+  steps, 1/10 of the budget per meta-gradient, 5 seeds (hours on a CPU).
+"""
+import ml_collections
+
+VARIANTS = ("quick", "paper")
+ATTACKS = ("meta_self", "meta_train", "a_meta_self", "a_meta_train", "vgae_oneshot", "random", "dice", "pgd")
+
+
+def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    quick = variant == "quick"
+    c = ml_collections.ConfigDict()
+    c.variant = variant
+    c.seed = 0
+    c.dataset = "sbm" if quick else "cora"   # cora | citeseer (Planetoid files) | sbm (synthetic)
+    c.rate = 0.10 if quick else 0.05         # fraction of training edges flipped
+    c.extra_rates = () if quick else (0.10, 0.20)
+    c.attacks = ("meta_self", "a_meta_self", "meta_train", "vgae_oneshot", "random", "dice", "pgd")
+    c.primary_attack = "meta_self"      # its graph is written to perturbed_adj.npz
+    c.inner_steps = 100 if quick else 200     # unrolled victim steps (match victim.epochs)
+    c.steps_per_budget = 4 if quick else 10   # meta-gradients per attack (flips_per_step = budget / this)
+    c.oneshot_objective = "train"       # "train" | "self" | "test" (white-box; needs allow_test_labels)
+    c.allow_test_labels = False
+    c.pgd_steps = 30 if quick else 100
+    c.n_seeds = 2 if quick else 5
+    c.victim = ml_collections.ConfigDict(dict(hidden=32, latent=16, lr=0.01 if quick else 0.005,
+                                              epochs=100 if quick else 200, variational=True))
+    c.progress = True
+    return c

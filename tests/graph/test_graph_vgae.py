@@ -1,0 +1,71 @@
+"""VGAE attacks: the meta attack lowers test AUC more than random and DICE; flags and invariants."""
+import jax
+import numpy as np
+import pytest
+
+from poisonjax.core.validation import PoisonJaxInputError
+from poisonjax.data.synthetic import sbm_graph
+from poisonjax.graph import attacks as A
+from poisonjax.graph import vgae_attacks as V
+from poisonjax.graph.models import VGAEConfig
+from poisonjax.graph.splits import link_split
+
+VIC = VGAEConfig(epochs=100, lr=0.01)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    adj, lab = sbm_graph(120, 3, 0.15, 0.01, seed=0)
+    x = np.eye(120, dtype=np.float32)
+    split = link_split(adj, seed=0)
+    budget = int(0.2 * len(split.train_pos))
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    return adj, lab, x, split, budget, keys
+
+
+def _auc(setup, flips):
+    adj, lab, x, split, budget, keys = setup
+    pert = A.flips_to_adj(split.adj_train, flips)
+    A.check_perturbation(split.adj_train, pert, budget)
+    held = split.held_out_pairs()
+    assert np.all(np.asarray(pert[held[:, 0], held[:, 1]]).ravel() == np.asarray(
+        split.adj_train[held[:, 0], held[:, 1]]).ravel()), "a held-out pair was flipped"
+    auc, _ = V.evaluate_vgae(pert, x, split, keys, VIC, pad_nnz=2000)
+    return float(np.mean(auc))
+
+
+def test_meta_attack_beats_random_and_dice(setup):
+    adj, lab, x, split, budget, keys = setup
+    pairs, labels = V.objective_pairs(split, "train")
+    prob = V.make_vgae_problem(split, x, pairs, labels)
+    cfg = V.VGAEAttackConfig(budget=budget, inner_steps=100, flips_per_step=-(-budget // 4), victim=VIC)
+    meta = _auc(setup, V.run_vgae_meta_attack(prob, cfg, jax.random.PRNGKey(3), progress=False))
+    rand = _auc(setup, A.random_attack(split.adj_train, budget, seed=0, forbidden_pairs=split.held_out_pairs()))
+    dice = _auc(setup, A.dice_attack(split.adj_train, lab, budget, seed=0, forbidden_pairs=split.held_out_pairs()))
+    assert meta < dice - 0.02 and meta < rand - 0.04, (meta, dice, rand)
+
+
+def test_oneshot_and_test_label_flag(setup):
+    adj, lab, x, split, budget, keys = setup
+    with pytest.raises(PoisonJaxInputError, match="allow_test_labels"):
+        V.objective_pairs(split, "test")
+    with pytest.raises(PoisonJaxInputError, match="pseudo"):
+        V.objective_pairs(split, "self")
+    pairs, labels = V.objective_pairs(split, "test", allow_test_labels=True)
+    assert len(pairs) == len(split.test_pos) + len(split.test_neg)
+    prob = V.make_vgae_problem(split, x, *V.objective_pairs(split, "train"))
+    flips = V.vgae_oneshot(prob, budget, jax.random.PRNGKey(0), VIC)
+    a = split.adj_train.toarray()
+    n_add = int(np.sum(a[flips[:, 0], flips[:, 1]] == 0))
+    assert len(flips) <= budget and n_add == -(-budget // 2)
+    _auc(setup, flips)  # invariants (budget, symmetry, no singleton, held-out pairs untouched)
+
+
+def test_pseudo_links_use_no_training_pairs(setup):
+    adj, lab, x, split, budget, keys = setup
+    z = np.random.default_rng(0).normal(size=(120, 4))
+    pairs, labels = V.pseudo_links(z, split, n_pairs=50)
+    n = 120
+    codes = set((pairs[:, 0] * n + pairs[:, 1]).tolist())
+    train = set((np.concatenate([split.train_pos, split.train_neg]) @ np.array([n, 1])).tolist())
+    assert not codes & train and labels.sum() == 50 and np.all(pairs[:, 0] < pairs[:, 1])
