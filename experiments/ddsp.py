@@ -272,6 +272,19 @@ def write_outputs(results, methods, wd):
                             f"targets {meta['targets']} (popularity {meta['target_popularity']}); "
                             f"K={meta['num_victims']} victims; {meta['seconds']:.0f} s."),
                 ("Results (mean over targets and seeds)", reporting.markdown_table(rows, COLUMNS)),
-                ("Target HR@10 per popularity bucket", buckets)]
+                ("Target HR@10 per target (item id: bucket)",
+                 reporting.markdown_table([dict(method="clean", **{f"{t}: {meta['buckets'][str(t)]}":
+                                                                    results["clean"]["per_target"][str(t)]["hr@10"]
+                                                                    for t in meta["targets"]})] +
+                                          [dict(method=m, **{f"{t}: {meta['buckets'][str(t)]}":
+                                                             results[m]["per_target"][str(t)]["hr10"]
+                                                             for t in meta["targets"]}) for m in methods])),
+                ("Target HR@10 per popularity bucket", buckets),
+                ("Notes", "Full ranking over all items (history removed). `overall_ndcg@10_drop` = clean minus "
+                          "poisoned overall NDCG@10 of victims retrained with the same K seeds; the clean victims' "
+                          f"own seed std is {results['clean'].get('overall_ndcg@10_std', float('nan')):.4f}, so drops "
+                          "below that are noise. `target_displacement_ndcg@10` is the paired part of the drop caused "
+                          "by the target overtaking users' test items in the same poisoned model. `detector_auc`: "
+                          "logistic regression on content features (no length), 5-fold CV; 0.5 = undetectable.")]
     reporting.write_report(wd, "DDSP: diversity-aware dual-promotion poisoning", sections, ["promotion_vs_accuracy.png"])
     print(reporting.text_table(rows, COLUMNS))
