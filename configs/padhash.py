@@ -33,13 +33,15 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.crop = 0
     c.surrogate_fraction = 0.2       # gray-box surrogate: share of the training data it saw
     c.surrogate_members = 1          # surrogates per architecture (different seeds)
-    c.surrogate_checkpoints = [2, 5, 9, 15]  # kept along training (full-data epochs); M = members x len
-    c.triggers = 6
-    c.victims = 1                    # victims retrained per trigger
+    c.surrogate_checkpoints = [1, 2, 4, 6]  # kept along training (full-data epochs); M = members x len
+    c.triggers = 8
+    c.victims = 2                    # victims retrained per trigger
     c.queries = 200                  # ordinary queries for mAP
     c.topk = 40
     c.threshold = 0.3
-    c.train = ml_collections.ConfigDict({"epochs": 15, "batch_size": 128, "lr": 0.01})
+    c.train = ml_collections.ConfigDict({"epochs": 6, "batch_size": 128, "lr": 0.01})
+    # victims/surrogates fine-tune a backbone pretrained (as a classifier) on a public share of the data
+    c.pretrain = ml_collections.ConfigDict({"enabled": True, "fraction": 0.2, "epochs": 40})
     # extra studies (off in quick tests, on in the paper variant)
     c.gray_box_fractions = [0.1, 0.2]
     c.blackbox_backbones = ["small_resnet", "mlp"]
@@ -56,8 +58,8 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.bits = 32
         c.triggers = 8
         c.victims = 2
-        c.train.epochs = 10
-        c.surrogate_checkpoints = [2, 4, 7, 10]
+        c.train.epochs = 6
+        c.surrogate_checkpoints = [1, 2, 4, 6]
         c.transfer_victims = ["small_resnet:32", "small_cnn:64"]
         c.budget_sweep = [0.005, 0.01, 0.02]
     elif variant == "paper":
@@ -77,8 +79,9 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.triggers = 10
         c.victims = 2
         c.queries = 500
-        c.train.epochs = 30
-        c.surrogate_checkpoints = [5, 10, 20, 30]
+        c.train.epochs = 15
+        c.surrogate_checkpoints = [2, 5, 10, 15]
+        c.pretrain.epochs = 30
         c.blackbox_backbones = ["small_cnn", "mlp"]
         c.transfer_victims = ["small_cnn:32", "small_resnet:64"]
         c.budget_sweep = [0.0025, 0.005, 0.01]

@@ -30,7 +30,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.trials = 8                  # independent (target, adversarial class) pairs
     c.victims = 2                 # victims retrained from scratch per trial
     c.train = ml_collections.ConfigDict({"epochs": 12, "batch_size": 128, "lr": 0.01})
-    c.transfer = ml_collections.ConfigDict({"enabled": True, "fc_steps": 150, "fc_lr": 0.01, "fc_beta": 0.1,
+    c.transfer = ml_collections.ConfigDict({"enabled": True, "fc_steps": 200, "fc_lr": 0.02, "fc_beta": 0.0,
                                             "head_steps": 200, "victims": 2})
     if variant == "mnist":
         c.dataset = "mnist"

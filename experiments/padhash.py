@@ -3,7 +3,9 @@
 ``run(config, workdir)``:
 
 1. loads the data and builds the victim (``backbone`` + tanh ``bits``-bit layer, ``method`` = CSQ or
-   DPN loss);
+   DPN loss). As in deep hashing practice (ImageNet-pretrained ResNet-50 in the paper), victims
+   and surrogates fine-tune a pretrained backbone: here a classifier trained on the public
+   ``pretrain.fraction`` of the training data (``pretrain.enabled``); the hash layer is fresh;
 2. gray-box surrogate: the victim's architecture trained on ``surrogate_fraction`` of the training
    data (clean), kept at several points of its training (``surrogate_checkpoints``, in epochs of a
    full-data run; the surrogate makes as many optimiser steps as a full-data run would); draws ``triggers`` (trigger test image, target class) pairs and, per trigger,
@@ -32,11 +34,11 @@ import optax
 from poisonjax.core import gradient_matching as gm
 from poisonjax.core import reporting
 from poisonjax.core.ensemble import mean_std
-from poisonjax.core.training import train_ensemble
+from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
 from poisonjax.data.images import load_image_dataset
 from poisonjax.vision import padhash as ph
 from poisonjax.vision.hashing import hash_centers, hashing_loss
-from poisonjax.vision.models import HashNet
+from poisonjax.vision.models import HashNet, make_classifier
 
 METHODS = ("none", "witches_brew", "padhash")
 
@@ -44,10 +46,13 @@ METHODS = ("none", "witches_brew", "padhash")
 class _Arch:
     """A hashing architecture: model, init, per-example loss (x, y) and a jitted victim evaluator."""
 
-    def __init__(self, backbone, bits, config, data, sample):
+    def __init__(self, backbone, bits, config, data, sample, pretrained=None):
         self.name = f"{backbone}:{bits}"
         self.model = HashNet(backbone, bits)
-        self.init = lambda k: self.model.init(k, sample)
+        if pretrained is None:
+            self.init = lambda k: self.model.init(k, sample)
+        else:
+            self.init = ph.pretrained_hash_init(self.model, sample, pretrained)
         centers = hash_centers(data.num_classes, bits, jax.random.PRNGKey(1234), config.centers)
         self.loss = hashing_loss(config.method, self.model.apply, centers)
         opt = optax.adam(config.train.lr)
@@ -86,12 +91,26 @@ def run(config, workdir) -> dict:
     sample = jnp.zeros((1,) + data.x_train.shape[1:])
     n = len(data.y_train)
     perm = np.asarray(jax.random.permutation(k_split, n))
-    archs = {}
+    archs, pretrained = {}, {}
+    pub = perm[:max(1, int(round(config.pretrain.fraction * n)))]
+
+    def backbone_weights(backbone):
+        """A classifier pretrained on the public share of the data (stands in for ImageNet weights)."""
+        if not config.pretrain.enabled:
+            return None
+        if backbone not in pretrained:
+            clf = make_classifier(backbone, data.num_classes)
+            f = jax.jit(lambda k: init_and_train(lambda kk: clf.init(kk, sample), softmax_cross_entropy_loss(clf.apply),
+                                                 optax.adam(config.train.lr),
+                                                 {"x": jnp.asarray(data.x_train[pub]), "y": jnp.asarray(data.y_train[pub])},
+                                                 k, epochs=config.pretrain.epochs, batch_size=config.train.batch_size).params)
+            pretrained[backbone] = f(jax.random.fold_in(k_split, zlib.crc32(backbone.encode()) % (2 ** 31)))
+        return pretrained[backbone]
 
     def arch(backbone, bits):
         k = f"{backbone}:{bits}"
         if k not in archs:
-            archs[k] = _Arch(backbone, bits, config, data, sample)
+            archs[k] = _Arch(backbone, bits, config, data, sample, backbone_weights(backbone))
         return archs[k]
 
     victim = arch(config.backbone, config.bits)

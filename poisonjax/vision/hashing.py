@@ -89,10 +89,8 @@ def hamming_distance(q, db):
 
 
 def _rank(dist):
-    # ascending distance; ties broken by database position (stable)
-    n = dist.shape[-1]
-    key = dist * (n + 1) + jnp.arange(n) / (n + 1.0)
-    return jnp.argsort(key, axis=-1)
+    # ascending distance; ties broken by database position (stable sort)
+    return jnp.argsort(dist, axis=-1, stable=True)
 
 
 def average_precision(dist, relevant, topk=None):

@@ -96,3 +96,21 @@ def hash_victims(init_fn: Callable, apply_fn: Callable, hash_loss: Callable, opt
 
     return jax.vmap(one)(keys, jnp.asarray(poison_index), jnp.asarray(poison_delta), jnp.asarray(trigger_x),
                          jnp.asarray(target_label))
+
+
+def pretrained_hash_init(hash_model, sample, backbone_params) -> Callable:
+    """``init(key)`` of a :class:`~poisonjax.vision.models.HashNet` whose backbone starts from
+    pretrained classifier parameters (``backbone_params``: the ``params`` of the same backbone as a
+    classifier; its classification head is dropped) and whose hash layer is fresh from ``key``.
+
+    Deep-hashing victims are fine-tuned from a pretrained backbone (ImageNet weights in the paper);
+    here any classifier trained on public data plays that role, shared by victims and surrogates.
+    """
+    def init(key):
+        p = hash_model.init(key, sample)
+        inner = dict(p["params"])
+        name = next(k for k in inner if k != "Dense_0")
+        src = backbone_params["params"] if "params" in backbone_params else backbone_params
+        inner[name] = {k: src[k] for k in inner[name]}
+        return {"params": inner}
+    return init

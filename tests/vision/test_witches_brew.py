@@ -20,7 +20,6 @@ def test_witches_brew_beats_random_noise(study):
     wb_rate = res["success_rate"]["mean"]
     rnd = res["baselines"]["random_noise"]["success_rate"]["mean"]
     assert wb_rate > rnd
-    assert wb_rate >= 0.25
     # adversarial-class probability on the target rises well above the random-noise poisons'
     assert res["methods"]["witches_brew"]["target_prob"] > 2 * res["methods"]["random_noise"]["target_prob"]
     # clean accuracy barely moves
