@@ -481,6 +481,10 @@ def greedy_flip_optimizer(score_fn, budget: int, flips_per_step: int = 1, ll_con
                          loss=jnp.float32(0.0))
 
     def step(state: MetaState, prob) -> MetaState:
+        # once the budget is spent, steps are no-ops (no meta-gradient is computed)
+        return jax.lax.cond(state.n_flips < budget, lambda s: _step(s, prob), lambda s: s, state)
+
+    def _step(state: MetaState, prob) -> MetaState:
         key, sub = jax.random.split(state.key)
         loss, score = score_fn(prob, state, sub)
         allowed = prob.allowed
@@ -512,8 +516,12 @@ def metattack(cfg: MetattackConfig) -> AttackOptimizer:
 
 
 def num_steps(cfg) -> int:
-    """Greedy steps needed to spend ``cfg.budget`` at ``cfg.flips_per_step`` flips per step."""
-    return -(-cfg.budget // min(cfg.flips_per_step, cfg.budget))
+    """Greedy steps to run: ``ceil(budget / k)`` for ``k = flips_per_step``, plus 25% slack when
+    ``k > 1`` (a step may accept fewer than ``k`` flips when candidates fail the singleton / LL checks;
+    steps after the budget is spent cost nothing)."""
+    k = min(cfg.flips_per_step, cfg.budget)
+    n = -(-cfg.budget // k)
+    return n if k == 1 else n + -(-n // 4)
 
 
 def run_metattack(prob: MetaProblem, cfg: MetattackConfig, key, workdir=None, progress: bool = True,

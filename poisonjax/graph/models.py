@@ -99,8 +99,9 @@ class GCN(nn.Module):
 
     ``x`` is multiplied by ``W1`` first (``X W1`` then ``Â (·)``), which is the cheap order when
     ``F > H``. ``with_relu=False`` is the linearised surrogate used by Nettack/Metattack.
-    Dropout (on the input of each layer, as in Kipf's code) is active when ``train=True`` and a
-    ``"dropout"`` rng is given.
+    Dropout is applied to the hidden layer (as DeepRobust/Pro-GNN's GCN) and, with
+    ``input_dropout=True``, also to dense input features (as Kipf's code); it is active when
+    ``train=True`` and a ``"dropout"`` rng is given.
     """
 
     hidden: int = 16
@@ -108,6 +109,7 @@ class GCN(nn.Module):
     dropout: float = 0.5
     with_relu: bool = True
     with_bias: bool = True
+    input_dropout: bool = False
 
     @nn.compact
     def __call__(self, a_hat, x, train: bool = False):
@@ -115,8 +117,8 @@ class GCN(nn.Module):
         w1 = self.param("w1", _glorot, (f, self.hidden))
         w2 = self.param("w2", _glorot, (self.hidden, self.num_classes))
         drop = nn.Dropout(self.dropout, deterministic=not train)
-        if isinstance(x, jsparse.BCOO):
-            h = matmul(a_hat, x @ w1)  # (dropout on sparse input skipped)
+        if isinstance(x, jsparse.BCOO) or not self.input_dropout:
+            h = matmul(a_hat, x @ w1)
         else:
             h = matmul(a_hat, drop(x) @ w1)
         if self.with_bias:

@@ -156,3 +156,18 @@ def test_bad_inputs():
         A.metattack(A.MetattackConfig(budget=0, num_classes=2))
     with pytest.warns(UserWarning, match="symmetric"):
         A.make_meta_problem(sp.triu(adj, 1) * 2.0, x, y, tr, un)
+
+
+@pytest.mark.slow
+def test_metattack_study_writes_outputs(tmp_path):
+    from configs.metattack import get_config
+    from experiments.metattack import run
+    c = get_config("quick")
+    c.rate, c.flips_per_step, c.inner_steps, c.n_seeds, c.progress = 0.002, 5, 5, 1, False
+    c.gcn.epochs = 20
+    r = run(c, tmp_path)
+    assert r["n_perturbations"] == 10 and r["test_acc_reference"] is None
+    adj = sp.load_npz(tmp_path / "perturbed_adj.npz")
+    assert adj.shape == (2485, 2485)
+    for f in ("results.json", "config.json", "accuracy.png", "report.md"):
+        assert (tmp_path / f).exists(), f

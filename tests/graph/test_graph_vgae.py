@@ -69,3 +69,19 @@ def test_pseudo_links_use_no_training_pairs(setup):
     codes = set((pairs[:, 0] * n + pairs[:, 1]).tolist())
     train = set((np.concatenate([split.train_pos, split.train_neg]) @ np.array([n, 1])).tolist())
     assert not codes & train and labels.sum() == 50 and np.all(pairs[:, 0] < pairs[:, 1])
+
+
+@pytest.mark.slow
+def test_vgae_study_writes_outputs(tmp_path):
+    from configs.vgae_attack import get_config
+    from experiments.vgae_attack import run
+    c = get_config("quick")
+    c.attacks = ("meta_self", "random", "dice")
+    c.inner_steps, c.n_seeds, c.progress = 20, 1, False
+    c.victim.epochs = 20
+    r = run(c, tmp_path)
+    for f in ("results.json", "config.json", "perturbed_adj.npz", "auc_vs_rate.png", "report.md"):
+        assert (tmp_path / f).exists(), f
+    assert set(r["auc_poisoned"]) == {"meta_self", "random", "dice"} and 0 < r["auc_clean"] <= 1
+    with pytest.raises(ValueError, match="unknown variant"):
+        get_config("huge")
