@@ -113,6 +113,8 @@ def main():
     ap.add_argument("--kseed-users", type=int, default=3000, help="Beauty subset for the K-seed speed-up")
     ap.add_argument("--torch-threads", type=int, default=2)
     ap.add_argument("--out", default="")
+    ap.add_argument("--parts", nargs="+", default=["train", "generate", "kseed", "torch"],
+                    help="which parts to run (train is needed by generate and torch)")
     args = ap.parse_args()
     out = {"jax": jax.__version__, "devices": str(jax.devices())}
 
@@ -125,7 +127,8 @@ def main():
 
     # 2. training time per epoch (one seed), SASRec and GRU4Rec
     params = {}
-    for name in ("sasrec", "gru4rec"):
+    need_train = bool({"train", "generate", "torch"} & set(args.parts))
+    for name in (("sasrec", "gru4rec") if need_train else ()):
         m = make_model(name, ds.num_items, L, hidden=64, num_blocks=2, dropout=0.2)
         tr = make_trainer(m, ds.num_items, epochs=args.epochs, batch_size=256, lr=1e-3)
         p, t_first = timed(tr.train_single, x, y, jax.random.PRNGKey(0))
@@ -136,34 +139,36 @@ def main():
         print(f"{name}: {t_run / args.epochs:.2f} s/epoch (first call incl. compile {t_first:.1f} s)")
 
     # 1. DDSP generation time vs number of fake users (SASRec surrogate)
-    m, p = params["sasrec"]
-    sur = A.build_surrogate(m, p, sp.valid_x, sp.valid_x, 10)
     target = int(A.select_targets(ds.popularity(), 3)[1])
     out["generation"] = {}
-    for S in args.fake:
+    if "generate" in args.parts:
+        m, p = params["sasrec"]
+        sur = A.build_surrogate(m, p, sp.valid_x, sp.valid_x, 10)
+    for S in (args.fake if "generate" in args.parts else ()):
         _, t_c = timed(A.surrogate_generate, sur, target, S, T, jax.random.PRNGKey(0))
         _, t_r = timed(A.surrogate_generate, sur, target, S, T, jax.random.PRNGKey(1))
         out["generation"][S] = {"seconds": t_r, "first_call_seconds": t_c}
         print(f"DDSP generation, {S:6d} fake users x {T} items: {t_r:.2f} s (first call incl. compile {t_c:.1f} s)")
 
     # 3. K-seed speed-up: one vmapped call vs K sequential calls (Beauty subset)
-    sub = load_sequences("beauty", num_users=args.kseed_users, min_count=3, seed=0)
-    ssp = leave_one_out(sub.sequences, 20)
-    sx, sy = jnp.asarray(ssp.train_x), jnp.asarray(ssp.train_y)
-    m = make_model("sasrec", sub.num_items, 20, hidden=32, num_blocks=1, dropout=0.2)
-    tr = make_trainer(m, sub.num_items, epochs=args.epochs, batch_size=128, lr=2e-3)
-    keys = jax.random.split(jax.random.PRNGKey(0), args.k)
-    timed(tr.train, sx, sy, keys)
-    timed(tr.train_single, sx, sy, keys[0])
-    _, t_v = timed(tr.train, sx, sy, keys)
-    t_s = 0.0
-    for k in range(args.k):
-        _, dt = timed(tr.train_single, sx, sy, keys[k])
-        t_s += dt
-    out["kseed"] = {"K": args.k, "users": sub.num_users, "vmapped_seconds": t_v, "sequential_seconds": t_s,
-                    "speedup": t_s / t_v}
-    print(f"K={args.k} victims ({sub.num_users} users, {args.epochs} epoch): vmapped {t_v:.2f} s, "
-          f"sequential {t_s:.2f} s, speed-up {t_s / t_v:.2f}x")
+    if "kseed" in args.parts:
+        sub = load_sequences("beauty", num_users=args.kseed_users, min_count=3, seed=0)
+        ssp = leave_one_out(sub.sequences, 20)
+        sx, sy = jnp.asarray(ssp.train_x), jnp.asarray(ssp.train_y)
+        m = make_model("sasrec", sub.num_items, 20, hidden=32, num_blocks=1, dropout=0.2)
+        tr = make_trainer(m, sub.num_items, epochs=args.epochs, batch_size=128, lr=2e-3)
+        keys = jax.random.split(jax.random.PRNGKey(0), args.k)
+        timed(tr.train, sx, sy, keys)
+        timed(tr.train_single, sx, sy, keys[0])
+        _, t_v = timed(tr.train, sx, sy, keys)
+        t_s = 0.0
+        for k in range(args.k):
+            _, dt = timed(tr.train_single, sx, sy, keys[k])
+            t_s += dt
+        out["kseed"] = {"K": args.k, "users": sub.num_users, "vmapped_seconds": t_v, "sequential_seconds": t_s,
+                        "speedup": t_s / t_v}
+        print(f"K={args.k} victims ({sub.num_users} users, {args.epochs} epoch): vmapped {t_v:.2f} s, "
+              f"sequential {t_s:.2f} s, speed-up {t_s / t_v:.2f}x")
 
     # 4. PyTorch side by side: the same simplified generator
     E = np.asarray(params["sasrec"][1]["params"]["item_emb"]["embedding"], np.float32)
@@ -171,7 +176,7 @@ def main():
     util = rng.normal(size=E.shape[0]).astype(np.float32)
     C, cap = 64, max(1, int(np.ceil(0.25 * T)))
     out["torch_compare"] = {}
-    for S in args.fake:
+    for S in (args.fake if "torch" in args.parts else ()):
         gmax = max(2, int(np.ceil(0.1 * S)))
         gen = jax.jit(lambda k, S=S, gmax=gmax: simple_generator(jnp.asarray(E), jnp.asarray(util), S, T, C, target,
                                                                  cap, gmax, k))
