@@ -1,0 +1,45 @@
+"""Datasets: loaders for standard formats, synthetic generators and client partitions (DESIGN.md section 5).
+
+:func:`load_dataset` dispatches by name; the per-format loaders live in :mod:`~poisonjax.data.images`,
+:mod:`~poisonjax.data.graphs`, :mod:`~poisonjax.data.sequences`, :mod:`~poisonjax.data.nslkdd`,
+:mod:`~poisonjax.data.text`; generators in :mod:`~poisonjax.data.synthetic`; partitions in
+:mod:`~poisonjax.data.partitions`. The data root is ``data_dir`` > ``$POISONJAX_DATA`` > ``~/.cache/poisonjax``.
+"""
+from poisonjax.data._base import DataNotFoundError, data_root, require
+
+DATASETS = {
+    "digits": "images", "mnist": "images", "cifar10": "images",
+    "cora": "graphs", "citeseer": "graphs", "polblogs": "graphs", "cora_ml": "graphs", "pubmed": "graphs",
+    "planetoid_cora": "graphs", "planetoid_citeseer": "graphs",
+    "beauty": "sequences", "video": "sequences",
+    "nslkdd": "nslkdd", "nslkdd5": "nslkdd",
+    "sst2": "text", "trec": "text",
+}
+
+
+def load_dataset(name: str, data_dir=None, **kwargs):
+    """Load a dataset by name (see :data:`DATASETS`); unknown names raise an error listing the valid ones.
+
+    ``kwargs`` go to the format's loader (e.g. ``split=`` for text, ``num_users=`` for sequences,
+    ``n_train=`` for images).
+    """
+    from poisonjax.core.validation import check_choice
+    check_choice("dataset", name, DATASETS)
+    kind = DATASETS[name]
+    if kind == "images":
+        from poisonjax.data.images import load_image_dataset
+        return load_image_dataset(name, data_dir, **kwargs)
+    if kind == "graphs":
+        from poisonjax.data.graphs import load_graph
+        return load_graph(name, data_dir, **kwargs)
+    if kind == "sequences":
+        from poisonjax.data.sequences import load_sequences
+        return load_sequences(name, data_dir, **kwargs)
+    if kind == "nslkdd":
+        from poisonjax.data.nslkdd import load_nslkdd
+        return load_nslkdd("binary" if name == "nslkdd" else "5class", data_dir, **kwargs)
+    from poisonjax.data import text
+    return (text.load_sst2 if name == "sst2" else text.load_trec)(data_dir=data_dir, **kwargs)
+
+
+__all__ = ["DATASETS", "DataNotFoundError", "data_root", "load_dataset", "require"]

@@ -1,0 +1,18 @@
+"""data.load_dataset: dispatches every name; unknown names list the valid ones."""
+import pytest
+
+from poisonjax.core.validation import PoisonJaxInputError
+from poisonjax.data import DATASETS, load_dataset
+
+
+def test_dispatch_small_sets():
+    assert load_dataset("digits").x_train.shape[1:] == (8, 8, 1)
+    assert len(load_dataset("trec", split="test").texts) == 500
+    g = load_dataset("cora")
+    assert g.num_nodes == 2485
+
+
+def test_unknown_dataset():
+    with pytest.raises(PoisonJaxInputError, match="unknown dataset 'imagenet'.*digits"):
+        load_dataset("imagenet")
+    assert "beauty" in DATASETS and "nslkdd5" in DATASETS
