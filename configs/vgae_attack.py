@@ -5,7 +5,7 @@ of Planetoid Cora (or Citeseer / an SBM graph); the attacks flip ``rate * |E_tra
 training graph. See :mod:`poisonjax.graph.vgae_attacks`.
 
 Variants:
-* ``quick``: a 600-node SBM graph (no data files), 10%, victim lr 0.01 / 100 epochs, meta-gradients
+* ``quick``: a 300-node, 3-block SBM graph (identity features, no data files), 10%, victim lr 0.01 / 100 epochs, meta-gradients
   through the full 100-step training horizon, a quarter of the budget flipped per meta-gradient,
   2 victim seeds; a few minutes on a laptop CPU. (A horizon much shorter than the victim's training
   makes the exact meta-gradient myopic and weak: on small graphs 50 of 100 steps gave no effect.)

@@ -26,7 +26,7 @@ from poisonjax.graph.splits import budget_from_rate, link_split
 def _load(name, seed):
     if name == "sbm":
         from poisonjax.data.synthetic import sbm_graph
-        adj, y = sbm_graph(600, 6, 0.04, 0.002, seed=seed)
+        adj, y = sbm_graph(300, 3, 0.08, 0.004, seed=seed)
         return graphs.GraphData(adj=adj, features=None, labels=y, name="sbm")
     check_choice("dataset", name, ("cora", "citeseer", "sbm"))
     return graphs.load_planetoid(name)

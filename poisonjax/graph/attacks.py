@@ -654,14 +654,14 @@ def dice_attack(adj: sp.spmatrix, labels: np.ndarray, budget: int, seed: int = 0
 
 
 def pgd_attack(loss_fn, a_clean: jax.Array, allowed: jax.Array, budget: int, key, steps: int = 100,
-               lr: float = None, samples: int = 20) -> np.ndarray:
+               lr: float = 1.0, samples: int = 20) -> np.ndarray:
     r"""PGD topology attack (Xu et al., "Topology Attack and Defense for Graph Neural Networks", IJCAI
     2019): relax flips to :math:`p \in [0,1]^{N\times N}` (upper triangle), maximise
     ``loss_fn(A(p))`` with :math:`A(p) = A + (1 - 2A)\odot(p + p^\top)` by projected gradient ascent
-    onto :math:`\{0\le p\le 1, \sum p \le B\}` (``lr`` defaults to :math:`200/\sqrt{t}` scaled by
-    ``B / N^2`` as in the paper's code: ``lr = 200 * B / N^2``... here ``lr = B / sqrt(t)`` on a
-    normalised gradient), then draw ``samples`` Bernoulli(p) flip sets and keep the valid one with the
-    highest loss. Returns flips ``[<=B, 2]``.
+    onto :math:`\{0\le p\le 1, \sum p \le B\}` with step :math:`\eta_t = \text{lr}\cdot B/\sqrt{t+1}`
+    along the L2-normalised gradient (the paper scales :math:`200/\sqrt t` by :math:`B/N^2`), then draw
+    ``samples`` Bernoulli(p) flip sets and keep the valid one with the highest loss (falling back to
+    the top-``B`` weights). Returns flips ``[<=B, 2]``.
 
     Simplified: the loss is evaluated on a fixed (surrogate) model, i.e. an evasion-style objective
     on the poisoned graph, as in the paper's "fixed victim" setting; no re-training inside the loop."""
@@ -678,7 +678,7 @@ def pgd_attack(loss_fn, a_clean: jax.Array, allowed: jax.Array, budget: int, key
     def update(p, t):
         g = grad(p) * allowed
         g = g / (jnp.linalg.norm(g) + 1e-12)
-        p = p + budget / jnp.sqrt(t + 1.0) * g
+        p = p + lr * budget / jnp.sqrt(t + 1.0) * g
         return project_capped_simplex(p * allowed, budget) * allowed
 
     p = jnp.zeros_like(a_clean)
