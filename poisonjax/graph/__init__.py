@@ -6,6 +6,6 @@ from poisonjax.graph.attacks import (MetattackConfig, check_perturbation, dice_a
                                      random_attack, run_metattack, self_training_labels)
 from poisonjax.graph.metrics import accuracy, average_precision, link_auc_ap, roc_auc
 from poisonjax.graph.models import GCN, GraphEncoder, normalize_adj, train_gcn, train_vgae
-from poisonjax.graph.prbcd import PRBCDConfig, make_prbcd_problem, prbcd, run_prbcd
+from poisonjax.graph.prbcd import PRBCDConfig, make_prbcd_problem, run_prbcd
 from poisonjax.graph.splits import LinkSplit, budget_from_rate, link_split
 from poisonjax.graph.vgae_attacks import (VGAEAttackConfig, evaluate_vgae, vgae_meta_attack, vgae_oneshot)
