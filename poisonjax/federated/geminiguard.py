@@ -7,7 +7,7 @@ non-IID data, built from two complementary analyses whose outlier decisions are 
 **Model-weight analysis (MWA)** on the full client weights :math:`W_i = w_g + \Delta_i \in \mathbb R^d`
 (:func:`weight_statistics`). With the coordinate-wise median :math:`\tilde W` and the coordinate-wise
 scaled MAD :math:`\sigma_j = 1.4826\,\mathrm{med}_i |W_{ij} - \tilde W_j|` over the valid clients, and
-the robust per-coordinate profile :math:`z_{ij} = (W_{ij} - \tilde W_j)/\sigma_j`, four statistics:
+the robust per-coordinate profile :math:`z_{ij} = (W_{ij} - \tilde W_j)/\sigma_j`, five statistics:
 
 - *magnitude* :math:`m_i = \|W_i - \tilde W\|_2` (scaling / model replacement, Gaussian, IPM with
   large epsilon, Fang);
@@ -21,6 +21,11 @@ the robust per-coordinate profile :math:`z_{ij} = (W_{ij} - \tilde W_j)/\sigma_j
   (LIE, Min-Max/Min-Sum with the std direction) deviate coherently (:math:`h_i \to 1`). The sign
   form is used because a mean/RMS ratio is dominated by the few heavy-tailed coordinates of non-IID
   updates.
+- *extremity* :math:`e_i = \mathrm{med}_{j \in J} |z_{ij}|`, the client's typical per-coordinate
+  deviation in units of the benign spread: about 0.67 for a benign client, about 2 or more for an
+  update that sits beyond the benign extremes in most coordinates (Fang et al.'s trimmed-mean/median
+  attack, scaled or noisy updates); a median over coordinates, so the heavy-tailed coordinates of
+  non-IID updates do not dominate it;
 - *crowding* :math:`k_i = -\log(\min_{j \ne i}\|W_i - W_j\| + \epsilon\,\mathrm{med}_i \min_{j\ne i}\|W_i - W_j\|)`:
   benign non-IID clients never coincide, while colluding attackers that share one crafted update
   (LIE, Min-Max, Min-Sum, IPM, Fang, the adaptive attack) form a (near-)duplicate cluster -- the
@@ -28,9 +33,9 @@ the robust per-coordinate profile :math:`z_{ij} = (W_{ij} - \tilde W_j)/\sigma_j
 
 Each statistic becomes a robust z-score across the valid clients,
 :math:`\zeta(s)_i = (s_i - \mathrm{med}(s)) / \max(1.4826\,\mathrm{MAD}(s), \text{floor})` (for the
-bounded coherence the floor is ``coherence_floor`` = 0.05, since benign values cluster at 0 with a
+bounded coherence and the extremity the floor is ``coherence_floor`` = 0.05, since benign values cluster at 0 with a
 tiny MAD; otherwise a relative 1e-6), and the MWA score is
-:math:`S^W_i = \max(\zeta(m)_i, \zeta(a)_i, \zeta(h)_i, \zeta(k)_i)` (one-sided: only *large* values are
+:math:`S^W_i = \max(\zeta(m)_i, \zeta(a)_i, \zeta(h)_i, \zeta(g)_i, \zeta(k)_i)` (one-sided: only *large* values are
 suspicious).
 
 **Latent-space analysis (LSA)** on the penultimate-layer representations (PLRs) of the server's
@@ -54,7 +59,7 @@ If everything would be flagged, the client(s) with the lowest fused score are ke
 Reconstruction note (read this): the paper's text available to us (abstract, summaries) states the
 two components -- a *novel* model-weight analysis on full weights and a *custom* latent-space
 analysis on PLRs with MMD-based trust (FLARE's successor) -- combined with adaptive (data-driven)
-thresholds, but not the exact statistics or fusion formula. The four MWA statistics, the robust
+thresholds, but not the exact statistics or fusion formula. The five MWA statistics, the robust
 MAD z-scores as the adaptive threshold (default 4), the kNN-MMD latent score and the union fusion
 are our reconstruction, chosen because each targets one family of attacks while staying calm on
 heterogeneous benign clients (checked on digits at alpha 0.1-1.0). Magnitude, coherence and
@@ -92,8 +97,9 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
     r"""MWA statistics of full client weights ``w [n, d]`` (see module docstring).
 
     Returns ``magnitude [n]``, ``direction [n]`` (needs ``w_global [d]``; zeros otherwise),
-    ``coherence [n]``, ``crowding [n]`` and the per-statistic robust z-scores ``z_magnitude``,
-    ``z_direction``, ``z_coherence``, ``z_crowding``; ``score [n]`` = their maximum.
+    ``coherence [n]``, ``extremity [n]``, ``crowding [n]`` and the per-statistic robust z-scores
+    ``z_magnitude``, ``z_direction``, ``z_coherence``, ``z_extremity``, ``z_crowding``; ``score [n]`` =
+    their maximum.
     """
     w = w.astype(jnp.float32)
     med = _aggs.masked_median(w, valid)                                         # [d]
@@ -106,6 +112,8 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
     z = jnp.where(informative[None, :], dev / jnp.where(informative, scale, 1.0)[None, :], 0.0)
     cnt = jnp.maximum(jnp.sum(informative), 1)
     coherence = jnp.abs(jnp.sum(jnp.sign(z), axis=1)) / cnt
+    extremity = jnp.nanmedian(jnp.where(informative[None, :], jnp.abs(z), jnp.nan), axis=1)
+    extremity = jnp.where(jnp.isfinite(extremity), extremity, 0.0)
     if w_global is not None:
         disp = w - w_global[None, :]
         ref = med - w_global
@@ -122,10 +130,12 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
     crowding = -jnp.log(nn + 1e-3 * nn_med + 1e-30)
     zm, za = robust_z(magnitude, valid), robust_z(direction, valid)
     zh = robust_z(coherence, valid, floor=coherence_floor)
+    zg = robust_z(extremity, valid, floor=coherence_floor)
     zk = robust_z(crowding, valid, floor=0.1)
-    score = jnp.maximum(jnp.maximum(zm, za), jnp.maximum(zh, zk))
-    return dict(magnitude=magnitude, direction=direction, coherence=coherence, crowding=crowding, z_magnitude=zm,
-                z_direction=za, z_coherence=zh, z_crowding=zk, score=jnp.where(valid, score, jnp.inf))
+    score = jnp.maximum(jnp.maximum(jnp.maximum(zm, za), jnp.maximum(zh, zk)), zg)
+    return dict(magnitude=magnitude, direction=direction, coherence=coherence, extremity=extremity,
+                crowding=crowding, z_magnitude=zm, z_direction=za, z_coherence=zh, z_extremity=zg, z_crowding=zk,
+                score=jnp.where(valid, score, jnp.inf))
 
 
 def latent_statistics(features: jax.Array, valid: jax.Array, k: Optional[int] = None,
@@ -224,7 +234,7 @@ def geminiguard(x, valid, state, key, context, weights, *, features=None, w_glob
     report = dict(scores=jnp.where(valid, fused, jnp.inf), flags=flags, weights=w / jnp.maximum(w.sum(), 1e-12),
                   score_weight=s_w, score_latent=s_lat, flags_weight=valid & (s_w > tau_weight),
                   flags_latent=valid & (s_lat > tau_latent), magnitude=ws["magnitude"], direction=ws["direction"],
-                  coherence=ws["coherence"], crowding=ws["crowding"])
+                  coherence=ws["coherence"], extremity=ws["extremity"], crowding=ws["crowding"])
     if use_latent:
         report["knn_mmd"] = ls["knn_mmd"]
     return agg, state, report
