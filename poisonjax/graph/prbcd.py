@@ -198,7 +198,8 @@ def finalize(prob: PRBCDProblem, state: PRBCDState, cfg: PRBCDConfig, key, sampl
     one is kept, then removals that would leave a node without edges are dropped."""
     n = cfg.num_nodes
     p, _ = _dedupe(state.codes, state.p)
-    loss_fn = jax.jit(lambda m: meta_loss(prob, state.codes, m, cfg, key))
+    _loss = jax.jit(lambda pr, codes, m, k: meta_loss(pr, codes, m, cfg, k))  # arrays as arguments (no constant folding)
+    loss_fn = lambda m: _loss(prob, state.codes, m, key)
     cands = []
     _, top = jax.lax.top_k(p, cfg.budget)
     cands.append(jnp.zeros_like(p).at[top].set(1.0) * (p[top].sum() > 0))
