@@ -52,3 +52,14 @@ def test_outputs_and_poisons_npz(study):
     from poisonjax.data.images import load_digits
     np.testing.assert_array_equal(x[others], load_digits().x_train[others])
     assert res["max_linf"] <= cfg.epsilon + 1e-6 and res["in_box"]
+
+
+def test_config_variants():
+    from configs.padhash import get_config as ph_config
+    for get in (get_config, ph_config):
+        for v in ("quick", "mnist", "paper"):
+            c = get(v)
+            assert 0 < c.budget <= 1 and 0 < c.epsilon <= 1
+        with pytest.raises(ValueError, match="quick"):
+            get("huge")
+    assert get_config("paper").dataset == "cifar10" and abs(get_config("paper").epsilon - 16 / 255) < 1e-9
