@@ -59,8 +59,10 @@ def _tree_vdot(a, b):
 
 
 def tree_norm(a) -> jax.Array:
-    r""":math:`\|a\|_2` of a pytree, over all leaves (the flattened gradient)."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(a)))
+    r""":math:`\|a\|_2` of a pytree, over all leaves (the flattened gradient). Safe at 0: the
+    square root's argument is floored at 1e-30, so an all-zero gradient (e.g. a saturated surrogate)
+    gives a zero derivative instead of NaN."""
+    return jnp.sqrt(jnp.maximum(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(a)), 1e-30))
 
 
 def cosine_alignment_loss(g_poison: PyTree, g_target: PyTree) -> jax.Array:
@@ -92,9 +94,9 @@ def strict_alignment_loss(g_poison: PyTree, g_target: PyTree, alpha, normalize: 
     """
     pn = tree_norm(g_poison)
     tn = tree_norm(g_target)
-    cos = _tree_vdot(g_poison, g_target) / jnp.maximum(pn * tn, 1e-20)
+    cos = _tree_vdot(g_poison, g_target) / jnp.maximum(pn * tn, 1e-12)
     diff = tree_norm(jax.tree.map(jnp.subtract, g_poison, g_target))
-    strict = diff / jnp.maximum(pn * tn, 1e-20)
+    strict = diff / jnp.maximum(pn * tn, 1e-12)
     if normalize:
         strict = strict * jax.lax.stop_gradient(tn)
     return (1.0 - alpha) * (1.0 - cos) + alpha * strict
