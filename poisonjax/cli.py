@@ -342,6 +342,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``poisonjax`` console script."""
+    import signal
+    if hasattr(signal, "SIGPIPE"):  # `poisonjax list | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = make_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
