@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from poisonjax.core import reporting
-from poisonjax.core.validation import check_choice, check_fraction, check_positive_int
+from poisonjax.core.validation import check_choice
 from poisonjax.federated import aggregators as A
 from poisonjax.federated import attacks as T
 from poisonjax.federated import simulation as S
@@ -39,15 +39,7 @@ BACKDOOR = ("badnets", "scaling")
 def _validate(c):
     check_choice("config.dataset", c.dataset, ("digits", "mnist", "cifar10", "nslkdd", "nslkdd5"))
     check_choice("config.model", c.model, ("mlp", "cnn"))
-    check_positive_int("config.num_clients", c.num_clients)
-    check_fraction("config.malicious_fraction", c.malicious_fraction, low_inclusive=True, high_inclusive=False)
-    check_positive_int("config.rounds", c.rounds)
-    if not float(c.alpha) > 0:
-        raise ValueError(f"config.alpha must be > 0, got {c.alpha}")
-    for a in c.attacks:
-        check_choice("config.attacks entry", a, ATTACKS)
-    for g in c.aggregators:
-        check_choice("config.aggregators entry", g, A.AGGREGATORS)
+    S.check_study_config(c, ATTACKS, A.AGGREGATORS)
 
 
 def _aggregator(name, c, num_malicious, clients_per_round):

@@ -23,7 +23,7 @@ import numpy as np
 
 from poisonjax.core import reporting
 from poisonjax.core.ensemble import unflatten_like
-from poisonjax.core.validation import check_choice, check_fraction, check_positive_int
+from poisonjax.core.validation import check_choice
 from poisonjax.data import nslkdd
 from poisonjax.federated import aggregators as A
 from poisonjax.federated import simulation as S
@@ -40,15 +40,7 @@ AGGREGATORS = tuple(A.AGGREGATORS) + ("weidetect",)
 def _validate(c):
     for fr in c.framings:
         check_choice("config.framings entry", fr, ("binary", "5class"))
-    check_positive_int("config.num_clients", c.num_clients, minimum=5)
-    check_fraction("config.malicious_fraction", c.malicious_fraction, low_inclusive=True, high_inclusive=False)
-    check_positive_int("config.rounds", c.rounds)
-    if not float(c.alpha) > 0:
-        raise ValueError(f"config.alpha must be > 0, got {c.alpha}")
-    for a in c.attacks:
-        check_choice("config.attacks entry", a, ATTACKS)
-    for g in c.aggregators:
-        check_choice("config.aggregators entry", g, AGGREGATORS)
+    S.check_study_config(c, ATTACKS, AGGREGATORS, min_clients=5)
     check_choice("config.wd.metric", c.wd.metric, ("auto", "macro_f1", "target_recall"))
     check_choice("config.wd.selection", c.wd.selection, ("cdf", "top_k"))
 

@@ -51,6 +51,12 @@ def ensemble_apply(apply_fn: Callable, stacked_params: PyTree, *inputs, inputs_s
     return jax.vmap(apply_fn, in_axes=in_axes)(stacked_params, *inputs)
 
 
+def flatten_params(params: PyTree) -> jax.Array:
+    """One model's params as a float32 vector ``[d]`` (leaf order of ``jax.tree``, the same order as
+    one row of :func:`flatten_stacked`)."""
+    return jnp.concatenate([l.reshape(-1).astype(jnp.float32) for l in jax.tree.leaves(params)])
+
+
 def flatten_stacked(tree: PyTree) -> jax.Array:
     """Flatten each victim/client's pytree into one row: ``[K, d]`` (leaf order of ``jax.tree``)."""
     leaves = jax.tree.leaves(tree)

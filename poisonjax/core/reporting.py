@@ -39,19 +39,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return path
 
 
+def _cell(v, floatfmt: str, pm: str) -> str:
+    """A table cell: floats with ``floatfmt``, ``{"mean", "std"}`` dicts as ``mean ± std``."""
+    if isinstance(v, float):
+        return format(v, floatfmt)
+    if isinstance(v, dict) and "mean" in v:
+        return f"{v['mean']:{floatfmt}}{pm}{v.get('std', 0.0):{floatfmt}}"
+    return str(v)
+
+
 def markdown_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] = None, floatfmt: str = ".4f") -> str:
     """Render a list of dicts as a GitHub markdown table."""
     if not rows:
         return "(no rows)\n"
     columns = list(columns or rows[0].keys())
-
-    def fmt(v):
-        if isinstance(v, float):
-            return format(v, floatfmt)
-        if isinstance(v, dict) and "mean" in v:
-            return f"{v['mean']:{floatfmt}} ± {v.get('std', 0.0):{floatfmt}}"
-        return str(v)
-
+    fmt = lambda v: _cell(v, floatfmt, " ± ")
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -62,14 +64,7 @@ def text_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] 
     if not rows:
         return "(no rows)"
     columns = list(columns or rows[0].keys())
-
-    def fmt(v):
-        if isinstance(v, float):
-            return format(v, floatfmt)
-        if isinstance(v, dict) and "mean" in v:
-            return f"{v['mean']:{floatfmt}}±{v.get('std', 0.0):{floatfmt}}"
-        return str(v)
-
+    fmt = lambda v: _cell(v, floatfmt, "±")
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from poisonjax.core import training
-from poisonjax.core.ensemble import unflatten_like
+from poisonjax.core.ensemble import flatten_params, unflatten_like  # flatten_params re-exported
 from poisonjax.core.parallel import sharded_vmap
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_fraction, check_positive_int
@@ -56,9 +56,6 @@ __all__ = ["FederatedData", "FLState", "RoundContext", "FLSimulation", "build_si
            "SERVER_OPTIMIZERS"]
 
 
-def flatten_params(params: PyTree) -> jax.Array:
-    """One model's params -> ``[d]`` (leaf order of ``jax.tree``, same as ``flatten_stacked``)."""
-    return jnp.concatenate([l.reshape(-1).astype(jnp.float32) for l in jax.tree.leaves(params)])
 
 
 class FederatedData(NamedTuple):
@@ -353,6 +350,20 @@ def build_simulation(model: ModelFns, aggregator: Union[str, aggs.Aggregator, Ca
     return FLSimulation(model, aggregator, model_attack, client_fraction, local_epochs, batch_size, local_opt,
                         _server_optimizer(server_optimizer, server_lr, server_momentum), client_chunk_size,
                         mesh, num_classes, None, bool(weight_by_size))
+
+
+def check_study_config(c, attacks: Sequence[str], aggregators: Sequence[str], min_clients: int = 1) -> None:
+    """Checks shared by the FL studies' configs: ``num_clients >= min_clients``, ``malicious_fraction``
+    in [0, 1), ``rounds >= 1``, ``alpha > 0``, and every ``attacks``/``aggregators`` entry known."""
+    check_positive_int("config.num_clients", c.num_clients, minimum=min_clients)
+    check_fraction("config.malicious_fraction", c.malicious_fraction, low_inclusive=True, high_inclusive=False)
+    check_positive_int("config.rounds", c.rounds)
+    if not float(c.alpha) > 0:
+        raise PoisonJaxInputError(f"config.alpha must be > 0 (Dirichlet concentration), got {c.alpha}")
+    for a in c.attacks:
+        check_choice("config.attacks entry", a, attacks)
+    for g in c.aggregators:
+        check_choice("config.aggregators entry", g, aggregators)
 
 
 def validate_data(data: FederatedData) -> None:
