@@ -15,13 +15,11 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from poisonjax.core import reporting
 from poisonjax.core.validation import check_choice
 from poisonjax.federated import aggregators as A
-from poisonjax.federated import attacks as T
 from poisonjax.federated import simulation as S
 
 # study attack name -> (data attack, model attack)

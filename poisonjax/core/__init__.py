@@ -3,7 +3,8 @@
 Modules: :mod:`~poisonjax.core.types` (protocols), :mod:`~poisonjax.core.training`,
 :mod:`~poisonjax.core.ensemble`, :mod:`~poisonjax.core.projections`, :mod:`~poisonjax.core.parallel`,
 :mod:`~poisonjax.core.runner`, :mod:`~poisonjax.core.bilevel`, :mod:`~poisonjax.core.gradient_matching`,
-:mod:`~poisonjax.core.autoregressive`, :mod:`~poisonjax.core.validation`, :mod:`~poisonjax.core.reporting`.
+:mod:`~poisonjax.core.autoregressive`, :mod:`~poisonjax.core.layers` (``PatchConv``),
+:mod:`~poisonjax.core.validation`, :mod:`~poisonjax.core.reporting`.
 """
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.training import (TrainResult, accuracy, init_and_train, softmax_cross_entropy_loss,
