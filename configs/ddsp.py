@@ -42,12 +42,16 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         fake_ratio=0.02 if quick else 0.01,  # main table
         extra_ratios=() if quick else (0.005, 0.02),
         fake_length=0,                       # 0 = the average real sequence length
+        # "real": each fake user's length is drawn from the real length distribution (clipped to
+        # 2..max_fake_length, 0 = model.max_len), so a detector cannot flag fakes by length alone;
+        # "fixed": every fake sequence has fake_length items (the default wording)
+        length_dist="real", max_fake_length=0,
         num_targets=4 if quick else 25,
         targets=(),                          # explicit target item ids (file ids); () = evenly spaced ranks
         exclude_top=0,
         methods=METHODS,
         num_preferred=10, tau=0.1, beta=1.0,
-        alpha=1.0, beta_utility=1.0, target_bonus=100.0, max_target_share=0.25,
+        alpha=1.0, beta_utility=1.0, target_bonus=100.0, max_target_per_seq=1, max_target_share=0.25,
         within_penalty=1.0, global_penalty=0.5, max_item_share=0.1, num_candidates=64, temperature=1.0))
     c.eval_chunk = 512
     c.train_group = 0 if quick else 8        # datasets per vmapped training call (0 = all at once)

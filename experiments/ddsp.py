@@ -83,11 +83,13 @@ def evaluate(ctx, params, targets):
     U = sp.test_y.shape[0]
     items = np.concatenate([sp.test_y[:, None], np.tile(np.asarray(targets, np.int32)[None], (U, 1))], 1)
     r = np.asarray(ctx["ranker"](params, jnp.asarray(sp.test_x), jnp.asarray(items), jnp.asarray(sp.history)))
-    out = {"overall": [M.hit_ndcg(rk[:, 0], KS) for rk in r], "targets": {}, "displacement": {}}
+    out = {"overall": [M.hit_ndcg(rk[:, 0], KS) for rk in r], "targets": {}, "displacement": {}, "excl": {}}
     for j, t in enumerate(targets):
         mask = M.never_interacted(sp.history, sp.test_y, int(t))
         out["targets"][int(t)] = [M.hit_ndcg(rk[:, 1 + j], KS, weights=mask) for rk in r]
         out["displacement"][int(t)] = [M.target_displacement(rk[:, 0], rk[:, 1 + j], mask) for rk in r]
+        # overall accuracy with the target removed from the candidates: rank - [target ranked above]
+        out["excl"][int(t)] = [M.hit_ndcg(rk[:, 0] - (mask & (rk[:, 1 + j] < rk[:, 0])), (10,)) for rk in r]
     return out
 
 
@@ -104,22 +106,23 @@ def train_groups(trainer, xs, ys, ws, keys, group: int):
     return out
 
 
-def fake_metrics(ctx, fake, target):
-    ds, pop = ctx["ds"], ctx["pop"]
+def fake_metrics(ctx, fake, target, use_length=False):
+    ds = ctx["ds"]
     real = ds.sequences
     return dict(target_repetition=M.target_repetition(fake, target), distinct_ratio=M.distinct_ratio(fake),
                 usage_entropy=M.usage_entropy(fake, ds.num_items),
                 popularity_distance=M.popularity_distance(fake, real, ds.num_items),
                 length_distance=M.length_distance((fake > 0).sum(1), [len(s) for s in real]),
-                detector_auc=M.detector_auc(real, fake, pop))
+                detector_auc=M.detector_auc(real, fake, ds.num_items, use_length=use_length))
 
 
 def poisoned_data(ctx, fake):
     """Clean training pairs + the fake sequences' pairs (``fake`` may be ``None``: masked zeros)."""
     sp = ctx["split"]
     L = sp.train_x.shape[1]
-    check_sequences("fake sequences", fake, ctx["ds"].num_items)
-    fx, fy = training_pairs(list(fake), L)
+    rows = [r[r > 0] for r in np.asarray(fake)]          # padding past each fake user's length dropped
+    check_sequences("fake sequences", rows, ctx["ds"].num_items)
+    fx, fy = training_pairs(rows, L)
     return (jnp.asarray(np.concatenate([sp.train_x, fx])), jnp.asarray(np.concatenate([sp.train_y, fy])),
             jnp.ones((sp.train_x.shape[0] + fx.shape[0],), jnp.float32))
 
@@ -147,24 +150,33 @@ def run(config, workdir) -> dict:
     ds, sp = ctx["ds"], ctx["split"]
     targets = [int(t) for t in ctx["targets"]]
     fake_len = A.check_fake_length(ac.fake_length or int(round(float(ds.lengths().mean()))))
+    if ac.length_dist not in ("real", "fixed"):
+        raise PoisonJaxInputError(f"attack.length_dist must be 'real' or 'fixed', got {ac.length_dist!r}")
+    real_lengths = A.check_fake_length(ac.max_fake_length or config.model.max_len)
     keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_victims)
     gen_kw = dict(alpha=ac.alpha, beta_utility=ac.beta_utility, target_bonus=ac.target_bonus,
-                  max_target_share=ac.max_target_share, within_penalty=ac.within_penalty,
+                  max_target_share=ac.max_target_share, max_target_per_seq=ac.max_target_per_seq,
+                  within_penalty=ac.within_penalty,
                   global_penalty=ac.global_penalty, max_item_share=ac.max_item_share,
                   num_candidates=ac.num_candidates, temperature=ac.temperature, tau=ac.tau, beta=ac.beta)
     ratios = [ac.fake_ratio] + [r for r in ac.extra_ratios if r != ac.fake_ratio]
     by_ratio, clean = {}, None
     for ratio in ratios:
         F = A.num_fake_users(ds.num_users, ratio)
+        if ac.length_dist == "real":   # the same sampled lengths for every method (paired comparison)
+            lengths = A.sample_lengths(ds.lengths(), F, config.seed + 11, real_lengths)
+            T = int(lengths.max())
+        else:
+            lengths, T = None, fake_len
         jobs = [(t, m) for t in targets for m in ac.methods]
         fakes, gen_s = [], []
         for j, (t, m) in enumerate(tqdm(jobs, desc=f"generate (ratio {ratio})")):
             key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 7), j)
             tg = time.time()
-            fakes.append(A.generate_fake(m, ctx["sur"], t, F, fake_len, key, ctx["pop"], **gen_kw))
+            fakes.append(A.generate_fake(m, ctx["sur"], t, F, T, key, ctx["pop"], lengths=lengths, **gen_kw))
             gen_s.append(time.time() - tg)
         # dataset 0 = clean (fake rows are weight-0 padding): the same shapes for every victim
-        data = [poisoned_data(ctx, np.ones((F, fake_len), np.int32))]
+        data = [poisoned_data(ctx, np.ones((F, T), np.int32))]
         data[0] = (data[0][0], data[0][1], data[0][2].at[sp.train_x.shape[0]:].set(0.0))
         data += [poisoned_data(ctx, f) for f in fakes]
         xs, ys, ws = (jnp.stack([d[i] for d in data]) for i in range(3))
@@ -172,13 +184,15 @@ def run(config, workdir) -> dict:
         tt = time.time()
         params = train_groups(ctx["trainer"], xs, ys, ws, keys, config.train_group)
         train_s = time.time() - tt
-        if clean is None:
-            clean = evaluate(ctx, params[0], targets)
+        # clean victims of this ratio's data shape: the same init and batch order as the poisoned ones
+        # (fake rows weight 0), so poisoned - clean is a paired difference per seed
+        clean_r = evaluate(ctx, params[0], targets)
+        clean = clean_r if clean is None else clean
         res = {}
         for j, (t, m) in enumerate(tqdm(jobs, desc="evaluate")):
-            res.setdefault(m, {})[t] = dict(eval=evaluate(ctx, params[j + 1], [t]), fake=fake_metrics(ctx, fakes[j], t),
+            res.setdefault(m, {})[t] = dict(eval=evaluate(ctx, params[j + 1], [t]), fake=fake_metrics(ctx, fakes[j], t, ac.length_dist == "real"),
                                             gen_seconds=gen_s[j], example=fakes[j][0].tolist())
-        by_ratio[ratio] = {m: summarize(res[m], clean, ctx["pop"]) for m in ac.methods}
+        by_ratio[ratio] = {m: summarize(res[m], clean_r, ctx["pop"]) for m in ac.methods}
         by_ratio[ratio]["_train_seconds"] = train_s
     clean_sum = summarize_clean(clean, targets, ctx["pop"])
     results = dict(by_ratio[ac.fake_ratio])
@@ -186,12 +200,16 @@ def run(config, workdir) -> dict:
     train_seconds = results.pop("_train_seconds")
     results["meta"] = dict(dataset=config.dataset, train_seconds=train_seconds, num_users=ds.num_users, num_items=ds.num_items,
                            num_interactions=ds.num_interactions, num_fake=A.num_fake_users(ds.num_users, ac.fake_ratio),
-                           fake_ratio=ac.fake_ratio, fake_length=fake_len, targets=targets,
+                           fake_ratio=ac.fake_ratio, fake_length=fake_len, length_dist=ac.length_dist,
+                           fake_length_mean=float(np.mean(lengths)) if ac.length_dist == "real" else fake_len,
+                           targets=targets,
                            target_popularity={str(t): int(ctx["pop"][t]) for t in targets},
                            buckets={str(t): A.popularity_bucket(t, ctx["pop"]) for t in targets},
                            num_victims=config.num_victims, seconds=time.time() - t0)
     if len(ratios) > 1:
-        results["by_ratio"] = {str(r): {m: {k: v[k] for k in ("target_hr@10", "target_ndcg@10", "overall_ndcg@10")}
+        keep = ("target_hr@10", "target_ndcg@10", "overall_ndcg@10", "paired_ndcg@10_drop", "paired_ndcg@10_drop_std",
+                "paired_ndcg@10_excl_target_drop", "paired_ndcg@10_excl_target_drop_std", "detector_auc")
+        results["by_ratio"] = {str(r): {m: {k: v[k] for k in keep}
                                         for m, v in by_ratio[r].items() if m in ac.methods} for r in ratios}
     write_outputs(results, ac.methods, wd)
     return results
@@ -228,6 +246,17 @@ def summarize(per_target, clean, pop):
     out["overall_ndcg@10_std"] = float(seed_overall.mean(1).std())
     out["overall_hr@10_drop"] = float(clean_hr - out["overall_hr@10"])
     out["overall_ndcg@10_drop"] = float(clean_nd - out["overall_ndcg@10"])
+    # paired drops: victim k retrained on poisoned data vs clean victim k (same init / batch order), per
+    # target; mean over (target, seed), std over seeds of the target-averaged drop
+    c_nd = np.array([d["ndcg@10"] for d in clean["overall"]])[:, None]
+    c_hr = np.array([d["hr@10"] for d in clean["overall"]])[:, None]
+    d_nd, d_hr = c_nd - seed_overall, c_hr - seed_overall_hr                      # [K, T]
+    ex = lambda ev, t, m: np.array([d[m] for d in ev["excl"][t]])
+    d_ex = np.array([ex(clean, t, "ndcg@10") - ex(per_target[t]["eval"], t, "ndcg@10") for t in targets]).T
+    for name, d in (("ndcg@10", d_nd), ("hr@10", d_hr), ("ndcg@10_excl_target", d_ex)):
+        out[f"paired_{name}_drop"] = float(d.mean())
+        out[f"paired_{name}_drop_std"] = float(d.mean(1).std())
+        out[f"paired_{name}_drop_all"] = d.tolist()
     for f in ("target_repetition", "distinct_ratio", "usage_entropy", "popularity_distance", "length_distance",
               "detector_auc"):
         out[f] = float(np.nanmean([per_target[t]["fake"][f] for t in targets]))
@@ -245,14 +274,25 @@ def summarize(per_target, clean, pop):
     return out
 
 
-COLUMNS = ["method", "target_hr@10", "target_ndcg@10", "overall_hr@10", "overall_ndcg@10", "overall_ndcg@10_drop",
-           "target_displacement_ndcg@10",
+COLUMNS = ["method", "target_hr@10", "target_ndcg@10", "overall_hr@10", "overall_ndcg@10", "ndcg@10 drop (paired)",
+           "ndcg@10 drop, target excluded", "target_displacement_ndcg@10",
            "target_repetition", "distinct_ratio", "usage_entropy", "detector_auc"]
+
+
+def _pm(res, name):
+    return f"{res[f'paired_{name}_drop']:.5f} ± {res[f'paired_{name}_drop_std']:.5f}"
+
+
+def _row(m, res):
+    r = {c: res[c] for c in COLUMNS[1:] if c in res}
+    r["ndcg@10 drop (paired)"] = _pm(res, "ndcg@10")
+    r["ndcg@10 drop, target excluded"] = _pm(res, "ndcg@10_excl_target")
+    return dict(method=m, **r)
 
 
 def write_outputs(results, methods, wd):
     rows = [dict(method="clean", **{c: results["clean"].get(c, "") for c in COLUMNS[1:5]})]
-    rows += [dict(method=m, **{c: results[m][c] for c in COLUMNS[1:]}) for m in methods]
+    rows += [_row(m, results[m]) for m in methods]
     reporting.write_json(wd / "results.json", results)
     fig, ax = reporting.new_figure(figsize=(6.5, 4.5))
     ax.scatter([results["clean"]["overall_ndcg@10"]], [results["clean"]["target_hr@10"]], marker="x", c="k")
@@ -280,11 +320,15 @@ def write_outputs(results, methods, wd):
                                                              results[m]["per_target"][str(t)]["hr10"]
                                                              for t in meta["targets"]}) for m in methods])),
                 ("Target HR@10 per popularity bucket", buckets),
-                ("Notes", "Full ranking over all items (history removed). `overall_ndcg@10_drop` = clean minus "
-                          "poisoned overall NDCG@10 of victims retrained with the same K seeds; the clean victims' "
-                          f"own seed std is {results['clean'].get('overall_ndcg@10_std', float('nan')):.4f}, so drops "
-                          "below that are noise. `target_displacement_ndcg@10` is the paired part of the drop caused "
-                          "by the target overtaking users' test items in the same poisoned model. `detector_auc`: "
-                          "logistic regression on content features (no length), 5-fold CV; 0.5 = undetectable.")]
+                ("Notes", "Full ranking over all items (history removed). `ndcg@10 drop (paired)` = clean minus "
+                          "poisoned overall NDCG@10, per victim seed against the clean victim with the same seed, "
+                          "init and batch order (fake rows weight 0), averaged over targets; ± = std over the K "
+                          "seeds of the target-averaged drop. `target excluded`: the same with the target removed "
+                          "from every user's candidates, i.e. the damage to real preferences beyond the target "
+                          "simply taking a slot (`target_displacement_ndcg@10`). `detector_auc`: logistic "
+                          "regression on content features with leave-self-out popularity"
+                          + (" and log length (fake lengths follow the real distribution)"
+                             if meta.get("length_dist") == "real" else " (no length: fixed fake length)")
+                          + ", 5-fold CV; 0.5 = undetectable.")]
     reporting.write_report(wd, "DDSP: diversity-aware dual-promotion poisoning", sections, ["promotion_vs_accuracy.png"])
     print(reporting.text_table(rows, COLUMNS))

@@ -22,7 +22,9 @@ sequence is handled by ``vmap``. At step :math:`t`, for sequence :math:`s` with 
    on occurrences in one sequence (``token_caps``), a minimum gap between repeats of a token
    (``min_gap``), a cap on total usage across sequences (``max_global``) and banned tokens.
    Masked candidates get :math:`-10^9` (not :math:`-\infty`), so if every candidate violates a
-   constraint the least-bad one is still chosen (documented fallback, keeps shapes static).
+   constraint the least-bad one is still chosen (documented fallback, keeps shapes static); the
+   per-sequence constraints (caps, gaps, bans) get :math:`-2\cdot 10^9`, so an exhausted
+   cross-sequence cap is broken before any per-sequence one.
 4. **Choose** :math:`x_{st} = \arg\max_c \tilde z_{sc}` (or the ``forced`` token at positions where
    one is given), and add the chosen tokens to :math:`N`.
 
@@ -57,7 +59,7 @@ def generate(score_fn: Callable[..., jax.Array], num_seqs: int, length: int,
              max_global: Optional[int] = None, banned: Optional[jax.Array] = None,
              forced: Optional[jax.Array] = None, first_tokens: Optional[jax.Array] = None,
              init_counts: Optional[jax.Array] = None, per_seq=None,
-             global_exempt: Optional[jax.Array] = None) -> GenerationResult:
+             global_exempt: Optional[jax.Array] = None, lengths: Optional[jax.Array] = None) -> GenerationResult:
     """Generate ``num_seqs`` sequences of ``length`` tokens (see module doc for the rule).
 
     Args:
@@ -85,6 +87,9 @@ def generate(score_fn: Callable[..., jax.Array], num_seqs: int, length: int,
         the promoted target, whose repetition is limited per sequence by ``token_caps`` instead).
       per_seq: optional pytree with leading axis ``S`` of per-sequence conditioning (e.g. the
         persona/direction each fake user follows), passed to ``score_fn`` as ``aux``.
+      lengths: optional ``[S]`` int, the length of each sequence (``<= length``): positions
+        ``t >= lengths[s]`` hold the padding token 0 and do not enter the shared counts (variable
+        lengths with static shapes, e.g. fake users whose lengths follow the real distribution).
 
     Returns:
       :class:`GenerationResult` with ``tokens [S, T] int32`` and ``counts [V] int32``.
@@ -99,6 +104,7 @@ def generate(score_fn: Callable[..., jax.Array], num_seqs: int, length: int,
     gmax = jnp.int32(2 ** 30 if max_global is None else int(max_global))
     exempt = jnp.zeros((V,), bool) if global_exempt is None else jnp.asarray(global_exempt, bool)
     positions = jnp.arange(T)
+    lens = None if lengths is None else jnp.asarray(lengths, jnp.int32)
 
     def choose_one(prefix, t, k, counts, aux):
         k_score, k_noise = jax.random.split(k)
@@ -111,9 +117,10 @@ def generate(score_fn: Callable[..., jax.Array], num_seqs: int, length: int,
         n_in = in_prefix.sum(1)
         last = jnp.max(jnp.where(in_prefix, positions[None, :], -10 ** 6), axis=1)
         n_glob = jnp.where(exempt[cand], 0, counts[cand])
-        violate = ((caps[cand] >= 0) & (n_in >= caps[cand])) | ((t - last) < gaps[cand]) | (n_glob >= gmax) | ban[cand]
+        hard = ((caps[cand] >= 0) & (n_in >= caps[cand])) | ((t - last) < gaps[cand]) | ban[cand]
+        soft = n_glob >= gmax
         rerank = zc - within_penalty * n_in - global_penalty * jnp.log1p(n_glob.astype(jnp.float32))
-        rerank = jnp.where(violate, _MASKED + rerank, rerank)
+        rerank = jnp.where(hard, 2 * _MASKED + rerank, jnp.where(soft, _MASKED + rerank, rerank))
         return cand[jnp.argmax(rerank)]
 
     def step(carry, t):
@@ -125,8 +132,10 @@ def generate(score_fn: Callable[..., jax.Array], num_seqs: int, length: int,
         chosen = jnp.where(frc[t] >= 0, frc[t], chosen)
         if first_tokens is not None:
             chosen = jnp.where(t == 0, jnp.asarray(first_tokens, jnp.int32), chosen)
-        tokens = tokens.at[:, t].set(chosen.astype(jnp.int32))
-        counts = counts.at[chosen].add(1)
+        live = jnp.ones((S,), jnp.int32) if lengths is None else (t < lens).astype(jnp.int32)
+        chosen = chosen.astype(jnp.int32) * live
+        tokens = tokens.at[:, t].set(chosen)
+        counts = counts.at[chosen].add(live)
         return (tokens, counts, key), None
 
     init = (jnp.zeros((S, T), jnp.int32), counts0, key)

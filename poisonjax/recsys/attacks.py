@@ -1,8 +1,17 @@
 r"""Fake-user injection attacks on sequential recommenders: DDSP, baselines and ablations.
 
 **DDSP** (Zhao, Chen, Yu, Zheng, Cui, Yin: "Diversity-aware Dual-promotion Poisoning Attack on
-Sequential Recommendation", SIGIR 2025, arXiv 2504.06586). No authors' code is public; the paper
-text was not retrievable here, only public summaries. What they state, and what we implement:
+Sequential Recommendation", SIGIR 2025, arXiv 2504.06586). No authors' code is public and the
+paper's full text was not retrievable here. What we could read (the abstract and public reviews of
+the paper, e.g. themoonlight.io's) states: (1) a theoretical conflict between the recommendation
+objective and existing attack objectives -- promoting the target demotes users' real preferences,
+which costs accuracy and stealth; (2) an MSE-based attack objective :math:`L_{atk}` that pulls the
+target embedding towards the embeddings of the items each user prefers, plus the contrastive
+regulariser :math:`L_{reg}` below over L2-normalised embeddings; (3) a diversity-aware,
+auto-regressive poisoning-sequence generator in which "a re-ranking method sequentially picks the
+optimal items by integrating diversity constraints"; (4) evaluation on three datasets against two
+SRSs. The generator's scoring, the form of its constraints, and every constant below are **our
+reconstruction** (marked *Our choices*). What we implement:
 
 * **Dual-promotion objective.** Existing objectives maximise the target's score against *every*
   other item, so they push down the items users prefer (an accuracy drop, i.e. low stealth).
@@ -45,10 +54,18 @@ text was not retrievable here, only public summaries. What they state, and what 
   Re-ranking (:mod:`poisonjax.core.autoregressive`):
   the top ``num_candidates`` by :math:`z` are penalised by :math:`\lambda_{in}` per earlier use in
   the sequence and :math:`\lambda_{glob}\log(1+N_v)` for the shared usage count :math:`N_v`, and
-  masked if they break a hard limit: at most ``ceil(max_target_share * T)`` targets per sequence,
-  never two targets in a row, each other item at most once per sequence and at most
+  masked if they break a hard limit: at most :func:`target_cap` targets per sequence
+  (``max_target_per_seq``, default **1**; or ``ceil(max_target_share * T)`` if that is 0), never two
+  targets in a row, each other item at most once per sequence and at most
   ``ceil(max_item_share * S)`` times over all fake sequences (the target is exempt from the
-  cross-sequence limits). Sampling uses Gumbel noise (``temperature``).
+  cross-sequence limits). Sampling uses Gumbel noise (``temperature``). The target may appear only
+  from a per-sequence start position drawn uniformly from the second half of the sequence, so its
+  context is a prefix built by the look-ahead utility.
+  *Why one target per sequence by default:* no real user of Amazon Beauty interacts with an item
+  twice (distinct ratio 1.0 over all users), so any repetition flags a fake user at once (detector
+  AUC 1.0 in our measurements); with the cap at 1 the fake users' distinct ratio equals the real
+  one. Optional per-sequence ``lengths`` (e.g. drawn from the real length distribution,
+  :func:`sample_lengths`) make fake users' lengths realistic too.
 
 **Baselines.** Random (uniform filler items), Popular (filler drawn by popularity), Bandwagon
 (half the filler from the 1% most popular items, half uniform) -- each with the same number of
@@ -100,6 +117,32 @@ def num_fake_users(num_real: int, fake_ratio: float) -> int:
 def check_fake_length(length) -> int:
     """Fake sequences need at least 2 items (one transition)."""
     return check_positive_int("fake_length", length, minimum=2)
+
+
+def check_lengths(lengths, num_fake: int, length: int) -> jax.Array:
+    """``[num_fake]`` int32 per-sequence lengths in ``2..length`` (``None`` = all ``length``)."""
+    if lengths is None:
+        return jnp.full((num_fake,), length, jnp.int32)
+    a = np.asarray(lengths)
+    if a.shape != (num_fake,) or a.min() < 2 or a.max() > length:
+        raise PoisonJaxInputError(f"lengths must be {num_fake} fake-sequence lengths in 2..{length}; got shape "
+                                  f"{a.shape}, range {a.min() if a.size else None}..{a.max() if a.size else None}")
+    return jnp.asarray(a, jnp.int32)
+
+
+def sample_lengths(real_lengths, num_fake: int, seed: int = 0, max_length: Optional[int] = None) -> np.ndarray:
+    """``[num_fake]`` fake-sequence lengths drawn (reproducibly) from the empirical distribution of
+    ``real_lengths``, clipped to ``2..max_length`` -- so a detector cannot tell fakes by length."""
+    rl = np.asarray(real_lengths, np.int64)
+    out = np.random.default_rng(seed).choice(rl, check_positive_int("num_fake", num_fake))
+    return np.clip(out, 2, max_length if max_length else out.max()).astype(np.int32)
+
+
+def mask_lengths(fake: np.ndarray, lengths) -> np.ndarray:
+    """Zero (pad) the positions of ``fake [S, T]`` beyond each row's length."""
+    if lengths is None:
+        return fake
+    return np.where(np.arange(fake.shape[1])[None] < np.asarray(lengths)[:, None], fake, 0).astype(fake.dtype)
 
 
 def select_targets(popularity: np.ndarray, num_targets: int, exclude_top: int = 0) -> np.ndarray:
@@ -227,31 +270,44 @@ def _window(prefix: jax.Array, t, max_len: int) -> jax.Array:
 def surrogate_generate(sur: Surrogate, target: int, num_fake: int, length: int, key: jax.Array, *,
                        objective: str = "dual", diversity: bool = True, alpha: float = 1.0,
                        beta_utility: float = 1.0, target_bonus: float = 100.0, max_target_share: float = 0.25,
-                       within_penalty: float = 1.0, global_penalty: float = 0.5, max_item_share: float = 0.1,
+                       max_target_per_seq: int = 1, within_penalty: float = 1.0, global_penalty: float = 0.5, max_item_share: float = 0.1,
                        num_candidates: int = 64, temperature: float = 1.0, tau: float = 0.1, beta: float = 1.0,
-                       persona_weight: float = 0.0):
+                       persona_weight: float = 0.0, lengths=None):
     """DDSP-style generation (module doc) -- one jit-compiled ``lax.scan`` over positions, vmapped
     over all ``num_fake`` fake users with shared usage counts.
 
     ``diversity=False`` gives the no-re-ranking variants (greedy, no caps or penalties; targets
     allowed at every other position), ``objective="plain"`` the plain promotion objective.
 
-    Returns ``[num_fake, length]`` int32 item ids (1-based).
+    ``lengths [num_fake]`` (optional, each in ``2..length``): per-sequence lengths; positions beyond
+    a sequence's length are padding (0) and the target is placed inside it.
+
+    Returns ``[num_fake, length]`` int32 item ids (1-based; 0 = padding past ``lengths``).
     """
     V1 = sur.E.shape[0]
     target = check_target(target, V1 - 1)
     num_fake = check_positive_int("num_fake", num_fake)
     length = check_fake_length(length)
+    lengths = check_lengths(lengths, num_fake, length)
+    cap = target_cap(length, max_target_per_seq, max_target_share)
     return _surrogate_generate_jit(sur.model, sur.max_len, num_fake, length, objective, bool(diversity),
                                    num_candidates, sur.params, sur.E, sur.H, sur.preferred, target, key,
-                                   alpha, beta_utility, target_bonus, max_target_share, within_penalty,
+                                   alpha, beta_utility, target_bonus, cap, within_penalty,
                                    global_penalty, max_item_share, temperature, tau, beta, float(persona_weight),
-                                   sur.Hv)
+                                   sur.Hv, lengths)
+
+
+def target_cap(length: int, max_target_per_seq: int = 1, max_target_share: float = 0.25) -> int:
+    """Target occurrences allowed per fake sequence: ``max_target_per_seq`` if it is positive, else
+    ``max(1, ceil(max_target_share * length))`` (capped so that no two targets are adjacent)."""
+    c = int(max_target_per_seq) if max_target_per_seq and max_target_per_seq > 0 else \
+        max(1, math.ceil(max_target_share * length))
+    return max(1, min(c, length // 2))
 
 
 def _surrogate_generate_impl(model, max_len, S, T, objective, diversity, num_candidates, params, E, H, preferred,
-                             target, key, alpha, beta_utility, target_bonus, max_target_share, within_penalty,
-                             global_penalty, max_item_share, temperature, tau, beta, persona_weight, Hv):
+                             target, key, alpha, beta_utility, target_bonus, cap, within_penalty,
+                             global_penalty, max_item_share, temperature, tau, beta, persona_weight, Hv, lengths):
     V1 = E.shape[0]
     sur = Surrogate(model, params, E, H, preferred, max_len, Hv)
     k_p, k_f, k_g = jax.random.split(key, 3)
@@ -267,7 +323,16 @@ def _surrogate_generate_impl(model, max_len, S, T, objective, diversity, num_can
         G = jnp.broadcast_to(g_pop, (S, g_pop.shape[0]))
     is_t = jnp.arange(V1) == target
 
-    def score_fn(prefix, t, k, g):
+    # where each fake user's target occurrences start (diversity mode): uniform over the second half of
+    # the sequence, leaving room for ``cap`` targets two apart; the target gets ``target_bonus`` only from
+    # there on, so its context is a prefix built by the look-ahead utility (not a fixed early slot)
+    hi = jnp.maximum(1, lengths - 1 - 2 * (cap - 1))
+    lo = jnp.maximum(1, jnp.minimum(hi, (lengths - 1) // 2))
+    start = (lo + jnp.floor(jax.random.uniform(k_f, (S,)) * (hi - lo + 1)).astype(jnp.int32) if diversity
+             else jnp.ones((S,), jnp.int32))
+
+    def score_fn(prefix, t, k, aux):
+        g, t0 = aux
         h = last_hidden(model, params, _window(prefix, t, max_len)[None])[0]
         logp = jax.nn.log_softmax((E @ h).at[0].set(-jnp.inf))
         gn = g / jnp.maximum(jnp.linalg.norm(g), 1e-8)
@@ -277,20 +342,20 @@ def _surrogate_generate_impl(model, max_len, S, T, objective, diversity, num_can
         u = (u - mu) / sd
         u_t = jnp.where(t > 0, (u_now - mu) / sd, -1e3)  # no context before the first item
         z = alpha * jnp.maximum(logp, -1e4) + beta_utility * jnp.where(is_t, u_t, u)
-        return jnp.where(is_t, z + target_bonus, z)
+        return jnp.where(is_t, jnp.where(t >= t0, z + target_bonus, -1e4), z)
 
     banned = jnp.zeros((V1,), bool).at[0].set(True)
     gap = jnp.ones((V1,), jnp.int32).at[target].set(2)
     if diversity:
-        caps = jnp.ones((V1,), jnp.int32).at[target].set(max(1, math.ceil(max_target_share * T)))
+        caps = jnp.ones((V1,), jnp.int32).at[target].set(cap)
         res = autoregressive.generate(score_fn, S, T, V1, k_g, num_candidates=num_candidates,
                                       temperature=temperature, within_penalty=within_penalty,
                                       global_penalty=global_penalty, token_caps=caps, min_gap=gap,
                                       max_global=max(2, math.ceil(max_item_share * S)), banned=banned,
-                                      per_seq=G, global_exempt=is_t)
+                                      per_seq=(G, start), global_exempt=is_t, lengths=lengths)
     else:
         res = autoregressive.generate(score_fn, S, T, V1, k_g, num_candidates=num_candidates, temperature=0.0,
-                                      min_gap=gap, banned=banned, per_seq=G)
+                                      min_gap=gap, banned=banned, per_seq=(G, start), lengths=lengths)
     return res.tokens
 
 
@@ -298,14 +363,16 @@ _surrogate_generate_jit = jax.jit(_surrogate_generate_impl, static_argnums=(0, 1
 
 
 def yue_generate(sur: Surrogate, target: int, num_fake: int, length: int, key: jax.Array,
-                 num_candidates: int = 64) -> jax.Array:
+                 num_candidates: int = 64, lengths=None) -> jax.Array:
     """Yue et al. (RecSys'21) alternating generator (module doc): a random first item, then
     target / adversarial item / target / ...; adversarial items by the surrogate's input gradient.
     One jit'd ``lax.scan`` over positions vmapped over fake users. Returns ``[num_fake, length]``."""
     V1 = sur.E.shape[0]
     target = check_target(target, V1 - 1)
-    return _yue_jit(sur.model, sur.max_len, check_positive_int("num_fake", num_fake), check_fake_length(length),
-                    num_candidates, sur.params, sur.E, target, key)
+    S, T = check_positive_int("num_fake", num_fake), check_fake_length(length)
+    lens = check_lengths(lengths, S, T)
+    out = _yue_jit(sur.model, sur.max_len, S, T, num_candidates, sur.params, sur.E, target, key)
+    return jnp.where(jnp.arange(T)[None] < lens[:, None], out, 0)
 
 
 def _yue_impl(model, max_len, S, T, num_candidates, params, E, target, key):
@@ -339,25 +406,29 @@ _yue_jit = jax.jit(_yue_impl, static_argnums=(0, 1, 2, 3, 4))
 
 # ----------------------------------------------------------------------- heuristic baselines ----
 
-def _place_targets(fake: np.ndarray, target: int, n_target: int, rng) -> np.ndarray:
+def _place_targets(fake: np.ndarray, target: int, n_target: int, rng, lengths) -> np.ndarray:
     S, T = fake.shape
     for s in range(S):  # host-side heuristic baseline; S is small (1% of users)
-        fake[s, rng.choice(T, min(n_target, T), replace=False)] = target
+        n = int(lengths[s])
+        fake[s, rng.choice(n, min(n_target, n), replace=False)] = target
     return fake
 
 
 def heuristic_generate(method: str, target: int, num_fake: int, length: int, popularity: np.ndarray,
-                       seed: int = 0, n_target: Optional[int] = None, max_target_share: float = 0.25) -> np.ndarray:
+                       seed: int = 0, n_target: Optional[int] = None, max_target_share: float = 0.25,
+                       max_target_per_seq: int = 1, lengths=None) -> np.ndarray:
     """Random / Popular / Bandwagon / repetition fake sequences ``[num_fake, length]`` (module doc).
 
-    ``n_target`` targets per sequence (default ``ceil(max_target_share * length)``, DDSP's cap).
+    ``n_target`` targets per sequence (default :func:`target_cap`, the same target budget as DDSP);
+    ``lengths [num_fake]`` optional per-sequence lengths (padding 0 beyond them).
     """
     check_choice("method", method, ("random", "popular", "bandwagon", "repetition"))
     pop = np.asarray(popularity, np.float64)
     V = pop.size - 1
     target = check_target(target, V)
     S, T = check_positive_int("num_fake", num_fake), check_fake_length(length)
-    n_target = max(1, math.ceil(max_target_share * T)) if n_target is None else int(n_target)
+    n_target = target_cap(T, max_target_per_seq, max_target_share) if n_target is None else int(n_target)
+    lens = np.asarray(check_lengths(lengths, S, T))
     rng = np.random.default_rng(seed)
     p = pop[1:] / pop[1:].sum()
     if method == "random":
@@ -370,8 +441,8 @@ def heuristic_generate(method: str, target: int, num_fake: int, length: int, pop
     else:
         fake = np.full((S, T), target)
         fake[:, 0] = rng.choice(V, S, p=p) + 1
-        return fake.astype(np.int32)
-    return _place_targets(fake, target, n_target, rng).astype(np.int32)
+        return mask_lengths(fake.astype(np.int32), lens)
+    return mask_lengths(_place_targets(fake, target, n_target, rng, lens).astype(np.int32), lens)
 
 
 def generate_fake(method: str, sur: Optional[Surrogate], target: int, num_fake: int, length: int,
@@ -385,11 +456,12 @@ def generate_fake(method: str, sur: Optional[Surrogate], target: int, num_fake: 
     if method in ("random", "popular", "bandwagon", "repetition"):
         seed = int(jax.random.randint(key, (), 0, 2 ** 30))
         return heuristic_generate(method, target, num_fake, length, popularity, seed,
-                                  max_target_share=kw.get("max_target_share", 0.25))
+                                  max_target_share=kw.get("max_target_share", 0.25),
+                                  max_target_per_seq=kw.get("max_target_per_seq", 1), lengths=kw.get("lengths"))
     if sur is None:
         raise PoisonJaxInputError(f"method {method!r} needs a trained surrogate (sur=None given)")
     if method == "yue":
-        out = yue_generate(sur, target, num_fake, length, key, kw.get("num_candidates", 64))
+        out = yue_generate(sur, target, num_fake, length, key, kw.get("num_candidates", 64), kw.get("lengths"))
     else:
         variant = {"ddsp": ("dual", True), "ddsp_no_dual": ("plain", True), "ddsp_no_div": ("dual", False),
                    "greedy_plain": ("plain", False)}[method]

@@ -164,32 +164,63 @@ def length_distance(fake_lengths, real_lengths) -> float:
     return float(0.5 * np.abs(pf - pr).sum())
 
 
-def sequence_features(sequences, popularity: np.ndarray) -> np.ndarray:
-    """Per-sequence detector features ``[N, 6]``: distinct ratio, max share of one item, mean/std/min
-    of log(1+popularity), share of period-2 repeats (``s[l] == s[l-2]``).
+def loo_popularity(sequences, num_items: int):
+    """Leave-self-out popularity: for each sequence, the count of each of its items over all *other*
+    sequences. Returns a list of ``float64`` arrays aligned with ``sequences`` (padding 0 dropped).
 
-    Length is left out on purpose: every fixed-length attack would be flagged by it alone, equally,
-    which says nothing about the *content* of the sequences (the length mismatch is reported
-    separately by :func:`length_distance`)."""
-    lp = np.log1p(np.asarray(popularity, np.float64))
+    A detector that counts a real user's own interactions in the popularity of its items would see
+    every real item with count >= 1 and a never-seen target with count 0: a leak that flags any fake
+    user holding a cold target, whatever the rest of its sequence looks like."""
+    seqs = [np.asarray(s)[np.asarray(s) > 0] for s in sequences]
+    total = np.bincount(np.concatenate(seqs) if seqs else np.zeros(0, np.int64), minlength=num_items + 1)
+    out = []
+    for s in seqs:
+        u, inv, cnt = np.unique(s, return_inverse=True, return_counts=True)
+        out.append((total[s] - cnt[inv]).astype(np.float64))
+    return out
+
+
+FEATURE_NAMES = ("distinct_ratio", "max_item_share", "logpop_mean", "logpop_std", "logpop_min", "logpop_max",
+                 "unseen_share", "period2_repeats")
+
+
+def sequence_features(sequences, num_items: int, use_length: bool = False) -> np.ndarray:
+    r"""Per-sequence detector features ``[N, 8]`` (:data:`FEATURE_NAMES`): distinct-item ratio, largest
+    share of one item, mean/std/min/max of :math:`\log(1 + \mathrm{pop}_{-u})`, share of items no
+    other user has (:math:`\mathrm{pop}_{-u} = 0`), and share of period-2 repeats
+    (``s[l] == s[l-2]``, the alternating pattern of Yue et al.).
+
+    :math:`\mathrm{pop}_{-u}` is leave-self-out popularity over *all* given sequences
+    (:func:`loo_popularity`): what a platform holding the poisoned data sees, without counting a
+    user's own interactions.
+
+    ``use_length`` appends :math:`\log(\text{length})` (a 9th column). Leave it out when the fake
+    sequences have one fixed length by design (the issue's default setting): length alone would then
+    flag every attack equally and say nothing about the *content* of the sequences (the length
+    mismatch is reported separately by :func:`length_distance`). Use it when fake lengths are drawn
+    from the real length distribution."""
+    pops = loo_popularity(sequences, num_items)
     feats = []
-    for s in sequences:
+    for s, c in zip(sequences, pops):
         s = np.asarray(s)
         s = s[s > 0]
         _, cnt = np.unique(s, return_counts=True)
         rep2 = np.mean(s[2:] == s[:-2]) if s.size > 2 else 0.0
-        p = lp[s]
-        feats.append([np.unique(s).size / s.size, cnt.max() / s.size, p.mean(), p.std(), p.min(), rep2])
+        p = np.log1p(c)
+        feats.append([np.unique(s).size / s.size, cnt.max() / s.size, p.mean(), p.std(), p.min(), p.max(),
+                      np.mean(c == 0), rep2] + ([np.log(s.size)] if use_length else []))
     return np.asarray(feats, np.float64)
 
 
-def detector_auc(real_sequences, fake: np.ndarray, popularity: np.ndarray, seed: int = 0,
-                 max_real: int = 2000, folds: int = 5) -> float:
+def detector_auc(real_sequences, fake: np.ndarray, num_items: int, seed: int = 0,
+                 max_real: int = 2000, folds: int = 5, use_length: bool = False) -> float:
     """AUC of a logistic-regression fake-user detector (lower = stealthier; 0.5 = chance).
 
-    Features: :func:`sequence_features`. Real users are subsampled to ``max_real`` (reproducible);
-    the AUC is computed on out-of-fold predictions of stratified ``folds``-fold cross-validation
-    with balanced class weights (scikit-learn).
+    Features: :func:`sequence_features`, computed on the poisoned data (all real users plus the
+    fakes, leave-self-out popularity). The classifier sees a reproducible subsample of ``max_real``
+    real users and all fakes; the AUC is computed on out-of-fold predictions of stratified
+    ``folds``-fold cross-validation (balanced class weights, standardised features, scikit-learn),
+    so no sequence is scored by a model that saw it.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -197,12 +228,14 @@ def detector_auc(real_sequences, fake: np.ndarray, popularity: np.ndarray, seed:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     rng = np.random.default_rng(seed)
-    real = list(real_sequences)
-    if len(real) > max_real:
-        real = [real[i] for i in rng.choice(len(real), max_real, replace=False)]
+    real = [np.asarray(r) for r in real_sequences]
     fake_rows = [r[r > 0] for r in np.asarray(fake)]
-    X = np.concatenate([sequence_features(real, popularity), sequence_features(fake_rows, popularity)])
-    y = np.concatenate([np.zeros(len(real)), np.ones(len(fake_rows))])
+    feats = sequence_features(real + fake_rows, num_items, use_length)
+    idx = np.arange(len(real))
+    if len(real) > max_real:
+        idx = np.sort(rng.choice(len(real), max_real, replace=False))
+    X = np.concatenate([feats[idx], feats[len(real):]])
+    y = np.concatenate([np.zeros(idx.size), np.ones(len(fake_rows))])
     nf = min(folds, len(fake_rows))
     if nf < 2:
         return float("nan")

@@ -64,15 +64,31 @@ def test_diversity_metrics_hand_computed():
 def test_detector_auc_separates_repetitive_fakes_and_not_real_lookalikes():
     rng = np.random.default_rng(0)
     real = [rng.integers(1, 200, rng.integers(5, 15)) for _ in range(400)]
-    pop = np.bincount(np.concatenate(real), minlength=201)
     rep = np.full((40, 8), 5)
     rep[:, 0] = rng.integers(1, 200, 40)
-    assert M.detector_auc(real, rep, pop) > 0.95
+    assert M.detector_auc(real, rep, 200) > 0.95
     idx = rng.choice(400, 40, replace=False)
     look = np.zeros((40, 15), np.int64)
     for r, i in enumerate(idx):
         look[r, :len(real[i])] = real[i]
-    assert 0.25 < M.detector_auc(real, look, pop) < 0.75
+    assert 0.25 < M.detector_auc(real, look, 200) < 0.75
+    assert 0.25 < M.detector_auc(real, look, 200, use_length=True) < 0.75
+    # real-looking content but one fixed length (15 distinct items): flagged even without the length
+    # feature, through 1/length in the max-item share and the popularity extremes -- why the study
+    # draws fake lengths from the real distribution by default
+    fixed = np.stack([rng.permutation(199)[:15] + 1 for _ in range(40)])
+    assert M.detector_auc(real, fixed, 200) > 0.9
+
+
+def test_leave_self_out_popularity_hand_computed():
+    seqs = [np.array([1, 2, 3]), np.array([2, 3]), np.array([3, 3, 0])]
+    got = M.loo_popularity(seqs, 4)
+    # totals: item1 1, item2 2, item3 4; each user's own occurrences removed
+    assert [g.tolist() for g in got] == [[0, 1, 3], [1, 3], [2, 2]]
+    f = M.sequence_features(seqs, 4)
+    assert f.shape == (3, 8)
+    assert f[2, 0] == pytest.approx(0.5) and f[2, 1] == pytest.approx(1.0)          # distinct ratio, max share
+    assert f[0, 6] == pytest.approx(1 / 3) and f[0, 4] == pytest.approx(0.0)         # unseen share, min log-pop
 
 
 def test_target_displacement_hand_computed():
