@@ -2,7 +2,8 @@
 
 Both take ``return_features=True`` to return the penultimate-layer representation (used by FLARE,
 GeminiGuard and other latent-space defenses through ``features_fn(params, x)``).
-Defined here (not imported from ``poisonjax.vision``) because domains do not import each other.
+Defined here (not imported from ``poisonjax.vision``) because domains do not import each other;
+shared layers come from :mod:`poisonjax.core.layers`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Callable, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from poisonjax.core.layers import PatchConv
 
 
 class MLP(nn.Module):
@@ -38,6 +41,9 @@ class CNN(nn.Module):
     conv(3x3, c2) -> ReLU -> maxpool 2 -> flatten -> Dense(hidden) -> ReLU -> Dense(classes).
 
     Input ``[B, H, W, C]``; output logits ``[B, num_classes]``; features ``[B, hidden]``.
+    The convolutions are :class:`poisonjax.core.layers.PatchConv` ('SAME', same parameters and math as
+    ``nn.Conv``, computed as im2col + matmul): clients are trained under ``jax.vmap``, where a vmapped
+    ``lax.conv`` becomes a slow grouped convolution on CPU.
     """
 
     num_classes: int = 10
@@ -46,9 +52,9 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x, return_features: bool = False):
-        x = nn.relu(nn.Conv(self.channels[0], (3, 3))(x))
+        x = nn.relu(PatchConv(self.channels[0], (3, 3))(x))
         x = nn.max_pool(x, (2, 2), (2, 2))
-        x = nn.relu(nn.Conv(self.channels[1], (3, 3))(x))
+        x = nn.relu(PatchConv(self.channels[1], (3, 3))(x))
         x = nn.max_pool(x, (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
         h = nn.relu(nn.Dense(self.hidden)(x))
