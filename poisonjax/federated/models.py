@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from poisonjax.core.layers import PatchConv
