@@ -126,7 +126,7 @@ def run(config, workdir) -> dict:
     wd = reporting.prepare_workdir(workdir, config)
     (wd / "cells").mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
-    grid, rows, probes, plots = {}, [], {}, []
+    grid, rows, plots = {}, [], []
     cells = [(fr, a, g) for fr in config.framings for a in config.attacks for g in config.aggregators]
     bar = tqdm(total=len(cells), desc="weidetect", unit="cell")
     for framing in config.framings:
@@ -181,8 +181,8 @@ def run(config, workdir) -> dict:
                     plots.append(_plot_scores(wd, framing, attack, cell["probe"], config, cell["score_metric"]))
                 rows.append({"framing": framing, "attack": attack, "aggregator": agg_name,
                              "target_recall": cell["target_recall"], "macro_f1": cell["macro_f1"],
-                             "accuracy": cell["accuracy"], "det_prec": _fmt(cell["detection_precision"]),
-                             "det_rec": _fmt(cell["detection_recall"])})
+                             "accuracy": cell["accuracy"], "det_prec": cell["detection_precision"],
+                             "det_rec": cell["detection_recall"]})
                 bar.update(1)
     bar.close()
     gains = _gains(grid, config)
@@ -205,10 +205,6 @@ def run(config, workdir) -> dict:
                            plots=plots)
     print(reporting.text_table(rows, cols, floatfmt=".3f"))
     return results
-
-
-def _fmt(v):
-    return "-" if v is None else v
 
 
 def _gains(grid, c):

@@ -8,7 +8,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -40,7 +40,10 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def _cell(v, floatfmt: str, pm: str) -> str:
-    """A table cell: floats with ``floatfmt``, ``{"mean", "std"}`` dicts as ``mean ± std``."""
+    """A table cell: floats with ``floatfmt``, ``{"mean", "std"}`` dicts as ``mean ± std``, ``None``
+    (an undefined metric) as ``-``."""
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return format(v, floatfmt)
     if isinstance(v, dict) and "mean" in v:
