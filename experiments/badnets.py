@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from poisonjax.core import reporting

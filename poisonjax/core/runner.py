@@ -22,8 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
