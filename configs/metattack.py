@@ -7,8 +7,12 @@ adjacency under the same GCN training over ``n_seeds`` seeds.
 Variants:
 * ``quick``: Cora, 5%, Meta-Self with 25 flips per meta-gradient (11 meta-gradients), 5 GCN seeds;
   a minute or two on a laptop CPU.
-* ``paper``: one flip per meta-gradient (the original greedy procedure), 100 inner steps, the
-  log-likelihood constraint, 5 seeds.
+* ``paper``: one flip per meta-gradient (the original greedy procedure), 100 inner steps, 5 seeds.
+
+Both follow Pro-GNN's ``generate_attack.py``, which made the reference graphs: no log-likelihood
+constraint (``ll_constraint=True`` turns DeepRobust's default filter on) and self-training labels from
+its surrogate (``surrogate="prognn"``: linearised GCN with bias and dropout 0.5, last epoch;
+``"deeprobust"``: DeepRobust's example surrogate, no bias/dropout, best validation loss).
 """
 import ml_collections
 
@@ -30,7 +34,8 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.lr = 0.1
     c.momentum = 0.9
     c.flips_per_step = 25 if quick else 1
-    c.ll_constraint = True
+    c.ll_constraint = False
+    c.surrogate = "prognn"             # prognn | deeprobust (self-training labels, see above)
     c.n_seeds = 5
     c.gcn = ml_collections.ConfigDict(dict(hidden=16, dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200))
     c.chunk_size = 5

@@ -62,7 +62,8 @@ def run(config, workdir) -> dict:
     n_meta = 0
     if config.attack.startswith(("meta", "a_meta")):
         idx_un = np.union1d(g.idx_val, g.idx_test)
-        self_labels = A.self_training_labels(g.adj, feats, g.labels, g.idx_train, g.idx_val, k_sur)
+        self_labels = A.self_training_labels(g.adj, feats, g.labels, g.idx_train, g.idx_val, k_sur,
+                                             surrogate=config.get("surrogate", "deeprobust"))
         lam = 1.0 if config.attack.endswith("train") else 0.0
         prob = A.make_meta_problem(g.adj, feats, g.labels, g.idx_train, idx_un, self_labels, lambda_=lam)
         cfg = A.MetattackConfig(budget=budget, num_classes=g.num_classes, inner_steps=config.inner_steps,

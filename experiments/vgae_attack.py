@@ -63,7 +63,7 @@ def run(config, workdir) -> dict:
             probs[obj] = V.make_vgae_problem(split, x, pairs, labels)
         return probs[obj]
 
-    by_rate, timings = {}, {}
+    by_rate = {}
     for r in rates:
         b = budgets[r]
         by_rate[r] = {}
@@ -72,9 +72,10 @@ def run(config, workdir) -> dict:
             ka = jax.random.fold_in(k_att, hash(name) % (2 ** 31))
             if name in ("meta_self", "meta_train", "a_meta_self", "a_meta_train"):
                 obj = "self" if name.endswith("self") else "train"
-                cfg = V.VGAEAttackConfig(budget=b, inner_steps=config.inner_steps,
-                                         first_order=name.startswith("a_"),
-                                         flips_per_step=max(1, -(-b // config.steps_per_budget)), victim=victim)
+                fo = name.startswith("a_")
+                cfg = V.VGAEAttackConfig(budget=b, inner_steps=config.inner_steps, first_order=fo,
+                                         flips_per_step=max(1, -(-b // config.steps_per_budget)), victim=victim,
+                                         fast=fo and bool(config.get("fast_first_order", True)))
                 flips = V.run_vgae_meta_attack(problem(obj), cfg, ka, progress=config.progress,
                                                workdir=wd / "attack" / f"{name}_{r:g}",
                                                config={"attack": name, "rate": r, "cfg": str(cfg)})

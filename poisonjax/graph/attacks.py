@@ -30,7 +30,7 @@ the scoring are O(N^2) element-wise. The whole greedy step is one jitted functio
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -96,37 +96,47 @@ def _upper_pairs_mask(n: int, forbidden: Optional[np.ndarray]) -> np.ndarray:
     return allowed
 
 
-def _greedy_select(score, a, a_clean, allowed, k: int, n_left, ll_cutoff: Optional[float] = None):
-    """Pick up to ``min(k, n_left)`` pairs greedily from the top ``4k`` of ``score`` (upper triangle,
-    masked), re-checking validity (no singleton, no pair twice) after each accepted flip.
+def _greedy_select(score, a, a_clean, allowed, k: int, n_left, ll_cutoff: Optional[float] = None,
+                   max_per_node: Optional[int] = None):
+    """Pick up to ``min(k, n_left)`` pairs greedily from the top candidates of ``score`` (upper
+    triangle, masked), re-checking validity (no singleton, no pair twice) after each accepted flip.
 
     With ``ll_cutoff``, each candidate is also re-checked against the degree likelihood-ratio test on
-    the degrees *after* the flips already accepted in this step (O(N) per candidate).
+    the degrees *after* the flips already accepted in this step (O(N) per candidate). With
+    ``max_per_node = m``, a candidate is skipped if one of its nodes already has ``m`` flips *in this
+    step* (spreads the ``k`` flips of one meta-gradient instead of stacking them on the node with the
+    largest gradient row, where the first-order view of one gradient is least accurate). The pool is
+    the top ``4k`` entries (``16k`` with a per-node cap).
 
     Returns ``(a_new, pairs [k, 2], accepted [k] bool)``."""
     n = a.shape[0]
     deg = jnp.sum(a, 1)
     deg0 = jnp.sum(a_clean, 1)
     valid = allowed & (a == a_clean)
-    m = min(4 * k, n * (n - 1) // 2)
+    m = min((16 if max_per_node is not None else 4) * k, n * (n - 1) // 2)
     vals, idx = jax.lax.top_k(jnp.where(valid, score, -jnp.inf).reshape(-1), m)
     rows, cols = idx // n, idx % n
+    cap = jnp.inf if max_per_node is None else float(max_per_node)
 
     def body(c, t):
-        a_, deg_, n_acc = c
+        a_, deg_, cnt_, n_acc = c
         i, j, v = rows[t], cols[t], vals[t]
         is_edge = a_[i, j] > 0
         ok = jnp.isfinite(v) & (n_acc < jnp.minimum(k, n_left))
         ok &= jnp.where(is_edge, (deg_[i] > 1) & (deg_[j] > 1), True)
+        ok &= (cnt_[i] < cap) & (cnt_[j] < cap)
         if ll_cutoff is not None:
             stats = _ll_seq_stats(deg_, deg0, 2.0)
             ok &= _ll_ratio(stats, deg_[i], deg_[j], jnp.where(is_edge, -1.0, 1.0), 2.0) < ll_cutoff
         delta = jnp.where(is_edge, -1.0, 1.0) * ok
         a_ = a_.at[i, j].add(delta).at[j, i].add(delta)
         deg_ = deg_.at[i].add(delta).at[j].add(delta)
-        return (a_, deg_, n_acc + ok.astype(jnp.int32)), (jnp.stack([i, j]), ok)
+        okf = ok.astype(jnp.float32)
+        cnt_ = cnt_.at[i].add(okf).at[j].add(okf)
+        return (a_, deg_, cnt_, n_acc + ok.astype(jnp.int32)), (jnp.stack([i, j]), ok)
 
-    (a_new, _, _), (pairs, ok) = jax.lax.scan(body, (a, deg, jnp.int32(0)), jnp.arange(m))
+    init = (a, deg, jnp.zeros((n,), jnp.float32), jnp.int32(0))
+    (a_new, _, _, _), (pairs, ok) = jax.lax.scan(body, init, jnp.arange(m))
     # compact the accepted pairs into the first k slots
     order = jnp.argsort(~ok, stable=True)[:k]
     return a_new, pairs[order].astype(jnp.int32), ok[order]
@@ -463,13 +473,14 @@ def meta_score(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key):
 
 
 def greedy_flip_optimizer(score_fn, budget: int, flips_per_step: int = 1, ll_constraint: bool = False,
-                          ll_cutoff: float = 0.004) -> AttackOptimizer:
+                          ll_cutoff: float = 0.004, max_per_node: Optional[int] = None) -> AttackOptimizer:
     """Greedy budgeted flipping as an :class:`~poisonjax.core.types.AttackOptimizer`.
 
     ``score_fn(problem, state, key) -> (loss, score [N, N])`` (higher = better flip; symmetric).
     ``problem`` must have fields ``a_clean`` ``[N, N]`` and ``allowed`` ``[N, N]`` bool (upper
     triangle). Each ``step`` flips up to ``flips_per_step`` valid pairs (no singletons, no pair twice,
-    optional degree likelihood-ratio filter) and never more than ``budget`` in total; the state is a
+    optional degree likelihood-ratio filter, optionally at most ``max_per_node`` flips per node and
+    step) and never more than ``budget`` in total; the state is a
     :class:`MetaState`. Steps after the budget is spent leave the state unchanged apart from the key."""
     check_positive_int("budget", budget)
     check_positive_int("flips_per_step", flips_per_step)
@@ -491,7 +502,8 @@ def greedy_flip_optimizer(score_fn, budget: int, flips_per_step: int = 1, ll_con
         if ll_constraint:
             allowed = allowed & ll_ratio_mask(state.a, prob.a_clean, cutoff=ll_cutoff)
         a_new, pairs, ok = _greedy_select(score, state.a, prob.a_clean, allowed, k, budget - state.n_flips,
-                                          ll_cutoff if (ll_constraint and k > 1) else None)
+                                          ll_cutoff if (ll_constraint and k > 1) else None,
+                                          max_per_node if k > 1 else None)
         sign = jnp.where(state.a[pairs[:, 0], pairs[:, 1]] > 0, -1.0, 1.0) * ok
         slots = jnp.where(ok, state.n_flips + jnp.cumsum(ok) - 1, budget)  # out of range -> dropped
         flips = state.flips.at[slots].set(pairs, mode="drop")
@@ -715,13 +727,27 @@ def _drop_singleton_flips(a: np.ndarray, flips: np.ndarray) -> np.ndarray:
     return np.asarray(keep, np.int64).reshape(-1, 2)
 
 
+SURROGATES = ("deeprobust", "prognn")
+
+
 def self_training_labels(adj: sp.spmatrix, features, labels, idx_train, idx_val, key,
-                         epochs: int = 200) -> np.ndarray:
+                         epochs: int = 200, surrogate: str = "deeprobust") -> np.ndarray:
     """Metattack's self-training labels: the argmax predictions ``[N]`` of a linearised GCN surrogate
-    (hidden 16, no ReLU, no bias, no dropout; Adam lr 0.01, weight decay 5e-4, best validation loss)
-    trained on the clean graph, with the true labels kept on ``idx_train``."""
-    from poisonjax.graph.models import GCNConfig, normalize_adj_sparse, scipy_to_bcoo, train_gcn
-    cfg = GCNConfig(dropout=0.0, with_relu=False, with_bias=False, epochs=epochs)
+    (hidden 16, no ReLU; Adam lr 0.01, weight decay 5e-4, 200 epochs) trained on the clean graph,
+    with the true labels kept on ``idx_train``. ``surrogate`` picks the surrogate's remaining settings:
+
+    * ``"deeprobust"`` (DeepRobust's Metattack example): no bias, no dropout, parameters of the best
+      validation loss;
+    * ``"prognn"`` (Pro-GNN's ``generate_attack.py``, which made the reference perturbed graphs):
+      bias, dropout 0.5 on the hidden layer, trained on ``idx_train`` only, last epoch's parameters.
+    """
+    from poisonjax.core.validation import check_choice
+    from poisonjax.graph.models import GCNConfig, normalize_adj_sparse, train_gcn
+    check_choice("surrogate", surrogate, SURROGATES)
+    if surrogate == "deeprobust":
+        cfg = GCNConfig(dropout=0.0, with_relu=False, with_bias=False, epochs=epochs)
+    else:
+        cfg = GCNConfig(dropout=0.5, with_relu=False, with_bias=True, epochs=epochs, val_selection=False)
     a_hat = normalize_adj_sparse(adj)
     x = jnp.asarray(sp.csr_matrix(features).toarray(), jnp.float32)
     y = jnp.asarray(labels)

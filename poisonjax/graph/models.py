@@ -18,7 +18,7 @@ graphs); features ``x`` may likewise be dense ``[N, F]`` or BCOO.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -61,7 +61,6 @@ def scipy_to_bcoo(m: sp.spmatrix) -> jsparse.BCOO:
 def normalize_graphs_tuple(graph):
     """Return ``graph`` (a single-graph ``jraph.GraphsTuple``, both edge directions, no self-loops)
     with self-loops appended and ``edges`` set to the symmetric-normalised weights of :math:`\\hat A`."""
-    import jraph
     n = int(np.sum(graph.n_node))
     loops = jnp.arange(n, dtype=jnp.int32)
     snd = jnp.concatenate([jnp.asarray(graph.senders), loops])
@@ -225,7 +224,8 @@ def vgae_embed(enc: GraphEncoder, params, a: jax.Array, x) -> jax.Array:
 
 class GCNConfig(NamedTuple):
     """DeepRobust/Pro-GNN GCN training: hidden 16, dropout 0.5, Adam lr 0.01, weight decay 5e-4,
-    200 epochs, parameters of the best validation loss kept."""
+    200 epochs, parameters of the best validation loss kept (``val_selection=False``: the last
+    epoch's parameters, DeepRobust's ``fit`` without ``idx_val``)."""
 
     hidden: int = 16
     dropout: float = 0.5
@@ -234,11 +234,13 @@ class GCNConfig(NamedTuple):
     epochs: int = 200
     with_relu: bool = True
     with_bias: bool = True
+    val_selection: bool = True
 
 
 def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: GCNConfig = GCNConfig()):
     """Train a :class:`GCN` (full batch, ``lax.scan``) and return ``(model, params)`` at the epoch with
-    the lowest validation loss. ``a_hat``: normalised adjacency (dense or BCOO); ``labels`` ``[N]``;
+    the lowest validation loss (the last epoch if ``cfg.val_selection`` is False). ``a_hat``:
+    normalised adjacency (dense or BCOO); ``labels`` ``[N]``;
     ``idx_*`` int index arrays. ``jax.vmap`` over ``key`` trains several seeds at once."""
     model = GCN(cfg.hidden, num_classes, cfg.dropout, cfg.with_relu, cfg.with_bias)
     k0, k1 = jax.random.split(key)
@@ -263,7 +265,7 @@ def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: 
 
     carry = (params, opt.init(params), params, jnp.inf)
     (p, _, best_p, _), _ = jax.lax.scan(step, carry, jax.random.split(k1, cfg.epochs))
-    return model, best_p
+    return model, (best_p if cfg.val_selection else p)
 
 
 def gcn_test_accuracy(a_hat, x, labels, idx_train, idx_val, idx_test, keys, num_classes: int,

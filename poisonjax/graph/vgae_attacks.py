@@ -26,7 +26,7 @@ Attacks (each returns flips ``[<=B, 2]``):
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +54,8 @@ class VGAEProblem(NamedTuple):
     x: jax.Array
     pairs: jax.Array
     pair_labels: jax.Array
+    e_rows: Optional[jax.Array] = None   # clean training edges, both directions (sparse fast path)
+    e_cols: Optional[jax.Array] = None
 
 
 class VGAEAttackConfig(NamedTuple):
@@ -65,6 +67,8 @@ class VGAEAttackConfig(NamedTuple):
     flips_per_step: int = 1
     remat: bool = True
     victim: VGAEConfig = VGAEConfig()
+    fast: bool = False      # first-order only: sparse Â + low-rank gradient (see vgae_meta_grad_fast)
+    max_per_node: Optional[int] = 1   # with flips_per_step > 1: at most this many flips per node and step
 
 
 def objective_pairs(split: LinkSplit, objective: str, pseudo: Optional[tuple] = None,
@@ -120,8 +124,10 @@ def make_vgae_problem(split: LinkSplit, x, pairs, labels) -> VGAEProblem:
     """Build a :class:`VGAEProblem` (held-out pairs are not flippable)."""
     n = split.adj_train.shape[0]
     allowed = gatt._upper_pairs_mask(n, split.held_out_pairs())
+    coo = sp.coo_matrix(split.adj_train)
     return VGAEProblem(jnp.asarray(split.adj_train.toarray(), jnp.float32), jnp.asarray(allowed),
-                       jnp.asarray(x, jnp.float32), jnp.asarray(pairs, jnp.int32), jnp.asarray(labels, jnp.float32))
+                       jnp.asarray(x, jnp.float32), jnp.asarray(pairs, jnp.int32), jnp.asarray(labels, jnp.float32),
+                       jnp.asarray(coo.row, jnp.int32), jnp.asarray(coo.col, jnp.int32))
 
 
 def _link_bce(z, pairs, labels):
@@ -152,9 +158,88 @@ def vgae_meta_grad(prob: VGAEProblem, a: jax.Array, cfg: VGAEAttackConfig, key):
     return bilevel.unrolled_meta_grad(outer, inner, params0, a, opt, cfg.inner_steps, k1, remat=cfg.remat)
 
 
+def vgae_meta_grad_fast(prob: VGAEProblem, state, cfg: VGAEAttackConfig, key):
+    r"""First-order (A-Meta) meta-gradient ``(loss, dL_out/dA [N, N])`` on the fast path.
+
+    The victim is trained for ``T = cfg.inner_steps`` Adam steps of the full VGAE objective (dense
+    :math:`N^2` reconstruction term, labels :math:`A + I`) with a *sparse* :math:`\hat A` built from the
+    clean edges and the flips in ``state`` (O(|E| d) per product). Along the trajectory, the outer loss
+    :math:`\mathcal L_{out}(\theta_t)` depends on :math:`\hat A` only through the products
+    :math:`P_1 = \hat A (X W_0)` and :math:`\mu = \hat A (H W_\mu)`, so
+
+    .. math:: \sum_t \nabla_{\hat A}\mathcal L_{out}(\theta_t) = \sum_t \bar P_{1,t} (X W_{0,t})^\top
+              + \bar\mu_t (H_t W_{\mu,t})^\top,
+
+    one ``[N, T(h+d)] @ [T(h+d), N]`` GEMM (:func:`poisonjax.core.bilevel.low_rank_matmul_meta_grad`),
+    followed by the chain rule through :math:`\tilde D^{-1/2}(A+I)\tilde D^{-1/2}`. Equals
+    :func:`vgae_meta_grad` with ``first_order=True`` (tested) at O(T(|E| d + N^2 d)) instead of dense
+    :math:`\hat A` products."""
+    v = cfg.victim
+    if not v.variational:
+        raise PoisonJaxInputError("the fast VGAE path supports variational=True only")
+    n = prob.a_clean.shape[0]
+    rows, cols, vals, s = gatt._sparse_norm_adj(prob, state)
+    spmm = lambda m: gatt._spmm(rows, cols, vals, m, n)
+    enc = GraphEncoder(v.hidden, v.latent, v.variational)
+    k0, k1 = jax.random.split(key)
+    params0 = enc.init(k0, jnp.eye(n, dtype=jnp.float32), prob.x)
+    label = state.a + jnp.eye(n, dtype=state.a.dtype)
+    opt = optax.adam(v.lr, eps_root=1e-8)  # as vgae_meta_grad
+
+    def encode(p, u1=0.0, u2=0.0):
+        q = p["params"]
+        xw = prob.x @ q["w0"]
+        h = jax.nn.relu(spmm(xw) + u1)
+        hm, hs = h @ q["w_mu"], h @ q["w_sigma"]
+        return spmm(hm) + u2, spmm(hs), (xw, hm)
+
+    def inner(p, k):
+        mu, logstd, _ = encode(p)
+        z = mu + jnp.exp(logstd) * jax.random.normal(k, mu.shape, mu.dtype)
+        return _recon_kl(z, mu, logstd, label)
+
+    def loss_with_probes(u):
+        def step(carry, xs):
+            p, st = carry
+            k, u1, u2 = xs
+            g = jax.grad(inner)(p, k)
+            upd, st = opt.update(g, st, p)
+            p = optax.apply_updates(p, upd)
+            mu, _, ms = encode(jax.lax.stop_gradient(p), u1, u2)
+            return (p, st), (_link_bce(mu, prob.pairs, prob.pair_labels), ms)
+
+        (_, _), (losses, ms) = jax.lax.scan(step, (params0, opt.init(params0)),
+                                            (jax.random.split(k1, cfg.inner_steps), *u))
+        return jnp.sum(losses), ms
+
+    T = cfg.inner_steps
+    probes = (jnp.zeros((T, n, v.hidden)), jnp.zeros((T, n, v.latent)))
+    loss_sum, g_hat = bilevel.low_rank_matmul_meta_grad(loss_with_probes, probes)
+    return loss_sum / T, gatt.adj_grad_from_hat(g_hat, state.a, s)
+
+
+def _recon_kl(z, mu, logstd, label):
+    """Kipf's VGAE loss (see :func:`poisonjax.graph.models.vgae_loss`) from sampled ``z``, with one
+    softplus per pair (:math:`\mathrm{softplus}(-l) = \mathrm{softplus}(l) - l`)."""
+    n = label.shape[0]
+    logits = z @ z.T
+    n_pos = jnp.sum(label)
+    pos_weight = (n * n - n_pos) / n_pos
+    norm = n * n / (2.0 * (n * n - n_pos))
+    sp_l = jax.nn.softplus(logits)
+    rec = norm * jnp.mean(pos_weight * label * (sp_l - logits) + (1 - label) * sp_l)
+    kl = -(0.5 / n) * jnp.mean(jnp.sum(1 + 2 * logstd - mu ** 2 - jnp.exp(logstd) ** 2, axis=1))
+    return rec + kl
+
+
 def vgae_meta_score(prob: VGAEProblem, state, cfg: VGAEAttackConfig, key):
     """``(loss, (g + gᵀ)(1 - 2A))`` for the greedy step."""
-    loss, g = vgae_meta_grad(prob, state.a, cfg, key)
+    if cfg.fast:
+        if not cfg.first_order:
+            raise PoisonJaxInputError("fast=True is the first-order (A-Meta) path; set first_order=True")
+        loss, g = vgae_meta_grad_fast(prob, state, cfg, key)
+    else:
+        loss, g = vgae_meta_grad(prob, state.a, cfg, key)
     return loss, (g + g.T) * (1.0 - 2.0 * state.a)
 
 
@@ -162,7 +247,8 @@ def vgae_meta_attack(cfg: VGAEAttackConfig):
     """The VGAE meta attack as an :class:`~poisonjax.core.types.AttackOptimizer`
     (:func:`poisonjax.graph.attacks.greedy_flip_optimizer`); run for
     :func:`poisonjax.graph.attacks.num_steps` steps."""
-    return gatt.greedy_flip_optimizer(lambda p, s, k: vgae_meta_score(p, s, cfg, k), cfg.budget, cfg.flips_per_step)
+    return gatt.greedy_flip_optimizer(lambda p, s, k: vgae_meta_score(p, s, cfg, k), cfg.budget, cfg.flips_per_step,
+                                      max_per_node=cfg.max_per_node)
 
 
 def run_vgae_meta_attack(prob: VGAEProblem, cfg: VGAEAttackConfig, key, workdir=None, progress: bool = True,
