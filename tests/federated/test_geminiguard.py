@@ -172,3 +172,20 @@ def test_study_lie_detected_and_accuracy_kept(quick_study):
     g = cells["geminiguard"]
     assert g["detection_recall"] >= 0.9 and g["detection_precision"] >= 0.8, g
     assert g["main_accuracy"] >= cells["fedavg"]["main_accuracy"] - 0.04, cells
+
+
+def test_quantity_skew_is_not_flagged_but_boosted_updates_are():
+    """Non-IID quantity skew: three benign clients hold 3x the data, so their updates are ~3x larger.
+    The scale-invariant statistics keep them; the raw ones flag them. A boosted (x20, model-replacement
+    style) update is still flagged by the log-magnitude statistic."""
+    u = np.array(_benign(4))
+    u[:3] *= 3.0
+    u = jnp.asarray(u)
+    wg = jnp.zeros(D)
+    _, _, rep = _GG_WEIGHT(u, wg)
+    assert not np.asarray(rep["flags"]).any(), rep["score_weight"]
+    _, _, raw = gg.geminiguard(u, w_global=wg, fusion="weight", scale_invariant=False)
+    assert np.asarray(raw["flags"])[:3].sum() >= 2, raw["score_weight"]
+    boosted = u.at[-1].multiply(20.0)
+    _, _, rb = _GG_WEIGHT(boosted, wg)
+    assert bool(rb["flags"][-1]) and int(np.asarray(rb["flags"]).sum()) == 1, rb["score_weight"]
