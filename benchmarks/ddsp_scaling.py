@@ -68,9 +68,10 @@ def generate():
         n_glob = torch.where(is_t, torch.zeros_like(cand), counts[cand])
         cap_c = torch.where(is_t, torch.full_like(cand, cap), torch.ones_like(cand))
         gap_c = torch.where(is_t, torch.full_like(cand, 2), torch.ones_like(cand))
-        violate = (n_in >= cap_c) | ((t - last) < gap_c) | (n_glob >= gmax)
+        hard = (n_in >= cap_c) | ((t - last) < gap_c)     # per-sequence constraints outrank the shared cap
+        soft = n_glob >= gmax
         rr = zc - 1.0 * n_in - 0.5 * torch.log1p(n_glob.float())
-        rr = torch.where(violate, rr - 1e9, rr)
+        rr = torch.where(hard, rr - 2e9, torch.where(soft, rr - 1e9, rr))
         chosen = cand.gather(1, rr.argmax(1, keepdim=True))[:, 0]
         tokens[:, t] = chosen
         counts.index_add_(0, chosen, torch.ones_like(chosen))

@@ -4,11 +4,16 @@ DDSP: diversity-aware dual-promotion poisoning of sequential recommenders (SIGIR
 arXiv 2504.06586); see :mod:`poisonjax.recsys.attacks`.
 
 Variants:
-* ``quick``: a reproducible subset of 2,000 Beauty users (3-core after subsampling: ~1.6k users,
-  ~1.7k items), a 1-block SASRec (d=32, 20 epochs), K=2 victim seeds, 4 targets at evenly spaced
-  popularity ranks, 2% fake users; a few minutes on a laptop CPU (all 37 x 2 victims are trained
-  in one vmapped call). 2% rather than 1%: with ~16 fake users the 1% effect is small next to
-  seed noise on such a subset.
+* ``quick``: a reproducible subset of 2,000 sampled Beauty users (3-core after subsampling:
+  1,379 users, 1,651 items), a 1-block SASRec (d=32, 20 epochs), K=2 victim seeds, 4 targets at
+  evenly spaced popularity ranks, 2% fake users; a few minutes on a laptop CPU (all 37 x 2 victims
+  are trained in one vmapped call). 2% rather than 1%: with ~16 fake users the 1% effect is small
+  next to seed noise on such a subset. The 20-epoch victims are under-trained (test NDCG@10 0.012
+  vs 0.021 at 60 epochs): enough to compare promotion, not to measure accuracy costs -- for those
+  use ``--config.train.epochs=60 --config.num_victims=4`` (the stealth figures in the report).
+* Both variants draw each fake user's length from the real length distribution
+  (``attack.length_dist="real"``, clipped to ``model.max_len``); ``"fixed"`` gives every fake user
+  ``fake_length`` items (0 = the mean real length), the issue's default wording.
 * ``paper``: the full 5-core files, SASRec 2 blocks (d=64, max_len 50), 200 epochs, K=5 seeds,
   25 targets (as Yue et al.), fake-user ratios 0.5%, 1% (main table) and 2%.
 """

@@ -12,6 +12,16 @@ Pipeline (``run(config, workdir)``):
 5. Write ``config.json``, ``results.json`` (per method: target/overall HR/NDCG, repetition,
    diversity, detector AUC; ``clean``), ``report.md`` with a table and the plot target HR@10 vs
    overall NDCG@10.
+
+Stealth is measured as *paired* drops: dataset 0 of every training call is the clean data padded
+with weight-0 fake rows, so clean victim ``k`` and poisoned victim ``k`` share the same init key,
+shapes and shuffling key (real rows keep their relative order; batch boundaries shift by the
+interleaved fake rows, so the pairing removes init noise, not all trajectory noise);
+``paired_ndcg@10_drop`` averages ``clean_k - poisoned_k`` over targets
+and seeds (``_std``: std over seeds of the target-averaged drop; ``_all``: the ``[K, targets]``
+drops, for paired comparisons between methods). ``paired_ndcg@10_excl_target_drop`` is the same
+with each target removed from the candidates, i.e. the damage to real preferences beyond the
+target merely taking a top-k slot.
 """
 from __future__ import annotations
 
@@ -139,6 +149,8 @@ def run(config, workdir) -> dict:
         check_fraction("attack.fake_ratio", r)
     if ac.fake_length:
         A.check_fake_length(ac.fake_length)
+    if ac.length_dist not in ("real", "fixed"):
+        raise PoisonJaxInputError(f"attack.length_dist must be 'real' or 'fixed', got {ac.length_dist!r}")
     for m in ac.methods:
         if m not in A.METHODS:
             raise PoisonJaxInputError(f"unknown method {m!r} in attack.methods; expected some of {list(A.METHODS)}")
@@ -150,8 +162,6 @@ def run(config, workdir) -> dict:
     ds, sp = ctx["ds"], ctx["split"]
     targets = [int(t) for t in ctx["targets"]]
     fake_len = A.check_fake_length(ac.fake_length or int(round(float(ds.lengths().mean()))))
-    if ac.length_dist not in ("real", "fixed"):
-        raise PoisonJaxInputError(f"attack.length_dist must be 'real' or 'fixed', got {ac.length_dist!r}")
     real_lengths = A.check_fake_length(ac.max_fake_length or config.model.max_len)
     keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_victims)
     gen_kw = dict(alpha=ac.alpha, beta_utility=ac.beta_utility, target_bonus=ac.target_bonus,
@@ -208,7 +218,8 @@ def run(config, workdir) -> dict:
                            num_victims=config.num_victims, seconds=time.time() - t0)
     if len(ratios) > 1:
         keep = ("target_hr@10", "target_ndcg@10", "overall_ndcg@10", "paired_ndcg@10_drop", "paired_ndcg@10_drop_std",
-                "paired_ndcg@10_excl_target_drop", "paired_ndcg@10_excl_target_drop_std", "detector_auc")
+                "paired_ndcg@10_excl_target_drop", "paired_ndcg@10_excl_target_drop_std", "paired_ndcg@10_drop_all",
+                "paired_ndcg@10_excl_target_drop_all", "detector_auc")
         results["by_ratio"] = {str(r): {m: {k: v[k] for k in keep}
                                         for m, v in by_ratio[r].items() if m in ac.methods} for r in ratios}
     write_outputs(results, ac.methods, wd)

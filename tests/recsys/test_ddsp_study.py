@@ -6,6 +6,7 @@ averages over targets and seeds.
 """
 import json
 
+import numpy as np
 import pytest
 
 from configs.ddsp import get_config
@@ -50,10 +51,22 @@ def test_ddsp_repeats_the_target_less_than_the_repetition_heuristic(results):
     assert res["ddsp"]["distinct_ratio"] > res["greedy_plain"]["distinct_ratio"]
 
 
-def test_ddsp_accuracy_drop_not_above_plain_greedy(results):
-    # At this scale both drops are of the order of the seed noise (see the report): we assert DDSP
-    # costs no more overall NDCG@10 than the plain-objective greedy attack, up to 10% of clean NDCG@10 (the
-    # clean reference itself is one K-seed run; poisoned victims often score above it).
+def test_ddsp_fakes_are_harder_to_detect_than_repetitive_ones(results):
+    # leak-free detector (leave-self-out popularity, 5-fold CV, fake lengths drawn from the real
+    # distribution): repetition-heavy fakes are caught perfectly, DDSP's (one target, no reuse) are not
     res, _ = results
-    tol = 0.10 * res["clean"]["overall_ndcg@10"]
-    assert res["ddsp"]["overall_ndcg@10_drop"] <= res["greedy_plain"]["overall_ndcg@10_drop"] + tol
+    assert res["repetition"]["detector_auc"] > 0.99 and res["greedy_plain"]["detector_auc"] > 0.99
+    assert res["ddsp"]["detector_auc"] < res["repetition"]["detector_auc"] - 0.03
+    assert res["ddsp"]["detector_auc"] < res["greedy_plain"]["detector_auc"] - 0.03
+    assert res["ddsp"]["distinct_ratio"] == 1.0        # as every real Beauty user
+
+
+def test_ddsp_accuracy_drop_not_above_plain_greedy(results):
+    # Paired per (target, seed): each poisoned victim against the clean victim with the same seed,
+    # init and batch order. The mean of greedy_plain's drop minus DDSP's must not be negative
+    # beyond one standard error (at this scale the drops are of the order of the seed noise; see
+    # the report for the 60-epoch, K=4 measurement).
+    res, _ = results
+    d = (np.asarray(res["greedy_plain"]["paired_ndcg@10_drop_all"])
+         - np.asarray(res["ddsp"]["paired_ndcg@10_drop_all"])).ravel()
+    assert d.mean() > -d.std(ddof=1) / np.sqrt(d.size)
