@@ -14,7 +14,8 @@ Variants:
 * ``cora_fast``: the ``paper`` setting without the exact unrolled attacks: the first-order meta
   attacks (A-Meta) on the sparse / low-rank fast path (``vgae_attacks.vgae_meta_grad_fast``) along the
   victim's full 200-step trajectory, 1/10 of the budget per meta-gradient, next to the one-shot,
-  random, DICE and PGD baselines; 3 victim seeds (about 10-20 min per rate on 2 CPU cores).
+  random, DICE and PGD baselines; 3 victim seeds; attack loss ``rank`` (a scale-invariant AUC
+  surrogate, see ``vgae_attacks.outer_link_loss``; ``--config.meta_loss=bce`` for the paper's BCE).
 """
 import ml_collections
 
@@ -43,9 +44,11 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.victim = ml_collections.ConfigDict(dict(hidden=32, latent=16, lr=0.01 if quick else 0.005,
                                               epochs=100 if quick else 200, variational=True))
     c.fast_first_order = True          # a_meta_* on the sparse / low-rank fast path
+    c.meta_loss = "bce"                # attack loss of the meta attacks: bce (paper) | rank (AUC surrogate)
     c.progress = True
     if variant == "cora_fast":
         c.attacks = ("a_meta_self", "a_meta_train", "vgae_oneshot", "random", "dice", "pgd")
         c.primary_attack = "a_meta_self"
         c.n_seeds = 3
+        c.meta_loss = "rank"
     return c

@@ -75,7 +75,8 @@ def run(config, workdir) -> dict:
                 fo = name.startswith("a_")
                 cfg = V.VGAEAttackConfig(budget=b, inner_steps=config.inner_steps, first_order=fo,
                                          flips_per_step=max(1, -(-b // config.steps_per_budget)), victim=victim,
-                                         fast=fo and bool(config.get("fast_first_order", True)))
+                                         fast=fo and bool(config.get("fast_first_order", True)),
+                                         loss=config.get("meta_loss", "bce"))
                 flips = V.run_vgae_meta_attack(problem(obj), cfg, ka, progress=config.progress,
                                                workdir=wd / "attack" / f"{name}_{r:g}",
                                                config={"attack": name, "rate": r, "cfg": str(cfg)})
@@ -127,7 +128,8 @@ def run(config, workdir) -> dict:
         ("Setup", f"85/5/10 edge split ({n_train} training edges), budget {budgets[float(config.rate)]} flips; "
                   f"VGAE {victim.hidden}-{victim.latent}, lr {victim.lr}, {victim.epochs} epochs, {config.n_seeds} "
                   f"seeds; meta attacks unroll {config.inner_steps} steps with {config.steps_per_budget} "
-                  f"meta-gradients per budget; one-shot objective `{config.oneshot_objective}`."),
+                  f"meta-gradients per budget, attack loss `{config.get('meta_loss', 'bce')}`; one-shot "
+                  f"objective `{config.oneshot_objective}`."),
         ("Test AUC / AP", reporting.markdown_table(rows)),
     ], plots=["auc_vs_rate.png"])
     print(reporting.text_table(rows))

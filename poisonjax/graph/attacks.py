@@ -105,8 +105,9 @@ def _greedy_select(score, a, a_clean, allowed, k: int, n_left, ll_cutoff: Option
     the degrees *after* the flips already accepted in this step (O(N) per candidate). With
     ``max_per_node = m``, a candidate is skipped if one of its nodes already has ``m`` flips *in this
     step* (spreads the ``k`` flips of one meta-gradient instead of stacking them on the node with the
-    largest gradient row, where the first-order view of one gradient is least accurate). The pool is
-    the top ``4k`` entries (``16k`` with a per-node cap).
+    largest gradient row, where the first-order view of one gradient is least accurate); a second,
+    uncapped pass over the same pool then fills the step up to ``k``. The pool is the top ``4k``
+    entries (``16k`` with a per-node cap).
 
     Returns ``(a_new, pairs [k, 2], accepted [k] bool)``."""
     n = a.shape[0]
@@ -118,13 +119,14 @@ def _greedy_select(score, a, a_clean, allowed, k: int, n_left, ll_cutoff: Option
     rows, cols = idx // n, idx % n
     cap = jnp.inf if max_per_node is None else float(max_per_node)
 
-    def body(c, t):
+    def body(c, tt):
         a_, deg_, cnt_, n_acc = c
+        t, capped = tt
         i, j, v = rows[t], cols[t], vals[t]
         is_edge = a_[i, j] > 0
-        ok = jnp.isfinite(v) & (n_acc < jnp.minimum(k, n_left))
+        ok = jnp.isfinite(v) & (n_acc < jnp.minimum(k, n_left)) & (a_[i, j] == a_clean[i, j])
         ok &= jnp.where(is_edge, (deg_[i] > 1) & (deg_[j] > 1), True)
-        ok &= (cnt_[i] < cap) & (cnt_[j] < cap)
+        ok &= ~capped | ((cnt_[i] < cap) & (cnt_[j] < cap))
         if ll_cutoff is not None:
             stats = _ll_seq_stats(deg_, deg0, 2.0)
             ok &= _ll_ratio(stats, deg_[i], deg_[j], jnp.where(is_edge, -1.0, 1.0), 2.0) < ll_cutoff
@@ -136,7 +138,12 @@ def _greedy_select(score, a, a_clean, allowed, k: int, n_left, ll_cutoff: Option
         return (a_, deg_, cnt_, n_acc + ok.astype(jnp.int32)), (jnp.stack([i, j]), ok)
 
     init = (a, deg, jnp.zeros((n,), jnp.float32), jnp.int32(0))
-    (a_new, _, _, _), (pairs, ok) = jax.lax.scan(body, init, jnp.arange(m))
+    ts = jnp.arange(m)
+    if max_per_node is None:
+        xs = (ts, jnp.zeros((m,), bool))
+    else:  # a capped pass, then an uncapped pass over the same pool to spend what the cap left
+        xs = (jnp.concatenate([ts, ts]), jnp.concatenate([jnp.ones((m,), bool), jnp.zeros((m,), bool)]))
+    (a_new, _, _, _), (pairs, ok) = jax.lax.scan(body, init, xs)
     # compact the accepted pairs into the first k slots
     order = jnp.argsort(~ok, stable=True)[:k]
     return a_new, pairs[order].astype(jnp.int32), ok[order]

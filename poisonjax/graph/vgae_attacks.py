@@ -17,7 +17,11 @@ Attacks (each returns flips ``[<=B, 2]``):
   - ``objective="self"``: pseudo-links of a surrogate VGAE trained on the clean graph
     (:func:`pseudo_links`; the link-prediction analogue of Meta-Self);
   - ``objective="test"``: the *test* pairs with their labels -- a white-box shortcut, refused unless
-    ``allow_test_labels=True``.
+    ``allow_test_labels=True``;
+
+  with ``loss="rank"`` the BCE is replaced by a scale-invariant AUC surrogate (:func:`outer_link_loss`).
+  ``fast=True`` (first-order only) computes the meta-gradient with a sparse :math:`\hat A` and one
+  low-rank GEMM (:func:`vgae_meta_grad_fast`), which makes Cora-size graphs practical on a CPU.
 * :func:`vgae_oneshot` -- the authors' public procedure: sum over the victim's training epochs the
   gradient of the link BCE with respect to the *normalised* adjacency :math:`\hat A`, then flip once:
   half the budget as additions at the largest positive scores, half as removals at the most negative.
@@ -56,6 +60,8 @@ class VGAEProblem(NamedTuple):
     pair_labels: jax.Array
     e_rows: Optional[jax.Array] = None   # clean training edges, both directions (sparse fast path)
     e_cols: Optional[jax.Array] = None
+    rank_pos: Optional[jax.Array] = None  # indices into pairs: each positive with a negative ("rank" loss)
+    rank_neg: Optional[jax.Array] = None
 
 
 class VGAEAttackConfig(NamedTuple):
@@ -69,6 +75,7 @@ class VGAEAttackConfig(NamedTuple):
     victim: VGAEConfig = VGAEConfig()
     fast: bool = False      # first-order only: sparse Â + low-rank gradient (see vgae_meta_grad_fast)
     max_per_node: Optional[int] = 1   # with flips_per_step > 1: at most this many flips per node and step
+    loss: str = "bce"       # attack loss on the objective pairs: "bce" | "rank" (see outer_link_loss)
 
 
 def objective_pairs(split: LinkSplit, objective: str, pseudo: Optional[tuple] = None,
@@ -125,14 +132,40 @@ def make_vgae_problem(split: LinkSplit, x, pairs, labels) -> VGAEProblem:
     n = split.adj_train.shape[0]
     allowed = gatt._upper_pairs_mask(n, split.held_out_pairs())
     coo = sp.coo_matrix(split.adj_train)
+    labels = np.asarray(labels)
+    pos, neg = np.flatnonzero(labels > 0.5), np.flatnonzero(labels <= 0.5)
+    m = max(len(pos), len(neg))
+    neg = np.random.default_rng(0).permutation(neg)
+    rp = pos[np.arange(m) % len(pos)] if len(pos) else np.zeros(0, np.int64)
+    rn = neg[np.arange(m) % len(neg)] if len(neg) else np.zeros(0, np.int64)
     return VGAEProblem(jnp.asarray(split.adj_train.toarray(), jnp.float32), jnp.asarray(allowed),
                        jnp.asarray(x, jnp.float32), jnp.asarray(pairs, jnp.int32), jnp.asarray(labels, jnp.float32),
-                       jnp.asarray(coo.row, jnp.int32), jnp.asarray(coo.col, jnp.int32))
+                       jnp.asarray(coo.row, jnp.int32), jnp.asarray(coo.col, jnp.int32),
+                       jnp.asarray(rp, jnp.int32), jnp.asarray(rn, jnp.int32))
 
 
 def _link_bce(z, pairs, labels):
     logits = jnp.sum(z[pairs[:, 0]] * z[pairs[:, 1]], -1)
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+
+
+LOSSES = ("bce", "rank")
+
+
+def outer_link_loss(z, prob: VGAEProblem, loss: str = "bce"):
+    r"""Attack loss on the objective pairs of ``prob`` for embeddings ``z`` ``[N, d]`` (to maximise).
+
+    * ``"bce"``: the link BCE :math:`\frac1P\sum_p \mathrm{BCE}(z_{i_p}^\top z_{j_p}, y_p)` (the seed paper's);
+    * ``"rank"``: a smooth, scale- and shift-invariant surrogate of :math:`1 - \mathrm{AUC}`,
+      :math:`\frac1M\sum_m \mathrm{softplus}((s_{n_m} - s_{p_m})/\sigma_s)` over fixed (positive,
+      negative) pairings ``rank_pos``/``rank_neg`` with :math:`\sigma_s` the std of the pair scores.
+      BCE can be raised by rescaling all scores, which leaves AUC unchanged; this loss cannot.
+      (Not in the paper: an option of this library.)"""
+    if loss == "bce":
+        return _link_bce(z, prob.pairs, prob.pair_labels)
+    logits = jnp.sum(z[prob.pairs[:, 0]] * z[prob.pairs[:, 1]], -1)
+    sd = jnp.sqrt(jnp.var(logits) + 1e-12)
+    return jnp.mean(jax.nn.softplus((logits[prob.rank_neg] - logits[prob.rank_pos]) / sd))
 
 
 def vgae_meta_grad(prob: VGAEProblem, a: jax.Array, cfg: VGAEAttackConfig, key):
@@ -149,7 +182,7 @@ def vgae_meta_grad(prob: VGAEProblem, a: jax.Array, cfg: VGAEAttackConfig, key):
 
     def outer(p, a_):
         mu = enc.apply(p, normalize_adj(a_), prob.x)[0]
-        return _link_bce(mu, prob.pairs, prob.pair_labels)
+        return outer_link_loss(mu, prob, cfg.loss)
 
     # eps_root keeps Adam's sqrt differentiable where a gradient entry is exactly zero (else NaN)
     opt = optax.adam(v.lr, eps_root=1e-8)
@@ -206,7 +239,7 @@ def vgae_meta_grad_fast(prob: VGAEProblem, state, cfg: VGAEAttackConfig, key):
             upd, st = opt.update(g, st, p)
             p = optax.apply_updates(p, upd)
             mu, _, ms = encode(jax.lax.stop_gradient(p), u1, u2)
-            return (p, st), (_link_bce(mu, prob.pairs, prob.pair_labels), ms)
+            return (p, st), (outer_link_loss(mu, prob, cfg.loss), ms)
 
         (_, _), (losses, ms) = jax.lax.scan(step, (params0, opt.init(params0)),
                                             (jax.random.split(k1, cfg.inner_steps), *u))
@@ -234,6 +267,7 @@ def _recon_kl(z, mu, logstd, label):
 
 def vgae_meta_score(prob: VGAEProblem, state, cfg: VGAEAttackConfig, key):
     """``(loss, (g + gᵀ)(1 - 2A))`` for the greedy step."""
+    check_choice("loss", cfg.loss, LOSSES)
     if cfg.fast:
         if not cfg.first_order:
             raise PoisonJaxInputError("fast=True is the first-order (A-Meta) path; set first_order=True")

@@ -171,3 +171,22 @@ def test_metattack_study_writes_outputs(tmp_path):
     assert adj.shape == (2485, 2485)
     for f in ("results.json", "config.json", "accuracy.png", "report.md"):
         assert (tmp_path / f).exists(), f
+
+
+@pytest.mark.slow
+def test_metattack_cora_5pct_as_strong_as_prognn(tmp_path):
+    """The issue's target on real data: Meta-Self (one flip per meta-gradient, Pro-GNN's settings) on
+    Cora at 5% lowers GCN accuracy at least as much as Pro-GNN's DeepRobust-made graph, under the same
+    split and GCN training (5 seeds). The two attacks are the same algorithm (our meta-gradient equals
+    DeepRobust's to 1e-8 on Cora), so the comparison is up to the attack's own randomness: the
+    tolerance is one seed-std of the evaluation (measured: ours 0.776 ± 0.009, Pro-GNN 0.774 ± 0.007,
+    clean 0.836). About 5 minutes on 2 free cores."""
+    from configs.metattack import get_config
+    from experiments.metattack import run
+    c = get_config("paper")
+    c.rate, c.progress = 0.05, False
+    r = run(c, tmp_path)
+    ours, ref, clean = r["test_acc_poisoned"], r["test_acc_reference"], r["test_acc_clean"]
+    assert r["n_perturbations"] == 253
+    assert ours["mean"] < clean["mean"] - 0.04, (ours, clean)
+    assert ours["mean"] <= ref["mean"] + max(ref["std"], ours["std"]), (ours, ref)

@@ -106,3 +106,21 @@ def test_fast_first_order_vgae_grad_equals_dense():
     scale = float(jnp.abs(g_dense).max())
     assert scale > 0
     np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_dense), atol=1e-4 * scale)
+
+
+def test_rank_loss_is_scale_invariant_and_tracks_auc(setup):
+    """The "rank" attack loss ignores a rescaling of the embeddings (which changes BCE but not AUC)
+    and is larger when the positive pairs score below the negatives."""
+    import jax.numpy as jnp
+    adj, lab, x, split, budget, keys = setup
+    prob = V.make_vgae_problem(split, x, *V.objective_pairs(split, "train"))
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(120, 8)), jnp.float32)
+    r1, r2 = V.outer_link_loss(z, prob, "rank"), V.outer_link_loss(3.0 * z, prob, "rank")
+    b1, b2 = V.outer_link_loss(z, prob, "bce"), V.outer_link_loss(3.0 * z, prob, "bce")
+    assert float(r1) == pytest.approx(float(r2), rel=1e-5) and abs(float(b1) - float(b2)) > 0.1
+    # embeddings that put linked pairs together (and unlinked apart) have a lower rank loss
+    a = jnp.asarray(split.adj_train.toarray())
+    z_good = jnp.asarray(np.linalg.eigh(np.asarray(a))[1][:, -8:], jnp.float32) * 10
+    assert float(V.outer_link_loss(z_good, prob, "rank")) < float(r1)
+    assert np.all(np.asarray(prob.pair_labels)[np.asarray(prob.rank_pos)] == 1)
+    assert np.all(np.asarray(prob.pair_labels)[np.asarray(prob.rank_neg)] == 0)
