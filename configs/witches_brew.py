@@ -17,19 +17,22 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.dataset = "digits"          # digits | mnist | cifar10
     c.n_train = 0                 # 0 = all (mnist/cifar10 stratified subsets)
     c.n_test = 500
-    c.model = "small_cnn"         # small_cnn | small_resnet | mlp
+    c.model = "convnet"           # convnet | small_cnn | small_resnet | mlp (convnet fits the training set;
+                                  # small_cnn's global pooling underfits and is barely poisonable)
     c.budget = 0.05               # fraction of the training set that is poisoned
     c.epsilon = 64 / 255          # digits are 8x8 with 17 grey levels: a larger radius than CIFAR's 16/255
     c.craft_steps = 120
     c.restarts = 1
     c.ensemble = 1                # surrogate models trained from different seeds
-    c.surrogate_checkpoints = [2, 5, 9, 12]  # epochs at which each surrogate is kept (M = ensemble x len)
+    c.surrogate_checkpoints = [5, 10, 20]  # epochs at which each surrogate is kept (M = ensemble x len)
+    c.poison_selection = "max_gradient"  # max_gradient (Witches' Brew) | random
+    c.alignment_models = 2        # fresh clean models at which the gradient alignment is re-measured
     c.step_size = 0.1             # signed-Adam step, as a fraction of epsilon
     c.flip = False                # differentiable augmentation during crafting
     c.crop = 0
     c.trials = 8                  # independent (target, adversarial class) pairs
     c.victims = 2                 # victims retrained from scratch per trial
-    c.train = ml_collections.ConfigDict({"epochs": 12, "batch_size": 128, "lr": 0.01})
+    c.train = ml_collections.ConfigDict({"epochs": 20, "batch_size": 128, "lr": 0.01})
     c.transfer = ml_collections.ConfigDict({"enabled": True, "fc_steps": 200, "fc_lr": 0.02, "fc_beta": 0.0,
                                             "head_steps": 200, "victims": 2})
     if variant == "mnist":
@@ -43,13 +46,13 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.ensemble = 2
         c.trials = 8
         c.victims = 4
-        c.train.epochs = 10
-        c.surrogate_checkpoints = [2, 4, 7, 10]
+        c.train.epochs = 20
+        c.surrogate_checkpoints = [5, 10, 20]
     elif variant == "paper":
         c.dataset = "cifar10"
         c.n_train = 0
         c.n_test = 1000
-        c.model = "small_resnet"
+        c.model = "small_resnet"      # also: convnet
         c.budget = 0.01
         c.epsilon = 16 / 255
         c.craft_steps = 250

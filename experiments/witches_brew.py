@@ -31,7 +31,7 @@ import optax
 from poisonjax.core import gradient_matching as gm
 from poisonjax.core import reporting
 from poisonjax.core.ensemble import mean_std
-from poisonjax.core.training import accuracy, softmax_cross_entropy_loss
+from poisonjax.core.training import accuracy, init_and_train
 from poisonjax.data.images import load_image_dataset
 from poisonjax.vision import witches_brew as wb
 from poisonjax.vision.models import make_classifier
@@ -42,6 +42,18 @@ def _load(config):
     if config.dataset != "digits":
         kw = {"n_train": config.n_train or None, "n_test": config.n_test or None, "seed": config.seed}
     return load_image_dataset(config.dataset, **kw)
+
+
+def _train_loss(apply_fn, config):
+    """Per-example training loss of surrogates and victims: cross-entropy on images augmented with
+    the same random flips/crops as used while crafting (``config.flip``/``config.crop``), so that
+    victims are trained with the data pipeline the poisons were crafted for."""
+    def loss(params, batch, key):
+        x = batch["x"]
+        if config.flip or config.crop:
+            x = gm.augment(key, x, flip=config.flip, crop=config.crop)
+        return optax.softmax_cross_entropy_with_integer_labels(apply_fn(params, x), batch["y"])
+    return loss
 
 
 def per_victim_rate(success, trials: int, victims: int) -> dict:
@@ -85,19 +97,27 @@ def run(config, workdir) -> dict:
     # 1. surrogates
     t0 = time.perf_counter()
     cps = list(config.surrogate_checkpoints) or [ep]
-    train = jax.jit(lambda k: wb.checkpoint_surrogates(init_fn, softmax_cross_entropy_loss(model.apply), opt,
+    train_loss = _train_loss(model.apply, config)
+    train = jax.jit(lambda k: wb.checkpoint_surrogates(init_fn, train_loss, opt,
                                                        {"x": xtr, "y": ytr}, k, checkpoints=cps, batch_size=bs,
                                                        members=config.ensemble))
     sur = train(k_sur)
     sur_acc = np.asarray(jax.vmap(lambda p: accuracy(model.apply(p, xte), yte))(sur))
     surrogate_seconds = time.perf_counter() - t0
 
-    # 2. trials and problem
+    # 2. trials and problem; poisons = the adversarial-class images with the largest gradient norm
+    #    at the fully trained surrogates (Witches' Brew), or a random draw
+    from poisonjax.core.validation import check_choice
+    check_choice("poison_selection", config.poison_selection, ("max_gradient", "random"))
+    loss_fn = wb.cross_entropy(model.apply)
+    norms = None
+    if config.poison_selection == "max_gradient":
+        last = jax.tree.map(lambda a: a.reshape((config.ensemble, len(cps)) + a.shape[1:])[:, -1], sur)
+        norms = np.asarray(jax.jit(lambda p: wb.gradient_norms(loss_fn, p, xtr, ytr))(last))
     ti, adv = wb.choose_trials(k_trial, data.y_test, data.num_classes, config.trials)
     problem, pidx = wb.witches_brew_problem(sur, data.x_train, data.y_train, data.x_test, data.y_test,
                                             data.num_classes, target_indices=ti, adv_classes=adv,
-                                            budget=config.budget, eps=config.epsilon, key=k_pois)
-    loss_fn = wb.cross_entropy(model.apply)
+                                            budget=config.budget, eps=config.epsilon, key=k_pois, norms=norms)
 
     # 3. craft
     res = gm.craft(loss_fn, problem, steps=config.craft_steps, key=k_craft, restarts=config.restarts,
@@ -114,7 +134,7 @@ def run(config, workdir) -> dict:
     vkeys = jax.random.split(k_vic, T * K)
     vs = jax.jit(lambda keys, pi, pd, tx, al: gm.victim_success(
         init_fn, model.apply, opt, xtr, ytr, keys, epochs=ep, batch_size=bs, poison_index=pi,
-        poison_delta=pd, target_x=tx, adv_label=al, test_x=xte, test_y=yte))
+        poison_delta=pd, target_x=tx, adv_label=al, test_x=xte, test_y=yte, per_example_loss=train_loss))
     outs = {}
     t1 = time.perf_counter()
     for name, d in (("none", np.zeros_like(delta)), ("random_noise", rnd), ("witches_brew", delta)):
@@ -122,10 +142,20 @@ def run(config, workdir) -> dict:
         outs[name] = o
     victim_seconds = time.perf_counter() - t1
 
+    # alignment at fresh clean models (independent seeds): does crafting transfer to new victims?
+    fresh = jax.jit(jax.vmap(lambda k: init_and_train(init_fn, train_loss, opt, {"x": xtr, "y": ytr}, k,
+                                                      epochs=ep, batch_size=bs).params))(
+        jax.random.split(jax.random.fold_in(k_vic, 7), config.alignment_models))
+    align = jax.jit(lambda d: wb.alignment_at(loss_fn, fresh, problem, d))
+    alignment = {name: float(np.mean(align(jnp.asarray(d)))) for name, d in
+                 (("none", np.zeros_like(delta)), ("random_noise", rnd), ("witches_brew", delta))}
+
     methods = {}
     for name, o in outs.items():
         methods[name] = {"success_rate": per_victim_rate(o["success"], T, K),
                          "target_prob": float(np.mean(o["target_prob"])),
+                         "target_prob_per_trial": np.asarray(o["target_prob"]).reshape(T, K).mean(1).tolist(),
+                         "alignment_at_fresh_models": alignment[name],
                          "clean_accuracy": mean_std(np.asarray(o["clean_accuracy"]).reshape(T, K).mean(0))}
 
     # 5. transfer setting: frozen features of surrogate 0, retrained linear heads
@@ -169,6 +199,7 @@ def run(config, workdir) -> dict:
         "methods": methods,
         "transfer": transfer,
         "surrogate_accuracy": [float(a) for a in sur_acc],
+        "poison_selection": config.poison_selection,
         "surrogate_seconds": surrogate_seconds, "victim_seconds": victim_seconds,
         "max_linf": max_linf, "in_box": in_box,
         "best_restart": np.asarray(res.best_restart).tolist(),
@@ -189,6 +220,8 @@ def run(config, workdir) -> dict:
                  for n in ("none", "random_noise", "feature_collision", "witches_brew")]
     print(reporting.text_table(rows, floatfmt=".3f"))
     print(f"craft {res.seconds:.1f}s  max|delta| {max_linf:.4f} (eps {config.epsilon:.4f})")
+    print("gradient cosine with the adversarial target gradient at fresh clean models: "
+          + ", ".join(f"{n} {v:.3f}" for n, v in alignment.items()))
 
     fig, ax = reporting.new_figure(figsize=(6, 3.2))
     labels = [f"{r['method']}\n({'scratch' if r['setting'] == 'from scratch' else 'transfer'})" for r in rows]
@@ -203,6 +236,9 @@ def run(config, workdir) -> dict:
                     f"{len(data.y_train)}), eps {config.epsilon * 255:.1f}/255, {config.craft_steps} steps, "
                     f"R={config.restarts}, M={config.ensemble}, {T} trials x {K} victims"),
         ("Results", reporting.markdown_table(rows, floatfmt=".3f")),
+        ("Alignment transfer", "cosine between the poisons' and the adversarial target gradient at "
+                               f"{config.alignment_models} independently trained clean models: "
+                               + ", ".join(f"{n} {v:.3f}" for n, v in alignment.items())),
         ("Timing", f"crafting {res.seconds:.1f} s (incl. compilation), victims {victim_seconds:.1f} s"),
     ], plots=["success.png"])
     return results

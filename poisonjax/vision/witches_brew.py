@@ -16,7 +16,7 @@ Baselines with the same budget and poison set:
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -77,8 +77,47 @@ def choose_poisons(key, y_train, adv_classes, n_poisons: int) -> np.ndarray:
     return np.stack(out).astype(np.int32)
 
 
+def gradient_norms(per_example_loss: Callable, surrogate_params, x, y, batch_size: int = 256) -> jax.Array:
+    r"""Per-example parameter-gradient norm :math:`\frac1M\sum_m \|\nabla_\theta L(f_{\theta_m}(x_j), y_j)\|_2`
+    over the stacked surrogates ``[M, ...]``, for ``x [N, H, W, C]``, ``y [N]``; returns ``[N]``.
+
+    Computed in chunks of ``batch_size`` examples (``lax.map``), each chunk vmapped over examples and
+    surrogates, so memory is O(batch_size x M x params)."""
+    from poisonjax.core.gradient_matching import tree_norm
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    n = x.shape[0]
+    b = min(batch_size, n)
+    pad = (-n) % b
+    xp = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((-1, b) + x.shape[1:])
+    yp = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(-1, b)
+
+    def one(p, xi, yi):
+        return tree_norm(jax.grad(lambda q: per_example_loss(q, xi[None], yi[None]).sum())(p))
+
+    def chunk(args):
+        xc, yc = args
+        return jax.vmap(lambda p: jax.vmap(lambda a, c: one(p, a, c))(xc, yc))(surrogate_params).mean(0)
+
+    return jax.lax.map(chunk, (xp, yp)).reshape(-1)[:n]
+
+
+def choose_poisons_by_gradient_norm(norms, y_train, adv_classes, n_poisons: int) -> np.ndarray:
+    """Witches' Brew's poison selection: for every trial, the ``n_poisons`` training images of its
+    adversarial class with the largest surrogate gradient norm (``norms [N]``, e.g. from
+    :func:`gradient_norms`). Returns ``[T, P]`` int indices."""
+    y, g = np.asarray(y_train), np.asarray(norms)
+    out = []
+    for c in np.asarray(adv_classes):
+        pool = np.flatnonzero(y == c)
+        if len(pool) < n_poisons:
+            raise PoisonJaxInputError(f"budget asks for {n_poisons} poisons but class {int(c)} has only "
+                                      f"{len(pool)} training images; lower the budget")
+        out.append(pool[np.argsort(-g[pool], kind="stable")[:n_poisons]])
+    return np.stack(out).astype(np.int32)
+
+
 def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num_classes: int, *,
-                         target_indices, adv_classes, budget: float, eps: float, key):
+                         target_indices, adv_classes, budget: float, eps: float, key, norms=None):
     """Validate inputs and build the batched :class:`GradientMatchingProblem` (one trial per target).
 
     Args:
@@ -86,6 +125,9 @@ def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num
       x_train ``[N,H,W,C]``/x_test in [0, 1]; y_train ``[N]``/y_test int labels.
       target_indices, adv_classes: ``[T]`` test indices and adversarial classes.
       budget: fraction of the training set poisoned, in (0, 1]. eps: L-inf radius in (0, 1].
+      norms: optional ``[N]`` per-example surrogate gradient norms; if given, the poisons of each
+        trial are the adversarial-class images with the largest norm (Witches' Brew's selection,
+        :func:`choose_poisons_by_gradient_norm`), else a random draw from ``key``.
 
     Returns:
       ``(problem, poison_index [T, P])`` where ``problem`` has base images ``[T,P,H,W,C]``,
@@ -99,7 +141,8 @@ def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num
     ti = np.atleast_1d(np.asarray(target_indices))
     ac = np.atleast_1d(np.asarray(adv_classes))
     check_target(ti, ac, y_test, num_classes)
-    pidx = choose_poisons(key, y_train, ac, p)
+    pidx = (choose_poisons(key, y_train, ac, p) if norms is None
+            else choose_poisons_by_gradient_norm(norms, y_train, ac, p))
     xb = jnp.asarray(np.asarray(x_train)[pidx])
     yb = jnp.asarray(np.asarray(y_train)[pidx])
     xt = jnp.asarray(np.asarray(x_test)[ti][:, None])
@@ -231,3 +274,24 @@ def checkpoint_surrogates(init_fn: Callable, per_example_loss: Callable, optimiz
 
     stacked = jax.vmap(one)(jax.random.split(key, members))
     return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stacked)
+
+
+def alignment_at(per_example_loss: Callable, params, problem: GradientMatchingProblem, delta) -> jax.Array:
+    r"""Gradient cosine :math:`\cos(\nabla_\theta L(x_t, y^{adv}), \nabla_\theta \tfrac1P\sum_i L(b_i + \delta_i, y_i))`
+    of every trial at every model in ``params`` (stacked ``[V, ...]``): ``[V, T]``.
+
+    Evaluated at *independently trained* clean models (not the surrogates the poisons were crafted
+    on), this measures whether the alignment that crafting optimised transfers to new victims --
+    the premise of Witches' Brew's from-scratch setting. ``problem`` is batched over trials
+    (``base_images [T, P, ...]``), ``delta [T, P, H, W, C]``.
+    """
+    from poisonjax.core.gradient_matching import cosine_alignment_loss
+
+    def one(p, xt, yt, xb, yb, d):
+        gt = jax.grad(lambda q: jnp.mean(per_example_loss(q, xt, yt)))(p)
+        gp = jax.grad(lambda q: jnp.mean(per_example_loss(q, xb + d, yb)))(p)
+        return 1.0 - cosine_alignment_loss(gp, gt)
+
+    per_trial = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0))
+    return jax.vmap(lambda p: per_trial(p, problem.target_images, problem.target_labels, problem.base_images,
+                                        problem.base_labels, jnp.asarray(delta)))(params)
