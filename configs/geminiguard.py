@@ -66,6 +66,6 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     # GeminiGuard hyperparameters (see poisonjax.federated.geminiguard)
     c.gg = ml_collections.ConfigDict({"fusion": "union", "tau_weight": 4.0, "tau_latent": 4.0, "clip": False,
                                       "coherence_floor": 0.05,
-                                      "scale_invariant": True})
+                                      "scale_invariant": True, "tau_sum": 6.0})
     c.adaptive_penalty = 10.0          # adaptive attack vs GeminiGuard: weight of the score penalty
     return c

@@ -35,8 +35,9 @@ Each statistic becomes a robust z-score across the valid clients,
 :math:`\zeta(s)_i = (s_i - \mathrm{med}(s)) / \max(1.4826\,\mathrm{MAD}(s), \text{floor})` (for the
 bounded coherence and the extremity the floor is ``coherence_floor`` = 0.05, since benign values cluster at 0 with a
 tiny MAD; otherwise a relative 1e-6), and the MWA score is
-:math:`S^W_i = \max(\zeta(m)_i, \zeta(a)_i, \zeta(h)_i, \zeta(g)_i, \zeta(k)_i)` (one-sided: only *large* values are
-suspicious).
+:math:`S^W_i = \max(\zeta(m)_i, \zeta(a)_i, \zeta(h)_i, \zeta(g)_i, \zeta(k)_i,\ \tfrac{\tau_W}{\tau_{sum}}\sum_k \zeta_k(\cdot)_i^+)`
+(one-sided: only *large* values are suspicious; the last term accumulates moderate evidence over
+several statistics, ``tau_sum`` = 6 by default).
 
 **Quantity skew** (``scale_invariant=True``, the default): Dirichlet partitions give some benign
 clients ten times the data, hence ten times the local steps, of others; their raw updates then sit
@@ -113,7 +114,7 @@ def equalise_norms(x: jax.Array, valid: jax.Array) -> jax.Array:
 
 
 def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Array] = None,
-                      coherence_floor: float = 0.05, scale_invariant: bool = False) -> dict:
+                      coherence_floor: float = 0.05, scale_invariant: bool = False, sum_scale: float = 0.0) -> dict:
     r"""MWA statistics of full client weights ``w [n, d]`` (see module docstring).
 
     With ``scale_invariant`` (needs ``w_global``) the per-coordinate profile (coherence, extremity) is
@@ -123,7 +124,8 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
     Returns ``magnitude [n]``, ``direction [n]`` (needs ``w_global [d]``; zeros otherwise),
     ``coherence [n]``, ``extremity [n]``, ``crowding [n]`` and the per-statistic robust z-scores
     ``z_magnitude``, ``z_direction``, ``z_coherence``, ``z_extremity``, ``z_crowding``; ``score [n]`` =
-    their maximum.
+    their maximum, or ``sum_scale`` times the sum of their positive parts if that is larger (evidence
+    accumulated over several statistics, see :func:`geminiguard`'s ``tau_sum``).
     """
     w = w.astype(jnp.float32)
     w_raw = w
@@ -167,6 +169,8 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
     zg = robust_z(extremity, valid, floor=coherence_floor)
     zk = robust_z(crowding, valid, floor=0.1)
     score = jnp.maximum(jnp.maximum(jnp.maximum(zm, za), jnp.maximum(zh, zk)), zg)
+    pos = sum(jnp.maximum(v, 0.0) for v in (zm, za, zh, zg, zk))
+    score = jnp.maximum(score, sum_scale * pos)
     return dict(magnitude=magnitude, direction=direction, coherence=coherence, extremity=extremity,
                 crowding=crowding, z_magnitude=zm, z_direction=za, z_coherence=zh, z_extremity=zg, z_crowding=zk,
                 score=jnp.where(valid, score, jnp.inf))
@@ -202,7 +206,8 @@ def fuse(score_w: jax.Array, score_l: jax.Array, valid: jax.Array, *, fusion: st
 @_aggs.aggregator_fn()
 def geminiguard(x, valid, state, key, context, weights, *, features=None, w_global=None, fusion: str = "union",
                 tau_weight: float = 4.0, tau_latent: float = 4.0, k: Optional[int] = None, clip: bool = False,
-                bandwidth: Optional[float] = None, coherence_floor: float = 0.05, scale_invariant: bool = True):
+                bandwidth: Optional[float] = None, coherence_floor: float = 0.05, scale_invariant: bool = True,
+                tau_sum: Optional[float] = 6.0):
     r"""GeminiGuard aggregation ``(aggregate, state, report)`` (module docstring has the math).
 
     Args (besides the engine's common ones):
@@ -215,6 +220,11 @@ def geminiguard(x, valid, state, key, context, weights, *, features=None, w_glob
       k: neighbours for the latent kNN-MMD score (default half the valid clients).
       clip: clip kept updates to their median norm before averaging.
       coherence_floor: smallest scale of the coherence z-score (see module docstring).
+      tau_sum: the weight head also flags a client whose positive robust z-scores *sum* over the five
+        statistics to more than ``tau_sum`` (None: off), so ``score_weight`` is
+        :math:`\max(\max_k \zeta_k,\ \tfrac{\tau_W}{\tau_{sum}}\sum_k \zeta_k^+)`. Attacks that are moderately
+        unusual on several statistics at once (sign flipping, Fang's attack under strong non-IID: each
+        z about 2-3) are caught, while a benign client is rarely unusual on more than one.
       scale_invariant: analyse each update's *shape*, not its size, wherever size is not the signal:
         the per-coordinate profile (coherence, extremity) and the latent head use norm-equalised
         updates :math:`\Delta_i\,\mathrm{med}_j\|\Delta_j\|/\|\Delta_i\|`, and the magnitude statistic is
@@ -243,7 +253,8 @@ def geminiguard(x, valid, state, key, context, weights, *, features=None, w_glob
     if w_global.shape != (x.shape[1],):
         raise PoisonJaxInputError(f"w_global must have shape ({x.shape[1]},), got {w_global.shape}")
     full = w_global[None, :] + x
-    ws = weight_statistics(full, valid, w_global, coherence_floor, scale_invariant)
+    ws = weight_statistics(full, valid, w_global, coherence_floor, scale_invariant,
+                           float(tau_weight) / float(tau_sum) if tau_sum else 0.0)
     use_latent = fusion != "weight"
     if use_latent:
         if features is None:
