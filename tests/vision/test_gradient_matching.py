@@ -182,3 +182,20 @@ def test_bad_images_raise_clear_errors():
         wb.witches_brew_problem(None, good[..., 0], y, good, y, 4, **kw)
     with pytest.raises(PoisonJaxInputError, match="steps"):
         gm.gradient_matching_attack(LOSS, steps=0)
+
+
+def test_gradient_norm_poison_selection():
+    """gradient_norms equals per-example norms computed one by one (chunked, with padding), and the
+    selection takes each adversarial class's largest-norm images."""
+    params = jax.vmap(lambda kk: MODEL.init(kk, jnp.zeros((1, 8, 8, 1))))(jax.random.split(jax.random.PRNGKey(0), 2))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (7, 8, 8, 1))
+    y = jnp.array([0, 1, 2, 3, 0, 1, 0])
+    got = np.asarray(wb.gradient_norms(LOSS, params, x, y, batch_size=3))
+    ref = [np.mean([float(gm.tree_norm(jax.grad(lambda q: LOSS(q, x[i:i + 1], y[i:i + 1]).sum())(
+        jax.tree.map(lambda a: a[m], params)))) for m in range(2)]) for i in range(7)]
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    norms = np.array([0.1, 5, 0, 0, 0.9, 1, 0.5])
+    idx = wb.choose_poisons_by_gradient_norm(norms, np.asarray(y), [0, 1], 2)
+    np.testing.assert_array_equal(idx, [[4, 6], [1, 5]])
+    with pytest.raises(PoisonJaxInputError, match="budget"):
+        wb.choose_poisons_by_gradient_norm(norms, np.asarray(y), [3], 2)
