@@ -1,6 +1,12 @@
 """Metattack speed: poisonjax vs DeepRobust on the same graph, split and budget, on this machine.
 
     python benchmarks/metattack_vs_deeprobust.py --dataset cora --perturbations 3
+    python benchmarks/metattack_vs_deeprobust.py --dataset cora --grad-check   # fidelity only
+
+``--grad-check`` computes one exact Meta-Self meta-gradient on both sides from the *same* initial
+weights and self-training labels (ours drawn, then injected into DeepRobust's ``Metattack``) and
+reports the attack losses, the largest absolute difference of the ``[N, N]`` gradients and whether
+the best flips agree.
 
 DeepRobust runs in its own venv (``benchmarks/.venvs/deeprobust``; created by ``--setup`` following
 shared/PEERS.md: torch 2.13.0 CPU, ``pip install --no-deps deeprobust`` plus its runtime deps, and the
@@ -18,7 +24,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +63,77 @@ import deeprobust
 print("RESULT" + json.dumps({"seconds": secs, "per_perturbation": secs / n_pert, "n": n_pert,
                              "torch": torch.__version__, "deeprobust": getattr(deeprobust, "__version__", "0.2.11")}))
 '''
+
+
+DR_GRAD_SCRIPT = r'''
+import sys, warnings, numpy as np, scipy.sparse as sp, torch
+warnings.filterwarnings("ignore")
+torch.set_num_threads(int(sys.argv[3]))
+from deeprobust.graph import utils
+from deeprobust.graph.defense import GCN
+from deeprobust.graph.global_attack import Metattack
+o = np.load(sys.argv[1])
+adj = sp.csr_matrix((o["adj_data"], o["adj_indices"], o["adj_indptr"]), shape=tuple(o["adj_shape"]))
+feat = torch.FloatTensor(o["features"])
+sur = GCN(nfeat=feat.shape[1], nclass=int(o["n_classes"]), nhid=16, dropout=0, with_relu=False, with_bias=False, device="cpu")
+model = Metattack(sur, nnodes=adj.shape[0], feature_shape=feat.shape, attack_structure=True, attack_features=False,
+                  device="cpu", lambda_=0, train_iters=100, lr=0.1, momentum=0.9)
+def init():  # the same initial weights as poisonjax
+    model.weights[0].data.copy_(torch.tensor(o["w1"])); model.weights[1].data.copy_(torch.tensor(o["w2"]))
+    for v in model.w_velocities: v.data.fill_(0)
+model._initialize = init
+model.sparse_features = False
+adj_t = torch.FloatTensor(adj.todense())
+labels = torch.LongTensor(o["labels"])
+m_adj = model.get_modified_adj(adj_t)
+adj_norm = utils.normalize_adj_tensor(m_adj)
+model.inner_train(feat, adj_norm, o["idx_train"], o["idx_un"], labels)
+g, _ = model.get_meta_grad(feat, adj_norm, o["idx_train"], o["idx_un"], labels, torch.LongTensor(o["self_labels"]))
+np.save(sys.argv[2], g.detach().numpy())
+'''
+
+
+def grad_check(name, threads):
+    """One exact Meta-Self meta-gradient on both sides from identical weights and labels."""
+    import jax
+    import numpy as np
+    import scipy.sparse as sp
+    from poisonjax.data import graphs
+    from poisonjax.graph import attacks as A
+
+    g = graphs.load_graph(name)
+    idx_un = np.union1d(g.idx_val, g.idx_test)
+    ys = A.self_training_labels(g.adj, g.features, g.labels, g.idx_train, g.idx_val, jax.random.PRNGKey(0),
+                                surrogate="prognn")
+    prob = A.make_meta_problem(g.adj, g.features, g.labels, g.idx_train, idx_un, ys)
+    cfg = A.MetattackConfig(budget=1, num_classes=g.num_classes, ll_constraint=False)
+    st = A.metattack(cfg).init(jax.random.PRNGKey(1), prob)
+    key = jax.random.PRNGKey(42)
+    w1, w2 = A._init_weights(key, g.features.shape[1], cfg.hidden, g.num_classes)
+    loss, gh, s = jax.jit(lambda st: A.meta_grad_hat(prob, st, cfg, key))(st)
+    ours = np.asarray(A.adj_grad_from_hat(gh, st.a, s))
+    ours = ours + ours.T                                   # DeepRobust differentiates symmetric changes
+    adj = sp.csr_matrix(g.adj, dtype=np.float32)
+    with tempfile.TemporaryDirectory() as td:
+        inp, out, scr = Path(td) / "in.npz", Path(td) / "g.npy", Path(td) / "dr.py"
+        np.savez(inp, adj_data=adj.data, adj_indices=adj.indices, adj_indptr=adj.indptr, adj_shape=adj.shape,
+                 features=sp.csr_matrix(g.features).toarray().astype(np.float32), labels=g.labels,
+                 n_classes=g.num_classes, w1=np.asarray(w1), w2=np.asarray(w2), self_labels=ys,
+                 idx_train=g.idx_train, idx_un=idx_un)
+        scr.write_text(DR_GRAD_SCRIPT)
+        run = subprocess.run([str(VENV / "bin" / "python"), str(scr), str(inp), str(out), str(threads)],
+                             capture_output=True, text=True, timeout=7200)
+        if not out.exists():
+            raise RuntimeError("DeepRobust gradient failed:\n" + run.stdout[-2000:] + run.stderr[-3000:])
+        dr = np.load(out)
+        dr_loss = [float(l.split(":")[1]) for l in run.stdout.splitlines() if l.startswith("attack loss")][0]
+    np.fill_diagonal(ours, 0.0)
+    np.fill_diagonal(dr, 0.0)
+    a = g.adj.toarray()
+    best = lambda m: tuple(sorted(divmod(int(np.argmax(np.where(np.eye(len(a)) > 0, -np.inf, m * (1 - 2 * a)))), len(a))))
+    return {"loss_poisonjax": float(loss), "loss_deeprobust": dr_loss,
+            "max_abs_diff": float(np.abs(ours - dr).max()), "max_abs_grad": float(np.abs(dr).max()),
+            "best_flip_poisonjax": best(ours), "best_flip_deeprobust": best(dr)}
 
 
 def setup_venv():
@@ -147,7 +223,15 @@ def main():
     ap.add_argument("--setup", action="store_true", help="create the DeepRobust venv first")
     ap.add_argument("--skip-deeprobust", action="store_true")
     ap.add_argument("--out", default=None, help="write the JSON result here")
+    ap.add_argument("--grad-check", action="store_true", help="only compare one meta-gradient with DeepRobust's")
     a = ap.parse_args()
+    if a.grad_check:
+        r = grad_check(a.dataset, a.threads)
+        print(json.dumps(r, indent=1))
+        print(f"attack loss {r['loss_poisonjax']:.8f} vs {r['loss_deeprobust']:.8f}; max |g_ours - g_DR| = "
+              f"{r['max_abs_diff']:.2e} (max |g| {r['max_abs_grad']:.2e}); best flip {r['best_flip_poisonjax']} vs "
+              f"{r['best_flip_deeprobust']}")
+        return
     data_root = Path(os.environ.get("POISONJAX_DATA", ROOT.parent / "shared" / "data"))
     if a.setup:
         setup_venv()
