@@ -80,7 +80,13 @@ crowding are translation-invariant, so they are identical on :math:`W_i` and :ma
 direction statistic is measured on weights relative to the global model. Simplified: no
 PCA/clustering stage, no trust-weighted (softmax) averaging. Known blind spots: unboosted sign
 flipping of a few clients, and colluders who decorrelate their updates *and* stay within the
-benign spread (see :func:`adaptive_against_geminiguard`).
+benign spread (see :func:`adaptive_against_geminiguard`). Trade-off of ``scale_invariant`` measured
+on digits at alpha 0.1 (20 clients, 4 attackers, seed 0): with it, no false flags without attack
+and Fang's attack caught (recall 0.93), but boosted attacks whose size sits inside the benign
+quantity-skew spread are partly missed (model replacement x5: recall 0.09, backdoor ASR 1.0;
+sign flip x4: recall 0.5); with ``scale_invariant=False`` those are caught better (recall 0.63 and
+0.83) at the price of about two benign clients flagged every round, the same large ones, which
+costs 5-9 points of accuracy. At alpha 0.5 both settings catch all of them.
 """
 from __future__ import annotations
 
