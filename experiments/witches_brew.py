@@ -7,12 +7,16 @@
    ``surrogate_checkpoints`` (M = ensemble x len(checkpoints) surrogates along the training
    trajectory; :func:`poisonjax.vision.witches_brew.checkpoint_surrogates`);
 2. draws ``trials`` (target test image, adversarial class) pairs and, for each, ``budget * N``
-   training images of the adversarial class as poison bases;
+   training images of the adversarial class as poison bases: those with the largest gradient norm
+   at the fully trained surrogates (``poison_selection = "max_gradient"``, as in Witches' Brew) or
+   a random draw (``"random"``);
 3. crafts all trials' poisons at once (``restarts`` x ``ensemble`` vmapped, trials vmapped) through
    :func:`poisonjax.core.gradient_matching.craft` (checkpointed under ``workdir/craft``);
 4. retrains ``victims`` models from scratch per trial on the clean set, on random-noise poisons and on
-   Witches' Brew poisons (one vmap each) and reports the success rate (target classified as the
-   adversarial class) and clean accuracy;
+   Witches' Brew poisons (one vmap each; surrogates and victims train with the same flips/crops as
+   crafting) and reports the success rate (target classified as the adversarial class), the
+   adversarial-class probability and clean accuracy; it also re-measures the gradient cosine of
+   each poison set at ``alignment_models`` fresh clean models (does the alignment transfer?);
 5. transfer setting (frozen surrogate features, retrained linear head): Poison Frogs feature
    collision vs random noise vs Witches' Brew poisons;
 6. writes ``config.json``, ``results.json``, ``poisons.npz`` (trial 0, keys as documented in
