@@ -203,6 +203,7 @@ def run(config, workdir) -> dict:
             res.setdefault(m, {})[t] = dict(eval=evaluate(ctx, params[j + 1], [t]), fake=fake_metrics(ctx, fakes[j], t, ac.length_dist == "real"),
                                             gen_seconds=gen_s[j], example=fakes[j][0].tolist())
         by_ratio[ratio] = {m: summarize(res[m], clean_r, ctx["pop"]) for m in ac.methods}
+        paired_vs_ddsp(by_ratio[ratio])
         by_ratio[ratio]["_train_seconds"] = train_s
     clean_sum = summarize_clean(clean, targets, ctx["pop"])
     results = dict(by_ratio[ac.fake_ratio])
@@ -219,11 +220,25 @@ def run(config, workdir) -> dict:
     if len(ratios) > 1:
         keep = ("target_hr@10", "target_ndcg@10", "overall_ndcg@10", "paired_ndcg@10_drop", "paired_ndcg@10_drop_std",
                 "paired_ndcg@10_excl_target_drop", "paired_ndcg@10_excl_target_drop_std", "paired_ndcg@10_drop_all",
-                "paired_ndcg@10_excl_target_drop_all", "detector_auc")
-        results["by_ratio"] = {str(r): {m: {k: v[k] for k in keep}
+                "paired_ndcg@10_excl_target_drop_all", "paired_ndcg@10_minus_ddsp", "paired_ndcg@10_minus_ddsp_se",
+                "detector_auc")
+        results["by_ratio"] = {str(r): {m: {k: v[k] for k in keep if k in v}
                                         for m, v in by_ratio[r].items() if m in ac.methods} for r in ratios}
     write_outputs(results, ac.methods, wd)
     return results
+
+
+def paired_vs_ddsp(summaries):
+    """Add ``paired_<metric>_minus_ddsp`` (mean over the same (seed, target) pairs of this method's
+    paired drop minus DDSP's) and ``..._se`` (its standard error) to every method, if DDSP ran:
+    the comparison of accuracy costs with the clean-victim noise cancelled."""
+    if "ddsp" not in summaries:
+        return
+    for m, v in summaries.items():
+        for name in ("ndcg@10", "ndcg@10_excl_target"):
+            d = np.asarray(v[f"paired_{name}_drop_all"]) - np.asarray(summaries["ddsp"][f"paired_{name}_drop_all"])
+            v[f"paired_{name}_minus_ddsp"] = float(d.mean())
+            v[f"paired_{name}_minus_ddsp_se"] = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
 
 
 def summarize_clean(clean, targets, pop):
@@ -286,7 +301,7 @@ def summarize(per_target, clean, pop):
 
 
 COLUMNS = ["method", "target_hr@10", "target_ndcg@10", "overall_hr@10", "overall_ndcg@10", "ndcg@10 drop (paired)",
-           "ndcg@10 drop, target excluded", "target_displacement_ndcg@10",
+           "ndcg@10 drop, target excluded", "drop minus DDSP's (paired)", "target_displacement_ndcg@10",
            "target_repetition", "distinct_ratio", "usage_entropy", "detector_auc"]
 
 
@@ -298,6 +313,8 @@ def _row(m, res):
     r = {c: res[c] for c in COLUMNS[1:] if c in res}
     r["ndcg@10 drop (paired)"] = _pm(res, "ndcg@10")
     r["ndcg@10 drop, target excluded"] = _pm(res, "ndcg@10_excl_target")
+    if "paired_ndcg@10_minus_ddsp" in res:
+        r["drop minus DDSP's (paired)"] = f"{res['paired_ndcg@10_minus_ddsp']:+.5f} ± {res['paired_ndcg@10_minus_ddsp_se']:.5f}"
     return dict(method=m, **r)
 
 
@@ -336,7 +353,9 @@ def write_outputs(results, methods, wd):
                           "init and batch order (fake rows weight 0), averaged over targets; ± = std over the K "
                           "seeds of the target-averaged drop. `target excluded`: the same with the target removed "
                           "from every user's candidates, i.e. the damage to real preferences beyond the target "
-                          "simply taking a slot (`target_displacement_ndcg@10`). `detector_auc`: logistic "
+                          "simply taking a slot (`target_displacement_ndcg@10`). `drop minus DDSP's`: this method's "
+                          "paired drop minus DDSP's over the same (seed, target) pairs, ± its standard error (the "
+                          "clean-victim noise cancels). `detector_auc`: logistic "
                           "regression on content features with leave-self-out popularity"
                           + (" and log length (fake lengths follow the real distribution)"
                              if meta.get("length_dist") == "real" else " (no length: fixed fake length)")

@@ -69,4 +69,6 @@ def test_ddsp_accuracy_drop_not_above_plain_greedy(results):
     res, _ = results
     d = (np.asarray(res["greedy_plain"]["paired_ndcg@10_drop_all"])
          - np.asarray(res["ddsp"]["paired_ndcg@10_drop_all"])).ravel()
+    assert res["greedy_plain"]["paired_ndcg@10_minus_ddsp"] == pytest.approx(d.mean())
+    assert res["greedy_plain"]["paired_ndcg@10_minus_ddsp_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(d.size))
     assert d.mean() > -d.std(ddof=1) / np.sqrt(d.size)
