@@ -24,7 +24,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.centers = "auto"               # auto | hadamard | bernoulli
     c.budget = 0.05                  # fraction of the training set poisoned (all from the target class)
     c.epsilon = 64 / 255             # digits are 8x8 with 17 grey levels (CIFAR-10: 16/255)
-    c.alpha = 0.1                    # strict-loss weight (0 = Witches' Brew)
+    c.alpha = 0.3                    # strict-loss weight (0 = Witches' Brew); the paper's range is 0.05-0.3
     c.normalize_strict = True        # magnitude term times ||G_v|| (scale-free; False = the paper's formula verbatim)
     c.craft_steps = 150
     c.restarts = 1

@@ -44,6 +44,22 @@ def test_padhash_outputs(study):
 
 
 @pytest.mark.slow
+def test_padhash_at_least_witches_brew_over_16_triggers(tmp_path):
+    """The issue's ordering (paper Table I: none 1.9%, WB 32.2%, PADHASH 38.6%) over 16 triggers x 2
+    victims, with no slack on ASR: PADHASH (alpha 0.3) >= Witches' Brew, both far above no
+    attack, mAP within a few points. Measured: ASR 0.031 / 0.344 / 0.375, t-mAP 0.122 / 0.262 / 0.264."""
+    cfg = get_config("quick")
+    cfg.run_settings = cfg.run_transfer = cfg.run_budget_sweep = False
+    cfg.triggers = 16
+    res = run(cfg, tmp_path)
+    asr, tmap = res["asr"], res["t_map"]
+    assert asr["padhash"] >= asr["witches_brew"] > asr["none"] + 0.2
+    assert tmap["padhash"] > tmap["none"] + 0.1 and tmap["witches_brew"] > tmap["none"] + 0.1
+    assert tmap["padhash"] >= tmap["witches_brew"] - 0.01  # t-mAP: a tie (0.264 vs 0.262)
+    assert abs(res["map_poisoned"] - res["map_clean"]) < 0.05
+
+
+@pytest.mark.slow
 def test_padhash_full_quick_variant(tmp_path):
     """Every part of the quick variant: settings, transfer matrix and the ASR-vs-budget plot."""
     res = run(get_config("quick"), tmp_path)
