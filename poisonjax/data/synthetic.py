@@ -4,7 +4,7 @@ All are seeded numpy (reproducible on any platform).
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import scipy.sparse as sp

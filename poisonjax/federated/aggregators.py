@@ -245,7 +245,6 @@ def multi_krum(x, valid, state, key, context, weights, *, num_malicious: int,
     r"""Multi-Krum (Blanchard et al., 2017): average the ``num_selected`` updates (default
     :math:`m = n - f`) with the lowest Krum scores. Requires :math:`n > 2f+2`. Non-selected clients
     are flagged."""
-    n = x.shape[0]
     s = krum_scores(x, valid, num_malicious)
     k = jnp.sum(valid)
     m = k - num_malicious if num_selected is None else jnp.minimum(num_selected, k)

@@ -1,5 +1,4 @@
 """core.projections: each projection lands in its set and is the nearest point (spot checks)."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 

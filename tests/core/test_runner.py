@@ -1,5 +1,4 @@
 """core.runner: a run killed midway and resumed ends bit-identical; bad workdirs are refused."""
-import os
 import signal
 import subprocess
 import sys

@@ -1,6 +1,5 @@
 """MNIST (IDX/CSV) and CIFAR-10 JPEG-folder loaders: counts as stated in the datasets' PROVENANCE.md."""
 import gzip
-import os
 
 import numpy as np
 import pytest
