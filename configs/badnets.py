@@ -5,12 +5,13 @@ rates 1/5/10/20%).
 """
 import ml_collections
 
+from poisonjax.core.validation import check_choice
+
 VARIANTS = ("quick", "paper")
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    check_choice("variant", variant, VARIANTS)
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0

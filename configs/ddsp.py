@@ -22,14 +22,15 @@ Variants:
 """
 import ml_collections
 
+from poisonjax.core.validation import check_choice
+
 VARIANTS = ("quick", "paper")
 METHODS = ("random", "popular", "bandwagon", "repetition", "yue", "greedy_plain", "ddsp",
            "ddsp_no_dual", "ddsp_no_div")
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    check_choice("variant", variant, VARIANTS)
     quick = variant == "quick"
     c = ml_collections.ConfigDict()
     c.variant = variant

@@ -12,6 +12,8 @@ Attack names: ``none``, ``label_flip``, ``targeted_label_flip``, ``badnets`` (da
 """
 import ml_collections
 
+from poisonjax.core.validation import check_choice
+
 VARIANTS = ("quick", "paper")
 
 ALL_ATTACKS = ("none", "label_flip", "targeted_label_flip", "badnets", "scaling", "sign_flip", "gaussian", "lie",
@@ -21,8 +23,7 @@ ALL_AGGREGATORS = ("fedavg", "krum", "multi_krum", "median", "trimmed_mean", "bu
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    check_choice("variant", variant, VARIANTS)
     quick = variant == "quick"
     c = ml_collections.ConfigDict()
     c.variant = variant

@@ -19,6 +19,8 @@ penalises both GeminiGuard scores of the malicious clients).
 """
 import ml_collections
 
+from poisonjax.core.validation import check_choice
+
 VARIANTS = ("quick", "paper")
 ALL_ATTACKS = ("lie", "min_max", "min_sum", "ipm", "fang_trimmed_mean", "sign_flip", "scaling", "adaptive")
 ALL_AGGREGATORS = ("fedavg", "krum", "multi_krum", "trimmed_mean", "median", "fltrust", "flame", "dnc", "flare",
@@ -26,8 +28,7 @@ ALL_AGGREGATORS = ("fedavg", "krum", "multi_krum", "trimmed_mean", "median", "fl
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    check_choice("variant", variant, VARIANTS)
     quick = variant == "quick"
     c = ml_collections.ConfigDict()
     c.variant = variant

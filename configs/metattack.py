@@ -16,13 +16,14 @@ its surrogate (``surrogate="prognn"``: linearised GCN with bias and dropout 0.5,
 """
 import ml_collections
 
+from poisonjax.core.validation import check_choice
+
 VARIANTS = ("quick", "paper")
 ATTACKS = ("meta_self", "meta_train", "a_meta_self", "a_meta_train", "random", "dice")
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    check_choice("variant", variant, VARIANTS)
     quick = variant == "quick"
     c = ml_collections.ConfigDict()
     c.variant = variant

@@ -6,12 +6,13 @@ eps 16/255, under 1% poisons, gray-box 10%/20% surrogates, black-box ensemble, t
 """
 import ml_collections
 
+from poisonjax.core.validation import check_choice
+
 VARIANTS = ("quick", "mnist", "paper")
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} for padhash; valid variants: {list(VARIANTS)}")
+    check_choice("variant", variant, VARIANTS)
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0

@@ -16,6 +16,8 @@ Variants:
 """
 import ml_collections
 
+from poisonjax.core.validation import check_choice
+
 VARIANTS = ("quick", "paper")
 ALL_ATTACKS = ("targeted_label_flip", "label_flip", "lie", "min_max", "sign_flip", "ipm")
 ALL_AGGREGATORS = ("fedavg", "krum", "multi_krum", "trimmed_mean", "median", "fltrust", "flame", "dnc", "flare",
@@ -23,8 +25,7 @@ ALL_AGGREGATORS = ("fedavg", "krum", "multi_krum", "trimmed_mean", "median", "fl
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
+    check_choice("variant", variant, VARIANTS)
     quick = variant == "quick"
     c = ml_collections.ConfigDict()
     c.variant = variant

@@ -5,12 +5,13 @@ subset), ``paper`` (CIFAR-10 JPEG subset, small ResNet, 1% budget, eps 16/255, 2
 """
 import ml_collections
 
+from poisonjax.core.validation import check_choice
+
 VARIANTS = ("quick", "mnist", "paper")
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} for witches_brew; valid variants: {list(VARIANTS)}")
+    check_choice("variant", variant, VARIANTS)
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0
