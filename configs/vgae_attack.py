@@ -16,13 +16,18 @@ Variants:
   victim's full 200-step trajectory, 1/10 of the budget per meta-gradient, next to the one-shot,
   random, DICE and PGD baselines; 3 victim seeds; attack loss ``rank`` (a scale-invariant AUC
   surrogate, see ``vgae_attacks.outer_link_loss``; ``--config.meta_loss=bce`` for the paper's BCE).
+* ``cora_whitebox``: the authors' threat model, in which the attack loss is the link BCE on the *test*
+  pairs with their labels (``allow_test_labels=True``): our first-order meta attack on that loss
+  (``a_meta_test``) next to the authors' one-shot procedure on the same loss, random and DICE, at
+  5/10/20%, 3 victim seeds. ``*_test`` attacks are refused unless ``allow_test_labels`` is set.
 """
 import ml_collections
 
 from poisonjax.core.validation import check_choice
 
-VARIANTS = ("quick", "paper", "cora_fast")
-ATTACKS = ("meta_self", "meta_train", "a_meta_self", "a_meta_train", "vgae_oneshot", "random", "dice", "pgd")
+VARIANTS = ("quick", "paper", "cora_fast", "cora_whitebox")
+ATTACKS = ("meta_self", "meta_train", "a_meta_self", "a_meta_train", "meta_test", "a_meta_test", "vgae_oneshot",
+           "random", "dice", "pgd")
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
@@ -52,4 +57,10 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.primary_attack = "a_meta_self"
         c.n_seeds = 3
         c.meta_loss = "rank"
+    if variant == "cora_whitebox":
+        c.attacks = ("a_meta_test", "vgae_oneshot", "random", "dice")
+        c.primary_attack = "a_meta_test"
+        c.oneshot_objective = "test"
+        c.allow_test_labels = True
+        c.n_seeds = 3
     return c

@@ -36,6 +36,12 @@ def run(config, workdir) -> dict:
     from configs.vgae_attack import ATTACKS
     for a in config.attacks:
         check_choice("attack", a, ATTACKS)
+    if not config.allow_test_labels and (any(a.endswith("_test") for a in config.attacks)
+                                         or (config.oneshot_objective == "test" and "vgae_oneshot" in config.attacks)):
+        from poisonjax.core.validation import PoisonJaxInputError
+        raise PoisonJaxInputError(
+            "config.attacks / config.oneshot_objective use the test pairs' labels (a white-box shortcut); set "
+            "--config.allow_test_labels=True to run them, or use the *_self / *_train attacks")
     wd = Path(workdir)
     (wd / "perturbed").mkdir(parents=True, exist_ok=True)
     reporting.write_json(wd / "config.json", config)
@@ -70,8 +76,8 @@ def run(config, workdir) -> dict:
         for name in config.attacks:
             t0 = time.time()
             ka = jax.random.fold_in(k_att, hash(name) % (2 ** 31))
-            if name in ("meta_self", "meta_train", "a_meta_self", "a_meta_train"):
-                obj = "self" if name.endswith("self") else "train"
+            if name.startswith(("meta_", "a_meta_")):
+                obj = name.rsplit("_", 1)[1]   # self | train | test (white-box: needs allow_test_labels)
                 fo = name.startswith("a_")
                 cfg = V.VGAEAttackConfig(budget=b, inner_steps=config.inner_steps, first_order=fo,
                                          flips_per_step=max(1, -(-b // config.steps_per_budget)), victim=victim,
@@ -112,7 +118,9 @@ def run(config, workdir) -> dict:
         "seconds": {k: v["seconds"] for k, v in main.items()},
         "by_rate": {f"{r:g}": v for r, v in by_rate.items()},
         "oneshot_objective": config.oneshot_objective,
-        "white_box_test_labels_used": bool(config.allow_test_labels and config.oneshot_objective == "test"),
+        "white_box_test_labels_used": bool(config.allow_test_labels and (
+            (config.oneshot_objective == "test" and "vgae_oneshot" in config.attacks)
+            or any(a.endswith("_test") for a in config.attacks))),
     }
     reporting.write_json(wd / "results.json", results)
     fig, ax = reporting.new_figure(figsize=(5.5, 3.6))

@@ -85,6 +85,12 @@ def test_vgae_study_writes_outputs(tmp_path):
     assert set(r["auc_poisoned"]) == {"meta_self", "random", "dice"} and 0 < r["auc_clean"] <= 1
     with pytest.raises(ValueError, match="unknown variant"):
         get_config("huge")
+    # white-box attacks (test labels in the attack loss) are refused before any work unless opted in
+    c.attacks = ("a_meta_test", "random")
+    with pytest.raises(ValueError, match="allow_test_labels"):
+        run(c, tmp_path / "wb")
+    wb = get_config("cora_whitebox")
+    assert wb.allow_test_labels and wb.oneshot_objective == "test" and "a_meta_test" in wb.attacks
 
 
 def test_fast_first_order_vgae_grad_equals_dense():
