@@ -71,8 +71,11 @@ def run(config, workdir) -> dict:
                                 first_order=config.attack.startswith("a_meta"),
                                 flips_per_step=config.flips_per_step, ll_constraint=config.ll_constraint)
         t0 = time.time()
-        st = A.run_metattack(prob, cfg, k_att, workdir=wd / "attack", progress=config.progress,
-                             chunk_size=config.chunk_size, config=config.to_dict())
+        res = A.run_metattack(prob, cfg, k_att, workdir=wd / "attack", progress=config.progress,
+                              chunk_size=config.chunk_size, config=config.to_dict(), full_result=True)
+        st, resumed_from = res.state, res.resumed_from
+        # on resume only the remaining steps were timed
+        timed_flips = min(int(st.n_flips), (res.steps - (resumed_from or 0)) * cfg.flips_per_step)
         pert = A.state_to_adj(prob, st)
         n_meta = int(np.ceil(int(st.n_flips) / cfg.flips_per_step))  # meta-gradients actually used (approx.)
     elif config.attack == "random":
@@ -80,6 +83,8 @@ def run(config, workdir) -> dict:
     else:
         pert = A.flips_to_adj(g.adj, A.dice_attack(g.adj, g.labels, budget, seed=config.seed))
     attack_seconds = time.time() - t0
+    if not config.attack.startswith(("meta", "a_meta")):
+        resumed_from, timed_flips = None, budget
     info = A.check_perturbation(g.adj, pert, budget)
     sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
 
@@ -99,7 +104,8 @@ def run(config, workdir) -> dict:
         "n_perturbations": info["n_flips"], "added": info["added"], "removed": info["removed"],
         "budget": budget, "meta_gradients": n_meta,
         "attack_seconds": attack_seconds,
-        "seconds_per_perturbation": attack_seconds / max(1, info["n_flips"]),
+        "seconds_per_perturbation": attack_seconds / max(1, min(timed_flips, info["n_flips"])),
+        "resumed_from_step": resumed_from,
         "test_acc_clean": _stats(acc_clean), "test_acc_poisoned": _stats(acc_pois),
         "test_acc_reference": _stats(acc_ref) if acc_ref is not None else None,
         "reference": "Pro-GNN meta_adj (DeepRobust Metattack)" if acc_ref is not None else None,

@@ -544,13 +544,14 @@ def num_steps(cfg) -> int:
 
 
 def run_metattack(prob: MetaProblem, cfg: MetattackConfig, key, workdir=None, progress: bool = True,
-                  chunk_size: int = 10, config=None) -> MetaState:
+                  chunk_size: int = 10, config=None, full_result: bool = False):
     """Run :func:`metattack` to the full budget through :func:`poisonjax.core.runner.run`
-    (checkpointed and resumable when ``workdir`` is given). Returns the final :class:`MetaState`."""
+    (checkpointed and resumable when ``workdir`` is given). Returns the final :class:`MetaState`, or
+    the :class:`~poisonjax.core.runner.RunResult` (``resumed_from`` etc.) with ``full_result=True``."""
     from poisonjax.core.runner import run
     res = run(metattack(cfg), prob, num_steps(cfg), workdir, key=key, chunk_size=chunk_size,
               progress=progress, desc="metattack", config=config if config is not None else cfg._asdict())
-    return res.state
+    return res if full_result else res.state
 
 
 def state_to_adj(prob: MetaProblem, state: MetaState) -> sp.csr_matrix:
