@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from poisonjax.core import reporting
-from poisonjax.core.validation import check_choice
+from poisonjax.core.validation import PoisonJaxInputError, check_choice
 from poisonjax.data import graphs
 from poisonjax.graph import attacks as A
 from poisonjax.graph import vgae_attacks as V
@@ -38,7 +38,6 @@ def run(config, workdir) -> dict:
         check_choice("attack", a, ATTACKS)
     if not config.allow_test_labels and (any(a.endswith("_test") for a in config.attacks)
                                          or (config.oneshot_objective == "test" and "vgae_oneshot" in config.attacks)):
-        from poisonjax.core.validation import PoisonJaxInputError
         raise PoisonJaxInputError(
             "config.attacks / config.oneshot_objective use the test pairs' labels (a white-box shortcut); set "
             "--config.allow_test_labels=True to run them, or use the *_self / *_train attacks")

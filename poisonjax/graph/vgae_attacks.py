@@ -33,8 +33,8 @@ with ``poisonjax run vgae_attack --variant cora_whitebox`` and ``--variant cora_
 
 * With the authors' white-box loss (the test pairs and their labels), the first-order meta attack
   lowers test AUC from 0.912 to 0.830 / 0.771 / 0.682 at 5 / 10 / 20% of the training edges, against
-  0.870 / 0.838 / 0.794 for the authors' one-shot procedure on the same loss (their paper: about
-  0.89 / 0.87 / 0.81) and 0.899 / 0.893 / 0.892 for random flips. The meta-gradient is the stronger
+  0.870 / 0.838 / 0.794 for the authors' one-shot procedure on the same loss (the issue's run of the authors'
+  code: about 0.89 / 0.87 / 0.81) and 0.899 / 0.893 / 0.892 for random flips. The meta-gradient is the stronger
   optimiser by a wide margin.
 * Without test labels (``train`` or ``self`` pseudo-links) neither procedure beats random flips on
   Cora by more than seed noise (5%: random 0.906, meta-self 0.903-0.904, one-shot on pseudo-links
