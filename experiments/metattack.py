@@ -59,7 +59,7 @@ def run(config, workdir) -> dict:
     feats = g.features if g.features is not None else sp.eye(n, format="csr", dtype=np.float32)
 
     t0 = time.time()
-    n_meta = 0
+    n_meta, resumed_from, timed_flips = 0, None, budget
     if config.attack.startswith(("meta", "a_meta")):
         idx_un = np.union1d(g.idx_val, g.idx_test)
         self_labels = A.self_training_labels(g.adj, feats, g.labels, g.idx_train, g.idx_val, k_sur,
@@ -83,8 +83,6 @@ def run(config, workdir) -> dict:
     else:
         pert = A.flips_to_adj(g.adj, A.dice_attack(g.adj, g.labels, budget, seed=config.seed))
     attack_seconds = time.time() - t0
-    if not config.attack.startswith(("meta", "a_meta")):
-        resumed_from, timed_flips = None, budget
     info = A.check_perturbation(g.adj, pert, budget)
     sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
 

@@ -36,8 +36,9 @@ def run(config, workdir) -> dict:
     from configs.vgae_attack import ATTACKS
     for a in config.attacks:
         check_choice("attack", a, ATTACKS)
-    if not config.allow_test_labels and (any(a.endswith("_test") for a in config.attacks)
-                                         or (config.oneshot_objective == "test" and "vgae_oneshot" in config.attacks)):
+    uses_test_labels = (any(a.endswith("_test") for a in config.attacks)
+                        or (config.oneshot_objective == "test" and "vgae_oneshot" in config.attacks))
+    if uses_test_labels and not config.allow_test_labels:
         raise PoisonJaxInputError(
             "config.attacks / config.oneshot_objective use the test pairs' labels (a white-box shortcut); set "
             "--config.allow_test_labels=True to run them, or use the *_self / *_train attacks")
@@ -117,9 +118,7 @@ def run(config, workdir) -> dict:
         "seconds": {k: v["seconds"] for k, v in main.items()},
         "by_rate": {f"{r:g}": v for r, v in by_rate.items()},
         "oneshot_objective": config.oneshot_objective,
-        "white_box_test_labels_used": bool(config.allow_test_labels and (
-            (config.oneshot_objective == "test" and "vgae_oneshot" in config.attacks)
-            or any(a.endswith("_test") for a in config.attacks))),
+        "white_box_test_labels_used": bool(uses_test_labels),
     }
     reporting.write_json(wd / "results.json", results)
     fig, ax = reporting.new_figure(figsize=(5.5, 3.6))

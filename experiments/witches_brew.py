@@ -36,6 +36,7 @@ from poisonjax.core import gradient_matching as gm
 from poisonjax.core import reporting
 from poisonjax.core.ensemble import mean_std
 from poisonjax.core.training import accuracy, init_and_train
+from poisonjax.core.validation import check_choice
 from poisonjax.data.images import load_image_dataset
 from poisonjax.vision import witches_brew as wb
 from poisonjax.vision.models import make_classifier
@@ -83,6 +84,7 @@ def write_poisons_npz(path, train_x, train_y, poison_index, delta, target_image,
 
 
 def run(config, workdir) -> dict:
+    check_choice("poison_selection", config.poison_selection, ("max_gradient", "random"))
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     reporting.write_json(wd / "config.json", config)
@@ -111,8 +113,6 @@ def run(config, workdir) -> dict:
 
     # 2. trials and problem; poisons = the adversarial-class images with the largest gradient norm
     #    at the fully trained surrogates (Witches' Brew), or a random draw
-    from poisonjax.core.validation import check_choice
-    check_choice("poison_selection", config.poison_selection, ("max_gradient", "random"))
     loss_fn = wb.cross_entropy(model.apply)
     norms = None
     if config.poison_selection == "max_gradient":

@@ -64,8 +64,10 @@ def choose_trials(key, y_test, num_classes: int, n_trials: int):
     return ti.astype(np.int32), adv.astype(np.int32)
 
 
-def choose_poisons(key, y_train, adv_classes, n_poisons: int) -> np.ndarray:
-    """For every trial, ``n_poisons`` random training indices of its adversarial class: ``[T, P]``."""
+def choose_poisons(key, y_train, adv_classes, n_poisons: int, norms=None) -> np.ndarray:
+    """For every trial, ``n_poisons`` training indices of its adversarial class: ``[T, P]``. With
+    ``norms`` (``[N]`` per-example surrogate gradient norms, e.g. from :func:`gradient_norms`) the
+    ones with the largest norm (Witches' Brew's selection); otherwise a random draw from ``key``."""
     y = np.asarray(y_train)
     out = []
     for k, c in zip(jax.random.split(key, len(adv_classes)), np.asarray(adv_classes)):
@@ -73,7 +75,9 @@ def choose_poisons(key, y_train, adv_classes, n_poisons: int) -> np.ndarray:
         if len(pool) < n_poisons:
             raise PoisonJaxInputError(f"budget asks for {n_poisons} poisons but class {int(c)} has only "
                                       f"{len(pool)} training images; lower the budget")
-        out.append(pool[np.asarray(jax.random.permutation(k, len(pool)))[:n_poisons]])
+        order = (np.argsort(-np.asarray(norms)[pool], kind="stable") if norms is not None
+                 else np.asarray(jax.random.permutation(k, len(pool))))
+        out.append(pool[order[:n_poisons]])
     return np.stack(out).astype(np.int32)
 
 
@@ -101,21 +105,6 @@ def gradient_norms(per_example_loss: Callable, surrogate_params, x, y, batch_siz
     return jax.lax.map(chunk, (xp, yp)).reshape(-1)[:n]
 
 
-def choose_poisons_by_gradient_norm(norms, y_train, adv_classes, n_poisons: int) -> np.ndarray:
-    """Witches' Brew's poison selection: for every trial, the ``n_poisons`` training images of its
-    adversarial class with the largest surrogate gradient norm (``norms [N]``, e.g. from
-    :func:`gradient_norms`). Returns ``[T, P]`` int indices."""
-    y, g = np.asarray(y_train), np.asarray(norms)
-    out = []
-    for c in np.asarray(adv_classes):
-        pool = np.flatnonzero(y == c)
-        if len(pool) < n_poisons:
-            raise PoisonJaxInputError(f"budget asks for {n_poisons} poisons but class {int(c)} has only "
-                                      f"{len(pool)} training images; lower the budget")
-        out.append(pool[np.argsort(-g[pool], kind="stable")[:n_poisons]])
-    return np.stack(out).astype(np.int32)
-
-
 def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num_classes: int, *,
                          target_indices, adv_classes, budget: float, eps: float, key, norms=None):
     """Validate inputs and build the batched :class:`GradientMatchingProblem` (one trial per target).
@@ -127,7 +116,7 @@ def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num
       budget: fraction of the training set poisoned, in (0, 1]. eps: L-inf radius in (0, 1].
       norms: optional ``[N]`` per-example surrogate gradient norms; if given, the poisons of each
         trial are the adversarial-class images with the largest norm (Witches' Brew's selection,
-        :func:`choose_poisons_by_gradient_norm`), else a random draw from ``key``.
+        :func:`choose_poisons`), else a random draw from ``key``.
 
     Returns:
       ``(problem, poison_index [T, P])`` where ``problem`` has base images ``[T,P,H,W,C]``,
@@ -141,8 +130,7 @@ def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num
     ti = np.atleast_1d(np.asarray(target_indices))
     ac = np.atleast_1d(np.asarray(adv_classes))
     check_target(ti, ac, y_test, num_classes)
-    pidx = (choose_poisons(key, y_train, ac, p) if norms is None
-            else choose_poisons_by_gradient_norm(norms, y_train, ac, p))
+    pidx = choose_poisons(key, y_train, ac, p, norms=norms)
     xb = jnp.asarray(np.asarray(x_train)[pidx])
     yb = jnp.asarray(np.asarray(y_train)[pidx])
     xt = jnp.asarray(np.asarray(x_test)[ti][:, None])

@@ -194,7 +194,7 @@ def test_gradient_norm_poison_selection():
         jax.tree.map(lambda a: a[m], params)))) for m in range(2)]) for i in range(7)]
     np.testing.assert_allclose(got, ref, rtol=1e-5)
     norms = np.array([0.1, 5, 0, 0, 0.9, 1, 0.5])
-    idx = wb.choose_poisons_by_gradient_norm(norms, np.asarray(y), [0, 1], 2)
+    idx = wb.choose_poisons(jax.random.PRNGKey(0), np.asarray(y), [0, 1], 2, norms=norms)
     np.testing.assert_array_equal(idx, [[4, 6], [1, 5]])
     with pytest.raises(PoisonJaxInputError, match="budget"):
-        wb.choose_poisons_by_gradient_norm(norms, np.asarray(y), [3], 2)
+        wb.choose_poisons(jax.random.PRNGKey(0), np.asarray(y), [3], 2, norms=norms)
