@@ -12,7 +12,9 @@ Variants:
 Both follow Pro-GNN's ``generate_attack.py``, which made the reference graphs: no log-likelihood
 constraint (``ll_constraint=True`` turns DeepRobust's default filter on) and self-training labels from
 its surrogate (``surrogate="prognn"``: linearised GCN with bias and dropout 0.5, last epoch;
-``"deeprobust"``: DeepRobust's example surrogate, no bias/dropout, best validation loss).
+``"deeprobust"``: DeepRobust's example surrogate, no bias/dropout, best validation loss; both
+without weight decay, as DeepRobust's linearised GCN). The evaluation GCN uses DeepRobust's
+initialisation (``gcn.init="deeprobust"``; ``"glorot"`` for Kipf's).
 """
 import ml_collections
 
@@ -38,7 +40,9 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.ll_constraint = False
     c.surrogate = "prognn"             # prognn | deeprobust (self-training labels, see above)
     c.n_seeds = 5
-    c.gcn = ml_collections.ConfigDict(dict(hidden=16, dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200))
+    # evaluation GCN: DeepRobust's GCN with its init, best-validation parameters (DeepRobust's fit with idx_val)
+    c.gcn = ml_collections.ConfigDict(dict(hidden=16, dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200,
+                                           init="deeprobust"))
     c.chunk_size = 5
     c.progress = True
     return c

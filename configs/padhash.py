@@ -37,6 +37,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.surrogate_checkpoints = [1, 2, 4, 6]  # kept along training (full-data epochs); M = members x len
     c.triggers = 8
     c.victims = 2                    # victims retrained per trigger
+    c.victim_chunk = 0               # victims trained at once (0 = all triggers x victims in one vmap; less = less memory)
     c.queries = 200                  # ordinary queries for mAP
     c.topk = 40
     c.threshold = 0.3
@@ -79,6 +80,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.surrogate_members = 2
         c.triggers = 10
         c.victims = 2
+        c.victim_chunk = 4           # 20 CIFAR victims at once need ~10 GB on CPU
         c.queries = 500
         c.train.epochs = 15
         c.surrogate_checkpoints = [2, 5, 10, 15]

@@ -33,6 +33,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.crop = 0
     c.trials = 8                  # independent (target, adversarial class) pairs
     c.victims = 2                 # victims retrained from scratch per trial
+    c.victim_chunk = 0            # victims trained at once (0 = all trials x victims in one vmap; less = less memory)
     c.train = ml_collections.ConfigDict({"epochs": 20, "batch_size": 128, "lr": 0.01})
     c.transfer = ml_collections.ConfigDict({"enabled": True, "fc_steps": 200, "fc_lr": 0.02, "fc_beta": 0.0,
                                             "head_steps": 200, "victims": 2})
@@ -63,6 +64,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.crop = 2
         c.trials = 10
         c.victims = 4
+        c.victim_chunk = 8
         c.train.epochs = 30
         c.surrogate_checkpoints = [5, 10, 20, 30]
     return c

@@ -62,7 +62,8 @@ class _Arch:
         self.evaluate = jax.jit(lambda keys, pi, pd, tx, tl: ph.hash_victims(
             self.init, self.model.apply, self.loss, opt, xtr, ytr, keys, epochs=config.train.epochs,
             batch_size=config.train.batch_size, poison_index=pi, poison_delta=pd, trigger_x=tx, target_label=tl,
-            query_x=qx, query_y=qy, topk=config.topk, threshold=config.threshold))
+            query_x=qx, query_y=qy, topk=config.topk, threshold=config.threshold,
+            chunk=config.get("victim_chunk", 0) or None))
 
     def train_surrogates(self, x, y, members, checkpoints, batch_size, key):
         from poisonjax.vision.witches_brew import checkpoint_surrogates

@@ -138,7 +138,8 @@ def run(config, workdir) -> dict:
     vkeys = jax.random.split(k_vic, T * K)
     vs = jax.jit(lambda keys, pi, pd, tx, al: gm.victim_success(
         init_fn, model.apply, opt, xtr, ytr, keys, epochs=ep, batch_size=bs, poison_index=pi,
-        poison_delta=pd, target_x=tx, adv_label=al, test_x=xte, test_y=yte, per_example_loss=train_loss))
+        poison_delta=pd, target_x=tx, adv_label=al, test_x=xte, test_y=yte, per_example_loss=train_loss,
+        chunk=config.get("victim_chunk", 0) or None))
     outs = {}
     t1 = time.perf_counter()
     for name, d in (("none", np.zeros_like(delta)), ("random_noise", rnd), ("witches_brew", delta)):

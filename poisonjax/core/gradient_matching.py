@@ -451,8 +451,9 @@ def train_on_poisoned(init_fn: Callable, per_example_loss: Callable, optimizer, 
 
 def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, train_y, keys, *, epochs: int,
                    batch_size: int, poison_index, poison_delta, target_x, adv_label, test_x=None, test_y=None,
-                   per_example_loss: Optional[Callable] = None):
-    r"""Retrain V victims from scratch on poisoned training sets, one ``vmap`` over victims.
+                   per_example_loss: Optional[Callable] = None, chunk: Optional[int] = None):
+    r"""Retrain V victims from scratch on poisoned training sets, one ``vmap`` over victims
+    (over chunks of ``chunk`` victims at a time when given, see :func:`map_victims`).
 
     Victim ``v`` trains on :math:`D_v = \{(x_j + \delta^{(v)}_j, y_j)\}` where
     :math:`\delta^{(v)}_j` is row ``i`` of ``poison_delta[v]`` if ``poison_index[v, i] = j`` and 0
@@ -470,6 +471,7 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
       target_x: ``[V, H, W, C]``; adv_label: ``[V]`` ints.
       test_x, test_y: optional clean test set for the clean accuracy.
       per_example_loss: ``(params, batch{"x","y"}, key) -> [B]``; softmax cross-entropy by default.
+      chunk: victims trained together; ``None`` trains all V in one ``vmap``.
 
     Returns:
       dict of ``[V]`` arrays: ``success`` (bool), ``target_prob`` (softmax mass on the adversarial
@@ -488,8 +490,23 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
             out["clean_accuracy"] = accuracy(apply_fn(params, test_x), test_y)
         return out
 
-    return jax.vmap(one)(keys, jnp.asarray(poison_index), jnp.asarray(poison_delta), jnp.asarray(target_x),
-                         jnp.asarray(adv_label))
+    return map_victims(one, (keys, jnp.asarray(poison_index), jnp.asarray(poison_delta), jnp.asarray(target_x),
+                             jnp.asarray(adv_label)), chunk)
+
+
+def map_victims(fn: Callable, args: tuple, chunk: Optional[int] = None):
+    r"""Apply ``fn(*row)`` to every row (leading axis ``V``) of the arrays in ``args``.
+
+    ``chunk=None`` (or ``>= V``): one ``jax.vmap`` over all V victims (fastest, memory grows with V).
+    Otherwise ``jax.lax.map(..., batch_size=chunk)``: a loop over ceil(V / chunk) vmapped chunks, so peak
+    memory is that of ``chunk`` victims. The results are the same either way (same keys, same programs).
+    """
+    v = int(jax.tree.leaves(args)[0].shape[0])
+    if chunk is not None and (int(chunk) != chunk or chunk < 1):
+        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    if chunk is None or chunk >= v:
+        return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda a: fn(*a), args, batch_size=int(chunk))
 
 
 def sequential_equivalent_seconds(fn: Callable[[], Any], repeats: int = 1) -> float:

@@ -18,6 +18,7 @@ graphs); features ``x`` may likewise be dense ``[N, F]`` or BCOO.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -93,6 +94,18 @@ def _glorot(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -lim, lim)
 
 
+def _fan_out_uniform(out_dim: int):
+    r"""Kipf's PyTorch / DeepRobust ``GraphConvolution`` init: :math:`U(-1/\sqrt{d_{out}}, 1/\sqrt{d_{out}})`
+    for weights and biases alike (``d_out`` is the layer's output width)."""
+    def init(key, shape, dtype=jnp.float32):
+        lim = 1.0 / math.sqrt(out_dim)
+        return jax.random.uniform(key, shape, dtype, -lim, lim)
+    return init
+
+
+GCN_INITS = ("glorot", "deeprobust")
+
+
 class GCN(nn.Module):
     r"""Two-layer GCN (Kipf & Welling 2017): ``Â σ(Â (X W1) + b1) W2 + b2`` -> ``[N, C]`` logits.
 
@@ -100,7 +113,9 @@ class GCN(nn.Module):
     ``F > H``. ``with_relu=False`` is the linearised surrogate used by Nettack/Metattack.
     Dropout is applied to the hidden layer (as DeepRobust/Pro-GNN's GCN) and, with
     ``input_dropout=True``, also to dense input features (as Kipf's code); it is active when
-    ``train=True`` and a ``"dropout"`` rng is given.
+    ``train=True`` and a ``"dropout"`` rng is given. ``weight_init="glorot"``: Glorot-uniform weights,
+    zero biases (Kipf's TensorFlow code); ``weight_init="deeprobust"``: every weight and bias of a layer from
+    :math:`U(-1/\sqrt{d_{out}}, 1/\sqrt{d_{out}})` (DeepRobust's ``GraphConvolution``).
     """
 
     hidden: int = 16
@@ -109,24 +124,28 @@ class GCN(nn.Module):
     with_relu: bool = True
     with_bias: bool = True
     input_dropout: bool = False
+    weight_init: str = "glorot"
 
     @nn.compact
     def __call__(self, a_hat, x, train: bool = False):
         f = x.shape[1]
-        w1 = self.param("w1", _glorot, (f, self.hidden))
-        w2 = self.param("w2", _glorot, (self.hidden, self.num_classes))
+        dr = self.weight_init == "deeprobust"
+        i1 = _fan_out_uniform(self.hidden) if dr else _glorot
+        i2 = _fan_out_uniform(self.num_classes) if dr else _glorot
+        w1 = self.param("w1", i1, (f, self.hidden))
+        w2 = self.param("w2", i2, (self.hidden, self.num_classes))
         drop = nn.Dropout(self.dropout, deterministic=not train)
         if isinstance(x, jsparse.BCOO) or not self.input_dropout:
             h = matmul(a_hat, x @ w1)
         else:
             h = matmul(a_hat, drop(x) @ w1)
         if self.with_bias:
-            h = h + self.param("b1", nn.initializers.zeros, (self.hidden,))
+            h = h + self.param("b1", i1 if dr else nn.initializers.zeros, (self.hidden,))
         if self.with_relu:
             h = nn.relu(h)
         out = matmul(a_hat, drop(h) @ w2)
         if self.with_bias:
-            out = out + self.param("b2", nn.initializers.zeros, (self.num_classes,))
+            out = out + self.param("b2", i2 if dr else nn.initializers.zeros, (self.num_classes,))
         return out
 
 
@@ -225,7 +244,8 @@ def vgae_embed(enc: GraphEncoder, params, a: jax.Array, x) -> jax.Array:
 class GCNConfig(NamedTuple):
     """DeepRobust/Pro-GNN GCN training: hidden 16, dropout 0.5, Adam lr 0.01, weight decay 5e-4,
     200 epochs, parameters of the best validation loss kept (``val_selection=False``: the last
-    epoch's parameters, DeepRobust's ``fit`` without ``idx_val``)."""
+    epoch's parameters, DeepRobust's ``fit`` without ``idx_val``). ``init``: ``"glorot"`` or
+    ``"deeprobust"`` (see :class:`GCN`)."""
 
     hidden: int = 16
     dropout: float = 0.5
@@ -235,6 +255,7 @@ class GCNConfig(NamedTuple):
     with_relu: bool = True
     with_bias: bool = True
     val_selection: bool = True
+    init: str = "glorot"
 
 
 def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: GCNConfig = GCNConfig()):
@@ -242,7 +263,9 @@ def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: 
     the lowest validation loss (the last epoch if ``cfg.val_selection`` is False). ``a_hat``:
     normalised adjacency (dense or BCOO); ``labels`` ``[N]``;
     ``idx_*`` int index arrays. ``jax.vmap`` over ``key`` trains several seeds at once."""
-    model = GCN(cfg.hidden, num_classes, cfg.dropout, cfg.with_relu, cfg.with_bias)
+    if cfg.init not in GCN_INITS:
+        raise ValueError(f"GCNConfig.init must be one of {GCN_INITS}, got {cfg.init!r}")
+    model = GCN(cfg.hidden, num_classes, cfg.dropout, cfg.with_relu, cfg.with_bias, weight_init=cfg.init)
     k0, k1 = jax.random.split(key)
     params = model.init(k0, a_hat, x)
     opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(cfg.lr))

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poisonjax.core.gradient_matching import GradientMatchingProblem, check_epsilon, check_images, train_on_poisoned
+from poisonjax.core.gradient_matching import (GradientMatchingProblem, check_epsilon, check_images, map_victims,
+                                              train_on_poisoned)
 from poisonjax.vision.hashing import binary_codes, mean_average_precision, trigger_metrics
 from poisonjax.vision.witches_brew import check_target, choose_poisons, choose_trials, n_poisons_for
 
@@ -64,8 +65,9 @@ def padhash_problem(surrogate_params, x_train, y_train, x_test, y_test, num_clas
 
 def hash_victims(init_fn: Callable, apply_fn: Callable, hash_loss: Callable, optimizer, train_x, train_y, keys, *,
                  epochs: int, batch_size: int, poison_index, poison_delta, trigger_x, target_label,
-                 query_x, query_y, topk: int = 40, threshold: float = 0.3):
-    r"""Retrain V hashing victims on their poisoned sets (vmapped) and evaluate retrieval.
+                 query_x, query_y, topk: int = 40, threshold: float = 0.3, chunk=None):
+    r"""Retrain V hashing victims on their poisoned sets (vmapped; ``chunk`` victims at a time when
+    given, :func:`poisonjax.core.gradient_matching.map_victims`) and evaluate retrieval.
 
     Args:
       init_fn ``key -> params``; apply_fn ``(params, x) -> h [B, K]``; hash_loss
@@ -94,8 +96,8 @@ def hash_victims(init_fn: Callable, apply_fn: Callable, hash_loss: Callable, opt
         return {"success": m["success"][0], "precision": m["precision"][0], "t_ap": m["t_ap"][0],
                 "map": mean_average_precision(qcode, query_y, db, train_y)}
 
-    return jax.vmap(one)(keys, jnp.asarray(poison_index), jnp.asarray(poison_delta), jnp.asarray(trigger_x),
-                         jnp.asarray(target_label))
+    return map_victims(one, (keys, jnp.asarray(poison_index), jnp.asarray(poison_delta), jnp.asarray(trigger_x),
+                             jnp.asarray(target_label)), chunk)
 
 
 def pretrained_hash_init(hash_model, sample, backbone_params) -> Callable:

@@ -190,3 +190,17 @@ def test_metattack_cora_5pct_as_strong_as_prognn(tmp_path):
     assert r["n_perturbations"] == 253
     assert ours["mean"] < clean["mean"] - 0.04, (ours, clean)
     assert ours["mean"] <= ref["mean"] + max(ref["std"], ours["std"]), (ours, ref)
+
+
+def test_gcn_deeprobust_init():
+    """DeepRobust's GraphConvolution init: weights and biases in U(+-1/sqrt(out)); an unknown init is refused."""
+    x = jnp.ones((4, 300))
+    a = jnp.eye(4)
+    p = models.GCN(hidden=16, num_classes=3, weight_init="deeprobust").init(jax.random.PRNGKey(0), a, x)["params"]
+    assert float(jnp.abs(p["w1"]).max()) <= 0.25 and float(jnp.abs(p["b1"]).max()) > 0
+    assert float(jnp.abs(p["w2"]).max()) <= 1 / np.sqrt(3) and float(jnp.abs(p["b2"]).max()) > 0
+    g = models.GCN(hidden=16, num_classes=3).init(jax.random.PRNGKey(0), a, x)["params"]
+    assert float(jnp.abs(g["b1"]).max()) == 0  # Glorot default: zero biases
+    with pytest.raises(ValueError, match="init"):
+        models.train_gcn(a, x, jnp.zeros(4, jnp.int32), jnp.arange(2), jnp.arange(2, 4), jax.random.PRNGKey(0), 3,
+                         models.GCNConfig(init="kaiming"))

@@ -115,6 +115,28 @@ def test_poisoned_images_adds_deltas_at_indices():
     np.testing.assert_allclose(out[:, 0, 0, 0], [0, 0, 0, 0.1, 0])
 
 
+def test_chunked_victims_equal_one_vmap():
+    """map_victims over chunks of 2 (with a ragged last chunk) trains the same victims as one vmap."""
+    import optax
+    k = jax.random.split(jax.random.PRNGKey(3), 3)
+    xtr = jax.random.uniform(k[0], (24, 8, 8, 1))
+    ytr = jnp.arange(24) % 4
+    v = 5
+    pidx = jnp.tile(jnp.array([[0, 4]]), (v, 1))
+    pdelta = 0.1 * jax.random.normal(k[1], (v, 2, 8, 8, 1))
+    kw = dict(epochs=2, batch_size=8, poison_index=pidx, poison_delta=pdelta, target_x=xtr[:v],
+              adv_label=jnp.arange(v) % 4, test_x=xtr, test_y=ytr)
+    init = lambda kk: MODEL.init(kk, xtr[:1])
+    keys = jax.random.split(k[2], v)
+    full = gm.victim_success(init, MODEL.apply, optax.adam(0.01), xtr, ytr, keys, **kw)
+    part = gm.victim_success(init, MODEL.apply, optax.adam(0.01), xtr, ytr, keys, chunk=2, **kw)
+    for name in full:
+        np.testing.assert_allclose(np.asarray(full[name], np.float32), np.asarray(part[name], np.float32),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="chunk"):
+        gm.map_victims(lambda a: a, (keys,), chunk=0)
+
+
 def test_fast_models_equal_flax_conv():
     x = jax.random.uniform(jax.random.PRNGKey(0), (3, 8, 8, 2))
     p = SmallCNN().init(jax.random.PRNGKey(1), x)
