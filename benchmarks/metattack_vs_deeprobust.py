@@ -6,7 +6,12 @@
 ``--grad-check`` computes one exact Meta-Self meta-gradient on both sides from the *same* initial
 weights and self-training labels (ours drawn, then injected into DeepRobust's ``Metattack``) and
 reports the attack losses, the largest absolute difference of the ``[N, N]`` gradients and whether
-the best flips agree.
+the best flips agree. ``--state PATH`` does the same at an attacked state (the flips of a perturbed
+adjacency, e.g. Pro-GNN's ``cora_meta_adj_0.2.npz``) and counts edge removals among each side's
+50 best-scored pairs:
+
+    python benchmarks/metattack_vs_deeprobust.py --dataset cora --grad-check \
+        --state $POISONJAX_DATA/prognn_perturbed_graphs/meta/cora_meta_adj_0.2.npz
 
 DeepRobust runs in its own venv (``benchmarks/.venvs/deeprobust``; created by ``--setup`` following
 shared/PEERS.md: torch 2.13.0 CPU, ``pip install --no-deps deeprobust`` plus its runtime deps, and the
@@ -85,6 +90,8 @@ model._initialize = init
 model.sparse_features = False
 adj_t = torch.FloatTensor(adj.todense())
 labels = torch.LongTensor(o["labels"])
+if "changes" in o.files:  # an attacked state: DeepRobust stores each flip in both triangles of adj_changes
+    model.adj_changes.data.copy_(torch.tensor(o["changes"]))
 m_adj = model.get_modified_adj(adj_t)
 adj_norm = utils.normalize_adj_tensor(m_adj)
 model.inner_train(feat, adj_norm, o["idx_train"], o["idx_un"], labels)
@@ -93,9 +100,13 @@ np.save(sys.argv[2], g.detach().numpy())
 '''
 
 
-def grad_check(name, threads):
-    """One exact Meta-Self meta-gradient on both sides from identical weights and labels."""
+def grad_check(name, threads, state_path=None):
+    """One exact Meta-Self meta-gradient on both sides from identical weights and labels, at the clean
+    graph or (``state_path``: a perturbed adjacency ``.npz``) at an attacked state whose flips are
+    the differences from the clean graph. At an attacked state only unflipped pairs are compared
+    (DeepRobust's clamp zeroes the gradient of flipped ones; both sides exclude them)."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
     import scipy.sparse as sp
     from poisonjax.data import graphs
@@ -108,6 +119,15 @@ def grad_check(name, threads):
     prob = A.make_meta_problem(g.adj, g.features, g.labels, g.idx_train, idx_un, ys)
     cfg = A.MetattackConfig(budget=1, num_classes=g.num_classes, ll_constraint=False)
     st = A.metattack(cfg).init(jax.random.PRNGKey(1), prob)
+    changes = None
+    if state_path is not None:
+        pert = sp.csr_matrix(sp.load_npz(state_path), dtype=np.float32)
+        d = sp.triu(pert - sp.csr_matrix(g.adj, dtype=np.float32), 1).tocoo()
+        flips = np.stack([d.row, d.col], 1).astype(np.int32)
+        st = A.MetaState(a=jnp.asarray(pert.toarray()), flips=jnp.asarray(flips),
+                         flip_sign=jnp.asarray(d.data.astype(np.float32)), n_flips=jnp.int32(len(flips)),
+                         key=st.key, loss=st.loss)
+        changes = (pert - sp.csr_matrix(g.adj, dtype=np.float32)).toarray()
     key = jax.random.PRNGKey(42)
     w1, w2 = A._init_weights(key, g.features.shape[1], cfg.hidden, g.num_classes)
     loss, gh, s = jax.jit(lambda st: A.meta_grad_hat(prob, st, cfg, key))(st)
@@ -119,7 +139,7 @@ def grad_check(name, threads):
         np.savez(inp, adj_data=adj.data, adj_indices=adj.indices, adj_indptr=adj.indptr, adj_shape=adj.shape,
                  features=sp.csr_matrix(g.features).toarray().astype(np.float32), labels=g.labels,
                  n_classes=g.num_classes, w1=np.asarray(w1), w2=np.asarray(w2), self_labels=ys,
-                 idx_train=g.idx_train, idx_un=idx_un)
+                 idx_train=g.idx_train, idx_un=idx_un, **({} if changes is None else {"changes": changes}))
         scr.write_text(DR_GRAD_SCRIPT)
         run = subprocess.run([str(VENV / "bin" / "python"), str(scr), str(inp), str(out), str(threads)],
                              capture_output=True, text=True, timeout=7200)
@@ -129,11 +149,16 @@ def grad_check(name, threads):
         dr_loss = [float(l.split(":")[1]) for l in run.stdout.splitlines() if l.startswith("attack loss")][0]
     np.fill_diagonal(ours, 0.0)
     np.fill_diagonal(dr, 0.0)
-    a = g.adj.toarray()
-    best = lambda m: tuple(sorted(divmod(int(np.argmax(np.where(np.eye(len(a)) > 0, -np.inf, m * (1 - 2 * a)))), len(a))))
-    return {"loss_poisonjax": float(loss), "loss_deeprobust": dr_loss,
+    a = np.asarray(st.a)
+    unflipped = (a == g.adj.toarray()) & (np.eye(len(a)) == 0)
+    ours, dr = np.where(unflipped, ours, 0.0), np.where(unflipped, dr, 0.0)
+    masked = lambda m: np.where(unflipped, m * (1 - 2 * a), -np.inf)
+    best = lambda m: tuple(sorted(divmod(int(np.argmax(masked(m))), len(a))))
+    removals = lambda m: int(a.ravel()[np.argsort(masked(m).ravel())[::-1][:100]].sum()) // 2
+    return {"loss_poisonjax": float(loss), "loss_deeprobust": dr_loss, "state": str(state_path or "clean"),
             "max_abs_diff": float(np.abs(ours - dr).max()), "max_abs_grad": float(np.abs(dr).max()),
-            "best_flip_poisonjax": best(ours), "best_flip_deeprobust": best(dr)}
+            "best_flip_poisonjax": best(ours), "best_flip_deeprobust": best(dr),
+            "removals_in_top50_poisonjax": removals(ours), "removals_in_top50_deeprobust": removals(dr)}
 
 
 def setup_venv():
@@ -170,6 +195,7 @@ def run_deeprobust(data_root, name, n_pert, threads):
 
 def run_ours(name, n_pert, ks):
     import jax
+    import jax.numpy as jnp
     import jax.numpy as jnp
     import numpy as np
     from poisonjax.data import graphs
@@ -224,9 +250,11 @@ def main():
     ap.add_argument("--skip-deeprobust", action="store_true")
     ap.add_argument("--out", default=None, help="write the JSON result here")
     ap.add_argument("--grad-check", action="store_true", help="only compare one meta-gradient with DeepRobust's")
+    ap.add_argument("--state", default=None, help="with --grad-check: a perturbed adjacency .npz whose flips "
+                    "(vs the clean graph) are the attacked state to compare at")
     a = ap.parse_args()
     if a.grad_check:
-        r = grad_check(a.dataset, a.threads)
+        r = grad_check(a.dataset, a.threads, a.state)
         print(json.dumps(r, indent=1))
         print(f"attack loss {r['loss_poisonjax']:.8f} vs {r['loss_deeprobust']:.8f}; max |g_ours - g_DR| = "
               f"{r['max_abs_diff']:.2e} (max |g| {r['max_abs_grad']:.2e}); best flip {r['best_flip_poisonjax']} vs "
@@ -240,6 +268,7 @@ def main():
     if not a.skip_deeprobust:
         res["deeprobust"] = run_deeprobust(data_root, a.dataset, a.perturbations, a.threads)
     import jax
+    import jax.numpy as jnp
     res["poisonjax"] = run_ours(a.dataset, a.perturbations, ks)
     res["jax"] = jax.__version__
     print(json.dumps(res, indent=1))
