@@ -60,7 +60,7 @@ def run(config, workdir) -> dict:
     feats = g.features if g.features is not None else sp.eye(n, format="csr", dtype=np.float32)
 
     t0 = time.time()
-    n_meta, resumed_from, timed_flips = 0, None, budget
+    n_meta, resumed_from, timed_flips, attack_seconds = 0, None, budget, None
     if config.attack.startswith(("meta", "a_meta")):
         idx_un = np.union1d(g.idx_val, g.idx_test)
         self_labels = A.self_training_labels(g.adj, feats, g.labels, g.idx_train, g.idx_val, k_sur,
@@ -71,19 +71,20 @@ def run(config, workdir) -> dict:
                                 lr=config.lr, momentum=config.momentum, lambda_=lam,
                                 first_order=config.attack.startswith("a_meta"),
                                 flips_per_step=config.flips_per_step, ll_constraint=config.ll_constraint)
-        t0 = time.time()
         res = A.run_metattack(prob, cfg, k_att, workdir=wd / "attack", progress=config.progress,
                               chunk_size=config.chunk_size, config=config.to_dict(), full_result=True)
         st, resumed_from = res.state, res.resumed_from
-        # on resume only the remaining steps were timed
+        # on resume only the remaining steps were run (and timed) in this invocation
         timed_flips = min(int(st.n_flips), (res.steps - (resumed_from or 0)) * cfg.flips_per_step)
+        attack_seconds = res.seconds
         pert = A.state_to_adj(prob, st)
         n_meta = int(np.ceil(int(st.n_flips) / cfg.flips_per_step))  # meta-gradients actually used (approx.)
     elif config.attack == "random":
         pert = A.flips_to_adj(g.adj, A.random_attack(g.adj, budget, seed=config.seed))
     else:
         pert = A.flips_to_adj(g.adj, A.dice_attack(g.adj, g.labels, budget, seed=config.seed))
-    attack_seconds = time.time() - t0
+    if attack_seconds is None:
+        attack_seconds = time.time() - t0
     info = A.check_perturbation(g.adj, pert, budget)
     sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
 

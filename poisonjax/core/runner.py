@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
@@ -48,12 +49,16 @@ class CorruptCheckpointError(RuntimeError):
 
 class RunResult(NamedTuple):
     """Final ``state``, the list of per-step ``metrics`` dicts (this invocation's and, on resume,
-    those already on disk), the number of ``steps`` done, and ``resumed_from`` (step, or None)."""
+    those already on disk), the number of ``steps`` done, ``resumed_from`` (step, or None), and
+    ``seconds``: wall time of the steps run *in this invocation* (compilation of the first chunk and
+    checkpoint writes included; restoring excluded), so ``seconds / (steps - (resumed_from or 0))``
+    is a per-step time that stays right across resumes."""
 
     state: Any
     metrics: List[Dict[str, float]]
     steps: int
     resumed_from: Optional[int]
+    seconds: float = 0.0
 
 
 def config_fingerprint(config: Any) -> str:
@@ -203,6 +208,7 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         bar = tqdm(total=steps, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=False)
     done = start
     last_saved = start
+    t_start = time.perf_counter()
     try:
         while done < steps:
             n = min(chunk_size, steps - done)
@@ -245,4 +251,4 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         if manager is not None:
             manager.wait_until_finished()
             manager.close()
-    return RunResult(state, history, done, resumed_from)
+    return RunResult(state, history, done, resumed_from, time.perf_counter() - t_start)

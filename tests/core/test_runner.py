@@ -66,6 +66,16 @@ def test_uneven_chunks_compile_once_and_match(tmp_path):
     assert len(r1.metrics) == 23 and r1.metrics[-1]["step"] == 23
 
 
+def test_resumed_run_times_only_its_own_steps(tmp_path):
+    p = jnp.zeros(3)
+    first = run(_toy(), p, 10, tmp_path, progress=False, chunk_size=5)
+    assert first.resumed_from is None and first.seconds > 0
+    again = run(_toy(), p, 20, tmp_path, progress=False, chunk_size=5)
+    assert again.resumed_from == 10 and again.steps == 20 and again.seconds > 0
+    done = run(_toy(), p, 20, tmp_path, progress=False, chunk_size=5)  # nothing left to run
+    assert done.resumed_from == 20 and len(done.metrics) == 20 and [m["step"] for m in done.metrics] == list(range(1, 21))
+
+
 def test_config_mismatch_is_refused(tmp_path):
     run(_toy(), jnp.zeros(3), 4, tmp_path, config={"lr": 0.1}, progress=False, chunk_size=2)
     with pytest.raises(CheckpointMismatchError, match="different config"):
