@@ -129,6 +129,8 @@ class GCN(nn.Module):
     @nn.compact
     def __call__(self, a_hat, x, train: bool = False):
         f = x.shape[1]
+        if self.weight_init not in GCN_INITS:
+            raise ValueError(f"GCN weight_init must be one of {GCN_INITS}, got {self.weight_init!r}")
         dr = self.weight_init == "deeprobust"
         i1 = _fan_out_uniform(self.hidden) if dr else _glorot
         i2 = _fan_out_uniform(self.num_classes) if dr else _glorot
