@@ -173,7 +173,7 @@ def run(config, workdir) -> dict:
         "triggers": [{"test_index": int(a), "true_class": int(data.y_test[a]), "target_class": int(b)} for a, b in zip(ti, tc)],
     }
 
-    rows = [{"setting": results["surrogate"], "method": m, "ASR": summaries[m]["asr"], "t-mAP": summaries[m]["t_map"],
+    rows = [{"setting": f"gray_box_{config.surrogate_fraction:g} (main)", "method": m, "ASR": summaries[m]["asr"], "t-mAP": summaries[m]["t_map"],
              "mAP": summaries[m]["map"]} for m in METHODS]
 
     # ---- surrogate settings: gray-box fractions and black-box ensemble
