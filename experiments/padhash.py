@@ -18,7 +18,8 @@
    a transfer matrix (surrogate setting x victim backbone/bits, PADHASH ASR), and ASR against the
    poison budget (``asr_vs_budget.png``);
 5. writes ``config.json``, ``results.json`` (``asr``, ``t_map`` keyed by method; ``map_clean``,
-   ``map_poisoned``, ``transfer``), plots and ``report.md``.
+   ``map_poisoned``, ``transfer``), plots and ``report.md``. ``results.json`` is first written after
+   the main setting and rewritten after each later stage, with ``"complete": false`` until the end.
 """
 from __future__ import annotations
 
@@ -173,6 +174,9 @@ def run(config, workdir) -> dict:
         "triggers": [{"test_index": int(a), "true_class": int(data.y_test[a]), "target_class": int(b)} for a, b in zip(ti, tc)],
     }
 
+    results["complete"] = False  # results.json is rewritten after each stage of a long run
+    reporting.write_json(wd / "results.json", results)
+
     rows = [{"setting": f"gray_box_{config.surrogate_fraction:g} (main)", "method": m, "ASR": summaries[m]["asr"], "t-mAP": summaries[m]["t_map"],
              "mAP": summaries[m]["map"]} for m in METHODS]
 
@@ -196,6 +200,7 @@ def run(config, workdir) -> dict:
                     rows.append({"setting": tag, "method": name, "ASR": s["asr"], "t-mAP": s["t_map"], "mAP": s["map"]})
                 settings[tag][name] = {"asr": s["asr"]["mean"], "t_map": s["t_map"]["mean"], "map": s["map"]["mean"]}
         results["settings"] = settings
+        reporting.write_json(wd / "results.json", results)
 
     # ---- transfer matrix: rows = surrogate settings, columns = victims (backbone:bits); PADHASH ASR
     if config.run_transfer:
@@ -248,6 +253,7 @@ def run(config, workdir) -> dict:
         ax.legend()
         reporting.save_figure(fig, wd / "asr_vs_budget.png")
 
+    results["complete"] = True
     reporting.write_json(wd / "results.json", results)
     print(reporting.text_table(rows, floatfmt=".3f"))
     print(f"mAP clean {results['map_clean']:.3f} -> poisoned {results['map_poisoned']:.3f}; "

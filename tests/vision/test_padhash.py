@@ -39,6 +39,7 @@ def test_padhash_outputs(study):
     for k in ("map_clean", "map_poisoned", "transfer"):
         assert k in saved
     assert np.asarray(saved["transfer"]["asr"]).ndim == 2
+    assert saved["complete"] is True
     assert res["max_linf"] <= cfg.epsilon + 1e-6
     assert (wd / "report.md").exists()
 
