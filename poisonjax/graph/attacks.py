@@ -29,7 +29,6 @@ the scoring are O(N^2) element-wise. The whole greedy step is one jitted functio
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Optional
 
 import jax
@@ -41,7 +40,7 @@ import scipy.sparse as sp
 from poisonjax.core import bilevel
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
-from poisonjax.graph.models import normalize_adj
+from poisonjax.graph.models import _fan_out_uniform, normalize_adj
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,9 +371,8 @@ def _xtmm(prob, p):  # X^T @ P
 
 
 def _init_weights(key, f, h, c):
-    k1, k2 = jax.random.split(key)
-    s1, s2 = 1.0 / math.sqrt(h), 1.0 / math.sqrt(c)  # DeepRobust: U(-1/sqrt(out), 1/sqrt(out))
-    return jax.random.uniform(k1, (f, h), jnp.float32, -s1, s1), jax.random.uniform(k2, (h, c), jnp.float32, -s2, s2)
+    k1, k2 = jax.random.split(key)  # DeepRobust's GraphConvolution init: U(-1/sqrt(out), 1/sqrt(out))
+    return _fan_out_uniform(h)(k1, (f, h)), _fan_out_uniform(c)(k2, (h, c))
 
 
 def _wce(logits, labels, w):
