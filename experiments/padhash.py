@@ -183,7 +183,7 @@ def run(config, workdir) -> dict:
     # ---- surrogate settings: gray-box fractions and black-box ensemble
     setting_params = {f"gray_box_{config.surrogate_fraction:g}": (main_losses, main_params)}
     if config.run_settings:
-        settings = {}
+        settings = results["settings"] = {}  # filled (and results.json rewritten) one setting at a time
         for frac in config.gray_box_fractions:
             tag = f"gray_box_{frac:g}"
             if tag not in setting_params:
@@ -199,8 +199,7 @@ def run(config, workdir) -> dict:
                     s = evaluate(victim, pidx, res.delta)
                     rows.append({"setting": tag, "method": name, "ASR": s["asr"], "t-mAP": s["t_map"], "mAP": s["map"]})
                 settings[tag][name] = {"asr": s["asr"]["mean"], "t_map": s["t_map"]["mean"], "map": s["map"]["mean"]}
-        results["settings"] = settings
-        reporting.write_json(wd / "results.json", results)
+            reporting.write_json(wd / "results.json", results)
 
     # ---- transfer matrix: rows = surrogate settings, columns = victims (backbone:bits); PADHASH ASR
     if config.run_transfer:

@@ -68,3 +68,19 @@ def test_padhash_full_quick_variant(tmp_path):
     tr = res["transfer"]
     assert np.asarray(tr["asr"]).shape == (len(tr["rows"]), len(tr["columns"]))
     assert set(res["settings"]) >= {"gray_box_0.1", "gray_box_0.2", "black_box"}
+
+
+def test_padhash_settings_written_stage_by_stage(tmp_path):
+    """The settings stage (gray-box fractions and black-box) on a tiny budget of steps: results.json
+    holds every setting and ends complete."""
+    c = get_config("quick")
+    c.craft_steps, c.triggers, c.victims, c.train.epochs, c.pretrain.epochs = 2, 1, 1, 1, 1
+    c.surrogate_checkpoints = [1]
+    c.blackbox_backbones = ["mlp"]
+    c.run_transfer, c.run_budget_sweep = False, False
+    res = run(c, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["complete"] is True
+    assert set(saved["settings"]) == {"gray_box_0.1", "gray_box_0.2", "black_box"} == set(res["settings"])
+    for tag in saved["settings"]:
+        assert set(saved["settings"][tag]) == {"witches_brew", "padhash"}
