@@ -14,7 +14,7 @@ constraint (``ll_constraint=True`` turns DeepRobust's default filter on) and sel
 its surrogate (``surrogate="prognn"``: linearised GCN with bias and dropout 0.5, last epoch;
 ``"deeprobust"``: DeepRobust's example surrogate, no bias/dropout, best validation loss; both
 without weight decay, as DeepRobust's linearised GCN). The evaluation GCN uses DeepRobust's
-initialisation (``gcn.init="deeprobust"``; ``"glorot"`` for Kipf's).
+initialisation (``gcn.weight_init="deeprobust"``; ``"glorot"`` for Kipf's).
 """
 import ml_collections
 
@@ -42,7 +42,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.n_seeds = 5
     # evaluation GCN: DeepRobust's GCN with its init, best-validation parameters (DeepRobust's fit with idx_val)
     c.gcn = ml_collections.ConfigDict(dict(hidden=16, dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200,
-                                           init="deeprobust"))
+                                           weight_init="deeprobust"))
     c.chunk_size = 5
     c.progress = True
     return c

@@ -56,7 +56,7 @@ def run(config, workdir) -> dict:
     k_sur, k_att, k_eval = jax.random.split(key, 3)
     gcfg = models.GCNConfig(hidden=config.gcn.hidden, dropout=config.gcn.dropout, lr=config.gcn.lr,
                             weight_decay=config.gcn.weight_decay, epochs=config.gcn.epochs,
-                            init=config.gcn.get("init", "glorot"))
+                            weight_init=config.gcn.get("weight_init", "glorot"))
     feats = g.features if g.features is not None else sp.eye(n, format="csr", dtype=np.float32)
 
     t0 = time.time()

@@ -758,11 +758,11 @@ def self_training_labels(adj: sp.spmatrix, features, labels, idx_train, idx_val,
     from poisonjax.graph.models import GCNConfig, normalize_adj_sparse, train_gcn
     check_choice("surrogate", surrogate, SURROGATES)
     if surrogate == "deeprobust":
-        cfg = GCNConfig(dropout=0.0, with_relu=False, with_bias=False, epochs=epochs, init="deeprobust",
+        cfg = GCNConfig(dropout=0.0, with_relu=False, with_bias=False, epochs=epochs, weight_init="deeprobust",
                         weight_decay=0.0)
     else:
         cfg = GCNConfig(dropout=0.5, with_relu=False, with_bias=True, epochs=epochs, val_selection=False,
-                        init="deeprobust", weight_decay=0.0)
+                        weight_init="deeprobust", weight_decay=0.0)
     a_hat = normalize_adj_sparse(adj)
     x = jnp.asarray(sp.csr_matrix(features).toarray(), jnp.float32)
     y = jnp.asarray(labels)

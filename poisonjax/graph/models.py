@@ -246,7 +246,7 @@ def vgae_embed(enc: GraphEncoder, params, a: jax.Array, x) -> jax.Array:
 class GCNConfig(NamedTuple):
     """DeepRobust/Pro-GNN GCN training: hidden 16, dropout 0.5, Adam lr 0.01, weight decay 5e-4,
     200 epochs, parameters of the best validation loss kept (``val_selection=False``: the last
-    epoch's parameters, DeepRobust's ``fit`` without ``idx_val``). ``init``: ``"glorot"`` or
+    epoch's parameters, DeepRobust's ``fit`` without ``idx_val``). ``weight_init``: ``"glorot"`` or
     ``"deeprobust"`` (see :class:`GCN`)."""
 
     hidden: int = 16
@@ -257,7 +257,7 @@ class GCNConfig(NamedTuple):
     with_relu: bool = True
     with_bias: bool = True
     val_selection: bool = True
-    init: str = "glorot"
+    weight_init: str = "glorot"
 
 
 def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: GCNConfig = GCNConfig()):
@@ -265,9 +265,7 @@ def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: 
     the lowest validation loss (the last epoch if ``cfg.val_selection`` is False). ``a_hat``:
     normalised adjacency (dense or BCOO); ``labels`` ``[N]``;
     ``idx_*`` int index arrays. ``jax.vmap`` over ``key`` trains several seeds at once."""
-    if cfg.init not in GCN_INITS:
-        raise ValueError(f"GCNConfig.init must be one of {GCN_INITS}, got {cfg.init!r}")
-    model = GCN(cfg.hidden, num_classes, cfg.dropout, cfg.with_relu, cfg.with_bias, weight_init=cfg.init)
+    model = GCN(cfg.hidden, num_classes, cfg.dropout, cfg.with_relu, cfg.with_bias, weight_init=cfg.weight_init)
     k0, k1 = jax.random.split(key)
     params = model.init(k0, a_hat, x)
     opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(cfg.lr))

@@ -207,4 +207,4 @@ def test_gcn_deeprobust_init():
     assert float(jnp.abs(g["b1"]).max()) == 0  # Glorot default: zero biases
     with pytest.raises(ValueError, match="init"):
         models.train_gcn(a, x, jnp.zeros(4, jnp.int32), jnp.arange(2), jnp.arange(2, 4), jax.random.PRNGKey(0), 3,
-                         models.GCNConfig(init="kaiming"))
+                         models.GCNConfig(weight_init="kaiming"))
