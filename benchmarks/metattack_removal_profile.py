@@ -28,10 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from poisonjax.core import bilevel
 from poisonjax.data import graphs
 from poisonjax.graph import attacks as A
-from poisonjax.graph import models
 
 
 def state_from(adj: sp.csr_matrix, pert: sp.spmatrix, budget: int) -> A.MetaState:
@@ -44,21 +42,6 @@ def state_from(adj: sp.csr_matrix, pert: sp.spmatrix, budget: int) -> A.MetaStat
     return A.MetaState(a=jnp.asarray(sp.csr_matrix(pert).toarray(), jnp.float32), flips=jnp.asarray(flips),
                        flip_sign=jnp.asarray(sign), n_flips=jnp.int32(k), key=jax.random.PRNGKey(0),
                        loss=jnp.float32(0.0))
-
-
-def relu_score(prob: A.MetaProblem, a, x, cfg: A.MetattackConfig, key):
-    """Metattack score with a ReLU inner GCN (dense, exact unrolled meta-gradient)."""
-    w = A._init_weights(key, x.shape[1], cfg.hidden, cfg.num_classes)
-
-    def logits(W, a_):
-        ah = models.normalize_adj(a_)
-        return ah @ (jax.nn.relu(ah @ (x @ W[0])) @ W[1])
-
-    inner = lambda W, a_, k: A._wce(logits(W, a_), prob.labels, prob.train_w)
-    outer = lambda W, a_: A._wce(logits(W, a_), prob.labels, prob.attack_w)
-    loss, g = bilevel.unrolled_meta_grad(outer, inner, w, a, bilevel.sgd_momentum(cfg.lr, cfg.momentum),
-                                         cfg.inner_steps)
-    return loss, (g + g.T) * (1.0 - 2.0 * a)
 
 
 def main():
@@ -110,9 +93,11 @@ def main():
         report(name, prob, f)
     prob = A.make_meta_problem(adj, feats, g.labels, g.idx_train, un, self_labels=labels)
     if not args.skip_relu:
-        x = jnp.asarray(sp.csr_matrix(feats).toarray(), jnp.float32)
         cfg = A.MetattackConfig(**base)
-        f = jax.jit(lambda k: relu_score(prob, st.a, x, cfg, k))
+        def relu_score(k):
+            _, g_ = A.meta_grad_dense(prob, st.a, cfg, k, relu=True)
+            return None, (g_ + g_.T) * (1.0 - 2.0 * st.a)
+        f = jax.jit(relu_score)
         report("meta_self_relu", prob, f)
     allowed = np.asarray(prob.allowed & (st.a == prob.a_clean) & A.ll_ratio_mask(st.a, prob.a_clean, cutoff=0.004))
     print(f"ll_filter: {int(allowed.sum())} pairs allowed at this state (cutoff 0.004)")

@@ -563,10 +563,12 @@ def state_to_adj(prob: MetaProblem, state: MetaState) -> sp.csr_matrix:
 # dense reference meta-gradient (for tests and small graphs) on the generic bilevel engine
 # ----------------------------------------------------------------------------------------------
 
-def meta_grad_dense(prob: MetaProblem, a: jax.Array, cfg: MetattackConfig, key) -> tuple:
+def meta_grad_dense(prob: MetaProblem, a: jax.Array, cfg: MetattackConfig, key, relu: bool = False) -> tuple:
     """``(loss, dL/dA [N, N])`` by differentiating the dense computation with
     :func:`poisonjax.core.bilevel.unrolled_meta_grad` (or ``first_order_meta_grad``); same
-    initialisation as the fast path. O(T N^2 H) -- for verification and small graphs."""
+    initialisation as the fast path. O(T N^2 H) -- for verification and small graphs.
+    ``relu=True`` puts a ReLU on the hidden layer of the inner GCN (not Metattack's linearised
+    surrogate; for diagnostics only)."""
     n = a.shape[0]
     f = prob.x_dim.shape[0]
     x = jnp.zeros((n, f)).at[prob.x_rows, prob.x_cols].add(prob.x_vals)
@@ -574,7 +576,8 @@ def meta_grad_dense(prob: MetaProblem, a: jax.Array, cfg: MetattackConfig, key) 
 
     def logits(W, a_):
         ah = normalize_adj(a_)
-        return ah @ (ah @ (x @ W[0]) @ W[1])
+        h = ah @ (x @ W[0])
+        return ah @ ((jax.nn.relu(h) if relu else h) @ W[1])
 
     inner = lambda W, a_, k: _wce(logits(W, a_), prob.labels, prob.train_w)
     outer = lambda W, a_: _wce(logits(W, a_), prob.labels, prob.attack_w)
