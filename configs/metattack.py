@@ -15,13 +15,21 @@ its surrogate (``surrogate="prognn"``: linearised GCN with bias and dropout 0.5,
 ``"deeprobust"``: DeepRobust's example surrogate, no bias/dropout, best validation loss; both
 without weight decay, as DeepRobust's linearised GCN). The evaluation GCN uses DeepRobust's
 initialisation (``gcn.weight_init="deeprobust"``; ``"glorot"`` for Kipf's).
+
+``attack="meta_pgd"`` is stronger than Metattack: Meta-PGD (Mujkanovic et al., NeurIPS 2022), warm-started
+from the greedy Meta-Self flips (``pgd.init``), ``pgd.steps`` projected-gradient steps on the relaxed
+flips with the bounded ``tanh_margin`` attack loss, then the best of ``pgd.samples`` Bernoulli draws
+(plus the top-B flips and the warm start) by an attacker-side proxy that uses no test labels
+(:func:`poisonjax.graph.attacks.select_flip_set`). ``results.json`` also reports the warm start's
+accuracy (``test_acc_init``) and every candidate's proxy score (``meta_pgd``).
 """
 import ml_collections
 
 from poisonjax.core.validation import check_choice
 
 VARIANTS = ("quick", "paper")
-ATTACKS = ("meta_self", "meta_train", "a_meta_self", "a_meta_train", "random", "dice")
+ATTACKS = ("meta_self", "meta_train", "a_meta_self", "a_meta_train", "meta_pgd", "random", "dice")
+PGD_LOSSES = ("ce", "tanh_margin", "mce")
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
@@ -43,6 +51,13 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     # evaluation GCN: DeepRobust's GCN with its init, best-validation parameters (DeepRobust's fit with idx_val)
     c.gcn = ml_collections.ConfigDict(dict(hidden=16, dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200,
                                            weight_init="deeprobust"))
+    # attack="meta_pgd" (Meta-PGD, Mujkanovic et al. 2022): PGD on relaxed flips driven by the meta-gradient
+    c.pgd = ml_collections.ConfigDict(dict(
+        init="meta_self",      # warm start: "meta_self" (greedy run first), "none", or a perturbed_adj.npz path
+        steps=60, lr=1.0,      # PGD steps; step norm lr * sqrt(budget / (t + 1)) along the unit gradient
+        loss="tanh_margin",    # ce | tanh_margin | mce (attack loss of the PGD stage)
+        samples=20,            # Bernoulli draws from the relaxed flips (plus top-B and the warm start)
+        select_seeds=3))       # GCN seeds of the attacker-side selection proxy
     c.chunk_size = 5
     c.progress = True
     return c

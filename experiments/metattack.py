@@ -32,15 +32,78 @@ def _stats(v):
 def gcn_accuracy(adj, g, keys, cfg: models.GCNConfig, pad_nnz: int = 0):
     """Test accuracy per seed of GCNs trained on ``adj`` with the graph's split. The normalised
     adjacency is sparse (BCOO), padded to ``pad_nnz`` entries so that every graph reuses one program."""
-    from jax.experimental import sparse as jsparse
-    b = models.normalize_adj_sparse(adj)
-    nnz = b.data.shape[0]
-    pad = max(pad_nnz, nnz)
-    a_hat = jsparse.BCOO((jnp.concatenate([b.data, jnp.zeros(pad - nnz, jnp.float32)]),
-                          jnp.concatenate([b.indices, jnp.zeros((pad - nnz, 2), b.indices.dtype)])), shape=b.shape)
     x = models.scipy_to_bcoo(g.features) if g.features is not None else jnp.eye(g.num_nodes)
-    return np.asarray(models.gcn_test_accuracy(a_hat, x, g.labels, g.idx_train, g.idx_val, g.idx_test, keys,
-                                               g.num_classes, cfg))
+    return models.gcn_accuracy_on(adj, x, g.labels, g.idx_train, g.idx_val, g.idx_test, keys, g.num_classes, cfg,
+                                  pad_nnz)
+
+
+def _greedy_fingerprint(config) -> dict:
+    """The config keys that determine the greedy Metattack flips (the checkpoint of ``workdir/attack``):
+    evaluation settings (``gcn``, ``n_seeds``), ``progress`` and the ``pgd`` stage may change on resume."""
+    keys = ("dataset", "rate", "seed", "surrogate", "inner_steps", "lr", "momentum", "flips_per_step",
+            "ll_constraint")
+    fp = {k: config[k] for k in keys if k in config}
+    fp["attack"] = "meta_self" if config.attack == "meta_pgd" else config.attack
+    return fp
+
+
+def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
+    """Meta-PGD stage: warm start (greedy Meta-Self in ``wd/attack``, a given ``perturbed_adj.npz``, or
+    none), ``config.pgd.steps`` PGD steps in ``wd/pgd`` (checkpointed), then Bernoulli sampling and the
+    attacker-side selection of :func:`poisonjax.graph.attacks.select_flip_set`."""
+    from poisonjax.core.runner import run as run_steps
+    from configs.metattack import PGD_LOSSES
+    from poisonjax.core.validation import check_positive_int
+    pc = config.pgd
+    check_choice("pgd.loss", pc.loss, PGD_LOSSES)
+    check_positive_int("pgd.steps", pc.steps)
+    check_positive_int("pgd.select_seeds", pc.select_seeds)
+    if not (isinstance(pc.samples, int) and pc.samples >= 0):
+        raise ValueError(f"pgd.samples must be an integer >= 0, got {pc.samples!r}")
+    n = g.num_nodes
+    extra = {"greedy_seconds": 0.0, "init": pc.init}
+    init_flips, n_meta = None, 0
+    if pc.init == "meta_self":
+        res = A.run_metattack(prob, cfg, key, workdir=wd / "attack", progress=config.progress,
+                              chunk_size=config.chunk_size, config=_greedy_fingerprint(config), full_result=True)
+        init_flips = A.diff_flips(g.adj, A.state_to_adj(prob, res.state))
+        extra["greedy_seconds"], extra["greedy_resumed_from_step"] = res.seconds, res.resumed_from
+        n_meta = int(res.state.n_flips)
+    elif pc.init != "none":
+        path = Path(pc.init).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"pgd.init: {str(path)!r} is not a file; expected 'meta_self', 'none' or the "
+                                    "path of a perturbed_adj.npz (scipy.sparse.save_npz) of this graph")
+        init_adj = sp.load_npz(path)
+        if init_adj.shape != g.adj.shape:
+            raise ValueError(f"pgd.init: {str(path)!r} has shape {init_adj.shape}, expected {g.adj.shape} "
+                             f"({config.dataset})")
+        init_flips = A.diff_flips(g.adj, init_adj)
+        A.check_perturbation(g.adj, A.flips_to_adj(g.adj, init_flips), cfg.budget, allow_singletons=True)
+    p0 = A.flips_to_mask(n, init_flips) if init_flips is not None else None
+    pcfg = cfg._replace(loss=pc.loss)
+    fp = {"greedy": _greedy_fingerprint(config), "pgd": pc.to_dict()}
+    res = run_steps(A.meta_pgd(pcfg, pc.steps, lr=pc.lr, p0=p0), prob, pc.steps, wd / "pgd",
+                    key=jax.random.fold_in(key, 1), chunk_size=config.chunk_size, progress=config.progress,
+                    desc="meta-pgd", config=fp)
+    extra["pgd_seconds"], extra["pgd_resumed_from_step"] = res.seconds, res.resumed_from
+    n_meta += pc.steps
+    t0 = time.time()
+    sets = A.sample_flip_sets(np.asarray(res.state.p), g.adj.toarray().astype(np.float32), cfg.budget,
+                              pc.samples, seed=config.seed)
+    names = ["top_b"] + [f"sample_{i}" for i in range(pc.samples)]
+    if init_flips is not None:
+        sets.append(init_flips)
+        names.append("init")
+    keys = jax.random.split(jax.random.fold_in(key, 2), pc.select_seeds)
+    best, proxy = A.select_flip_set(g.adj, sets, feats, self_labels, g.idx_train, g.idx_val, idx_un, keys,
+                                    g.num_classes, gcfg)
+    extra["selection_seconds"] = time.time() - t0
+    extra["candidates"] = [{"name": nm, "flips": int(len(f)), "proxy_acc": float(pv)}
+                           for nm, f, pv in zip(names, sets, proxy)]
+    extra["selected"] = names[best]
+    extra["init_flips"] = init_flips
+    return A.flips_to_adj(g.adj, sets[best]), n_meta, extra
 
 
 def run(config, workdir) -> dict:
@@ -61,6 +124,7 @@ def run(config, workdir) -> dict:
 
     t0 = time.time()
     n_meta, resumed_from, timed_flips, attack_seconds = 0, None, budget, None
+    extra = {}
     if config.attack.startswith(("meta", "a_meta")):
         idx_un = np.union1d(g.idx_val, g.idx_test)
         self_labels = A.self_training_labels(g.adj, feats, g.labels, g.idx_train, g.idx_val, k_sur,
@@ -71,14 +135,20 @@ def run(config, workdir) -> dict:
                                 lr=config.lr, momentum=config.momentum, lambda_=lam,
                                 first_order=config.attack.startswith("a_meta"),
                                 flips_per_step=config.flips_per_step, ll_constraint=config.ll_constraint)
-        res = A.run_metattack(prob, cfg, k_att, workdir=wd / "attack", progress=config.progress,
-                              chunk_size=config.chunk_size, config=config.to_dict(), full_result=True)
-        st, resumed_from = res.state, res.resumed_from
-        # on resume only the remaining steps were run (and timed) in this invocation
-        timed_flips = min(int(st.n_flips), (res.steps - (resumed_from or 0)) * cfg.flips_per_step)
-        attack_seconds = res.seconds
-        pert = A.state_to_adj(prob, st)
-        n_meta = int(np.ceil(int(st.n_flips) / cfg.flips_per_step))  # meta-gradients actually used (approx.)
+        if config.attack == "meta_pgd":
+            pert, n_meta, extra = _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, k_att, gcfg, wd)
+            attack_seconds = extra["greedy_seconds"] + extra["pgd_seconds"] + extra["selection_seconds"]
+            resumed_from = extra["pgd_resumed_from_step"]
+        else:
+            res = A.run_metattack(prob, cfg, k_att, workdir=wd / "attack", progress=config.progress,
+                                  chunk_size=config.chunk_size, config=_greedy_fingerprint(config),
+                                  full_result=True)
+            st, resumed_from = res.state, res.resumed_from
+            # on resume only the remaining steps were run (and timed) in this invocation
+            timed_flips = min(int(st.n_flips), (res.steps - (resumed_from or 0)) * cfg.flips_per_step)
+            attack_seconds = res.seconds
+            pert = A.state_to_adj(prob, st)
+            n_meta = int(np.ceil(int(st.n_flips) / cfg.flips_per_step))  # meta-gradients actually used (approx.)
     elif config.attack == "random":
         pert = A.flips_to_adj(g.adj, A.random_attack(g.adj, budget, seed=config.seed))
     else:
@@ -99,6 +169,10 @@ def run(config, workdir) -> dict:
         ref_info = A.check_perturbation(g.adj, ref, budget, allow_singletons=True)
     except (FileNotFoundError, ValueError):  # no Pro-GNN graph for this dataset / rate
         ref_info = None
+    acc_init = None
+    if extra.get("init_flips") is not None:  # Meta-PGD's warm start, evaluated for comparison only
+        acc_init = gcn_accuracy(A.flips_to_adj(g.adj, extra.pop("init_flips")), g, keys, gcfg, pad)
+    extra.pop("init_flips", None)
     results = {
         "dataset": config.dataset, "rate": config.rate, "attack": config.attack,
         "n_perturbations": info["n_flips"], "added": info["added"], "removed": info["removed"],
@@ -111,14 +185,21 @@ def run(config, workdir) -> dict:
         "reference": "Pro-GNN meta_adj (DeepRobust Metattack)" if acc_ref is not None else None,
         "reference_flips": ref_info,
     }
+    if config.attack == "meta_pgd":
+        results["meta_pgd"] = extra
+        results["test_acc_init"] = _stats(acc_init) if acc_init is not None else None
     reporting.write_json(wd / "results.json", results)
     rows = [{"graph": "clean", "test_acc": results["test_acc_clean"]},
             {"graph": f"ours ({config.attack})", "test_acc": results["test_acc_poisoned"]}]
     if acc_ref is not None:
         rows.insert(1, {"graph": "Pro-GNN (DeepRobust Metattack)", "test_acc": results["test_acc_reference"]})
+    if acc_init is not None:
+        rows.insert(-1, {"graph": f"warm start ({config.pgd.init})", "test_acc": results["test_acc_init"]})
     fig, ax = reporting.new_figure(figsize=(5, 3.2))
     ax.bar([r["graph"].split(" (")[0] for r in rows], [r["test_acc"]["mean"] for r in rows],
-           yerr=[r["test_acc"]["std"] for r in rows], color=["tab:gray", "tab:blue", "tab:red"][: len(rows)])
+           yerr=[r["test_acc"]["std"] for r in rows],
+           color=[{"clean": "tab:gray", "Pro-GNN": "tab:blue", "warm start": "tab:orange"}.get(
+               r["graph"].split(" (")[0], "tab:red") for r in rows])
     ax.set_ylabel("GCN test accuracy")
     ax.set_title(f"{config.dataset}, rate {config.rate:g} ({info['n_flips']} flips)")
     reporting.save_figure(fig, wd / "accuracy.png")
@@ -131,7 +212,12 @@ def run(config, workdir) -> dict:
         ("Test accuracy (mean ± std)", table),
         ("Time", f"{attack_seconds:.1f} s for the attack ({results['seconds_per_perturbation']:.2f} s per "
                  "perturbation, compilation included)."),
-    ], plots=["accuracy.png"])
+    ] + ([("Meta-PGD", f"Warm start `{config.pgd.init}`, {config.pgd.steps} PGD steps on the `{config.pgd.loss}` "
+                       f"loss, {config.pgd.samples} Bernoulli samples; selected `{extra['selected']}` by the "
+                       "attacker-side proxy (mean accuracy of GCNs trained on the candidate graph, against the "
+                       "self-training labels of unlabelled nodes; lower is stronger):\n\n"
+                       + reporting.markdown_table(extra["candidates"]))] if config.attack == "meta_pgd" else []),
+        plots=["accuracy.png"])
     print(reporting.text_table(rows))
     print(f"seconds/perturbation: {results['seconds_per_perturbation']:.3f}")
     return results

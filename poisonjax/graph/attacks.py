@@ -295,7 +295,8 @@ class MetaState(NamedTuple):
 
 class MetattackConfig(NamedTuple):
     """Static settings. DeepRobust defaults: hidden 16, ``T=100`` inner steps, lr 0.1, momentum 0.9
-    (exact); Adam lr 0.01 (``first_order``); ``lambda_=0`` (Meta-Self); LL constraint on."""
+    (exact); Adam lr 0.01 (``first_order``); ``lambda_=0`` (Meta-Self); LL constraint on; attack
+    loss ``"ce"`` (see :func:`attack_loss` for ``"tanh_margin"`` and ``"mce"``)."""
 
     budget: int
     num_classes: int
@@ -310,6 +311,7 @@ class MetattackConfig(NamedTuple):
     ll_constraint: bool = True
     ll_cutoff: float = 0.004
     remat: bool = False
+    loss: str = "ce"
 
 
 def make_meta_problem(adj: sp.spmatrix, features, labels, idx_train, idx_unlabeled,
@@ -381,12 +383,57 @@ def _wce(logits, labels, w):
 
 def meta_grad_hat(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key) -> tuple:
     r"""``(loss, dL/dÂ [N, N], s [N])`` -- the meta-gradient with respect to the normalised adjacency
-    (fast low-rank path; exact unrolled or first-order per ``cfg``); ``s`` = :math:`\tilde d^{-1/2}`."""
+    (fast low-rank path; exact unrolled or first-order per ``cfg``); ``s`` = :math:`\tilde d^{-1/2}`.
+    Â is applied through the sparse slots of ``state`` (clean edges, self-loops, flips)."""
+    n = prob.a_clean.shape[0]
+    rows, cols, vals, s = _sparse_norm_adj(prob, state)
+    loss, g_hat = _meta_grad_hat_core(prob, lambda m: _spmm(rows, cols, vals, m, n), cfg, key)
+    return loss, g_hat, s
+
+
+def meta_grad_hat_dense(prob: MetaProblem, a: jax.Array, cfg: MetattackConfig, key) -> tuple:
+    r"""As :func:`meta_grad_hat` for a dense, possibly *weighted* adjacency ``a`` ``[N, N]``
+    (:math:`\hat A = S(A+I)S`, :math:`S = \mathrm{diag}((1 + A\mathbf 1)^{-1/2})`): the relaxed
+    perturbations of :func:`meta_pgd`. Each product with Â costs :math:`O(N^2 C)`."""
+    n = a.shape[0]
+    s = jax.lax.rsqrt(1.0 + jnp.sum(a, 1))
+    a_hat = (a + jnp.eye(n, dtype=a.dtype)) * s[:, None] * s[None, :]
+    loss, g_hat = _meta_grad_hat_core(prob, lambda m: a_hat @ m, cfg, key)
+    return loss, g_hat, s
+
+
+ATTACK_LOSSES = ("ce", "tanh_margin", "mce")
+
+
+def attack_loss(logits, labels, w, kind: str = "ce"):
+    r"""The attacker's objective on the trained inner model's logits (to be *maximised*), weighted by
+    ``w`` ``[N]``:
+
+    * ``"ce"`` (Metattack): :math:`\sum_i w_i\,\mathrm{CE}(z_i, y_i)`;
+    * ``"tanh_margin"`` (Geisler et al., NeurIPS 2021): :math:`-\sum_i w_i \tanh(m_i)` with the
+      log-probability margin :math:`m_i = \log p_{i,y_i} - \max_{c \ne y_i} \log p_{i,c}` -- bounded,
+      so nodes that are already misclassified stop dominating the gradient;
+    * ``"mce"`` (masked CE, Geisler et al.): CE on the nodes still classified as :math:`y_i`
+      (the mask is not differentiated)."""
+    if kind == "ce":
+        return _wce(logits, labels, w)
+    lp = jax.nn.log_softmax(logits)
+    true = jnp.take_along_axis(lp, labels[:, None], 1)[:, 0]
+    if kind == "tanh_margin":
+        other = jnp.max(jnp.where(jax.nn.one_hot(labels, lp.shape[1], dtype=bool), -jnp.inf, lp), 1)
+        return -jnp.sum(w * jnp.tanh(true - other))
+    if kind == "mce":
+        correct = jax.lax.stop_gradient((jnp.argmax(logits, 1) == labels).astype(logits.dtype))
+        return -jnp.sum(w * correct * true)
+    raise PoisonJaxInputError(f"loss must be one of {ATTACK_LOSSES}, got {kind!r}")
+
+
+def _meta_grad_hat_core(prob: MetaProblem, spmm, cfg: MetattackConfig, key) -> tuple:
+    """``(loss, dL/dÂ)`` given ``spmm(m) = Â m`` (Â symmetric)."""
     n = prob.a_clean.shape[0]
     f = prob.x_dim.shape[0]
     h, c, T = cfg.hidden, cfg.num_classes, cfg.inner_steps
-    rows, cols, vals, s = _sparse_norm_adj(prob, state)
-    spmm = lambda m: _spmm(rows, cols, vals, m, n)
+    loss_kind = getattr(cfg, "loss", "ce")
     w1, w2 = _init_weights(key, f, h, c)
     onehot = jax.nn.one_hot(prob.labels, c)
     tw = prob.train_w[:, None]
@@ -419,7 +466,7 @@ def meta_grad_hat(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key
             y = _xmm(prob, W1 @ W2)
             p1 = spmm(y) + u[1][0]
             o = spmm(p1) + u[1][1]
-            return _wce(o, prob.labels, prob.attack_w), (ms, (y, p1))
+            return attack_loss(o, prob.labels, prob.attack_w, loss_kind), (ms, (y, p1))
 
         z = jnp.zeros((T, n, c))
         probes = ((z, z, z, z), (jnp.zeros((n, c)), jnp.zeros((n, c))))
@@ -430,7 +477,7 @@ def meta_grad_hat(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key
         M = jnp.concatenate([fl(ms[0]), fl(ms[1]), fl(ub[0][3]), fl(mf[0]), fl(mf[1])], 1)
         g_hat = U @ M.T
         g_hat = g_hat.at[prob.train_idx].add(fl(ms[2]) @ fl(ub[0][2]).T)
-        return loss, g_hat, s
+        return loss, g_hat
     else:
         opt = optax.adam(cfg.approx_lr)
 
@@ -447,7 +494,7 @@ def meta_grad_hat(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key
                 y = _xmm(prob, W1 @ W2)
                 p1 = spmm(y) + ut[0]
                 o = spmm(p1) + ut[1]
-                return (W, st), (_wce(o, prob.labels, prob.attack_w), (y, p1))
+                return (W, st), (attack_loss(o, prob.labels, prob.attack_w, loss_kind), (y, p1))
 
             W0 = (w1, w2)
             (_, _), (losses, ms) = jax.lax.scan(step, (W0, opt.init(W0)), u)
@@ -456,8 +503,7 @@ def meta_grad_hat(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key
         probes = (jnp.zeros((T, n, c)), jnp.zeros((T, n, c)))
         transposed = (False, False)
 
-    loss, g_hat = bilevel.low_rank_matmul_meta_grad(loss_with_probes, probes, transposed)
-    return loss, g_hat, s
+    return bilevel.low_rank_matmul_meta_grad(loss_with_probes, probes, transposed)
 
 
 def adj_grad_from_hat(g_hat, a, s):
@@ -552,6 +598,116 @@ def run_metattack(prob: MetaProblem, cfg: MetattackConfig, key, workdir=None, pr
     return res if full_result else res.state
 
 
+class MetaPGDState(NamedTuple):
+    """``p`` ``[N, N]`` relaxed flips in [0, 1] (upper triangle of allowed pairs); ``t`` step count;
+    ``key``; ``loss`` (attack loss at ``p`` before the last update)."""
+
+    p: jax.Array
+    t: jax.Array
+    key: jax.Array
+    loss: jax.Array
+
+
+def relaxed_adj(a_clean: jax.Array, p: jax.Array) -> jax.Array:
+    r""":math:`A(p) = A + (1 - 2A)\odot(p + p^\top)` for upper-triangular ``p`` ``[N, N]``."""
+    return a_clean + (1.0 - 2.0 * a_clean) * (p + p.T)
+
+
+def meta_pgd(cfg: MetattackConfig, steps: int, lr: float = 1.0, p0: Optional[jax.Array] = None) -> AttackOptimizer:
+    r"""Meta-PGD (Mujkanovic et al., "Are Defenses for Graph Neural Networks Robust?", NeurIPS 2022):
+    the PGD topology attack of Xu et al. (2019) driven by Metattack's meta-gradient, i.e. projected
+    gradient ascent on the relaxed bilevel problem
+
+    .. math::
+        \max_{p \in \mathcal P} \mathcal L_{atk}\big(\theta^*(A(p)), A(p)\big), \quad
+        \theta^* = \text{T unrolled training steps on } A(p), \quad
+        \mathcal P = \{0 \le p \le 1,\ \textstyle\sum p \le B\},
+
+    with :math:`A(p)` from :func:`relaxed_adj`. Step :math:`t`:
+    :math:`p \leftarrow \Pi_{\mathcal P}\big(p + \eta_t\, \nabla_p / \lVert\nabla_p\rVert_2\big)`,
+    :math:`\eta_t = \text{lr}\sqrt{B / (t+1)}` (the feasible set has diameter about
+    :math:`\sqrt{2B}`), :math:`\nabla_p = (g + g^\top)\odot(1-2A)` restricted to allowed pairs with
+    :math:`g` the meta-gradient of :func:`meta_grad_hat_dense` (exact or first-order per ``cfg``,
+    attack loss ``cfg.loss``; a fresh inner initialisation each step). ``p0`` warm-starts from a
+    discrete solution (e.g. greedy Metattack's flips, as Mujkanovic et al. suggest); turn ``p`` into
+    flips with :func:`sample_flip_sets`. Dense: :math:`O(T N^2 C)` per step and an ``[N, N]`` state."""
+    check_positive_int("steps", steps)
+    if not lr > 0:
+        raise PoisonJaxInputError(f"lr must be > 0, got {lr!r}")
+    budget = float(cfg.budget)
+
+    def init(key, prob) -> MetaPGDState:
+        p = jnp.zeros_like(prob.a_clean) if p0 is None else jnp.asarray(p0, jnp.float32) * prob.allowed
+        return MetaPGDState(p=p, t=jnp.int32(0), key=key, loss=jnp.float32(0.0))
+
+    def step(state: MetaPGDState, prob) -> MetaPGDState:
+        from poisonjax.core.projections import project_capped_simplex
+        key, sub = jax.random.split(state.key)
+        allowed = prob.allowed.astype(jnp.float32)
+        a = relaxed_adj(prob.a_clean, state.p)
+        loss, g_hat, s = meta_grad_hat_dense(prob, a, cfg, sub)
+        g = adj_grad_from_hat(g_hat, a, s)
+        gp = (g + g.T) * (1.0 - 2.0 * prob.a_clean) * allowed
+        eta = lr * jnp.sqrt(budget / (state.t.astype(jnp.float32) + 1.0))
+        p = state.p + eta * gp / (jnp.linalg.norm(gp) + 1e-12)
+        p = project_capped_simplex(p * allowed, budget) * allowed
+        return MetaPGDState(p=p, t=state.t + 1, key=key, loss=loss.astype(jnp.float32))
+
+    def metrics(state, prob):
+        return {"attack_loss": state.loss, "mass": jnp.sum(state.p)}
+
+    return AttackOptimizer(init, step, metrics)
+
+
+def flips_to_mask(n: int, flips: np.ndarray) -> np.ndarray:
+    """Upper-triangular 0/1 ``[N, N]`` mask of ``flips`` ``[K, 2]``."""
+    m = np.zeros((n, n), np.float32)
+    f = np.asarray(flips, np.int64).reshape(-1, 2)
+    m[np.minimum(f[:, 0], f[:, 1]), np.maximum(f[:, 0], f[:, 1])] = 1.0
+    return m
+
+
+def sample_flip_sets(p: np.ndarray, a_clean: np.ndarray, budget: int, samples: int, seed: int = 0) -> list:
+    r"""Discrete flip sets ``[<=B, 2]`` from relaxed flips ``p`` (upper triangle): the top-``B``
+    entries of ``p``, then ``samples`` draws :math:`m \sim \mathrm{Bernoulli}(p)` (a draw with more
+    than ``B`` flips keeps its ``B`` most probable ones). Removals that would leave a node without
+    edges are dropped (:func:`_drop_singleton_flips`), so every set is valid."""
+    p = np.asarray(p, np.float64)
+    iu = np.argwhere(p > 0)
+    w = p[iu[:, 0], iu[:, 1]]
+    order = np.argsort(-w, kind="stable")
+    out = [_drop_singleton_flips(a_clean, iu[order[:budget]])]
+    rng = np.random.default_rng(seed)
+    for _ in range(samples):
+        hit = rng.random(w.shape[0]) < w
+        idx = np.flatnonzero(hit)
+        idx = idx[np.argsort(-w[idx], kind="stable")][:budget]
+        out.append(_drop_singleton_flips(a_clean, iu[idx]))
+    return out
+
+
+def select_flip_set(adj: sp.spmatrix, flip_sets: list, features, self_labels, idx_train, idx_val, idx_unlabeled,
+                    keys, num_classes: int, gcn_cfg=None) -> tuple:
+    r"""Attacker-side choice among candidate flip sets (e.g. from :func:`sample_flip_sets`): poison
+    ``adj`` with each set, train ``len(keys)`` GCNs on it (``gcn_cfg``, the attacker's guess of the
+    victim's training; labels = ``self_labels``, true on ``idx_train``) and estimate the victim's
+    accuracy as the mean agreement with the self-training labels on ``idx_unlabeled``,
+
+    .. math:: \hat a(F) = \frac{1}{K|U|}\sum_k \sum_{i \in U} [\hat y^{(k)}_i(A \oplus F) = y^{self}_i].
+
+    Returns ``(best, proxy)``: the index of the set with the lowest :math:`\hat a` and ``proxy``
+    ``[len(flip_sets)]``. No test label is used."""
+    from poisonjax.graph import models
+    if not flip_sets:
+        raise PoisonJaxInputError("flip_sets must hold at least one candidate flip set, got none")
+    cfg = gcn_cfg if gcn_cfg is not None else models.GCNConfig()
+    x = models.scipy_to_bcoo(sp.csr_matrix(features, dtype=np.float32))
+    pad = int(adj.nnz + adj.shape[0] + 2 * max(len(f) for f in flip_sets))
+    proxy = np.array([models.gcn_accuracy_on(flips_to_adj(adj, f), x, self_labels, idx_train, idx_val, idx_unlabeled,
+                                             keys, num_classes, cfg, pad).mean() for f in flip_sets])
+    return int(np.argmin(proxy)), proxy
+
+
 def state_to_adj(prob: MetaProblem, state: MetaState) -> sp.csr_matrix:
     """The perturbed adjacency of a :class:`MetaState` as scipy CSR."""
     a = sp.csr_matrix(np.asarray(state.a))
@@ -580,7 +736,7 @@ def meta_grad_dense(prob: MetaProblem, a: jax.Array, cfg: MetattackConfig, key, 
         return ah @ ((jax.nn.relu(h) if relu else h) @ W[1])
 
     inner = lambda W, a_, k: _wce(logits(W, a_), prob.labels, prob.train_w)
-    outer = lambda W, a_: _wce(logits(W, a_), prob.labels, prob.attack_w)
+    outer = lambda W, a_: attack_loss(logits(W, a_), prob.labels, prob.attack_w, cfg.loss)
     if cfg.first_order:
         return bilevel.first_order_meta_grad(outer, inner, w, a, optax.adam(cfg.approx_lr), cfg.inner_steps)
     return bilevel.unrolled_meta_grad(outer, inner, w, a, bilevel.sgd_momentum(cfg.lr, cfg.momentum),

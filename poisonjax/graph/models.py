@@ -308,3 +308,21 @@ def _gcn_acc_fn(num_classes, cfg):
             return jnp.mean(pred == labels[idx_test])
         return jax.vmap(one)(keys)
     return jax.jit(acc)
+
+
+def padded_norm_adj(adj: sp.spmatrix, pad_nnz: int = 0) -> jsparse.BCOO:
+    r""":math:`\hat A = \tilde D^{-1/2}(A+I)\tilde D^{-1/2}` as BCOO, padded with zero entries to
+    ``pad_nnz`` stored entries so that graphs with different edge counts share one compiled program."""
+    b = normalize_adj_sparse(adj)
+    nnz = b.data.shape[0]
+    pad = max(int(pad_nnz), nnz)
+    return jsparse.BCOO((jnp.concatenate([b.data, jnp.zeros(pad - nnz, b.data.dtype)]),
+                         jnp.concatenate([b.indices, jnp.zeros((pad - nnz, 2), b.indices.dtype)])), shape=b.shape)
+
+
+def gcn_accuracy_on(adj: sp.spmatrix, x, labels, idx_train, idx_val, idx_test, keys, num_classes: int,
+                    cfg: GCNConfig = GCNConfig(), pad_nnz: int = 0) -> np.ndarray:
+    """:func:`gcn_test_accuracy` ``[K]`` on a scipy adjacency (normalised and padded by
+    :func:`padded_norm_adj`); ``x`` dense or BCOO features."""
+    return np.asarray(gcn_test_accuracy(padded_norm_adj(adj, pad_nnz), x, labels, idx_train, idx_val, idx_test,
+                                        keys, num_classes, cfg))
