@@ -68,7 +68,7 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
                               chunk_size=config.chunk_size, config=_greedy_fingerprint(config), full_result=True)
         init_flips = A.diff_flips(g.adj, A.state_to_adj(prob, res.state))
         extra["greedy_seconds"], extra["greedy_resumed_from_step"] = res.seconds, res.resumed_from
-        n_meta = int(res.state.n_flips)
+        n_meta = int(np.ceil(int(res.state.n_flips) / cfg.flips_per_step))
     elif pc.init != "none":
         path = Path(pc.init).expanduser()
         if not path.is_file():
