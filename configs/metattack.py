@@ -54,7 +54,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     # attack="meta_pgd" (Meta-PGD, Mujkanovic et al. 2022): PGD on relaxed flips driven by the meta-gradient
     c.pgd = ml_collections.ConfigDict(dict(
         init="meta_self",      # warm start: "meta_self" (greedy run first), "none", or a perturbed_adj.npz path
-        steps=60, lr=1.0,      # PGD steps; step norm lr * sqrt(budget / (t + 1)) along the unit gradient
+        steps=80, lr=2.0,      # PGD steps; step norm lr * sqrt(budget / (t + 1)) along the unit gradient
         loss="tanh_margin",    # ce | tanh_margin | mce (attack loss of the PGD stage)
         samples=20,            # Bernoulli draws from the relaxed flips (plus top-B and the warm start)
         select_seeds=3))       # GCN seeds of the attacker-side selection proxy

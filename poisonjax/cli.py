@@ -6,6 +6,7 @@ Studies are pairs ``configs/<study>.py`` (``get_config(variant)``) and ``experim
 from __future__ import annotations
 
 import argparse
+import textwrap
 import ast
 import importlib
 import itertools
@@ -340,12 +341,48 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def study_help(parser, argv) -> int:
+    """``poisonjax run <study> --help``: the command's help, then the study's config documentation
+    and every config key with its default for the chosen variant (``--variant``)."""
+    cmd, study = argv[0], argv[1]
+    variant = "quick"
+    for i, a in enumerate(argv):
+        if a == "--variant" and i + 1 < len(argv):
+            variant = argv[i + 1]
+        elif a.startswith("--variant="):
+            variant = a.split("=", 1)[1]
+    sub = parser._subparsers._group_actions[0].choices[cmd]
+    sub.print_help()
+    cfg_mod, _ = _import_study(study)
+    print(f"\nstudy {study!r}:\n")
+    print(textwrap.indent(textwrap.dedent(cfg_mod.__doc__ or "").strip(), "  "))
+    try:
+        config = cfg_mod.get_config(variant)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    print(f"\nconfig keys of variant {variant!r} (override with --config.<key>=<value>):\n")
+
+    def walk(c, prefix):
+        for k in sorted(c.keys()):
+            v = c[k]
+            if hasattr(v, "keys"):
+                walk(v, f"{prefix}{k}.")
+            else:
+                print(f"  {prefix}{k} = {v!r}")
+    walk(config, "")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``poisonjax`` console script."""
     import signal
     if hasattr(signal, "SIGPIPE"):  # `poisonjax list | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] in ("run", "sweep") and any(a in ("-h", "--help") for a in argv) \
+            and argv[1] in available_studies():
+        return study_help(parser, argv)
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()

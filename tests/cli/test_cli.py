@@ -20,6 +20,15 @@ def test_help_and_errors(capsys):
         cli.main(["run", "badnets", "--config.rate=high"])
 
 
+def test_study_help_lists_config_keys(capsys):
+    assert cli.main(["run", "metattack", "--variant", "paper", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--config." in out and "Meta-PGD" in out  # command help, then the study's documentation
+    assert "  pgd.steps = 80" in out and "  flips_per_step = 1" in out  # paper variant's defaults
+    with pytest.raises(SystemExit, match="unknown variant"):
+        cli.main(["run", "metattack", "--variant=huge", "--help"])
+
+
 def test_overrides_parse_types():
     c = cli.build_config("badnets", "quick", [("rate", "0.2"), ("num_victims", "3"), ("attacks", "none,badnets"),
                                               ("train.epochs", "5")])

@@ -201,26 +201,23 @@ def test_meta_pgd_study_resumes_and_reports(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="open target of issue 3: Pro-GNN's released graphs are ~1 point "
-                   "stronger than DeepRobust 0.2.11's Metattack (and ours, which equals it) at 5%")
-def test_metattack_cora_5pct_as_strong_as_prognn(tmp_path):
-    """The issue's target on real data: Meta-Self (one flip per meta-gradient, Pro-GNN's settings) on
-    Cora at 5% lowers GCN accuracy at least as much as Pro-GNN's DeepRobust-made graph, under the same
-    split and GCN training (5 seeds). The two attacks are the same algorithm (our meta-gradient equals
-    DeepRobust's to 1e-8 on Cora, at the clean graph and at Pro-GNN's 20% graph), so the comparison is
-    up to the attack's own randomness: the tolerance is one seed-std of the evaluation. Measured:
-    ours 0.785 ± 0.004 with DeepRobust's surrogate training (0.776 ± 0.009 with weight decay on the
-    surrogate and Glorot-initialised evaluation GCNs), Pro-GNN 0.774 ± 0.004, clean 0.837: a fail by
-    0.007, hence xfail (not strict) while the issue's target is open. About 5 minutes on 2 free cores."""
+def test_meta_pgd_cora_5pct_as_strong_as_prognn(tmp_path):
+    """The issue's target on real data: our attack on Cora at 5% lowers GCN accuracy at least as much
+    as Pro-GNN's DeepRobust-made Metattack graph, under the same split and GCN training (5 seeds).
+    Greedy Meta-Self alone (the same algorithm as DeepRobust's; our meta-gradient equals theirs to
+    1e-8) gives 0.785 ± 0.004 against Pro-GNN's 0.774 ± 0.004, so the study's ``meta_pgd`` attack
+    (Meta-PGD warm-started from it, attacker-side selection) is what meets the target; its warm start
+    is reported too and must be weaker. About 12 minutes on 2 free cores."""
     from configs.metattack import get_config
     from experiments.metattack import run
     c = get_config("paper")
-    c.rate, c.progress = 0.05, False
+    c.attack, c.rate, c.progress = "meta_pgd", 0.05, False
     r = run(c, tmp_path)
-    ours, ref, clean = r["test_acc_poisoned"], r["test_acc_reference"], r["test_acc_clean"]
-    assert r["n_perturbations"] == 253
-    assert ours["mean"] < clean["mean"] - 0.04, (ours, clean)
-    assert ours["mean"] <= ref["mean"] + max(ref["std"], ours["std"]), (ours, ref)
+    ours, ref, clean, init = r["test_acc_poisoned"], r["test_acc_reference"], r["test_acc_clean"], r["test_acc_init"]
+    assert r["n_perturbations"] <= 253
+    assert ours["mean"] < clean["mean"] - 0.05, (ours, clean)
+    assert ours["mean"] <= ref["mean"], (ours, ref)
+    assert ours["mean"] < init["mean"], (ours, init)
 
 
 def test_gcn_deeprobust_init():
