@@ -5,6 +5,13 @@
 ``seconds_per_perturbation``), ``perturbed_adj.npz`` (``scipy.sparse.save_npz``), ``accuracy.png``
 and ``report.md``. The greedy loop runs through ``poisonjax.core.runner.run`` in ``workdir/attack``
 (checkpointed; re-running the same command resumes).
+
+``attack="meta_pgd"`` adds a Meta-PGD stage (:func:`poisonjax.graph.attacks.meta_pgd`, checkpointed in
+``workdir/pgd``) after the greedy warm start, then samples candidate flip sets and keeps the one an
+attacker-side proxy rates strongest (no test labels). ``results.json`` then also has ``test_acc_init``
+(the warm start, evaluated like the others) and ``meta_pgd`` (per-stage seconds, every candidate's
+proxy accuracy, the selected one). When ``pgd.init`` is a file, ``attack_seconds`` excludes the time
+that made it.
 """
 from __future__ import annotations
 
