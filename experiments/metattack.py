@@ -7,11 +7,13 @@ and ``report.md``. The greedy loop runs through ``poisonjax.core.runner.run`` in
 (checkpointed; re-running the same command resumes).
 
 ``attack="meta_pgd"`` adds a Meta-PGD stage (:func:`poisonjax.graph.attacks.meta_pgd`, checkpointed in
-``workdir/pgd``) after the greedy warm start, then samples candidate flip sets and keeps the one an
+``workdir/pgd-<hash of the PGD settings>``, so other PGD settings reuse the greedy stage) after the
+greedy warm start, then samples candidate flip sets and keeps the one an
 attacker-side proxy rates strongest (no test labels). ``results.json`` then also has ``test_acc_init``
 (the warm start, evaluated like the others) and ``meta_pgd`` (per-stage seconds, every candidate's
-proxy accuracy, the selected one). When ``pgd.init`` is a file, ``attack_seconds`` excludes the time
-that made it.
+proxy accuracy, the selected one), and ``warm_start_adj.npz`` holds the greedy graph: pass it as
+``--config.pgd.init`` to try other PGD settings in a new workdir without rerunning greedy. When
+``pgd.init`` is a file, ``attack_seconds`` excludes the time that made it.
 """
 from __future__ import annotations
 
@@ -56,9 +58,9 @@ def _greedy_fingerprint(config) -> dict:
 
 def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     """Meta-PGD stage: warm start (greedy Meta-Self in ``wd/attack``, a given ``perturbed_adj.npz``, or
-    none), ``config.pgd.steps`` PGD steps in ``wd/pgd`` (checkpointed), then Bernoulli sampling and the
+    none), ``config.pgd.steps`` PGD steps in ``wd/pgd-<hash>`` (checkpointed), then Bernoulli sampling and the
     attacker-side selection of :func:`poisonjax.graph.attacks.select_flip_set`."""
-    from poisonjax.core.runner import run as run_steps
+    from poisonjax.core.runner import config_fingerprint, run as run_steps
     from configs.metattack import PGD_LOSSES
     from poisonjax.core.validation import check_positive_int
     pc = config.pgd
@@ -73,7 +75,9 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     if pc.init == "meta_self":
         res = A.run_metattack(prob, cfg, key, workdir=wd / "attack", progress=config.progress,
                               chunk_size=config.chunk_size, config=_greedy_fingerprint(config), full_result=True)
-        init_flips = A.diff_flips(g.adj, A.state_to_adj(prob, res.state))
+        warm = A.state_to_adj(prob, res.state)
+        sp.save_npz(wd / "warm_start_adj.npz", sp.csr_matrix(warm, dtype=np.float32))  # reusable as pgd.init
+        init_flips = A.diff_flips(g.adj, warm)
         extra["greedy_seconds"], extra["greedy_resumed_from_step"] = res.seconds, res.resumed_from
         n_meta = int(np.ceil(int(res.state.n_flips) / cfg.flips_per_step))
     elif pc.init != "none":
@@ -90,7 +94,10 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     p0 = A.flips_to_mask(n, init_flips) if init_flips is not None else None
     pcfg = cfg._replace(loss=pc.loss)
     fp = {"greedy": _greedy_fingerprint(config), "pgd": pc.to_dict()}
-    res = run_steps(A.meta_pgd(pcfg, pc.steps, lr=pc.lr, p0=p0), prob, pc.steps, wd / "pgd",
+    # one PGD folder per PGD config, so that PGD settings can be swept on one greedy warm start
+    pgd_dir = wd / f"pgd-{config_fingerprint(fp)[:8]}"
+    extra["pgd_dir"] = pgd_dir.name
+    res = run_steps(A.meta_pgd(pcfg, pc.steps, lr=pc.lr, p0=p0), prob, pc.steps, pgd_dir,
                     key=jax.random.fold_in(key, 1), chunk_size=config.chunk_size, progress=config.progress,
                     desc="meta-pgd", config=fp)
     extra["pgd_seconds"], extra["pgd_resumed_from_step"] = res.seconds, res.resumed_from

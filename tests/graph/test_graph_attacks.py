@@ -192,6 +192,13 @@ def test_meta_pgd_study_resumes_and_reports(tmp_path):
     r2 = run(c, tmp_path)
     assert r2["meta_pgd"]["pgd_resumed_from_step"] == 3 and r2["meta_pgd"]["greedy_resumed_from_step"] == 3
     assert (sp.load_npz(tmp_path / "perturbed_adj.npz") != adj1).nnz == 0
+    c.pgd.steps = 2  # other PGD settings: a new PGD folder, the greedy stage is reused
+    r3 = run(c, tmp_path)
+    assert r3["meta_pgd"]["pgd_resumed_from_step"] is None and r3["meta_pgd"]["greedy_resumed_from_step"] == 3
+    assert r3["meta_pgd"]["pgd_dir"] != r2["meta_pgd"]["pgd_dir"]
+    c.pgd.init = str(tmp_path / "warm_start_adj.npz")  # the saved greedy graph as a warm start elsewhere
+    r4 = run(c, tmp_path / "from_file")
+    assert r4["test_acc_init"] == r3["test_acc_init"] and r4["meta_pgd"]["greedy_seconds"] == 0.0
     c.pgd.init = str(tmp_path / "missing.npz")
     with pytest.raises(FileNotFoundError, match="pgd.init"):
         run(c, tmp_path / "other")
