@@ -433,7 +433,7 @@ def _meta_grad_hat_core(prob: MetaProblem, spmm, cfg: MetattackConfig, key) -> t
     n = prob.a_clean.shape[0]
     f = prob.x_dim.shape[0]
     h, c, T = cfg.hidden, cfg.num_classes, cfg.inner_steps
-    loss_kind = getattr(cfg, "loss", "ce")
+    loss_kind = cfg.loss
     w1, w2 = _init_weights(key, f, h, c)
     onehot = jax.nn.one_hot(prob.labels, c)
     tw = prob.train_w[:, None]
@@ -613,6 +613,17 @@ def relaxed_adj(a_clean: jax.Array, p: jax.Array) -> jax.Array:
     return a_clean + (1.0 - 2.0 * a_clean) * (p + p.T)
 
 
+def pgd_ascent_step(p: jax.Array, grad: jax.Array, eta, allowed: jax.Array, budget) -> jax.Array:
+    r"""One projected ascent step on relaxed flips:
+    :math:`p \leftarrow \Pi\big(p + \eta\, \nabla / \lVert\nabla\rVert_2\big)`, where :math:`\Pi` projects
+    onto :math:`\{0 \le p \le 1, \sum p \le B\}` (:func:`~poisonjax.core.projections.project_capped_simplex`)
+    and ``allowed`` ``[N, N]`` (0/1) masks both the gradient and the result."""
+    from poisonjax.core.projections import project_capped_simplex
+    g = grad * allowed
+    p = p + eta * g / (jnp.linalg.norm(g) + 1e-12)
+    return project_capped_simplex(p * allowed, budget) * allowed
+
+
 def meta_pgd(cfg: MetattackConfig, steps: int, lr: float = 2.0, p0: Optional[jax.Array] = None) -> AttackOptimizer:
     r"""Meta-PGD (Mujkanovic et al., "Are Defenses for Graph Neural Networks Robust?", NeurIPS 2022):
     the PGD topology attack of Xu et al. (2019) driven by Metattack's meta-gradient, i.e. projected
@@ -646,7 +657,6 @@ def meta_pgd(cfg: MetattackConfig, steps: int, lr: float = 2.0, p0: Optional[jax
         return MetaPGDState(p=p, t=jnp.int32(0), key=key, loss=jnp.float32(0.0))
 
     def step(state: MetaPGDState, prob) -> MetaPGDState:
-        from poisonjax.core.projections import project_capped_simplex
         key, sub = jax.random.split(state.key)
         allowed = prob.allowed.astype(jnp.float32)
         a = relaxed_adj(prob.a_clean, state.p)
@@ -654,8 +664,7 @@ def meta_pgd(cfg: MetattackConfig, steps: int, lr: float = 2.0, p0: Optional[jax
         g = adj_grad_from_hat(g_hat, a, s)
         gp = (g + g.T) * (1.0 - 2.0 * prob.a_clean) * allowed
         eta = lr * jnp.sqrt(budget / (state.t.astype(jnp.float32) + 1.0))
-        p = state.p + eta * gp / (jnp.linalg.norm(gp) + 1e-12)
-        p = project_capped_simplex(p * allowed, budget) * allowed
+        p = pgd_ascent_step(state.p, gp, eta, allowed, budget)
         return MetaPGDState(p=p, t=state.t + 1, key=key, loss=loss.astype(jnp.float32))
 
     def metrics(state, prob):
@@ -847,21 +856,16 @@ def pgd_attack(loss_fn, a_clean: jax.Array, allowed: jax.Array, budget: int, key
 
     Simplified: the loss is evaluated on a fixed (surrogate) model, i.e. an evasion-style objective
     on the poisoned graph, as in the paper's "fixed victim" setting; no re-training inside the loop."""
-    from poisonjax.core.projections import project_capped_simplex
     allowed = allowed.astype(jnp.float32)
 
     def a_of(p):
-        pu = p * allowed
-        return a_clean + (1.0 - 2.0 * a_clean) * (pu + pu.T)
+        return relaxed_adj(a_clean, p * allowed)
 
     grad = jax.jit(jax.grad(lambda p: loss_fn(a_of(p))))
 
     @jax.jit
     def update(p, t):
-        g = grad(p) * allowed
-        g = g / (jnp.linalg.norm(g) + 1e-12)
-        p = p + lr * budget / jnp.sqrt(t + 1.0) * g
-        return project_capped_simplex(p * allowed, budget) * allowed
+        return pgd_ascent_step(p, grad(p), lr * budget / jnp.sqrt(t + 1.0), allowed, budget)
 
     p = jnp.zeros_like(a_clean)
     for t in range(steps):
