@@ -29,7 +29,6 @@ from poisonjax.core.validation import check_choice
 
 VARIANTS = ("quick", "paper")
 ATTACKS = ("meta_self", "meta_train", "a_meta_self", "a_meta_train", "meta_pgd", "random", "dice")
-PGD_LOSSES = ("ce", "tanh_margin", "mce")
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:

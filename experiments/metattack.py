@@ -56,25 +56,29 @@ def _greedy_fingerprint(config) -> dict:
     return fp
 
 
+def _run_greedy(config, prob, cfg, key, wd):
+    """The greedy Metattack stage, checkpointed in ``wd/attack`` (a :class:`~poisonjax.core.runner.RunResult`)."""
+    return A.run_metattack(prob, cfg, key, workdir=wd / "attack", progress=config.progress,
+                           chunk_size=config.chunk_size, config=_greedy_fingerprint(config), full_result=True)
+
+
 def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     """Meta-PGD stage: warm start (greedy Meta-Self in ``wd/attack``, a given ``perturbed_adj.npz``, or
     none), ``config.pgd.steps`` PGD steps in ``wd/pgd-<hash>`` (checkpointed), then Bernoulli sampling and the
     attacker-side selection of :func:`poisonjax.graph.attacks.select_flip_set`."""
     from poisonjax.core.runner import config_fingerprint, run as run_steps
-    from configs.metattack import PGD_LOSSES
     from poisonjax.core.validation import check_positive_int
     pc = config.pgd
-    check_choice("pgd.loss", pc.loss, PGD_LOSSES)
+    # checked before the (long) greedy stage, with the config's key names
+    check_choice("pgd.loss", pc.loss, A.ATTACK_LOSSES)
     check_positive_int("pgd.steps", pc.steps)
+    check_positive_int("pgd.samples", pc.samples, minimum=0)
     check_positive_int("pgd.select_seeds", pc.select_seeds)
-    if not (isinstance(pc.samples, int) and pc.samples >= 0):
-        raise ValueError(f"pgd.samples must be an integer >= 0, got {pc.samples!r}")
     n = g.num_nodes
     extra = {"greedy_seconds": 0.0, "init": pc.init}
     init_flips, n_meta = None, 0
     if pc.init == "meta_self":
-        res = A.run_metattack(prob, cfg, key, workdir=wd / "attack", progress=config.progress,
-                              chunk_size=config.chunk_size, config=_greedy_fingerprint(config), full_result=True)
+        res = _run_greedy(config, prob, cfg, key, wd)
         warm = A.state_to_adj(prob, res.state)
         sp.save_npz(wd / "warm_start_adj.npz", sp.csr_matrix(warm, dtype=np.float32))  # reusable as pgd.init
         init_flips = A.diff_flips(g.adj, warm)
@@ -116,8 +120,7 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     extra["candidates"] = [{"name": nm, "flips": int(len(f)), "proxy_acc": float(pv)}
                            for nm, f, pv in zip(names, sets, proxy)]
     extra["selected"] = names[best]
-    extra["init_flips"] = init_flips
-    return A.flips_to_adj(g.adj, sets[best]), n_meta, extra
+    return A.flips_to_adj(g.adj, sets[best]), init_flips, n_meta, extra
 
 
 def run(config, workdir) -> dict:
@@ -138,7 +141,7 @@ def run(config, workdir) -> dict:
 
     t0 = time.time()
     n_meta, resumed_from, timed_flips, attack_seconds = 0, None, budget, None
-    extra = {}
+    extra, init_flips = {}, None
     if config.attack.startswith(("meta", "a_meta")):
         idx_un = np.union1d(g.idx_val, g.idx_test)
         self_labels = A.self_training_labels(g.adj, feats, g.labels, g.idx_train, g.idx_val, k_sur,
@@ -150,13 +153,11 @@ def run(config, workdir) -> dict:
                                 first_order=config.attack.startswith("a_meta"),
                                 flips_per_step=config.flips_per_step, ll_constraint=config.ll_constraint)
         if config.attack == "meta_pgd":
-            pert, n_meta, extra = _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, k_att, gcfg, wd)
+            pert, init_flips, n_meta, extra = _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, k_att, gcfg, wd)
             attack_seconds = extra["greedy_seconds"] + extra["pgd_seconds"] + extra["selection_seconds"]
             resumed_from = extra["pgd_resumed_from_step"]
         else:
-            res = A.run_metattack(prob, cfg, k_att, workdir=wd / "attack", progress=config.progress,
-                                  chunk_size=config.chunk_size, config=_greedy_fingerprint(config),
-                                  full_result=True)
+            res = _run_greedy(config, prob, cfg, k_att, wd)
             st, resumed_from = res.state, res.resumed_from
             # on resume only the remaining steps were run (and timed) in this invocation
             timed_flips = min(int(st.n_flips), (res.steps - (resumed_from or 0)) * cfg.flips_per_step)
@@ -184,9 +185,8 @@ def run(config, workdir) -> dict:
     except (FileNotFoundError, ValueError):  # no Pro-GNN graph for this dataset / rate
         ref_info = None
     acc_init = None
-    if extra.get("init_flips") is not None:  # Meta-PGD's warm start, evaluated for comparison only
-        acc_init = gcn_accuracy(A.flips_to_adj(g.adj, extra.pop("init_flips")), g, keys, gcfg, pad)
-    extra.pop("init_flips", None)
+    if init_flips is not None:  # Meta-PGD's warm start, evaluated for comparison only
+        acc_init = gcn_accuracy(A.flips_to_adj(g.adj, init_flips), g, keys, gcfg, pad)
     results = {
         "dataset": config.dataset, "rate": config.rate, "attack": config.attack,
         "n_perturbations": info["n_flips"], "added": info["added"], "removed": info["removed"],

@@ -6,13 +6,13 @@ Studies are pairs ``configs/<study>.py`` (``get_config(variant)``) and ``experim
 from __future__ import annotations
 
 import argparse
-import textwrap
 import ast
 import importlib
 import itertools
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -338,6 +338,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", action="append", help="key=v1,v2,... (repeatable); default: the config's sweep()")
     rp = sub.add_parser("report", help="render report.md with PNG plots from a finished run's workdir")
     rp.add_argument("workdir")
+    p.subcommands = {"run": r, "list": l, "sweep": s, "report": rp}  # for per-study --help
     return p
 
 
@@ -351,8 +352,7 @@ def study_help(parser, argv) -> int:
             variant = argv[i + 1]
         elif a.startswith("--variant="):
             variant = a.split("=", 1)[1]
-    sub = parser._subparsers._group_actions[0].choices[cmd]
-    sub.print_help()
+    parser.subcommands[cmd].print_help()
     cfg_mod, _ = _import_study(study)
     print(f"\nstudy {study!r}:\n")
     print(textwrap.indent(textwrap.dedent(cfg_mod.__doc__ or "").strip(), "  "))

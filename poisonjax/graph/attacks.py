@@ -39,7 +39,7 @@ import scipy.sparse as sp
 
 from poisonjax.core import bilevel
 from poisonjax.core.types import AttackOptimizer
-from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
+from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_positive_int
 from poisonjax.graph.models import _fan_out_uniform, normalize_adj
 
 
@@ -574,6 +574,7 @@ def metattack(cfg: MetattackConfig) -> AttackOptimizer:
     ``cfg.flips_per_step`` pairs; run it for :func:`num_steps` steps (e.g. with
     :func:`poisonjax.core.runner.run`)."""
     check_positive_int("inner_steps", cfg.inner_steps)
+    check_choice("loss", cfg.loss, ATTACK_LOSSES)
     return greedy_flip_optimizer(lambda prob, st, key: meta_score(prob, st, cfg, key), cfg.budget,
                                  cfg.flips_per_step, cfg.ll_constraint, cfg.ll_cutoff)
 
@@ -648,6 +649,8 @@ def meta_pgd(cfg: MetattackConfig, steps: int, lr: float = 2.0, p0: Optional[jax
     library's choices, tuned on Cora (``lr`` 0.5 / 1 / 2 at 20%: 2 was strongest), not the authors'
     published hyperparameters."""
     check_positive_int("steps", steps)
+    check_positive_int("inner_steps", cfg.inner_steps)
+    check_choice("loss", cfg.loss, ATTACK_LOSSES)
     if not lr > 0:
         raise PoisonJaxInputError(f"lr must be > 0, got {lr!r}")
     budget = float(cfg.budget)
@@ -686,7 +689,11 @@ def sample_flip_sets(p: np.ndarray, a_clean: np.ndarray, budget: int, samples: i
     entries of ``p``, then ``samples`` draws :math:`m \sim \mathrm{Bernoulli}(p)` (a draw with more
     than ``B`` flips keeps its ``B`` most probable ones). Removals that would leave a node without
     edges are dropped (:func:`_drop_singleton_flips`), so every set is valid."""
+    check_positive_int("budget", budget)
+    check_positive_int("samples", samples, minimum=0)
     p = np.asarray(p, np.float64)
+    if p.ndim != 2 or p.shape != np.shape(a_clean):
+        raise PoisonJaxInputError(f"p must be [N, N] like a_clean {np.shape(a_clean)}, got shape {p.shape}")
     iu = np.argwhere(p > 0)
     w = p[iu[:, 0], iu[:, 1]]
     order = np.argsort(-w, kind="stable")

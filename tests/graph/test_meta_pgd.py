@@ -102,6 +102,15 @@ def test_meta_pgd_warm_start_and_bad_input(tiny):
         A.meta_pgd(cfg, 0)
     with pytest.raises(PoisonJaxInputError, match="lr"):
         A.meta_pgd(cfg, 3, lr=0.0)
+    with pytest.raises(PoisonJaxInputError, match="loss"):
+        A.meta_pgd(cfg._replace(loss="hinge"), 3)
+    with pytest.raises(PoisonJaxInputError, match="loss"):
+        A.metattack(cfg._replace(loss="hinge"))
+    a = np.asarray(prob.a_clean)
+    with pytest.raises(PoisonJaxInputError, match="samples"):
+        A.sample_flip_sets(p0, a, 3, samples=-1)
+    with pytest.raises(PoisonJaxInputError, match="p must be"):
+        A.sample_flip_sets(p0[:5], a, 3, samples=1)
 
 
 def test_select_flip_set_takes_the_lowest_proxy():
