@@ -43,4 +43,17 @@ f = lambda w, xc: jnp.tanh(xc @ w).sum()
 w = jnp.ones((4, 2))
 np.testing.assert_allclose(jax.jit(sharded_vmap(f, mesh, in_axes=(None, 0)))(w, x),
                            jax.vmap(f, in_axes=(None, 0))(w, x), rtol=1e-6)
+# chunked_vmap: chunked (3 per chunk, 13 clients: padding) and sharded over 8 devices == plain vmap,
+# for a client axis (training) and a victim-ensemble axis (evaluation of K stacked victims)
+from poisonjax.core.parallel import chunked_vmap
+for c, msh in ((None, mesh), (3, None), (3, mesh), (5, mesh)):
+    got = jax.jit(chunked_vmap(client, chunk=c, mesh=msh))(keys, x, y, mask)
+    d = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)))
+    assert d < 1e-5, (c, d)
+victims = ref  # 13 stacked victims
+xe = x[0]
+ens_ref = jax.vmap(m.apply, in_axes=(0, None))(victims, xe)
+for c, msh in ((4, mesh), (None, mesh), (6, None)):
+    ens = jax.jit(chunked_vmap(m.apply, chunk=c, mesh=msh, in_axes=(0, None)))(victims, xe)
+    np.testing.assert_allclose(ens, ens_ref, rtol=1e-5, atol=1e-6)
 print("OK")

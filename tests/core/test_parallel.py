@@ -22,3 +22,22 @@ def test_single_process_helpers():
     assert initialize_distributed(False) is False
     mesh = make_mesh("victims")
     assert mesh.axis_names == ("victims",) and mesh.shape["victims"] == jax.device_count()
+
+
+def test_chunked_vmap_equals_vmap_and_checks_chunk():
+    import jax.numpy as jnp
+    import numpy as np
+    import pytest
+    from poisonjax.core.parallel import chunked_vmap
+
+    f = lambda w, x: jnp.tanh(x @ w).sum(-1)
+    x = jax.random.normal(jax.random.PRNGKey(0), (11, 5, 3))
+    w = jax.random.normal(jax.random.PRNGKey(1), (7, 3, 2))
+    ref = jax.vmap(f)(w[:1].repeat(11, 0), x)
+    for c in (None, 1, 4, 11, 50):
+        np.testing.assert_allclose(chunked_vmap(f, c)(w[:1].repeat(11, 0), x), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(chunked_vmap(f, 4, in_axes=(None, 0))(w[0], x), ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="chunk"):
+        chunked_vmap(f, 0)
+    with pytest.raises(ValueError, match="leading size"):
+        chunked_vmap(f, 2)(w, x)
