@@ -3,9 +3,13 @@
 :func:`load_dataset` dispatches by name; the per-format loaders live in :mod:`~poisonjax.data.images`,
 :mod:`~poisonjax.data.graphs`, :mod:`~poisonjax.data.sequences`, :mod:`~poisonjax.data.nslkdd`,
 :mod:`~poisonjax.data.text`; generators in :mod:`~poisonjax.data.synthetic`; partitions in
-:mod:`~poisonjax.data.partitions`. The data root is ``data_dir`` > ``$POISONJAX_DATA`` > ``~/.cache/poisonjax``.
+:mod:`~poisonjax.data.partitions`. Dataset folders, their checksums, sources and licences are in
+:mod:`~poisonjax.data.registry`; fetching and verifying in :mod:`~poisonjax.data.fetch`.
+
+The data root is resolved in one order (CLI, Python and tests alike): ``data_dir=`` > ``$POISONJAX_DATA`` >
+``../shared/data`` beside a source checkout (if it exists) > ``~/.cache/poisonjax``.
 """
-from poisonjax.data._base import DataNotFoundError, data_root, require
+from poisonjax.data._base import DataNotFoundError, data_root, data_root_and_source, require
 
 DATASETS = {
     "digits": "images", "mnist": "images", "cifar10": "images",
@@ -42,4 +46,4 @@ def load_dataset(name: str, data_dir=None, **kwargs):
     return (text.load_sst2 if name == "sst2" else text.load_trec)(data_dir=data_dir, **kwargs)
 
 
-__all__ = ["DATASETS", "DataNotFoundError", "data_root", "load_dataset", "require"]
+__all__ = ["DATASETS", "DataNotFoundError", "data_root", "data_root_and_source", "load_dataset", "require"]

@@ -5,6 +5,7 @@ from poisonjax.core.validation import PoisonJaxInputError
 from poisonjax.data import DATASETS, load_dataset
 
 
+@pytest.mark.requires_data("sst2_trec_text", "cora")
 def test_dispatch_small_sets():
     assert load_dataset("digits").x_train.shape[1:] == (8, 8, 1)
     assert len(load_dataset("trec", split="test").texts) == 500

