@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from poisonjax.core.transformer import causal_block
 from poisonjax.core.validation import PoisonJaxInputError, check_choice
 
 
@@ -64,12 +65,9 @@ class SASRec(nn.Module):
         x = self.drop(x, deterministic=deterministic) * valid
         causal = nn.make_causal_mask(seqs)
         for b in range(self.num_blocks):
-            q = self.ln1[b](x)
-            a = self.attn[b](q, x, mask=causal, deterministic=deterministic)
-            x = q + a
-            y = self.ln2[b](x)
-            y = self.ff2[b](self.drop(nn.relu(self.ff1[b](y)), deterministic=deterministic))
-            x = (x + self.drop(y, deterministic=deterministic)) * valid
+            x = causal_block(x, attn=self.attn[b], ln1=self.ln1[b], ln2=self.ln2[b], ff1=self.ff1[b],
+                             ff2=self.ff2[b], drop=self.drop, mask=causal, valid=valid,
+                             deterministic=deterministic)
         return self.ln_out(x)
 
     def item_embeddings(self) -> jax.Array:
