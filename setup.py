@@ -9,6 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["poisonjax", "poisonjax.*"]),
+    package_data={"poisonjax.data": ["sha256/*"]},  # the shipped SHA-256 tables of the datasets
     install_requires=[
         "jax>=0.6,<0.12",
         "flax>=0.10,<0.13",
