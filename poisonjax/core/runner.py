@@ -14,6 +14,16 @@ Re-running with the same ``workdir`` restores the latest checkpoint and continue
 is a pure function of the state, a run killed midway and resumed ends bit-identical to an
 uninterrupted one. ``workdir/run_meta.json`` stores a fingerprint of ``config``; resuming with a
 different config is refused. A checkpoint that cannot be read is reported (never overwritten).
+
+On resume ``metrics.jsonl`` is cut back to the restored step, so every step appears exactly once
+after the run ends (the steps done between the last checkpoint and a crash are recomputed, and their
+old lines removed). A line that cannot be parsed is reported with a warning; only the *last* line
+(a write cut short by the crash) is ever dropped, any other is kept as it is.
+
+``host_loop=True`` calls ``attack.step`` once per step from Python instead of scanning it: for a
+step that is a composition of separately compiled functions (the federated simulation compiles local
+training once and shares it across a grid of aggregators), so only the cheap part recompiles per run.
+Checkpoints, metrics, resume and divergence checks are the same in both modes.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
@@ -98,6 +109,50 @@ def make_chunk_fn(attack: AttackOptimizer, chunk_size: int):
     return jax.jit(chunk)
 
 
+def _truncate_metrics(path: Path, start: int):
+    """Lines of ``path`` to keep when resuming from step ``start``, and the parsed records among them.
+
+    Records with ``step > start`` are removed (they are recomputed, so each step ends up written
+    once). A line that is not valid JSON is reported with a :class:`RuntimeWarning`: the last line
+    (cut short by a crash) is dropped, any other line is kept verbatim (never silently lost).
+    """
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    kept, history = [], []
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            last = i == len(lines) - 1
+            msg = (f"{path}: line {i + 1} is not valid JSON ({line[:60]!r}); "
+                   + ("it is the last line (a write cut short), dropped" if last else "kept as it is"))
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+            if not last:
+                kept.append(line)
+            continue
+        if not isinstance(rec, dict) or rec.get("step", 0) <= start:
+            kept.append(line)
+            if isinstance(rec, dict):
+                history.append(rec)
+    return kept, history
+
+
+def _host_chunk_fn(attack: AttackOptimizer):
+    """The ``host_loop`` counterpart of :func:`make_chunk_fn`: ``attack.step`` called from Python
+    ``n_active`` times (it compiles itself), ``attack.metrics`` jitted, metrics stacked per step."""
+    metrics = jax.jit(attack.metrics) if attack.metrics is not None else (lambda s, p: {})
+
+    def chunk(state, problem, n_active):
+        ms = []
+        for _ in range(int(n_active)):
+            state = attack.step(state, problem)
+            ms.append(metrics(state, problem))
+        ms = jax.tree.map(lambda *xs: jnp.stack(xs), *ms) if ms and ms[0] else {}
+        return state, ms, _all_finite((state, ms))
+
+    return chunk
+
+
 def _checkpoint_manager(ckpt_dir: Path, max_to_keep: int):
     import orbax.checkpoint as ocp
     opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
@@ -121,7 +176,7 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         key: Optional[jax.Array] = None, seed: int = 0, chunk_size: int = 10,
         checkpoint_every: Optional[int] = None, max_to_keep: int = 2, config: Any = None,
         progress: bool = True, desc: str = "attack", metrics_file: str = "metrics.jsonl",
-        tensorboard: bool = False) -> RunResult:
+        tensorboard: bool = False, host_loop: bool = False) -> RunResult:
     """Run ``attack`` for ``steps`` steps on ``problem``, resumable from ``workdir``.
 
     Args:
@@ -138,6 +193,8 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
       progress: show a tqdm bar.
       tensorboard: also write the metrics as TensorBoard events under ``workdir/tb`` (needs the
         ``[tensorboard]`` extra, i.e. tensorboardX).
+      host_loop: call ``attack.step`` from Python once per step (it must compile itself) instead of
+        one compiled ``lax.scan`` per chunk; see the module docstring.
 
     Returns:
       :class:`RunResult`.
@@ -157,7 +214,7 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
     key = jax.random.PRNGKey(seed) if key is None else key
     checkpoint_every = checkpoint_every or chunk_size
 
-    state = jax.jit(attack.init)(key, problem)
+    state = (attack.init if host_loop else jax.jit(attack.init))(key, problem)
     start, resumed_from, manager = 0, None, None
     history: List[Dict[str, float]] = []
     wd = Path(workdir) if workdir is not None else None
@@ -178,23 +235,18 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
             start = resumed_from = int(latest)
             log.info("resumed from step %d in %s", start, wd)
         mpath = wd / metrics_file
-        if mpath.exists():  # keep only the lines up to the restored step
-            kept = []
-            for line in mpath.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("step", 0) <= start:
-                    kept.append(line)
-                    history.append(rec)
+        if mpath.exists():
+            kept, history = _truncate_metrics(mpath, start)
             if is_main_process():
                 mpath.write_text("".join(l + "\n" for l in kept))
 
-    try:
-        chunk_fn = make_chunk_fn(attack, chunk_size)
-    except TypeError:  # an unhashable attack object: compile without the cache
-        chunk_fn = make_chunk_fn.__wrapped__(attack, chunk_size)
+    if host_loop:
+        chunk_fn = _host_chunk_fn(attack)
+    else:
+        try:
+            chunk_fn = make_chunk_fn(attack, chunk_size)
+        except TypeError:  # an unhashable attack object: compile without the cache
+            chunk_fn = make_chunk_fn.__wrapped__(attack, chunk_size)
     tb = None
     if tensorboard and wd is not None and is_main_process():
         try:

@@ -6,8 +6,8 @@ One round :math:`t` (FedAvg family, McMahan et al. 2017; server optimisers of Re
 1. sample :math:`m = \mathrm{round}(q N)` of the N clients without replacement (``client_fraction`` q);
 2. each sampled client runs ``local_epochs`` epochs of mini-batch SGD from :math:`w_t` on its padded
    local data (:func:`poisonjax.core.training.train_minibatch`, vmapped over clients, the client axis
-   sharded with :func:`poisonjax.core.parallel.sharded_vmap`, optionally in chunks of
-   ``client_chunk_size`` clients via ``lax.map`` to bound memory) giving flattened updates
+   sharded and chunked by :func:`poisonjax.core.parallel.chunked_vmap`, ``client_chunk_size``
+   clients at a time to bound memory) giving flattened updates
    :math:`\Delta_i = w_i - w_t` ``[m, d]``;
 3. malicious clients' rows are rewritten by the model-poisoning attack (which may query the aggregator);
 4. the aggregator returns :math:`(\bar\Delta, \mathrm{state}, \mathrm{report})`;
@@ -42,7 +42,7 @@ import optax
 
 from poisonjax.core import training
 from poisonjax.core.ensemble import flatten_params, unflatten_like  # flatten_params re-exported
-from poisonjax.core.parallel import sharded_vmap
+from poisonjax.core.parallel import chunked_vmap, make_mesh
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_fraction, check_positive_int
 from poisonjax.federated import aggregators as aggs
@@ -52,7 +52,7 @@ from poisonjax.federated.models import ModelFns, make_model
 PyTree = Any
 
 __all__ = ["FederatedData", "FLState", "RoundContext", "FLSimulation", "build_simulation", "run_simulation",
-           "run_rounds", "make_train_fn", "validate_data", "federate_dataset", "federate_arrays", "default_model", "summarize", "flatten_params",
+           "run_rounds", "two_phase_optimizer", "make_train_fn", "validate_data", "federate_dataset", "federate_arrays", "default_model", "summarize", "flatten_params",
            "SERVER_OPTIMIZERS"]
 
 
@@ -195,19 +195,11 @@ class FLSimulation:
 
         Sharded over ``mesh`` and processed ``client_chunk_size`` clients at a time; client ``i``'s
         key is ``fold_in(key, i)`` so the result is independent of sharding and chunking."""
-        m = ids.shape[0]
-
         def per_client(i, p):
             return self.client_update(p, data.x[i], data.y[i], data.mask[i], jax.random.fold_in(key, i))
 
-        fn = sharded_vmap(per_client, self.mesh, in_axes=(0, None))
-        c = self.client_chunk_size
-        if c is None or c >= m:
-            return fn(ids, params)
-        pad = (-m) % c
-        ids_p = jnp.concatenate([ids, jnp.repeat(ids[-1:], pad)]) if pad else ids
-        out = jax.lax.map(lambda blk: fn(blk, params), ids_p.reshape(-1, c))
-        return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:m], out)
+        mesh = make_mesh() if self.mesh is None else self.mesh
+        return chunked_vmap(per_client, self.client_chunk_size, mesh, in_axes=(0, None))(ids, params)
 
     def evaluate(self, params, data: FederatedData) -> Dict[str, jax.Array]:
         """``test_accuracy`` and (with backdoor data) ``backdoor_asr`` of the global model."""
@@ -396,9 +388,19 @@ def validate_data(data: FederatedData) -> None:
 
 def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=None, *, seed: int = 0,
                    rounds_per_chunk: int = 10, checkpoint_every: Optional[int] = None, config: Any = None,
-                   progress: bool = True, desc: str = "fl rounds"):
-    """Run ``rounds`` rounds through :func:`poisonjax.core.runner.run` (one compiled ``lax.scan`` of
-    ``rounds_per_chunk`` rounds; with ``workdir``: metrics.jsonl, orbax checkpoints, resume).
+                   progress: bool = True, desc: str = "fl rounds", train_fn=None, host_loop: Optional[bool] = None):
+    """Run ``rounds`` rounds through :func:`poisonjax.core.runner.run` (with ``workdir``: metrics.jsonl,
+    orbax checkpoints every ``checkpoint_every`` rounds (default: every chunk), resume from the last
+    checkpointed round after a kill, ending bit-identical to an uninterrupted run).
+
+    Two ways to compile, same protocol:
+
+    * default: one compiled ``lax.scan`` of ``rounds_per_chunk`` whole rounds;
+    * ``train_fn`` given (a compiled :meth:`FLSimulation.train_round` from :func:`make_train_fn`), or
+      ``host_loop=True``: the runner's host loop calls two compiled halves per round, local training
+      (``train_fn``) and the server half (model attack, aggregation, server step). Passing the same
+      ``train_fn`` to simulations that share model, data shapes and local-training settings (a grid of
+      attacks x aggregators) compiles local training once for the whole grid.
 
     Returns:
       :class:`~poisonjax.core.runner.RunResult`; ``.state`` is the final :class:`FLState`,
@@ -410,43 +412,39 @@ def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=
     from poisonjax.core.runner import run
     validate_data(data)
     data = jax.tree.map(jnp.asarray, data)
-    return run(sim.as_attack_optimizer(), data, rounds, workdir, seed=seed, chunk_size=rounds_per_chunk,
-               checkpoint_every=checkpoint_every, config=config, progress=progress, desc=desc)
+    host_loop = train_fn is not None if host_loop is None else bool(host_loop)
+    if host_loop:
+        opt = two_phase_optimizer(sim, train_fn)
+    else:
+        opt = sim.as_attack_optimizer()
+    return run(opt, data, rounds, workdir, seed=seed, chunk_size=rounds_per_chunk,
+               checkpoint_every=checkpoint_every, config=config, progress=progress, desc=desc,
+               host_loop=host_loop)
+
+
+def two_phase_optimizer(sim: FLSimulation, train_fn=None) -> AttackOptimizer:
+    """``AttackOptimizer(init, step, metrics)`` whose ``step`` calls two compiled halves of a round,
+    ``train_fn`` (default :func:`make_train_fn`) and ``jax.jit(sim.server_round)``; for
+    :func:`poisonjax.core.runner.run` with ``host_loop=True``."""
+    train_fn = train_fn or make_train_fn(sim)
+    server_fn = jax.jit(sim.server_round)
+
+    def step(st, data):
+        return server_fn(st, data, *train_fn(st, data))
+
+    return AttackOptimizer(sim.init, step, sim.metrics)
 
 
 def run_rounds(sim: FLSimulation, data: FederatedData, rounds: int, *, seed: int = 0, train_fn=None,
-               progress: bool = False, desc: str = "fl rounds"):
-    """Run ``rounds`` rounds with a host loop over two compiled halves (no checkpointing).
-
-    ``train_fn`` -- a compiled :meth:`FLSimulation.train_round` from :func:`make_train_fn`; passing the
-    same one to simulations that share model, data shapes and local-training settings (a grid of
-    attacks x aggregators) compiles local training once. Equals :func:`run_simulation` round for round.
-
-    Returns:
-      ``(final FLState, list of per-round metric dicts)``.
-    """
-    from poisonjax.core.runner import DivergenceError
-    validate_data(data)
-    data = jax.tree.map(jnp.asarray, data)
-    train_fn = train_fn or make_train_fn(sim)
-    server_fn = jax.jit(sim.server_round)
-    st = sim.init(jax.random.PRNGKey(seed), data)
-    history = []
-    it = range(rounds)
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc=desc, leave=False)
-    for r in it:
-        st = server_fn(st, data, *train_fn(st, data))
-        history.append(st.metrics)
-    history = jax.device_get(history)
-    out = []
-    for r, m in enumerate(history):
-        rec = {"step": r + 1, **{k: float(v) for k, v in m.items()}}
-        out.append(rec)
-    if not bool(jax.device_get(jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(st.params)])))):
-        raise DivergenceError(f"{desc}: the global model became non-finite (NaN/inf)")
-    return st, out
+               progress: bool = False, desc: str = "fl rounds", workdir=None, config: Any = None,
+               rounds_per_chunk: int = 10, checkpoint_every: Optional[int] = None):
+    """:func:`run_simulation` with ``host_loop=True`` (two compiled halves per round; ``train_fn``
+    shared across a grid), returning ``(final FLState, list of per-round metric dicts)``. With
+    ``workdir`` the rounds are checkpointed and a killed run resumes mid-way."""
+    res = run_simulation(sim, data, rounds, workdir, seed=seed, rounds_per_chunk=rounds_per_chunk,
+                         checkpoint_every=checkpoint_every, config=config, progress=progress, desc=desc,
+                         train_fn=train_fn, host_loop=True)
+    return res.state, res.metrics
 
 
 def make_train_fn(sim: FLSimulation):

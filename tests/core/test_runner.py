@@ -97,3 +97,51 @@ def test_divergence_raises():
     att = AttackOptimizer(lambda k, p: S(jnp.ones(3)), lambda s, p: S(s.x * 1e30))
     with pytest.raises(DivergenceError, match="non-finite"):
         run(att, None, 10, chunk_size=2, progress=False)
+
+
+def _steps(path):
+    import json
+    return [json.loads(l)["step"] for l in path.read_text().splitlines() if l.startswith("{")]
+
+
+def test_resume_writes_each_step_once(tmp_path):
+    """Steps done after the last checkpoint (a crash between metrics write and save) are cut on
+    resume and recomputed: every step appears once."""
+    import json
+    p = jnp.zeros(3)
+    run(_toy(), p, 10, tmp_path, progress=False, chunk_size=5)
+    m = tmp_path / "metrics.jsonl"
+    with open(m, "a") as f:  # what a crash after writing steps 11..13 but before their checkpoint leaves
+        for s in (11, 12, 13):
+            f.write(json.dumps({"step": s, "d": -1.0}) + "\n")
+    res = run(_toy(), p, 20, tmp_path, progress=False, chunk_size=5)
+    assert res.resumed_from == 10
+    assert _steps(m) == list(range(1, 21))
+    assert all(json.loads(l)["d"] >= 0 for l in m.read_text().splitlines())
+    assert [r["step"] for r in res.metrics] == list(range(1, 21))
+
+
+def test_unparseable_metrics_lines_warned_and_only_last_dropped(tmp_path):
+    p = jnp.zeros(3)
+    run(_toy(), p, 10, tmp_path, progress=False, chunk_size=5)
+    m = tmp_path / "metrics.jsonl"
+    lines = m.read_text().splitlines()
+    lines.insert(3, "not json {")
+    m.write_text("\n".join(lines) + "\n" + '{"step": 11, "d"')  # last line cut short by a crash
+    with pytest.warns(RuntimeWarning) as rec:
+        run(_toy(), p, 12, tmp_path, progress=False, chunk_size=2)
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "line 4" in msgs and "kept" in msgs and "dropped" in msgs
+    out = m.read_text().splitlines()
+    assert "not json {" in out                      # a middle line is never dropped
+    assert _steps(m) == list(range(1, 13))          # the cut last line is gone, steps once
+
+
+def test_host_loop_matches_scan_and_resumes(tmp_path):
+    p = jnp.zeros(3)
+    a = run(_toy(), p, 13, chunk_size=4, progress=False)
+    b = run(_toy(), p, 7, tmp_path, chunk_size=4, progress=False, host_loop=True)
+    b = run(_toy(), p, 13, tmp_path, chunk_size=4, progress=False, host_loop=True)
+    assert b.resumed_from == 7 and len(b.metrics) == 13
+    np.testing.assert_allclose(a.state.x, b.state.x, rtol=1e-6)
+    np.testing.assert_allclose([m["d"] for m in a.metrics], [m["d"] for m in b.metrics], rtol=1e-5)
