@@ -1,4 +1,4 @@
-"""``poisonjax`` command line: run | list | sweep | report.
+"""``poisonjax`` command line: run | list | sweep | report | data.
 
 Studies are pairs ``configs/<study>.py`` (``get_config(variant)``) and ``experiments/<study>.py``
 (``run(config, workdir) -> dict``) at the repository root.
@@ -25,8 +25,23 @@ EPILOG_RUN = """examples:
 
 Config overrides use --config.<key>[.<subkey>]=<value>; values are parsed as Python literals
 (numbers, True/False, tuples) and must match an existing key (the error lists the valid ones).
+A scalar override replaces the study's grid over that key: --config.rate=0.05 runs rate 0.05 only,
+even where config.rates holds a default grid (set --config.rates=0.01,0.05 to run a grid).
 The default workdir is runs/<study>/<variant>-<hash of the config>, so rerunning the same command
-resumes it. Data is read from $POISONJAX_DATA (or ~/.cache/poisonjax)."""
+resumes it (also after Ctrl-C). Data is read from the data root: $POISONJAX_DATA, else ../shared/data
+beside a source checkout, else ~/.cache/poisonjax ('poisonjax data list' shows it).
+Errors print one line and exit 2; add --debug for the traceback."""
+
+
+class CLIError(SystemExit):
+    """A usage error: ``main`` prints ``error: <message>`` on one line and exits 2."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def repo_root() -> Path:
@@ -51,7 +66,7 @@ def available_studies() -> List[str]:
 def _import_study(study: str):
     studies = available_studies()
     if study not in studies:
-        raise SystemExit(f"error: unknown study {study!r}; valid studies: {', '.join(studies) or '(none found)'}")
+        raise CLIError(f"unknown study {study!r}; valid studies: {', '.join(studies) or '(none found)'}")
     root = str(repo_root())
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -79,8 +94,12 @@ def _parse_value(text: str, current):
             v = tuple(_auto(x) for x in text.split(",") if x != "")
         else:
             raise ValueError(f"cannot parse {text!r} as a {type(current).__name__}")
-    if isinstance(current, float) and isinstance(v, int):
+    if isinstance(current, float) and isinstance(v, int) and not isinstance(v, bool):
         v = float(v)
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(v, float):
+        if not v.is_integer():
+            raise ValueError(f"expected an integer, got {text!r}")
+        v = int(v)
     if isinstance(current, (tuple, list)) and not isinstance(v, (tuple, list)):
         v = (v,)
     if isinstance(current, (int, float)) and not isinstance(v, (int, float)):
@@ -97,8 +116,51 @@ def _auto(x: str):
         return x
 
 
-def apply_overrides(config, overrides: Sequence[Tuple[str, str]]):
-    """Set ``config.<dotted key> = value`` for each ``(key, text)``; unknown keys raise SystemExit."""
+#: grid keys a scalar override replaces: ``key`` -> ``(grid key, value the grid takes)``
+def _grid_keys(node, key: str, value) -> List[Tuple[str, tuple]]:
+    keys = list(node.keys()) if hasattr(node, "keys") else []
+    out = []
+    if f"{key}s" in keys and isinstance(node[f"{key}s"], (tuple, list)):
+        out.append((f"{key}s", (value,)))
+    if f"extra_{key}s" in keys and isinstance(node[f"extra_{key}s"], (tuple, list)):
+        out.append((f"extra_{key}s", ()))
+    return out
+
+
+def grid_keys(config, prefix: str = "") -> Dict[str, str]:
+    """``{grid key: scalar key}`` of every grid a scalar override replaces (for ``--help``)."""
+    out = {}
+    for k in config.keys():
+        v = config[k]
+        if hasattr(v, "keys"):
+            out.update(grid_keys(v, f"{prefix}{k}."))
+        elif not isinstance(v, (tuple, list)):
+            for g, _ in _grid_keys(config, k, v):
+                out[prefix + g] = prefix + k
+    return out
+
+
+def _check_seeds(config, prefix: str = "") -> None:
+    for k in config.keys():
+        v = config[k]
+        if hasattr(v, "keys"):
+            _check_seeds(v, f"{prefix}{k}.")
+            continue
+        if k == "seed" or k.endswith("_seed") or k == "seeds":
+            vals = v if isinstance(v, (tuple, list)) else (v,)
+            for x in vals:
+                if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2 ** 32:
+                    raise CLIError(f"bad value for config.{prefix}{k}: expected "
+                                   f"{'integers' if k == 'seeds' else 'an integer'} in [0, 2**32), got {v!r}")
+
+
+def apply_overrides(config, overrides: Sequence[Tuple[str, str]], log=None):
+    """Set ``config.<dotted key> = value`` for each ``(key, text)``; unknown keys or values of the wrong type
+    raise :class:`CLIError` naming the key.
+
+    A scalar override replaces the grid over that key unless the grid is overridden too: ``rate`` sets
+    ``rates = (rate,)`` and ``extra_rates = ()`` where those keys exist (``log`` receives a note)."""
+    explicit = {k for k, _ in overrides}
     for key, text in overrides:
         parts = key.split(".")
         node = config
@@ -106,15 +168,32 @@ def apply_overrides(config, overrides: Sequence[Tuple[str, str]]):
             keys = list(node.keys()) if hasattr(node, "keys") else []
             if p not in keys:
                 where = ".".join(parts[:i]) or "config"
-                raise SystemExit(f"error: unknown config key {'config.' + key!r}; valid keys of {where}: {', '.join(sorted(keys))}")
+                raise CLIError(f"unknown config key {'config.' + key!r}; valid keys of {where}: {', '.join(sorted(keys))}")
             if i < len(parts) - 1:
                 node = node[p]
+        if hasattr(node[parts[-1]], "keys"):
+            raise CLIError(f"config.{key} is a group of keys ({', '.join(sorted(node[parts[-1]].keys()))}); "
+                           f"override one of them, e.g. --config.{key}.{sorted(node[parts[-1]].keys())[0]}=...")
         try:
             value = _parse_value(text, node[parts[-1]])
-        except ValueError as e:
-            raise SystemExit(f"error: bad value for config.{key}: {e}")
-        with node.unlocked() if hasattr(node, "unlocked") else _nullctx():
-            node[parts[-1]] = value
+            with node.unlocked() if hasattr(node, "unlocked") else _nullctx():
+                node[parts[-1]] = value
+        except (ValueError, TypeError) as e:
+            cur = node[parts[-1]]
+            raise CLIError(f"bad value for config.{key}: {e if isinstance(e, ValueError) else ''}"
+                           f"{'' if isinstance(e, ValueError) else f'expected a {type(cur).__name__} like {cur!r}, got {text!r}'}")
+        if not isinstance(value, (tuple, list)):
+            prefix = ".".join(parts[:-1])
+            for gk, gv in _grid_keys(node, parts[-1], value):
+                full = f"{prefix}.{gk}" if prefix else gk
+                if full in explicit or tuple(node[gk]) == gv:
+                    continue
+                if log is not None:
+                    log(f"poisonjax: --config.{key}={text} replaces the grid config.{full} (was {tuple(node[gk])!r}); "
+                        f"override config.{full} to run a grid")
+                with node.unlocked() if hasattr(node, "unlocked") else _nullctx():
+                    node[gk] = gv
+    _check_seeds(config)
     return config
 
 
@@ -132,13 +211,13 @@ def _split_overrides(extra: Sequence[str]) -> List[Tuple[str, str]]:
     while i < len(extra):
         a = extra[i]
         if not a.startswith("--config."):
-            raise SystemExit(f"error: unrecognised argument {a!r}; config overrides look like --config.key=value")
+            raise CLIError(f"unrecognised argument {a!r}; config overrides look like --config.key=value")
         body = a[len("--config."):]
         if "=" in body:
             k, v = body.split("=", 1)
         else:
             if i + 1 >= len(extra):
-                raise SystemExit(f"error: {a} needs a value (--config.key=value)")
+                raise CLIError(f"{a} needs a value (--config.key=value)")
             k, v = body, extra[i + 1]
             i += 1
         out.append((k, v))
@@ -146,14 +225,14 @@ def _split_overrides(extra: Sequence[str]) -> List[Tuple[str, str]]:
     return out
 
 
-def build_config(study: str, variant: str, overrides):
-    """The study's ``get_config(variant)`` with ``--config.*`` overrides applied."""
+def build_config(study: str, variant: str, overrides, log=None):
+    """The study's ``get_config(variant)`` with ``--config.*`` overrides applied (see :func:`apply_overrides`)."""
     cfg_mod, _ = _import_study(study)
     try:
         config = cfg_mod.get_config(variant)
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
-    return apply_overrides(config, overrides)
+        raise CLIError(f"{e}")
+    return apply_overrides(config, overrides, log=log)
 
 
 def _default_workdir(study: str, variant: str, config) -> Path:
@@ -167,34 +246,115 @@ def cmd_run(args, extra) -> int:
     if args.distributed:
         initialize_distributed(True)
     overrides = _split_overrides(extra)
-    config = build_config(args.study, args.variant, overrides)
+    config = build_config(args.study, args.variant, overrides, log=print)
     _, exp_mod = _import_study(args.study)
+    _require_study_data(args.study, config)
     workdir = Path(args.workdir) if args.workdir else _default_workdir(args.study, args.variant, config)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir.exists() and not workdir.is_dir():
+        raise CLIError(f"--workdir {str(workdir)!r} is an existing file; pass a folder (created if missing)")
+    created = not workdir.exists()
+    before = set(workdir.iterdir()) if not created else set()
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"--workdir {str(workdir)!r} cannot be created: {e.strerror or e}")
     from poisonjax.core.runner import config_fingerprint
     fp = config_fingerprint({"study": args.study, "config": config})
     info_path = workdir / "run_info.json"
     if info_path.exists():
         old = json.loads(info_path.read_text())
         if old.get("config_fingerprint") not in (None, fp):
-            raise SystemExit(f"error: workdir {str(workdir)!r} holds a run of a different study/config "
-                             f"({old.get('study')}, overrides {old.get('overrides')}); use a new --workdir or delete it")
+            raise CLIError(f"workdir {str(workdir)!r} holds a run of a different study/config "
+                           f"({old.get('study')}, overrides {old.get('overrides')}); use a new --workdir or delete it")
     info = {"study": args.study, "variant": args.variant, "overrides": dict(overrides), "config_fingerprint": fp,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if is_main_process():
         (workdir / "run_info.json").write_text(json.dumps(info, indent=2))
     print(f"poisonjax: running study {args.study!r} ({args.variant}) in {workdir}", flush=True)
     t0 = time.time()
-    exp_mod.run(config, str(workdir))
+    try:
+        exp_mod.run(config, str(workdir))
+    except KeyboardInterrupt as e:  # keep the workdir: rerunning resumes it
+        e.poisonjax_workdir = workdir
+        raise
+    except BaseException:
+        _remove_if_no_progress(workdir, created, before)
+        raise
     print(f"poisonjax: done in {time.time() - t0:.1f} s; results in {workdir}/results.json, report in {workdir}/report.md")
     return 0
+
+
+def _require_study_data(study: str, config) -> None:
+    """Name every missing data file the study needs at once, with the fetch command (DataNotFoundError)."""
+    from poisonjax.data import registry
+    names = registry.study_datasets(study, config)
+    if names:
+        data_dir = config.get("data_dir") or None if hasattr(config, "get") else None
+        registry.require_datasets(names, data_dir, what=f"study {study!r}")
+
+
+_NO_PROGRESS = {"run_info.json", "config.json", "run_meta.json"}
+
+
+def _remove_if_no_progress(workdir: Path, created: bool, before: set) -> None:
+    """After a failed run: delete what it wrote if it made no progress (only run_info/config/run_meta files, empty
+    files or folders), so the next run, with any config, accepts the workdir; keep anything with progress."""
+    try:
+        for p in workdir.rglob("*"):
+            if p.is_file() and p.name not in _NO_PROGRESS and p.stat().st_size > 0 and \
+                    not any(p == b or b in p.parents for b in before):
+                return
+        if created:
+            import shutil
+            shutil.rmtree(workdir, ignore_errors=True)
+            return
+        for p in sorted(workdir.iterdir(), key=lambda q: -len(q.parts)):
+            if p not in before:
+                if p.is_dir():
+                    import shutil
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink()
+    except OSError:
+        pass
+
+
+def interrupt_message(workdir: Optional[Path]) -> str:
+    """``interrupted at step N of M; rerun the same command to resume``, N and M read from the runner's files
+    (``run_meta.json``, ``metrics*.jsonl``, ``checkpoints/``) of the most recently active run under ``workdir``."""
+    tail = "rerun the same command to resume"
+    if workdir is None or not Path(workdir).is_dir():
+        return f"interrupted; {tail}"
+    best = None
+    for meta in Path(workdir).rglob("run_meta.json"):
+        d = meta.parent
+        logs = sorted(d.glob("*.jsonl"), key=lambda q: q.stat().st_mtime)
+        t = max([meta.stat().st_mtime] + [q.stat().st_mtime for q in logs])
+        if best is None or t > best[0]:
+            best = (t, d, meta, logs[-1] if logs else None)
+    if best is None:
+        return f"interrupted before the first step was recorded; {tail}"
+    _, d, meta, log = best
+    try:
+        total = json.loads(meta.read_text()).get("steps")
+        step = 0
+        if log is not None:
+            lines = [l for l in log.read_text().splitlines() if l.strip()]
+            step = json.loads(lines[-1]).get("step", 0) if lines else 0
+        ckpts = [int(c.name) for c in (d / "checkpoints").glob("*") if c.name.isdigit()] if (d / "checkpoints").is_dir() else []
+    except (OSError, ValueError):
+        return f"interrupted; {tail}"
+    where = f" ({d.relative_to(workdir)})" if d != Path(workdir) else ""
+    ck = max(ckpts) if ckpts else 0
+    resume = f" (from the checkpoint at step {ck})" if ck != step else ""
+    return f"interrupted at step {step} of {total}{where}; {tail}{resume}"
 
 
 def cmd_list(args, extra) -> int:
     """``poisonjax list``: the catalog (filtered) or the runnable studies."""
     from poisonjax import catalog
     if extra:
-        raise SystemExit(f"error: unrecognised arguments {extra}")
+        raise CLIError(f"unrecognised arguments {extra}")
     if args.studies:
         for s in available_studies():
             print(s)
@@ -202,17 +362,86 @@ def cmd_list(args, extra) -> int:
     try:
         es = catalog.entries(domain=args.domain, family=args.family, kind=args.kind)
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        raise CLIError(f"{e}")
     if args.json:
         import dataclasses
         print(json.dumps([dataclasses.asdict(e) for e in es], indent=2))
         return 0
     from poisonjax.core.reporting import text_table
-    cols = ["name", "kind", "domain", "family", "objective", "goal", "knowledge", "stealthiness", "scope",
-            "impact", "variability", "paper"]
-    print(text_table([{c: getattr(e, c) for c in cols} for e in es], cols))
-    print(f"\n{len(es)} entries")
+    if args.wide:
+        cols = ["name", "kind", "domain", "family", "objective", "goal", "knowledge", "stealthiness", "scope",
+                "impact", "variability", "study", "config_name", "where", "paper"]
+        rows = [{c: getattr(e, c, "") for c in cols} for e in es]
+        for r, e in zip(rows, es):
+            r["config_name"] = config_name(e)
+        print(text_table(rows, cols))
+    else:
+        for kind in ("attack", "defense"):
+            rows = [{"name": config_name(e) or e.name, "study": e.study or f"({e.domain})", "import path": e.where}
+                    for e in es if e.kind == kind]
+            if rows:
+                print(f"{kind}s:")
+                print(_fit(text_table(rows, list(rows[0])), LIST_WIDTH) + "\n")
+    print(f"{len(es)} entries" + ("" if args.wide else "; names as in the study configs ('poisonjax run STUDY --help')"
+                                    ";\n--wide adds the taxonomy, papers and catalog names"))
     return 0
+
+
+LIST_WIDTH = 100
+
+
+def _fit(table: str, width: int) -> str:
+    """Cut each line of a table to ``width`` columns (ending in '~' where cut)."""
+    lines = [l.rstrip() for l in table.splitlines()]
+    return "\n".join(l if len(l) <= width else l[:width - 1] + "~" for l in lines)
+
+
+def _config_values(study: str) -> set:
+    vals: set = set()
+    try:
+        cfg_mod, _ = _import_study(study)
+        configs = [cfg_mod.get_config(v) for v in getattr(cfg_mod, "VARIANTS", ("quick",))]
+        configs += [cfg_mod] if hasattr(cfg_mod, "ALL_ATTACKS") else []
+    except (CLIError, ValueError, ImportError):
+        return vals
+
+    def walk(c):
+        for k in c.keys():
+            v = c[k]
+            if hasattr(v, "keys"):
+                vals.update(v.keys())
+                walk(v)
+            elif isinstance(v, str):
+                vals.add(v)
+            elif isinstance(v, (tuple, list)):
+                vals.update(x for x in v if isinstance(x, str))
+    for c in configs:
+        if hasattr(c, "keys"):
+            walk(c)
+        else:  # the config module: its tuples of valid names (ALL_ATTACKS, ALL_AGGREGATORS, ...)
+            for k in dir(c):
+                if k.startswith("ALL_") and isinstance(getattr(c, k), tuple):
+                    vals.update(getattr(c, k))
+    return vals
+
+
+_CONFIG_VALUES: Dict[str, set] = {}
+
+
+def config_name(entry) -> str:
+    """The name that selects ``entry`` in its study's config (``fl_label_flip`` -> ``label_flip`` in
+    ``fl_robustness``); ``""`` if the study's configs do not name it."""
+    if not entry.study:
+        return ""
+    if entry.study not in _CONFIG_VALUES:
+        _CONFIG_VALUES[entry.study] = _config_values(entry.study) if entry.study in available_studies() else set()
+    vals = _CONFIG_VALUES[entry.study]
+    n = entry.name
+    for cand in (n, n.removeprefix("fl_"), n.removesuffix("_fl"), n.removesuffix("_update"),
+                 n.removesuffix(f"_vs_{entry.study}")):
+        if cand in vals:
+            return cand
+    return ""
 
 
 def cmd_sweep(args, extra) -> int:
@@ -223,13 +452,13 @@ def cmd_sweep(args, extra) -> int:
     if args.grid:
         for g in args.grid:
             if "=" not in g:
-                raise SystemExit(f"error: --grid expects key=v1,v2,..., got {g!r}")
+                raise CLIError(f"--grid expects key=v1,v2,..., got {g!r}")
             k, vs = g.split("=", 1)
             grid[k] = vs.split(",")
     elif hasattr(cfg_mod, "sweep"):
         grid = {k: [repr(v) if not isinstance(v, str) else v for v in vals] for k, vals in cfg_mod.sweep().items()}
     else:
-        raise SystemExit(f"error: study {args.study!r} defines no sweep(); pass --grid key=v1,v2")
+        raise CLIError(f"study {args.study!r} defines no sweep(); pass --grid key=v1,v2")
     root = Path(args.workdir or Path("runs") / f"{args.study}-sweep")
     rows = []
     keys = list(grid)
@@ -276,7 +505,7 @@ def cmd_report(args, extra) -> int:
     generic table of scalar results plus metric curves from ``metrics.jsonl``)."""
     wd = Path(args.workdir)
     if not (wd / "results.json").exists():
-        raise SystemExit(f"error: {wd} has no results.json; is it the workdir of a finished run?")
+        raise CLIError(f"{wd} has no results.json; is it the workdir of a finished run?")
     info = json.loads((wd / "run_info.json").read_text()) if (wd / "run_info.json").exists() else {}
     study = info.get("study")
     if study and study in available_studies():
@@ -309,11 +538,15 @@ def cmd_report(args, extra) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The argparse parser with its four sub-commands."""
+    """The argparse parser with its sub-commands."""
+    from poisonjax import __version__
     p = argparse.ArgumentParser(prog="poisonjax", description="JAX research library for data-poisoning attacks and defenses.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="run 'poisonjax <command> --help' for each command; 'poisonjax list --studies' lists studies")
-    sub = p.add_subparsers(dest="command", metavar="{run,list,sweep,report}")
+                                epilog="run 'poisonjax <command> --help' for each command; 'poisonjax list --studies' lists "
+                                       "studies; errors print one line and exit 2 (--debug shows the traceback)")
+    p.add_argument("--version", action="version", version=f"poisonjax {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (any position)")
+    sub = p.add_subparsers(dest="command", metavar="{run,list,sweep,report,data}")
     r = sub.add_parser("run", help="run a study (attack/defense experiment) and write results, plots and report.md",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_RUN)
     r.add_argument("study", help="study name (see 'poisonjax list --studies')")
@@ -329,6 +562,7 @@ def make_parser() -> argparse.ArgumentParser:
     l.add_argument("--kind", choices=["attack", "defense"], help="filter by kind")
     l.add_argument("--studies", action="store_true", help="list runnable studies instead")
     l.add_argument("--json", action="store_true", help="print JSON")
+    l.add_argument("--wide", action="store_true", help="every column (taxonomy, paper); default fits 100 columns")
     s = sub.add_parser("sweep", help="run a grid of configs, skipping finished runs, and aggregate one table",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example: poisonjax sweep badnets --grid rate=0.01,0.05,0.1 --grid trigger_size=2,3")
@@ -338,7 +572,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", action="append", help="key=v1,v2,... (repeatable); default: the config's sweep()")
     rp = sub.add_parser("report", help="render report.md with PNG plots from a finished run's workdir")
     rp.add_argument("workdir")
-    p.subcommands = {"run": r, "list": l, "sweep": s, "report": rp}  # for per-study --help
+    from poisonjax.data.cli import add_parser as add_data_parser
+    d = add_data_parser(sub)
+    p.subcommands = {"run": r, "list": l, "sweep": s, "report": rp, "data": d}  # for per-study --help
     return p
 
 
@@ -359,8 +595,9 @@ def study_help(parser, argv) -> int:
     try:
         config = cfg_mod.get_config(variant)
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        raise CLIError(f"{e}")
     print(f"\nconfig keys of variant {variant!r} (override with --config.<key>=<value>):\n")
+    grids = grid_keys(config)
 
     def walk(c, prefix):
         for k in sorted(c.keys()):
@@ -368,7 +605,8 @@ def study_help(parser, argv) -> int:
             if hasattr(v, "keys"):
                 walk(v, f"{prefix}{k}.")
             else:
-                print(f"  {prefix}{k} = {v!r}")
+                note = f"    # grid; --config.{grids[prefix + k]}=X replaces it" if prefix + k in grids else ""
+                print(f"  {prefix}{k} = {v!r}{note}")
     walk(config, "")
     return 0
 
@@ -380,6 +618,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = make_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _dispatch(parser, argv)
+    except CLIError as e:
+        if debug:
+            raise
+        return _one_line_error(str(e))
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        print(f"\n{interrupt_message(getattr(e, 'poisonjax_workdir', None))}", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 -- the library's own input errors become one line
+        if debug or not isinstance(e, _user_errors()):
+            raise
+        return _one_line_error(str(e))
+
+
+def _user_errors() -> tuple:
+    """Exception types whose message is for the user (one line, exit 2) rather than a bug (traceback)."""
+    from poisonjax.core.runner import CheckpointMismatchError, CorruptCheckpointError
+    from poisonjax.core.validation import PoisonJaxInputError
+    from poisonjax.data import DataNotFoundError
+    from poisonjax.data.fetch import FetchError
+    return (PoisonJaxInputError, DataNotFoundError, CheckpointMismatchError, CorruptCheckpointError, FetchError)
+
+
+def _one_line_error(message: str) -> int:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
+
+
+def _dispatch(parser, argv) -> int:
     if len(argv) >= 2 and argv[0] in ("run", "sweep") and any(a in ("-h", "--help") for a in argv) \
             and argv[1] in available_studies():
         return study_help(parser, argv)
@@ -389,6 +661,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.command in ("run", "sweep") and any(e in ("-h", "--help") for e in extra):
         parser.parse_args([args.command, "--help"])
+    if args.command == "data":
+        if extra:
+            raise CLIError(f"unrecognised arguments {extra}")
+        from poisonjax.data.cli import main as data_main
+        return data_main(args)
     fn = {"run": cmd_run, "list": cmd_list, "sweep": cmd_sweep, "report": cmd_report}[args.command]
     return fn(args, extra)
 

@@ -116,4 +116,9 @@ def require(relpath: str, data_dir=None, *, url: Optional[str] = None, sha256: O
             return download(url, path, sha256)
         except OSError as e:
             what = f"{what} (download from {url} failed: {e})"
-    raise DataNotFoundError(missing_message([(dataset, path)], data_dir, what), dataset=dataset, missing=[path])
+    missing = [(dataset, path)]
+    from poisonjax.data import registry  # name every missing file of the dataset at once
+    if dataset in registry.DATASETS:
+        missing = registry.missing_files(dataset, data_dir) or missing
+    raise DataNotFoundError(missing_message(missing, data_dir, what), dataset=dataset,
+                            missing=[p for _, p in missing])

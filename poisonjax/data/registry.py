@@ -129,8 +129,11 @@ _MNIST_ORIGINS = {
 LOADER_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "digits": (), "sbm": (), "synthetic": (),
     "mnist": ("mnist",), "cifar10": ("cifar10_jpeg_subset",),
-    "cora": ("nettack_npz_cora_citeseer_polblogs",), "citeseer": ("nettack_npz_cora_citeseer_polblogs",),
-    "polblogs": ("nettack_npz_cora_citeseer_polblogs",), "cora_ml": ("nettack_npz_cora_citeseer_polblogs",),
+    # load_graph("cora") reads the Nettack .npz and, by default, the Pro-GNN split
+    "cora": ("nettack_npz_cora_citeseer_polblogs", "prognn_perturbed_graphs"),
+    "citeseer": ("nettack_npz_cora_citeseer_polblogs", "prognn_perturbed_graphs"),
+    "polblogs": ("nettack_npz_cora_citeseer_polblogs", "prognn_perturbed_graphs"),
+    "cora_ml": ("nettack_npz_cora_citeseer_polblogs",),
     "planetoid_cora": ("planetoid_cora_citeseer",), "planetoid_citeseer": ("planetoid_cora_citeseer",),
     "pubmed": ("planetoid_pubmed_partial",),
     "beauty": ("amazon_beauty_s3rec",), "video": ("sasrec_amazon_video",),
@@ -240,6 +243,20 @@ def folders_for(loader_names: Sequence[str] | str) -> Tuple[str, ...]:
     for n in loader_names:
         out += LOADER_FOLDERS.get(n, ())
     return tuple(dict.fromkeys(out))
+
+
+#: Studies that read other folders than ``folders_for(config.dataset)``.
+_STUDY_FOLDERS = {
+    "vgae_attack": lambda c: ("planetoid_cora_citeseer",) if c.get("dataset") in ("cora", "citeseer") else (),
+}
+
+
+def study_datasets(study: str, config) -> Tuple[str, ...]:
+    """Dataset folders that ``poisonjax run <study>`` with ``config`` reads (from its ``dataset`` key)."""
+    if study in _STUDY_FOLDERS:
+        return tuple(_STUDY_FOLDERS[study](config))
+    ds = config.get("dataset") if hasattr(config, "get") else None
+    return folders_for(ds) if isinstance(ds, str) else ()
 
 
 def origin_of(name: str, relfile: str) -> Optional[Tuple[str, Optional[str]]]:
