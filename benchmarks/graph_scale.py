@@ -25,7 +25,7 @@ from poisonjax.data import graphs
 from poisonjax.data.synthetic import sbm_graph
 from poisonjax.graph import attacks as A
 from poisonjax.graph import models
-from poisonjax.graph import prbcd as P
+from poisonjax.graph.attacks import prbcd as P
 
 
 def rss_gib():

@@ -82,7 +82,7 @@ def main():
 
     base = dict(budget=budget, num_classes=g.num_classes, ll_constraint=False)
     variants = [("meta_self", dict(self_labels=labels), {}),
-                ("meta_self_true_labels", dict(self_labels=None), {}),
+                ("meta_self_true_labels", dict(self_labels="true", allow_test_labels=True), {}),
                 ("meta_train", dict(self_labels=labels, lambda_=1.0), dict(lambda_=1.0)),
                 ("meta_both", dict(self_labels=labels, lambda_=0.5), dict(lambda_=0.5)),
                 ("a_meta_self", dict(self_labels=labels), dict(first_order=True))]

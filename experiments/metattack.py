@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -41,7 +40,7 @@ def _stats(v):
 def gcn_accuracy(adj, g, keys, cfg: models.GCNConfig, pad_nnz: int = 0):
     """Test accuracy per seed of GCNs trained on ``adj`` with the graph's split. The normalised
     adjacency is sparse (BCOO), padded to ``pad_nnz`` entries so that every graph reuses one program."""
-    x = models.scipy_to_bcoo(g.features) if g.features is not None else jnp.eye(g.num_nodes)
+    x = models.scipy_to_bcoo(g.features if g.features is not None else sp.eye(g.num_nodes, format="csr"))
     return models.gcn_accuracy_on(adj, x, g.labels, g.idx_train, g.idx_val, g.idx_test, keys, g.num_classes, cfg,
                                   pad_nnz)
 
@@ -79,7 +78,7 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     init_flips, n_meta = None, 0
     if pc.init == "meta_self":
         res = _run_greedy(config, prob, cfg, key, wd)
-        warm = A.state_to_adj(prob, res.state)
+        warm = A.state_to_adj(res.state)
         sp.save_npz(wd / "warm_start_adj.npz", sp.csr_matrix(warm, dtype=np.float32))  # reusable as pgd.init
         init_flips = A.diff_flips(g.adj, warm)
         extra["greedy_seconds"], extra["greedy_resumed_from_step"] = res.seconds, res.resumed_from
@@ -123,6 +122,56 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     return A.flips_to_adj(g.adj, sets[best]), init_flips, n_meta, extra
 
 
+def _speed_note(config) -> str:
+    """The report's note on the greedy setting: k flips per meta-gradient is the speed setting."""
+    if not config.attack.startswith(("meta", "a_meta")) or config.flips_per_step <= 1:
+        return ""
+    return (f" This is the speed setting: {config.flips_per_step} flips per meta-gradient (the greedy step flips "
+            "the k best pairs of one meta-gradient), weaker than the paper's one flip per meta-gradient; run the "
+            "paper setting with `poisonjax run metattack --variant paper` (or `--config.flips_per_step=1`).")
+
+
+def _check_dense_fits(config, n, budget):
+    """Estimate memory and time of the dense attacks (Metattack / Meta-PGD hold several ``[N, N]`` float32
+    arrays); print the estimate, and refuse where the memory cannot fit, pointing to ``attack=prbcd``."""
+    if not config.attack.startswith(("meta", "a_meta")):
+        return None
+    est = A.dense_attack_estimate(n, budget, config.flips_per_step, config.inner_steps,
+                                  pgd_steps=config.pgd.steps if config.attack == "meta_pgd" else 0)
+    avail = A.available_memory_bytes()
+    print(f"dense {config.attack} on {n} nodes: about {est['memory_gib']:.1f} GiB of memory and "
+          f"{est['meta_gradients']} meta-gradients of ~{est['gflop_per_meta_gradient']:.0f} GFLOP each"
+          + (f"; {avail / 2 ** 30:.1f} GiB available" if avail else ""), flush=True)
+    if avail and est["memory_bytes"] > avail:
+        from poisonjax.core.validation import PoisonJaxInputError
+        raise PoisonJaxInputError(
+            f"attack={config.attack!r} is dense (several [N, N] arrays): about {est['memory_gib']:.1f} GiB for "
+            f"{n} nodes, more than the {avail / 2 ** 30:.1f} GiB available; use --config.attack=prbcd (PR-BCD, "
+            "O(|E| + block) memory) for a graph this size")
+    return est
+
+
+def _prbcd(config, g, budget, self_labels, idx_un, key, wd):
+    """PR-BCD (Geisler et al. 2021) with the Meta-Self loss on the attacker's labels, checkpointed in
+    ``wd/prbcd``; returns ``(perturbed adjacency, meta-gradients, seconds, resumed_from)``."""
+    from poisonjax.core.runner import run as run_steps
+    from poisonjax.graph.attacks import prbcd as P
+    pc = config.prbcd
+    n = g.num_nodes
+    x = g.features  # None (PubMed: structure only) means identity features, never densified
+    prob = A.make_prbcd_problem(g.adj, x, g.labels, g.idx_train, idx_un, self_labels)
+    block = int(pc.block_size) if pc.block_size else min(max(4 * budget, 10_000), n * (n - 1) // 2)
+    cfg = A.PRBCDConfig(budget=budget, block_size=block, num_classes=g.num_classes, num_nodes=n,
+                        inner_steps=pc.inner_steps, lr_factor=pc.lr_factor,
+                        resample_until=int(0.75 * pc.epochs))
+    k0, k1 = jax.random.split(key)
+    res = run_steps(P.prbcd(cfg), prob, pc.epochs, wd / "prbcd", key=k0, chunk_size=config.chunk_size,
+                    progress=config.progress, desc="pr-bcd", config={"prbcd": pc.to_dict(), "budget": budget,
+                                                                     "seed": config.seed, "dataset": config.dataset})
+    flips = P.finalize(prob, res.state, cfg, k1)
+    return A.flips_to_adj_sparse(g.adj, flips), pc.epochs, res.seconds, res.resumed_from
+
+
 def run(config, workdir) -> dict:
     from configs.metattack import ATTACKS
     check_choice("attack", config.attack, ATTACKS)
@@ -139,13 +188,21 @@ def run(config, workdir) -> dict:
                             weight_init=config.gcn.get("weight_init", "glorot"))
     feats = g.features if g.features is not None else sp.eye(n, format="csr", dtype=np.float32)
 
+    dense_estimate = _check_dense_fits(config, n, budget)
     t0 = time.time()
     n_meta, resumed_from, timed_flips, attack_seconds = 0, None, budget, None
     extra, init_flips = {}, None
-    if config.attack.startswith(("meta", "a_meta")):
-        idx_un = np.union1d(g.idx_val, g.idx_test)
+    allow_test = bool(config.get("allow_test_labels", False))
+    idx_un = np.union1d(g.idx_val, g.idx_test)
+    labels_used = "attacker (training + self-training labels)"
+    if config.attack in ("random",):
+        labels_used = "none"
+    elif config.attack == "dice" and allow_test:
+        labels_used = "oracle (true labels of every node; allow_test_labels=True)"
+    else:  # the attacker's labels: true on idx_train, a surrogate's predictions elsewhere (no test labels)
         self_labels = A.self_training_labels(g.adj, feats, g.labels, g.idx_train, g.idx_val, k_sur,
                                              surrogate=config.get("surrogate", "deeprobust"))
+    if config.attack.startswith(("meta", "a_meta")):
         lam = 1.0 if config.attack.endswith("train") else 0.0
         prob = A.make_meta_problem(g.adj, feats, g.labels, g.idx_train, idx_un, self_labels, lambda_=lam)
         cfg = A.MetattackConfig(budget=budget, num_classes=g.num_classes, inner_steps=config.inner_steps,
@@ -162,12 +219,15 @@ def run(config, workdir) -> dict:
             # on resume only the remaining steps were run (and timed) in this invocation
             timed_flips = min(int(st.n_flips), (res.steps - (resumed_from or 0)) * cfg.flips_per_step)
             attack_seconds = res.seconds
-            pert = A.state_to_adj(prob, st)
+            pert = A.state_to_adj(st)
             n_meta = int(np.ceil(int(st.n_flips) / cfg.flips_per_step))  # meta-gradients actually used (approx.)
     elif config.attack == "random":
         pert = A.flips_to_adj(g.adj, A.random_attack(g.adj, budget, seed=config.seed))
-    else:
-        pert = A.flips_to_adj(g.adj, A.dice_attack(g.adj, g.labels, budget, seed=config.seed))
+    elif config.attack == "prbcd":
+        pert, n_meta, attack_seconds, resumed_from = _prbcd(config, g, budget, self_labels, idx_un, k_att, wd)
+    else:  # DICE with the attacker's labels; the oracle (true labels of every node) only with allow_test_labels
+        pert = A.flips_to_adj(g.adj, A.dice_attack(g.adj, g.labels if allow_test else self_labels, budget,
+                                                   seed=config.seed))
     if attack_seconds is None:
         attack_seconds = time.time() - t0
     info = A.check_perturbation(g.adj, pert, budget)
@@ -194,6 +254,7 @@ def run(config, workdir) -> dict:
         "attack_seconds": attack_seconds,
         "seconds_per_perturbation": attack_seconds / max(1, min(timed_flips, info["n_flips"])),
         "resumed_from_step": resumed_from,
+        "attack_labels": labels_used, "dense_estimate": dense_estimate,
         "test_acc_clean": _stats(acc_clean), "test_acc_poisoned": _stats(acc_pois),
         "test_acc_reference": _stats(acc_ref) if acc_ref is not None else None,
         "reference": "Pro-GNN meta_adj (DeepRobust Metattack)" if acc_ref is not None else None,
@@ -222,7 +283,8 @@ def run(config, workdir) -> dict:
         ("Setup", f"GCN (hidden {gcfg.hidden}, {gcfg.epochs} epochs) over {config.n_seeds} seeds on the Pro-GNN "
                   f"split; attack `{config.attack}`, {info['n_flips']} flips ({info['added']} added, "
                   f"{info['removed']} removed), {n_meta} meta-gradients, {config.flips_per_step} flip(s) per "
-                  f"meta-gradient, {config.inner_steps} inner steps, LL constraint {config.ll_constraint}."),
+                  f"meta-gradient, {config.inner_steps} inner steps, LL constraint {config.ll_constraint}. "
+                  f"Labels the attack saw: {labels_used}." + _speed_note(config)),
         ("Test accuracy (mean ± std)", table),
         ("Time", f"{attack_seconds:.1f} s for the attack ({results['seconds_per_perturbation']:.2f} s per "
                  "perturbation, compilation included)."),

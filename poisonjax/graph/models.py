@@ -94,7 +94,7 @@ def _glorot(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -lim, lim)
 
 
-def _fan_out_uniform(out_dim: int):
+def fan_out_uniform(out_dim: int):
     r"""Kipf's PyTorch / DeepRobust ``GraphConvolution`` init: :math:`U(-1/\sqrt{d_{out}}, 1/\sqrt{d_{out}})`
     for weights and biases alike (``d_out`` is the layer's output width)."""
     def init(key, shape, dtype=jnp.float32):
@@ -132,8 +132,8 @@ class GCN(nn.Module):
         if self.weight_init not in GCN_INITS:
             raise ValueError(f"GCN weight_init must be one of {GCN_INITS}, got {self.weight_init!r}")
         dr = self.weight_init == "deeprobust"
-        i1 = _fan_out_uniform(self.hidden) if dr else _glorot
-        i2 = _fan_out_uniform(self.num_classes) if dr else _glorot
+        i1 = fan_out_uniform(self.hidden) if dr else _glorot
+        i2 = fan_out_uniform(self.num_classes) if dr else _glorot
         w1 = self.param("w1", i1, (f, self.hidden))
         w2 = self.param("w2", i2, (self.hidden, self.num_classes))
         drop = nn.Dropout(self.dropout, deterministic=not train)

@@ -146,7 +146,7 @@ def pseudo_links(z: np.ndarray, split: LinkSplit, n_pairs: Optional[int] = None,
 def make_vgae_problem(split: LinkSplit, x, pairs, labels) -> VGAEProblem:
     """Build a :class:`VGAEProblem` (held-out pairs are not flippable)."""
     n = split.adj_train.shape[0]
-    allowed = gatt._upper_pairs_mask(n, split.held_out_pairs())
+    allowed = gatt.upper_pairs_mask(n, split.held_out_pairs())
     coo = sp.coo_matrix(split.adj_train)
     labels = np.asarray(labels)
     pos, neg = np.flatnonzero(labels > 0.5), np.flatnonzero(labels <= 0.5)
@@ -227,8 +227,8 @@ def vgae_meta_grad_fast(prob: VGAEProblem, state, cfg: VGAEAttackConfig, key):
     if not v.variational:
         raise PoisonJaxInputError("the fast VGAE path supports variational=True only")
     n = prob.a_clean.shape[0]
-    rows, cols, vals, s = gatt._sparse_norm_adj(prob, state)
-    spmm = lambda m: gatt._spmm(rows, cols, vals, m, n)
+    rows, cols, vals, s = gatt.sparse_norm_adj(prob, state)
+    spmm = lambda m: gatt.spmm(rows, cols, vals, m, n)
     enc = GraphEncoder(v.hidden, v.latent, v.variational)
     k0, k1 = jax.random.split(key)
     params0 = enc.init(k0, jnp.eye(n, dtype=jnp.float32), prob.x)
@@ -351,7 +351,7 @@ def vgae_oneshot(prob: VGAEProblem, budget: int, key, victim: VGAEConfig = VGAEC
     rem_s = np.where(allowed & (a_np > 0), -score, -np.inf).ravel()
     rems = np.argsort(-rem_s)[: 4 * n_rem + 10]
     rems = rems[np.isfinite(rem_s[rems])]
-    rem_pairs = gatt._drop_singleton_flips(a_np, np.stack([rems // n, rems % n], 1))[:n_rem]
+    rem_pairs = gatt.drop_singleton_flips(a_np, np.stack([rems // n, rems % n], 1))[:n_rem]
     return np.concatenate([np.stack([adds // n, adds % n], 1), rem_pairs]).astype(np.int64)
 
 

@@ -17,7 +17,8 @@ from tests.graph.test_graph_attacks import _tiny
 @pytest.fixture(scope="module")
 def tiny():
     adj, x, y, tr, un = _tiny()
-    return adj, x, y, tr, un, A.make_meta_problem(adj, x, y, tr, un, lambda_=0.5)
+    return adj, x, y, tr, un, A.make_meta_problem(adj, x, y, tr, un, lambda_=0.5, self_labels="true",
+                                                  allow_test_labels=True)
 
 
 @pytest.mark.parametrize("loss", ["ce", "tanh_margin", "mce"])

@@ -38,7 +38,8 @@ from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
 
 class PRBCDProblem(NamedTuple):
     """``edge_codes`` ``[E]`` sorted int32 codes ``i*N+j`` (``i<j``) of the clean edges; ``e_rows``,
-    ``e_cols`` ``[E]``; ``x`` ``[N, F]`` features; ``labels`` ``[N]`` (self-training labels);
+    ``e_cols`` ``[E]``; ``x`` ``[N, F]`` features (``None``: identity features, handled without an
+    ``[N, N]`` matrix); ``labels`` ``[N]`` (self-training labels);
     ``train_w`` / ``attack_w`` ``[N]`` loss weights; ``deg`` ``[N]`` clean degrees."""
 
     edge_codes: jax.Array
@@ -78,25 +79,38 @@ class PRBCDConfig(NamedTuple):
     resample_until: int = 1 << 30
 
 
-def make_prbcd_problem(adj: sp.spmatrix, x: np.ndarray, labels, idx_train, idx_unlabeled,
-                       self_labels: Optional[np.ndarray] = None) -> PRBCDProblem:
-    """Build a :class:`PRBCDProblem` from a symmetric 0/1 scipy adjacency and dense features."""
+def make_prbcd_problem(adj: sp.spmatrix, x, labels, idx_train, idx_unlabeled, self_labels=None,
+                       allow_test_labels: bool = False, key=None,
+                       num_classes: Optional[int] = None) -> PRBCDProblem:
+    """Build a :class:`PRBCDProblem` from a symmetric 0/1 adjacency ``[N, N]`` (scipy sparse or dense) and
+    features ``x`` ``[N, F]`` (numpy or scipy sparse; held dense on the device). The attack loss is Meta-Self
+    on ``idx_unlabeled`` with the attacker's labels
+    (:func:`~poisonjax.graph.attacks.selftrain.attacker_labels`): the training labels plus ``self_labels``
+    (``None``, the default, trains the self-training surrogate on ``idx_train``; ``"true"``, the oracle,
+    needs ``allow_test_labels=True``). Only ``labels[idx_train]`` is read unless ``allow_test_labels``."""
     from poisonjax.data.graphs import as_symmetric_unweighted
+    from poisonjax.graph.attacks.selftrain import attacker_labels
     adj = as_symmetric_unweighted(adj, "adj")
     n = adj.shape[0]
     if n > 46340:
         raise PoisonJaxInputError(f"PR-BCD pair codes are int32: need num_nodes <= 46,340, got {n}")
+    if x is not None:
+        x = x.toarray() if sp.issparse(x) else np.asarray(x)
+        if x.ndim != 2 or x.shape[0] != n:
+            raise PoisonJaxInputError(f"x must be [N, F] with N = {n} rows (one per node), got shape {x.shape}")
     up = sp.triu(adj, 1).tocoo()
     codes = (up.row.astype(np.int64) * n + up.col).astype(np.int64)
     order = np.argsort(codes)
-    y = np.asarray(labels if self_labels is None else self_labels, np.int32).copy()
-    y[idx_train] = np.asarray(labels)[idx_train]
+    feats = sp.eye(n, format="csr", dtype=np.float32) if x is None else x
+    y = attacker_labels(adj, feats, labels, idx_train, self_labels, allow_test_labels, key, num_classes,
+                        caller="make_prbcd_problem")
     tw = np.zeros(n, np.float32)
     tw[idx_train] = 1.0 / len(idx_train)
     aw = np.zeros(n, np.float32)
     aw[idx_unlabeled] = 1.0 / len(idx_unlabeled)
     return PRBCDProblem(jnp.asarray(codes[order], jnp.int32), jnp.asarray(up.row[order], jnp.int32),
-                        jnp.asarray(up.col[order], jnp.int32), jnp.asarray(x, jnp.float32), jnp.asarray(y),
+                        jnp.asarray(up.col[order], jnp.int32), None if x is None else jnp.asarray(x, jnp.float32),
+                        jnp.asarray(y),
                         jnp.asarray(tw), jnp.asarray(aw), jnp.asarray(np.asarray(adj.sum(1)).ravel(), jnp.float32))
 
 
@@ -137,15 +151,19 @@ def meta_loss(prob: PRBCDProblem, codes, p, cfg: PRBCDConfig, key) -> jax.Array:
     s = jax.lax.rsqrt(jnp.maximum(deg, 1e-6))
     vals = w * s[rows] * s[cols]
     spmm = lambda m: jax.ops.segment_sum(vals[:, None] * m[cols], rows, num_segments=n)
-    f = prob.x.shape[1]
+    f = n if prob.x is None else prob.x.shape[1]
     k1, k2 = jax.random.split(key)
     w1 = jax.random.uniform(k1, (f, h), jnp.float32, -1 / math.sqrt(h), 1 / math.sqrt(h))
     w2 = jax.random.uniform(k2, (h, c), jnp.float32, -1 / math.sqrt(c), 1 / math.sqrt(c))
-    ax = spmm(spmm(prob.x))  # Â² X: the linearised GCN is Â² X W1 W2
+    if prob.x is None:  # identity features: Â² W1 W2 in O(|E| H) per product, no [N, N] matrix
+        lin = lambda W: spmm(spmm(W[0])) @ W[1]
+    else:
+        ax = spmm(spmm(prob.x))  # Â² X: the linearised GCN is Â² X W1 W2
+        lin = lambda W: ax @ W[0] @ W[1]
     opt = optax.sgd(cfg.lr, momentum=cfg.momentum)
 
     def train_loss(W):
-        logits = ax @ W[0] @ W[1]
+        logits = lin(W)
         return jnp.sum(prob.train_w * optax.softmax_cross_entropy_with_integer_labels(logits, prob.labels))
 
     def step(carry, _):
@@ -156,7 +174,7 @@ def meta_loss(prob: PRBCDProblem, codes, p, cfg: PRBCDConfig, key) -> jax.Array:
 
     W0 = (w1, w2)
     (W, _), _ = jax.lax.scan(jax.checkpoint(step), (W0, opt.init(W0)), None, length=cfg.inner_steps)
-    logits = ax @ W[0] @ W[1]
+    logits = lin(W)
     return jnp.sum(prob.attack_w * optax.softmax_cross_entropy_with_integer_labels(logits, prob.labels))
 
 
