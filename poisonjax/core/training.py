@@ -94,10 +94,37 @@ def epoch_batches(key: jax.Array, mask: jax.Array, batch_size: int):
     return order.reshape(n_batches, batch_size), w.reshape(n_batches, batch_size)
 
 
+def _trainable_optimizer(optimizer: optax.GradientTransformation, trainable) -> optax.GradientTransformation:
+    """``optimizer`` on the leaves where ``trainable`` is True, zero updates elsewhere
+    (``optax.multi_transform`` with :func:`optax.set_to_zero`: frozen leaves keep no optimiser state)."""
+    def labels(params):
+        t = trainable(params) if callable(trainable) else trainable
+        return jax.tree.map(lambda b: "train" if bool(b) else "freeze", t)
+    return optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()}, labels)
+
+
+def split_variables(variables: PyTree):
+    """``(params, state)`` of a victim's variables: a flax ``{"params": ..., "batch_stats": ...}``
+    dict gives its ``"params"`` collection and a dict of the other collections; any other pytree is
+    all parameters (state ``None``)."""
+    if isinstance(variables, dict) and "params" in variables:
+        return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    return variables, None
+
+
+def merge_variables(params: PyTree, state) -> PyTree:
+    """Inverse of :func:`split_variables`."""
+    if state is None:
+        return params
+    return {"params": params, **state}
+
+
 def train_minibatch(per_example_loss: Callable[[PyTree, PyTree, jax.Array], jax.Array], params: PyTree,
                     optimizer: optax.GradientTransformation, data: PyTree, key: jax.Array, *,
                     epochs: int, batch_size: int, mask: Optional[jax.Array] = None,
-                    remat: bool = False) -> TrainResult:
+                    remat: bool = False, stateful: bool = False, trainable=None,
+                    augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
+                    augment_key: str = "x") -> TrainResult:
     r"""Mini-batch training over a (possibly padded) dataset, shuffled each epoch.
 
     The objective of a step is the weighted mean
@@ -106,8 +133,11 @@ def train_minibatch(per_example_loss: Callable[[PyTree, PyTree, jax.Array], jax.
 
     Args:
       per_example_loss: ``(params, batch, key) -> [B]`` losses; ``batch`` is ``data`` indexed on its
-        leading axis.
-      params: initial parameters.
+        leading axis. With ``stateful=True`` it receives the full variables and returns
+        ``([B] losses, updated_state)`` (flax ``mutable=`` output, e.g. ``{"batch_stats": ...}``).
+      params: initial parameters: any pytree, or flax variables ``{"params": ..., <other
+        collections>}``, of which only the ``"params"`` collection is optimised (and ``trainable``
+        refers to it); the loss always receives the full variables.
       optimizer: optax transformation.
       data: pytree whose leaves all have leading size ``N`` (e.g. ``{"x": [N,H,W,C], "y": [N]}``).
       key: PRNG key (shuffling and per-step keys).
@@ -115,6 +145,12 @@ def train_minibatch(per_example_loss: Callable[[PyTree, PyTree, jax.Array], jax.
       batch_size: ``B`` (static).
       mask: ``[N]`` validity mask or example weights; all ones if ``None``.
       remat: ``jax.checkpoint`` each step (for differentiating through long training).
+      stateful: the loss updates non-parameter collections (BatchNorm running statistics): the
+        state returned by the loss replaces the old one after every non-empty step.
+      trainable: optional pytree of bools over the parameters (or ``params -> pytree of bools``);
+        False leaves get zero updates and stay bit-identical (``optax.multi_transform``).
+      augment: optional ``augment(key, x) -> x`` applied to ``batch[augment_key]`` at every step
+        (fresh key per step; the loss's key is unchanged).
 
     Returns:
       :class:`TrainResult`; ``losses`` has one entry per step (0 for skipped empty batches).
@@ -129,38 +165,53 @@ def train_minibatch(per_example_loss: Callable[[PyTree, PyTree, jax.Array], jax.
     idx = idx.reshape(-1, batch_size)
     w = w.reshape(-1, batch_size)
     skeys = jax.random.split(jax.random.fold_in(key, 1), idx.shape[0])
-    opt_state = optimizer.init(params)
+    if trainable is not None:
+        optimizer = _trainable_optimizer(optimizer, trainable)
+    theta, state = split_variables(params)
+    if stateful and not state:
+        raise ValueError("stateful=True needs variables {'params': ..., <collections>} with at least one "
+                         "non-'params' collection (e.g. 'batch_stats')")
+    opt_state = optimizer.init(theta)
 
     def step(carry, xs):
-        p, s = carry
+        p, s, st = carry
         bidx, bw, k = xs
         batch = jax.tree.map(lambda a: a[bidx], data)
+        if augment is not None:
+            batch = dict(batch)
+            batch[augment_key] = augment(jax.random.fold_in(k, 0x61756720), batch[augment_key])
         denom = jnp.maximum(bw.sum(), 1.0)
 
         def loss(p_):
-            return jnp.sum(per_example_loss(p_, batch, k) * bw) / denom
+            if stateful:
+                per, new_st = per_example_loss(merge_variables(p_, st), batch, k)
+                return jnp.sum(per * bw) / denom, new_st
+            return jnp.sum(per_example_loss(merge_variables(p_, st), batch, k) * bw) / denom, st
 
-        l, g = jax.value_and_grad(loss)(p)
+        (l, st2), g = jax.value_and_grad(loss, has_aux=True)(p)
         upd, s2 = optimizer.update(g, s, p)
         p2 = optax.apply_updates(p, upd)
         has = bw.sum() > 0
-        return (_masked_update(has, p2, p), _masked_update(has, s2, s)), l
+        if stateful:
+            st2 = {**st, **st2}
+        return (_masked_update(has, p2, p), _masked_update(has, s2, s), _masked_update(has, st2, st)), l
 
     if remat:
         step = jax.checkpoint(step)
-    (params, _), losses = jax.lax.scan(step, (params, opt_state), (idx, w, skeys))
-    return TrainResult(params, losses)
+    (theta, _, state), losses = jax.lax.scan(step, (theta, opt_state, state), (idx, w, skeys))
+    return TrainResult(merge_variables(theta, state), losses)
 
 
 def init_and_train(init_fn: Callable[[jax.Array], PyTree], per_example_loss, optimizer, data, key, *,
-                   epochs: int, batch_size: int, mask=None, remat: bool = False) -> TrainResult:
-    """Initialise a victim with ``init_fn(key)`` and train it with :func:`train_minibatch`.
+                   epochs: int, batch_size: int, mask=None, remat: bool = False, **train_kwargs) -> TrainResult:
+    """Initialise a victim with ``init_fn(key)`` and train it with :func:`train_minibatch`
+    (``train_kwargs``: ``stateful``, ``trainable``, ``augment``, ``augment_key``).
 
     A pure function of ``key`` (and of ``data``), so ``jax.vmap`` over keys trains K victims.
     """
     k_init, k_train = jax.random.split(key)
     return train_minibatch(per_example_loss, init_fn(k_init), optimizer, data, k_train,
-                           epochs=epochs, batch_size=batch_size, mask=mask, remat=remat)
+                           epochs=epochs, batch_size=batch_size, mask=mask, remat=remat, **train_kwargs)
 
 
 def train_ensemble(init_fn, per_example_loss, optimizer, data, keys: jax.Array, *, epochs: int,

@@ -1,0 +1,322 @@
+r"""Victims: train K models on K (poisoned) datasets and evaluate them -- one module for every room.
+
+A *victim* is what a data-poisoning attack is measured on: a model trained from scratch (or
+fine-tuned) on the poisoned training set. This module is data-generic: a dataset is any pytree whose
+leaves share a leading example axis ``N`` (``{"x": [N, ...], "y": [N]}`` for classification,
+``{"x": [N, L], "y": [N]}`` for next-item prediction, ...), and a model is given by a
+:class:`Victim` (init, per-example loss, eval-mode apply).
+
+**The one per-example-loss signature** (used by every room):
+
+.. math:: \ell(\text{variables}, \text{batch}, k) \in \mathbb{R}^{B}
+
+``loss(variables, batch, key) -> [B]``; ``variables`` is any parameter pytree or flax variables
+``{"params": ..., "batch_stats": ...}``, ``batch`` the dataset pytree indexed on its leading axis,
+``key`` a PRNG key (dropout, sampling). A *stateful* victim (BatchNorm) returns
+``([B], updated_collections)`` in training mode, as flax's ``apply(..., mutable=["batch_stats"])``
+does; its running statistics are updated at every step and used by the eval-mode ``apply``.
+
+**Training** (:func:`train_victims`) of victim :math:`k = 1..K`:
+
+.. math::
+    \theta_k^{0} = \mathrm{init}(k^{init}_k)\ (\text{or given variables}),\qquad
+    \theta_k^{t+1} = \theta_k^t + \mathrm{opt}\Big(\nabla_\theta
+        \frac{\sum_{i \in B_t} m_{k,i}\,\ell(\theta_k^t, A(x_i), k_t)_i}{\max(1, \sum_{i\in B_t} m_{k,i})}\Big)
+        \odot \tau,
+
+with mini-batches :math:`B_t` of the (shared or victim-specific) dataset :math:`D_k`, reshuffled
+every epoch, validity mask :math:`m_k` (padding), optional augmentation :math:`A` and optional
+trainable mask :math:`\tau` (only BatchNorm parameters, only a head, only LoRA adapters: frozen leaves
+stay bit-identical). The K trainings are one program: :func:`poisonjax.core.parallel.chunked_vmap`
+over victims, ``chunk`` at a time (bounding memory) and sharded over a device ``mesh`` when given.
+
+**Evaluation**: :func:`predict_victims` gives outputs ``[K, N, ...]`` of every victim in eval mode,
+chunked over the test set (``batch_size`` test examples at a time) and over victims;
+:func:`evaluate_victims` gives the top-1 accuracy ``[K]``
+(:math:`\frac{1}{\sum_i m_i}\sum_i m_i[\arg\max_c f_{\theta_k}(x_i)_c = y_i]`).
+
+Poisoned training sets that differ from a shared clean set only in ``P`` rows are trained without
+copying the clean set per victim by :func:`train_on_poisoned` (the perturbations are added inside
+each mini-batch).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from poisonjax.core.parallel import chunked_vmap
+from poisonjax.core.training import init_and_train, train_minibatch
+from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
+
+PyTree = Any
+PerExampleLoss = Callable[[PyTree, PyTree, jax.Array], Any]
+"""``loss(variables, batch, key) -> [B]`` (or ``([B], updated_collections)`` for a stateful victim)."""
+
+
+class Victim(NamedTuple):
+    """A victim model.
+
+    Attributes:
+      init: ``key -> variables`` (one model's parameters or flax variables).
+      loss: the per-example training loss ``(variables, batch, key) -> [B]``; for a stateful
+        victim (BatchNorm) it runs in training mode and returns ``([B], updated_collections)``.
+      apply: eval-mode ``(variables, x) -> outputs`` (e.g. logits ``[B, C]``).
+      stateful: True when ``loss`` returns updated collections (BatchNorm running statistics).
+    """
+
+    init: Callable[[jax.Array], PyTree]
+    loss: PerExampleLoss
+    apply: Callable[[PyTree, Any], jax.Array]
+    stateful: bool = False
+
+
+class VictimsResult(NamedTuple):
+    """``variables``: stacked victim variables (every leaf ``[K, ...]``); ``losses``: ``[K, steps]``
+    per-step training losses (weighted batch means; 0 for skipped empty batches)."""
+
+    variables: PyTree
+    losses: jax.Array
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    r""":math:`-\log\mathrm{softmax}(z_i)_{y_i}` per example (logits ``[B, C]``, labels ``[B]``)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def flax_victim(module, sample_x, *, loss: Callable[[jax.Array, jax.Array], jax.Array] = softmax_cross_entropy,
+                x_key: str = "x", y_key: str = "y", train_kwarg: Optional[str] = "train",
+                dropout: bool = False) -> Victim:
+    """A :class:`Victim` for a flax.linen ``module`` mapping ``x -> outputs``, with or without BatchNorm.
+
+    ``init(key) = module.init(key, sample_x[:1], ...)``. If the variables hold collections besides
+    ``"params"`` (BatchNorm's ``"batch_stats"``) the victim is stateful: the training loss calls
+    ``module.apply(v, x, **{train_kwarg: True}, mutable=[those collections])`` and returns the
+    updated running statistics; ``apply`` is eval mode (``train_kwarg=False``), which reads them.
+    Modules without a ``train_kwarg`` argument are called without it. In training mode BatchNorm
+    normalises with the statistics of the whole mini-batch, padded rows included (a batch is padded
+    only at the end of an epoch when ``B`` does not divide ``N``, or where the mask is 0).
+
+    Args:
+      module: flax module; ``module(x, train=...) -> outputs`` when ``train_kwarg`` is set.
+      sample_x: one example batch (``[b, ...]``) to initialise shapes.
+      loss: ``(outputs [B, ...], y [B]) -> [B]`` (softmax cross-entropy by default).
+      x_key, y_key: where the batch dict holds inputs and targets.
+      train_kwarg: name of the module's train/eval flag (``None``: the module has none).
+      dropout: pass ``rngs={"dropout": key}`` in training mode.
+    """
+    sample = jnp.asarray(sample_x)[:1]
+    kw_train = {} if train_kwarg is None else {train_kwarg: True}
+    kw_eval = {} if train_kwarg is None else {train_kwarg: False}
+    try:
+        probe = jax.eval_shape(lambda k: module.init(k, sample, **kw_eval), jax.random.PRNGKey(0))
+    except TypeError:
+        if not kw_eval:
+            raise
+        kw_train, kw_eval = {}, {}   # the module has no train flag
+        probe = jax.eval_shape(lambda k: module.init(k, sample), jax.random.PRNGKey(0))
+    collections = tuple(c for c in probe if c != "params")
+
+    def init(key):
+        return module.init(key, sample, **kw_eval)
+
+    def apply(variables, x):
+        return module.apply(variables, x, **kw_eval)
+
+    if collections:
+        def train_loss(variables, batch, key):
+            rngs = {"dropout": key} if dropout else None
+            out, upd = module.apply(variables, batch[x_key], **kw_train, mutable=list(collections), rngs=rngs)
+            return loss(out, batch[y_key]), upd
+        return Victim(init, train_loss, apply, True)
+
+    def plain_loss(variables, batch, key):
+        rngs = {"dropout": key} if dropout else None
+        return loss(module.apply(variables, batch[x_key], **kw_train, rngs=rngs), batch[y_key])
+
+    return Victim(init, plain_loss, apply, False)
+
+
+def as_victim(init_fn: Callable, loss: PerExampleLoss, apply_fn: Callable, stateful: bool = False) -> Victim:
+    """Bundle plain functions into a :class:`Victim` (``loss`` in the one signature)."""
+    return Victim(init_fn, loss, apply_fn, stateful)
+
+
+def _axes_of(name, axis):
+    if axis not in (None, 0):
+        raise PoisonJaxInputError(f"{name} must be None (shared by all victims) or 0 (leading K axis), got {axis!r}")
+    return axis
+
+
+def train_victims(victim: Victim, optimizer: optax.GradientTransformation, data: PyTree, keys: jax.Array, *,
+                  epochs: int, batch_size: int, mask: Optional[jax.Array] = None,
+                  data_axis: Optional[int] = None, variables: Optional[PyTree] = None,
+                  variables_axis: Optional[int] = 0, trainable=None,
+                  augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None, augment_key: str = "x",
+                  chunk: Optional[int] = None, mesh=None, remat: bool = False) -> VictimsResult:
+    r"""Train K victims, one per key, as one vmapped (chunked, optionally sharded) program.
+
+    Victim ``k`` starts from ``victim.init(split(keys[k])[0])`` (or from ``variables``) and runs
+    ``epochs`` passes of mini-batch training (:func:`poisonjax.core.training.train_minibatch`) on its
+    dataset with the key ``split(keys[k])[1]``; see the module docstring for the update.
+
+    Args:
+      victim: :class:`Victim` (e.g. :func:`flax_victim`).
+      optimizer: optax transformation (SGD, Adam, ...), the same for every victim.
+      data: dataset pytree, leaves ``[N, ...]`` (shared, ``data_axis=None``) or ``[K, N, ...]``
+        (one dataset per victim, ``data_axis=0``; pad to a common ``N`` and mask the padding).
+      keys: ``[K, 2]`` PRNG keys, one per victim (``jax.random.split(key, K)``).
+      epochs, batch_size: passes and mini-batch size ``B`` (static).
+      mask: validity mask / example weights, ``[N]`` or ``[K, N]`` (following ``data_axis``).
+      data_axis: ``None`` (shared dataset) or ``0`` (stacked per victim).
+      variables: optional starting variables (fine-tuning): one model's (``variables_axis=None``,
+        shared) or stacked ``[K, ...]`` (``variables_axis=0``). ``keys`` then only drive shuffling.
+      trainable: optional pytree of bools over the ``"params"`` collection (or a function
+        ``params -> pytree of bools``); frozen leaves keep their exact value.
+      augment: optional ``augment(key, x) -> x`` applied to ``batch[augment_key]`` at every step.
+      chunk: victims per vmapped chunk (``None``: all K at once).
+      mesh: optional 1-D device mesh: each chunk's victims are sharded over its devices.
+      remat: checkpoint each training step (when differentiating through training).
+
+    Returns:
+      :class:`VictimsResult` with stacked ``variables`` (leaves ``[K, ...]``) and ``losses [K, steps]``.
+    """
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    keys = jnp.asarray(keys)
+    if keys.ndim != 2:
+        raise PoisonJaxInputError(f"keys must be [K, 2] PRNG keys (jax.random.split(key, K)), got shape {keys.shape}")
+    data_axis = _axes_of("data_axis", data_axis)
+    k = keys.shape[0]
+    if data_axis == 0:
+        sizes = {l.shape[0] for l in jax.tree.leaves(data)}
+        if sizes != {k}:
+            raise PoisonJaxInputError(f"data with data_axis=0 must have leading size K={k} on every leaf, got {sorted(sizes)}")
+    if mask is not None:
+        want = (k, jax.tree.leaves(data)[0].shape[1]) if data_axis == 0 else jax.tree.leaves(data)[0].shape[:1]
+        if tuple(jnp.shape(mask)) != tuple(want):
+            raise PoisonJaxInputError(f"mask must have shape {tuple(want)} (following data_axis), got {jnp.shape(mask)}")
+    kw = dict(epochs=epochs, batch_size=batch_size, remat=remat, stateful=victim.stateful,
+              trainable=trainable, augment=augment, augment_key=augment_key)
+
+    if variables is None:
+        def one(key, d, m):
+            return init_and_train(victim.init, victim.loss, optimizer, d, key, mask=m, **kw)
+        fn = chunked_vmap(one, chunk=chunk, mesh=mesh, in_axes=(0, data_axis, data_axis if mask is not None else None))
+        res = fn(keys, data, mask)
+    else:
+        variables_axis = _axes_of("variables_axis", variables_axis)
+
+        def one(key, d, m, v):
+            return train_minibatch(victim.loss, v, optimizer, d, jax.random.split(key)[1], mask=m, **kw)
+        fn = chunked_vmap(one, chunk=chunk, mesh=mesh,
+                          in_axes=(0, data_axis, data_axis if mask is not None else None, variables_axis))
+        res = fn(keys, data, mask, variables)
+    return VictimsResult(res.params, res.losses)
+
+
+def _test_batches(x, batch_size):
+    n = jax.tree.leaves(x)[0].shape[0]
+    b = n if batch_size is None else max(1, min(int(batch_size), n))
+    pad = (-n) % b
+    xp = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a, x)
+    return jax.tree.map(lambda a: a.reshape((-1, b) + a.shape[1:]), xp), n
+
+
+def predict_victims(apply_fn: Callable, variables: PyTree, x, *, batch_size: Optional[int] = 1024,
+                    chunk: Optional[int] = None, mesh=None, x_axis: Optional[int] = None) -> jax.Array:
+    r"""Eval-mode outputs :math:`f_{\theta_k}(x_i)` of every victim: ``[K, N, ...]``.
+
+    Args:
+      apply_fn: eval-mode ``(variables, x [b, ...]) -> outputs [b, ...]`` (e.g. ``Victim.apply``).
+      variables: stacked victims (leaves ``[K, ...]``).
+      x: test inputs (array or pytree), leaves ``[N, ...]`` (shared) or ``[K, N, ...]`` (``x_axis=0``).
+      batch_size: test examples per forward pass (``lax.map`` over ``ceil(N / batch_size)``
+        batches, bounding activation memory); ``None``: all at once.
+      chunk, mesh: victims per chunk and optional device mesh (:func:`chunked_vmap`).
+    """
+    x_axis = _axes_of("x_axis", x_axis)
+
+    def one(v, xs):
+        blocks, n = _test_batches(xs, batch_size)
+        out = jax.lax.map(lambda b: apply_fn(v, b), blocks)
+        return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+
+    return chunked_vmap(one, chunk=chunk, mesh=mesh, in_axes=(0, x_axis))(variables, x)
+
+
+def evaluate_victims(apply_fn: Callable, variables: PyTree, x, y, *, mask: Optional[jax.Array] = None,
+                     batch_size: Optional[int] = 1024, chunk: Optional[int] = None, mesh=None,
+                     x_axis: Optional[int] = None) -> jax.Array:
+    r"""Top-1 accuracy of every victim, ``[K]``:
+    :math:`a_k = \sum_i m_i [\arg\max_c f_{\theta_k}(x_i)_c = y_i] / \max(1, \sum_i m_i)`.
+
+    Args as :func:`predict_victims`; ``y``: ``[N]`` (or ``[K, N]`` with ``x_axis=0``) integer
+    labels; ``mask``: optional ``[N]`` / ``[K, N]`` validity mask (padding).
+    """
+    logits = predict_victims(apply_fn, variables, x, batch_size=batch_size, chunk=chunk, mesh=mesh, x_axis=x_axis)
+    hit = (jnp.argmax(logits, -1) == jnp.asarray(y)).astype(jnp.float32)
+    if mask is None:
+        return hit.mean(-1)
+    m = jnp.broadcast_to(jnp.asarray(mask, jnp.float32), hit.shape)
+    return (hit * m).sum(-1) / jnp.maximum(m.sum(-1), 1.0)
+
+
+# ------------------------------------------------------------------ poisoned sets without copies ----
+
+def poison_slots(poison_index, n: int) -> jax.Array:
+    """``slot [N]``: for training example ``j``, its row in the poison array if it is a poison
+    (``poison_index[i] = j``), else ``P`` (a zero row). ``poison_index [P]``, ``-1`` = unused."""
+    poison_index = jnp.asarray(poison_index)
+    p = poison_index.shape[0]
+    return jnp.full((n,), p, jnp.int32).at[jnp.where(poison_index >= 0, poison_index, n)].set(
+        jnp.arange(p, dtype=jnp.int32), mode="drop")
+
+
+def poisoned_images(train_x, poison_index, poison_delta):
+    """``train_x`` with ``poison_delta [P, ...]`` added at rows ``poison_index [P]`` (a copy)."""
+    slot = poison_slots(jnp.asarray(poison_index), train_x.shape[0])
+    dpad = jnp.concatenate([poison_delta, jnp.zeros((1,) + poison_delta.shape[1:], poison_delta.dtype)])
+    return train_x + dpad[slot]
+
+
+def train_on_poisoned(init_fn: Callable, per_example_loss: PerExampleLoss, optimizer, train_x, train_y, key,
+                      poison_index, poison_delta, *, epochs: int, batch_size: int, **train_kwargs):
+    r"""Train one victim from scratch on the poisoned set :math:`\{(x_j + \delta_{s(j)}, y_j)\}`.
+
+    The clean set is not copied: each mini-batch adds the perturbations of the poisons it contains
+    (:func:`poison_slots`), so vmapping over victims with different poisons costs O(P) memory per
+    victim, not O(N). ``per_example_loss(variables, {"x", "y"}, key) -> [B]`` (the one signature;
+    with ``stateful=True`` in ``train_kwargs`` it returns ``([B], collections)``). Returns the
+    trained variables.
+    """
+    train_x = jnp.asarray(train_x)
+    slot = poison_slots(jnp.asarray(poison_index), train_x.shape[0])
+    dpad = jnp.concatenate([poison_delta, jnp.zeros((1,) + poison_delta.shape[1:], poison_delta.dtype)])
+
+    def loss(params, batch, k):
+        x = batch["x"] + dpad[batch["slot"]]
+        return per_example_loss(params, {"x": x, "y": batch["y"]}, k)
+
+    data = {"x": train_x, "y": jnp.asarray(train_y), "slot": slot}
+    return init_and_train(init_fn, loss, optimizer, data, key, epochs=epochs, batch_size=batch_size,
+                          **train_kwargs).params
+
+
+def stack_datasets(datasets, pad_to: Optional[int] = None):
+    """Stack K datasets (pytrees with leaves ``[N_k, ...]``) into ``(data [K, N, ...], mask [K, N])``,
+    zero-padding each to ``N = max(N_k)`` (or ``pad_to``); the mask is 1 on real examples."""
+    datasets = list(datasets)
+    if not datasets:
+        raise PoisonJaxInputError("datasets must be a non-empty sequence of dataset pytrees")
+    sizes = [jax.tree.leaves(d)[0].shape[0] for d in datasets]
+    n = max(sizes) if pad_to is None else int(pad_to)
+    if n < max(sizes):
+        raise PoisonJaxInputError(f"pad_to={pad_to} is smaller than the largest dataset ({max(sizes)})")
+    pad = lambda a, m: np.concatenate([np.asarray(a), np.zeros((n - m,) + np.shape(a)[1:], np.asarray(a).dtype)])
+    data = jax.tree.map(lambda *ls: jnp.asarray(np.stack([pad(l, s) for l, s in zip(ls, sizes)])), *datasets)
+    mask = jnp.asarray(np.stack([np.arange(n) < s for s in sizes]).astype(np.float32))
+    return data, mask
