@@ -96,7 +96,8 @@ import jax
 import jax.numpy as jnp
 
 from poisonjax.core.validation import PoisonJaxInputError, check_choice
-from poisonjax.federated import aggregators as _aggs
+from poisonjax.federated.aggregators.base import (Aggregator, aggregator_fn, masked_median, mmd2_matrix,
+                                                  pairwise_sq_distances, weighted_mean)
 
 FUSIONS = ("union", "intersection", "sum", "weight", "latent")
 _MAD = 1.4826
@@ -105,8 +106,8 @@ _MAD = 1.4826
 def robust_z(s: jax.Array, valid: jax.Array, eps: float = 1e-6, floor: float = 0.0) -> jax.Array:
     r"""``[n] -> [n]``: :math:`(s_i - \mathrm{med}) / \max(1.4826\,\mathrm{MAD},\ \text{floor},\ \epsilon(|\mathrm{med}| + 1))`
     over the ``valid`` entries (0 for invalid ones)."""
-    med = _aggs.masked_median(s[:, None], valid)[0]
-    mad = _aggs.masked_median(jnp.abs(s - med)[:, None], valid)[0]
+    med = masked_median(s[:, None], valid)[0]
+    mad = masked_median(jnp.abs(s - med)[:, None], valid)[0]
     z = (s - med) / jnp.maximum(jnp.maximum(_MAD * mad, floor), eps * (jnp.abs(med) + 1.0))
     return jnp.where(valid, z, 0.0)
 
@@ -115,7 +116,7 @@ def equalise_norms(x: jax.Array, valid: jax.Array) -> jax.Array:
     r"""``[n, d] -> [n, d]``: :math:`\Delta_i \cdot \mathrm{med}_{j\ valid}\|\Delta_j\| / \|\Delta_i\|`, every
     update rescaled to the median update norm (direction kept)."""
     norms = jnp.linalg.norm(x, axis=1)
-    med = _aggs.masked_median(norms[:, None], valid)[0]
+    med = masked_median(norms[:, None], valid)[0]
     return x * (med / jnp.maximum(norms, 1e-12))[:, None]
 
 
@@ -137,11 +138,11 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
     w_raw = w
     if scale_invariant and w_global is not None:
         w = w_global[None, :] + equalise_norms(w - w_global[None, :], valid)
-    med = _aggs.masked_median(w, valid)                                         # [d]
-    mad = _aggs.masked_median(jnp.abs(w - med[None, :]), valid)                 # [d]
+    med = masked_median(w, valid)                                         # [d]
+    mad = masked_median(jnp.abs(w - med[None, :]), valid)                 # [d]
     dev = w - med[None, :]
     if scale_invariant and w_global is not None:
-        raw_med = _aggs.masked_median(w_raw, valid)
+        raw_med = masked_median(w_raw, valid)
         magnitude = jnp.log(jnp.linalg.norm(w_raw - raw_med[None, :], axis=1) + 1e-30)
     else:
         magnitude = jnp.linalg.norm(dev, axis=1)
@@ -161,11 +162,11 @@ def weight_statistics(w: jax.Array, valid: jax.Array, w_global: Optional[jax.Arr
     else:
         direction = jnp.zeros(w.shape[0], jnp.float32)
     n = w.shape[0]
-    d2 = _aggs.pairwise_sq_distances(w_raw - med[None, :])
+    d2 = pairwise_sq_distances(w_raw - med[None, :])
     both = valid[:, None] & valid[None, :] & ~jnp.eye(n, dtype=bool)
     nn = jnp.sqrt(jnp.min(jnp.where(both, d2, jnp.inf), axis=1))
     nn = jnp.where(jnp.isfinite(nn), nn, 0.0)
-    nn_med = _aggs.masked_median(nn[:, None], valid)[0]
+    nn_med = masked_median(nn[:, None], valid)[0]
     crowding = -jnp.log(nn + 1e-3 * nn_med + 1e-30)
     # log scale: a benign spread of sizes is not suspicious; flag only multiplicative outliers, i.e. at
     # tau = 4 an update more than e^(4 * 0.3) ~ 3.3x the median deviation when the sizes barely vary
@@ -188,7 +189,7 @@ def latent_statistics(features: jax.Array, valid: jax.Array, k: Optional[int] = 
     (mean MMD² to the ``k`` nearest valid clients, default :math:`\lfloor n_{valid}/2\rfloor`) and its
     robust z-score ``score [n]``."""
     n = features.shape[0]
-    m2 = _aggs.mmd2_matrix(features, bandwidth)
+    m2 = mmd2_matrix(features, bandwidth)
     both = valid[:, None] & valid[None, :] & ~jnp.eye(n, dtype=bool)
     srt = jnp.sort(jnp.where(both, m2, jnp.inf), axis=1)
     kv = jnp.sum(valid).astype(jnp.int32)
@@ -209,7 +210,7 @@ def fuse(score_w: jax.Array, score_l: jax.Array, valid: jax.Array, *, fusion: st
     return flags & valid
 
 
-@_aggs.aggregator_fn()
+@aggregator_fn()
 def geminiguard(x, valid, state, key, context, weights, *, features=None, w_global=None, fusion: str = "union",
                 tau_weight: float = 4.0, tau_latent: float = 4.0, k: Optional[int] = None, clip: bool = False,
                 bandwidth: Optional[float] = None, coherence_floor: float = 0.05, scale_invariant: bool = True,
@@ -288,9 +289,9 @@ def geminiguard(x, valid, state, key, context, weights, *, features=None, w_glob
     xs = x
     if clip:
         norms = jnp.linalg.norm(x, axis=1)
-        med = _aggs.masked_median(norms[:, None], keep)[0]
+        med = masked_median(norms[:, None], keep)[0]
         xs = x * jnp.minimum(1.0, med / jnp.maximum(norms, 1e-12))[:, None]
-    agg = _aggs._wmean(xs, w)
+    agg = weighted_mean(xs, w)
     report = dict(scores=jnp.where(valid, fused, jnp.inf), flags=flags, weights=w / jnp.maximum(w.sum(), 1e-12),
                   score_weight=s_w, score_latent=s_lat, flags_weight=valid & (s_w > tau_weight),
                   flags_latent=valid & (s_lat > tau_latent), magnitude=ws["magnitude"], direction=ws["direction"],
@@ -300,14 +301,14 @@ def geminiguard(x, valid, state, key, context, weights, *, features=None, w_glob
     return agg, state, report
 
 
-def make_aggregator(**hyper) -> _aggs.Aggregator:
+def make_aggregator(**hyper) -> Aggregator:
     """GeminiGuard as an :class:`~poisonjax.federated.aggregators.Aggregator` for the simulation
     (stateless; ``needs=("features",)`` unless ``fusion="weight"``)."""
     import functools
     fusion = hyper.get("fusion", "union")
     check_choice("fusion", fusion, FUSIONS)
     needs = () if fusion == "weight" else ("features",)
-    return _aggs.Aggregator("geminiguard", functools.partial(geminiguard, **hyper), lambda n, d: None, needs)
+    return Aggregator("geminiguard", functools.partial(geminiguard, **hyper), lambda n, d: None, needs)
 
 
 def adaptive_against_geminiguard(tau_weight: float = 4.0, tau_latent: float = 4.0, penalty: float = 10.0,
@@ -342,10 +343,10 @@ def adaptive_against_geminiguard(tau_weight: float = 4.0, tau_latent: float = 4.
         sd = jnp.sqrt(jnp.sum(jnp.where(ben[:, None], (updates - mu) ** 2, 0.0), 0) / nb)
         p = T._direction(mu, sd, direction)
         if decorrelate:
-            d2 = _aggs.pairwise_sq_distances(updates)
+            d2 = pairwise_sq_distances(updates)
             pair = ben[:, None] & ben[None, :] & ~jnp.eye(n, dtype=bool)
             nn = jnp.sqrt(jnp.min(jnp.where(pair, d2, jnp.inf), axis=1))
-            nn_med = _aggs.masked_median(jnp.where(jnp.isfinite(nn), nn, 0.0)[:, None], ben)[0]
+            nn_med = masked_median(jnp.where(jnp.isfinite(nn), nn, 0.0)[:, None], ben)[0]
             noise = jax.random.normal(key, (n, d))
             noise = noise / jnp.linalg.norm(noise, axis=1, keepdims=True) * nn_med
         else:

@@ -195,3 +195,33 @@ def test_bad_shapes_and_names():
         A.fedavg(np.zeros((3,)))
     with pytest.raises(PoisonJaxInputError, match="unknown aggregator"):
         A.get_aggregator("krumm")
+
+
+def test_registry_holds_geminiguard_and_weidetect():
+    import inspect
+    for name in ("geminiguard", "weidetect"):
+        assert name in A.AGGREGATORS
+        agg = A.get_aggregator(name)
+        assert agg.name == name
+    assert A.get_aggregator("geminiguard", fusion="weight").needs == ()
+    assert A.get_aggregator("geminiguard").needs == ("features",)
+    # the documented signature, not the decorator's inner one
+    sig = inspect.signature(A.krum)
+    assert list(sig.parameters)[:3] == ["updates", "state", "key"] and "num_malicious" in sig.parameters
+    assert "x" not in sig.parameters and "valid" in sig.parameters
+    assert "tau_weight" in inspect.signature(A.geminiguard).parameters
+
+
+def test_list_of_client_arrays_accepted_or_refused_with_message():
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=5).astype(np.float32) for _ in range(7)]
+    agg, _, rep = A.median(xs)
+    np.testing.assert_allclose(agg, np.median(np.stack(xs), 0), rtol=1e-6)
+    assert rep["flags"].shape == (7,)
+    agg2, _, _ = A.krum(xs, num_malicious=1)
+    agg3, _, _ = A.krum(np.stack(xs), num_malicious=1)
+    np.testing.assert_array_equal(agg2, agg3)
+    with pytest.raises(PoisonJaxInputError, match=r"same shape.*\[n_clients, d\]"):
+        A.fedavg([np.zeros(3), np.zeros(4)])
+    with pytest.raises(PoisonJaxInputError, match="empty list"):
+        A.fedavg([])

@@ -1,234 +1,29 @@
-r"""Robust aggregation rules for federated learning, as pure functions.
+"""The robust aggregation rules (FedAvg, Krum, Multi-Krum, median, trimmed mean, Bulyan, RFA, FLTrust,
+FLAME, FoolsGold, DnC, centered clipping, FLARE); protocol in :mod:`poisonjax.federated.aggregators`."""
 
-Every aggregator has the signature::
-
-    aggregate, state, report = agg(updates, state=None, key=None, *, context=None, valid=None,
-                                   weights=None, nan_policy="raise", **hyperparameters)
-
-* ``updates``: an ``[n, d]`` array (one flattened update per client) or a pytree whose leaves carry a
-  leading client axis ``[n, ...]``. The aggregate has the same form without the client axis
-  (``[d]`` or the unstacked pytree).
-* ``state``: aggregator state carried across rounds (``None`` for stateless rules; FoolsGold keeps
-  client histories, centered clipping keeps its last center). ``None`` on the first call is fine:
-  stateful rules initialise themselves (see :func:`get_aggregator` ``.init`` for a fixed-shape state
-  to carry in a ``lax.scan``).
-* ``key``: PRNG key for randomised rules (FLAME noise, DnC coordinate sampling).
-* ``context``: a :class:`poisonjax.federated.simulation.RoundContext` (global params, client params,
-  ``features_fn``, server data, root update) for rules that need more than the updates (FLTrust,
-  FLARE, and defenses built on this engine).
-* ``valid``: ``[n]`` bool, clients to consider (others are ignored); ``weights``: ``[n]`` client
-  weights (e.g. sample counts) where the rule uses them.
-* ``nan_policy``: ``"raise"`` -- concrete (non-traced) updates with NaN/inf raise
-  :class:`~poisonjax.core.validation.PoisonJaxInputError` naming the clients; ``"exclude"`` -- such
-  rows are zeroed, never aggregated, and reported in ``report["nonfinite"]``. Inside ``jit`` (the
-  simulation) non-finite rows are always excluded and reported.
-* ``report``: dict with at least ``scores`` (``[n]`` float, higher = more suspicious), ``flags``
-  (``[n]`` bool, True = flagged/excluded as malicious), ``weights`` (``[n]``, the weight each client
-  got in the aggregate, or the fraction of its coordinates kept for coordinate-wise rules) and
-  ``nonfinite`` (``[n]`` bool). Detection precision/recall compare ``flags`` with the truth
-  (:mod:`poisonjax.federated.metrics`).
-
-Pairwise distances are matrix products over the stacked updates
-(:math:`\|x_i-x_j\|^2 = \|x_i\|^2 + \|x_j\|^2 - 2 x_i^\top x_j`), never Python loops over clients.
-"""
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poisonjax.core.ensemble import flatten_stacked, index, unflatten_like
 from poisonjax.core.validation import PoisonJaxInputError
-
-PyTree = Any
-AggOut = Tuple[Any, Any, dict]
-
-__all__ = [
-    "fedavg", "krum", "multi_krum", "median", "trimmed_mean", "bulyan", "rfa", "fltrust", "flame",
-    "foolsgold", "dnc", "centered_clipping", "flare", "Aggregator", "get_aggregator", "AGGREGATORS",
-    "aggregator_fn", "pairwise_sq_distances", "pairwise_cosine", "mmd2_matrix", "masked_median", "krum_scores",
-]
+from poisonjax.federated.aggregators.base import (aggregator_fn, dist_to, krum_min_clients, krum_scores, masked_median, mmd2_matrix, pairwise_cosine, pairwise_sq_distances, weighted_mean)
 
 
-# ----------------------------------------------------------------------------------- helpers ----
-
-def pairwise_sq_distances(x: jax.Array) -> jax.Array:
-    r"""``[n, d] -> [n, n]`` squared Euclidean distances :math:`\|x_i\|^2+\|x_j\|^2-2x_i^\top x_j`
-    (one matrix product; clipped at 0, exact zeros on the diagonal)."""
-    x = x.astype(jnp.float32)
-    sq = jnp.sum(x * x, axis=1)
-    g = jnp.matmul(x, x.T, precision=jax.lax.Precision.HIGHEST)
-    d = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0)
-    return d * (1.0 - jnp.eye(x.shape[0], dtype=d.dtype))
-
-
-def pairwise_cosine(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    r"""``[n, d] -> [n, n]`` cosine similarities :math:`x_i^\top x_j / (\|x_i\|\|x_j\|)`."""
-    x = x.astype(jnp.float32)
-    xn = x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), eps)
-    return jnp.matmul(xn, xn.T, precision=jax.lax.Precision.HIGHEST)
-
-
-def masked_median(x: jax.Array, valid: jax.Array) -> jax.Array:
-    """Coordinate-wise median of the valid rows of ``x [n, d]`` (``valid [n]`` bool) -> ``[d]``.
-
-    With k valid rows: the mean of the sorted values at positions ``(k-1)//2`` and ``k//2``.
-    """
-    xs = jnp.sort(jnp.where(valid[:, None], x, jnp.inf), axis=0)
-    k = jnp.sum(valid).astype(jnp.int32)
-    lo = jnp.take(xs, jnp.maximum((k - 1) // 2, 0), axis=0)
-    hi = jnp.take(xs, jnp.maximum(k // 2, 0), axis=0)
-    return jnp.where(k > 0, 0.5 * (lo + hi), 0.0)
-
-
-def krum_scores(x: jax.Array, valid: jax.Array, num_malicious: int,
-                d2: Optional[jax.Array] = None) -> jax.Array:
-    r"""Krum score :math:`s_i = \sum_{j \in N_i} \|x_i - x_j\|^2` over the :math:`k - f - 2`
-    nearest valid neighbours of ``i`` (k = number of valid rows); ``inf`` for invalid rows."""
-    n = x.shape[0]
-    d2 = pairwise_sq_distances(x) if d2 is None else d2
-    both = valid[:, None] & valid[None, :] & ~jnp.eye(n, dtype=bool)
-    ds = jnp.sort(jnp.where(both, d2, jnp.inf), axis=1)
-    k = jnp.sum(valid).astype(jnp.int32)
-    m = jnp.maximum(k - num_malicious - 2, 1)
-    take = jnp.arange(n)[None, :] < m
-    s = jnp.sum(jnp.where(take, ds, 0.0), axis=1)
-    return jnp.where(valid, s, jnp.inf)
-
-
-def mmd2_matrix(feats: jax.Array, bandwidth: Optional[float] = None) -> jax.Array:
-    r"""Pairwise squared MMD between clients' feature sets, Gaussian kernel.
-
-    ``feats [n, A, h]`` (client i's penultimate features of the A server samples) -> ``[n, n]`` with
-    :math:`\mathrm{MMD}^2(i,j) = \bar K_{ii} + \bar K_{jj} - 2\bar K_{ij}`,
-    :math:`\bar K_{ij} = \frac{1}{A^2}\sum_{p,q} \exp(-\|f_{ip}-f_{jq}\|^2 / (2\sigma^2))`.
-    ``bandwidth`` :math:`\sigma`; default: the median heuristic
-    :math:`\sigma^2 = \mathrm{median}\,\|f-f'\|^2 / 2` over (up to 512) pooled features.
-    Memory is ``O(A * n * A)`` (one client row at a time).
-    """
-    n, a, h = feats.shape
-    f = feats.astype(jnp.float32)
-    pool = f.reshape(n * a, h)
-    if bandwidth is None:
-        sub = pool[:: max(1, (n * a) // 512)]
-        s2 = jnp.median(pairwise_sq_distances(sub)[jnp.triu_indices(sub.shape[0], 1)]) / 2.0
-        s2 = jnp.maximum(s2, 1e-6)
-    else:
-        s2 = jnp.asarray(bandwidth, jnp.float32) ** 2
-    psq = jnp.sum(pool * pool, axis=1)
-
-    def row(fi):  # [A, h] -> [n] mean kernel against every client
-        d2 = jnp.maximum(jnp.sum(fi * fi, 1)[:, None] + psq[None, :] - 2.0 * fi @ pool.T, 0.0)
-        return jnp.exp(-d2 / (2.0 * s2)).reshape(a, n, a).mean(axis=(0, 2))
-
-    kbar = jax.lax.map(row, f)  # [n, n]
-    diag = jnp.diag(kbar)
-    return jnp.maximum(diag[:, None] + diag[None, :] - kbar - kbar.T, 0.0)
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def _to_matrix(updates):
-    """-> (X [n, d] float32, unflatten(row [d]) -> aggregate in the input's form)."""
-    if isinstance(updates, (np.ndarray, jax.Array)) or _is_tracer(updates):
-        x = jnp.asarray(updates)
-        if x.ndim != 2:
-            raise PoisonJaxInputError(
-                f"updates must be an [n_clients, d] array or a pytree with a leading client axis, got shape {x.shape}")
-        return x.astype(jnp.float32), (lambda v: v)
-    leaves = jax.tree.leaves(updates)
-    if not leaves:
-        raise PoisonJaxInputError("updates is an empty pytree; expected leaves with a leading client axis")
-    sizes = {l.shape[0] if getattr(l, "ndim", 0) else None for l in leaves}
-    if len(sizes) != 1 or None in sizes:
-        raise PoisonJaxInputError(f"every leaf of updates must share a leading client axis, got sizes {sizes}")
-    like = index(updates, 0)
-    return flatten_stacked(updates).astype(jnp.float32), (lambda v: unflatten_like(v, like))
-
-
-def _aggregator(min_clients: Callable[[dict], Tuple[int, str]] = None):
-    """Decorator: converts inputs, validates, handles NaN rows and the report; the wrapped function
-    is ``inner(X [n, d], valid [n] bool, state, key, context, weights, **kw) -> (agg [d], state, report)``."""
-
-    def deco(inner):
-        @functools.wraps(inner)
-        def wrapper(updates, state=None, key=None, *, context=None, valid=None, weights=None,
-                    nan_policy: str = "raise", **kw):
-            x, unflatten = _to_matrix(updates)
-            n = x.shape[0]
-            if n < 1:
-                raise PoisonJaxInputError("updates must hold at least one client (got n_clients=0)")
-            if nan_policy not in ("raise", "exclude"):
-                raise PoisonJaxInputError(f"nan_policy must be 'raise' or 'exclude', got {nan_policy!r}")
-            if min_clients is not None:
-                need, why = min_clients(n, kw)
-                if n < need:
-                    raise PoisonJaxInputError(f"{inner.__name__}: {why} (got n_clients={n}, {kw})")
-            finite = jnp.all(jnp.isfinite(x), axis=1)
-            if nan_policy == "raise" and not _is_tracer(x):
-                bad = np.flatnonzero(~np.asarray(finite))
-                if bad.size:
-                    raise PoisonJaxInputError(
-                        f"updates of clients {bad.tolist()[:20]} contain NaN/inf; pass nan_policy='exclude' "
-                        "to drop them from the aggregate (they are then reported in report['nonfinite'])")
-            v = finite if valid is None else (jnp.asarray(valid, bool) & finite)
-            x = jnp.where(finite[:, None], x, 0.0)
-            w = None if weights is None else jnp.where(v, jnp.asarray(weights, jnp.float32), 0.0)
-            key = jax.random.PRNGKey(0) if key is None else key
-            agg, state, report = inner(x, v, state, key, context, w, **kw)
-            report = dict(report)
-            report.setdefault("scores", jnp.zeros((n,), jnp.float32))
-            report.setdefault("flags", jnp.zeros((n,), bool))
-            report["flags"] = report["flags"] | ~finite
-            report["nonfinite"] = ~finite
-            return unflatten(agg), state, report
-
-        wrapper.inner = inner
-        return wrapper
-
-    return deco
-
-
-def _wmean(x, w):
-    s = jnp.sum(w)
-    return jnp.where(s > 0, (w @ x) / jnp.maximum(s, 1e-12), jnp.zeros((x.shape[1],), x.dtype))
-
-
-def _dist_to(x, c):
-    return jnp.linalg.norm(x - c[None, :], axis=1)
-
-
-def _krum_need(n, kw):
-    f = int(kw.get("num_malicious", 0))
-    if f < 0:
-        raise PoisonJaxInputError(f"num_malicious must be >= 0, got {f}")
-    return 2 * f + 3, f"Krum needs n > 2f + 2 clients for num_malicious f={f}"
-
-
-#: Public name of the decorator that turns ``inner(X [n, d], valid [n], state, key, context, weights, **kw)``
-#: into a full aggregator (pytree/array input, NaN-row exclusion, ``valid`` mask, report defaults).
-#: Use ``@aggregator_fn()`` (or ``@aggregator_fn(min_clients)`` with ``min_clients(n, kw) -> (need, message)``).
-aggregator_fn = _aggregator
-
-
-# ------------------------------------------------------------------------------ aggregators -----
-
-@_aggregator()
+@aggregator_fn()
 def fedavg(x, valid, state, key, context, weights):
     r"""FedAvg (McMahan et al., 2017): :math:`\bar x = \sum_i w_i x_i / \sum_i w_i` with ``weights``
     (e.g. local sample counts; uniform if None). Flags nothing; ``scores`` = :math:`\|x_i - \bar x\|`."""
     w = valid.astype(jnp.float32) if weights is None else weights
-    agg = _wmean(x, w)
-    return agg, state, {"scores": _dist_to(x, agg), "weights": w / jnp.maximum(w.sum(), 1e-12)}
+    agg = weighted_mean(x, w)
+    return agg, state, {"scores": dist_to(x, agg), "weights": w / jnp.maximum(w.sum(), 1e-12)}
 
 
-@_aggregator(_krum_need)
+@aggregator_fn(krum_min_clients)
 def krum(x, valid, state, key, context, weights, *, num_malicious: int):
     r"""Krum (Blanchard et al., NeurIPS 2017): return the single update with the smallest score
     :math:`s_i = \sum_{j \in N_i}\|x_i-x_j\|^2` over its :math:`n-f-2` nearest neighbours.
@@ -239,7 +34,7 @@ def krum(x, valid, state, key, context, weights, *, num_malicious: int):
     return x[i], state, {"scores": s, "flags": ~sel, "weights": sel.astype(jnp.float32)}
 
 
-@_aggregator(_krum_need)
+@aggregator_fn(krum_min_clients)
 def multi_krum(x, valid, state, key, context, weights, *, num_malicious: int,
                num_selected: Optional[int] = None):
     r"""Multi-Krum (Blanchard et al., 2017): average the ``num_selected`` updates (default
@@ -251,18 +46,18 @@ def multi_krum(x, valid, state, key, context, weights, *, num_malicious: int,
     rank = jnp.argsort(jnp.argsort(s))
     sel = (rank < m) & valid
     w = sel.astype(jnp.float32)
-    return _wmean(x, w), state, {"scores": s, "flags": ~sel, "weights": w / jnp.maximum(w.sum(), 1)}
+    return weighted_mean(x, w), state, {"scores": s, "flags": ~sel, "weights": w / jnp.maximum(w.sum(), 1)}
 
 
-@_aggregator()
+@aggregator_fn()
 def median(x, valid, state, key, context, weights):
     r"""Coordinate-wise median (Yin et al., ICML 2018): :math:`\bar x_j = \mathrm{med}_i\, x_{ij}`
     (mean of the two middle values for even n). Flags nothing; ``scores`` = :math:`\|x_i-\bar x\|`."""
     agg = masked_median(x, valid)
-    return agg, state, {"scores": _dist_to(x, agg)}
+    return agg, state, {"scores": dist_to(x, agg)}
 
 
-@_aggregator(lambda n, kw: (1, ""))
+@aggregator_fn(lambda n, kw: (1, ""))
 def trimmed_mean(x, valid, state, key, context, weights, *, beta: float = 0.1):
     r"""Coordinate-wise trimmed mean (Yin et al., ICML 2018): per coordinate, drop the
     :math:`b = \lfloor \beta k \rfloor` largest and smallest of the k valid values and average the rest.
@@ -285,7 +80,7 @@ def trimmed_mean(x, valid, state, key, context, weights, *, beta: float = 0.1):
     return agg, state, {"scores": 1.0 - frac, "weights": frac}
 
 
-@_aggregator(lambda n, kw: (4 * int(kw.get("num_malicious", 0)) + 3,
+@aggregator_fn(lambda n, kw: (4 * int(kw.get("num_malicious", 0)) + 3,
                             f"Bulyan needs n >= 4f + 3 clients for num_malicious f={kw.get('num_malicious', 0)}"))
 def bulyan(x, valid, state, key, context, weights, *, num_malicious: int):
     r"""Bulyan (El Mhamdi et al., ICML 2018).
@@ -323,7 +118,7 @@ def bulyan(x, valid, state, key, context, weights, *, num_malicious: int):
     return agg, state, {"scores": s0, "flags": ~sel, "weights": sel.astype(jnp.float32) / jnp.maximum(theta, 1)}
 
 
-@_aggregator()
+@aggregator_fn()
 def rfa(x, valid, state, key, context, weights, *, iters: int = 10, nu: float = 1e-6):
     r"""RFA (Pillutla et al., IEEE TSP 2022): geometric median
     :math:`\arg\min_v \sum_i \alpha_i \|v - x_i\|` by the smoothed Weiszfeld iteration
@@ -332,15 +127,15 @@ def rfa(x, valid, state, key, context, weights, *, iters: int = 10, nu: float = 
     a = valid.astype(jnp.float32) if weights is None else weights
 
     def body(_, v):
-        b = a / jnp.maximum(nu, _dist_to(x, v))
-        return _wmean(x, b)
+        b = a / jnp.maximum(nu, dist_to(x, v))
+        return weighted_mean(x, b)
 
-    v = jax.lax.fori_loop(0, iters, body, _wmean(x, a))
-    b = a / jnp.maximum(nu, _dist_to(x, v))
-    return v, state, {"scores": _dist_to(x, v), "weights": b / jnp.maximum(b.sum(), 1e-12)}
+    v = jax.lax.fori_loop(0, iters, body, weighted_mean(x, a))
+    b = a / jnp.maximum(nu, dist_to(x, v))
+    return v, state, {"scores": dist_to(x, v), "weights": b / jnp.maximum(b.sum(), 1e-12)}
 
 
-@_aggregator()
+@aggregator_fn()
 def fltrust(x, valid, state, key, context, weights, *, root_update=None):
     r"""FLTrust (Cao et al., NDSS 2021). With the server's update :math:`g_0` on its root dataset:
     trust :math:`TS_i = \mathrm{ReLU}(\cos(x_i, g_0))`, rescale :math:`\tilde x_i = x_i \|g_0\| / \|x_i\|`,
@@ -359,11 +154,11 @@ def fltrust(x, valid, state, key, context, weights, *, root_update=None):
     cos = (x @ g0) / jnp.maximum(nx * n0, 1e-12)
     ts = jnp.where(valid, jax.nn.relu(cos), 0.0)
     xt = x * (n0 / jnp.maximum(nx, 1e-12))[:, None]
-    agg = _wmean(xt, ts)
+    agg = weighted_mean(xt, ts)
     return agg, state, {"scores": 1.0 - ts, "flags": ts <= 0, "weights": ts / jnp.maximum(ts.sum(), 1e-12)}
 
 
-@_aggregator()
+@aggregator_fn()
 def flame(x, valid, state, key, context, weights, *, noise_lambda: float = 0.001, mad_k: float = 2.0):
     r"""FLAME (Nguyen et al., USENIX Security 2022): filter, clip, add noise.
 
@@ -391,7 +186,7 @@ def flame(x, valid, state, key, context, weights, *, noise_lambda: float = 0.001
     s = masked_median(norms[:, None], valid)[0]
     xc = x * jnp.minimum(1.0, s / jnp.maximum(norms, 1e-12))[:, None]
     w = admit.astype(jnp.float32)
-    agg = _wmean(xc, w) + noise_lambda * s * jax.random.normal(key, (x.shape[1],))
+    agg = weighted_mean(xc, w) + noise_lambda * s * jax.random.normal(key, (x.shape[1],))
     return agg, state, {"scores": jnp.where(valid, core, 0.0), "flags": ~admit,
                         "weights": w / jnp.maximum(w.sum(), 1)}
 
@@ -401,7 +196,7 @@ def foolsgold_init(num_clients: int, dim: int):
     return {"history": jnp.zeros((num_clients, dim), jnp.float32)}
 
 
-@_aggregator()
+@aggregator_fn()
 def foolsgold(x, valid, state, key, context, weights, *, client_ids=None, confidence: float = 1.0):
     r"""FoolsGold (Fung et al., RAID 2020). Histories :math:`H_i \mathrel{+}= x_i`; cosine
     similarities :math:`cs_{ij}` of histories; :math:`v_i = \max_{j\ne i} cs_{ij}`; pardoning
@@ -432,12 +227,12 @@ def foolsgold(x, valid, state, key, context, weights, *, client_ids=None, confid
     a = jnp.where(a >= 1.0, 0.99, a)
     a = confidence * (jnp.log(a / (1.0 - a) + 1e-12) + 0.5)
     a = jnp.where(valid & jnp.isfinite(a), jnp.clip(a, 0.0, 1.0), 0.0)
-    agg = _wmean(x, a)
+    agg = weighted_mean(x, a)
     return agg, {"history": hist}, {"scores": 1.0 - a, "flags": (a <= 0) & valid,
                                     "weights": a / jnp.maximum(a.sum(), 1e-12)}
 
 
-@_aggregator(lambda n, kw: (2 * int(kw.get("num_malicious", 0)) + 1,
+@aggregator_fn(lambda n, kw: (2 * int(kw.get("num_malicious", 0)) + 1,
                             f"DnC needs n > 2f clients for num_malicious f={kw.get('num_malicious', 0)}"))
 def dnc(x, valid, state, key, context, weights, *, num_malicious: int, num_iters: int = 1,
         sub_dim: int = 10000, filter_frac: float = 1.0):
@@ -457,7 +252,7 @@ def dnc(x, valid, state, key, context, weights, *, num_malicious: int, num_iters
     def one(k):
         cols = jax.random.choice(k, d, (b,), replace=False) if b < d else jnp.arange(d)
         xr = x[:, cols]
-        mu = _wmean(xr, vf)
+        mu = weighted_mean(xr, vf)
         c = (xr - mu[None, :]) * vf[:, None]
         evals, evecs = jnp.linalg.eigh(c @ c.T)
         u = evecs[:, -1]
@@ -470,7 +265,7 @@ def dnc(x, valid, state, key, context, weights, *, num_malicious: int, num_iters
     good = jnp.all(good, axis=0) & valid
     w = good.astype(jnp.float32)
     sc = jnp.where(valid, jnp.mean(jnp.where(jnp.isfinite(s), s, 0.0), axis=0), 0.0)
-    return _wmean(x, w), state, {"scores": sc, "flags": ~good, "weights": w / jnp.maximum(w.sum(), 1)}
+    return weighted_mean(x, w), state, {"scores": sc, "flags": ~good, "weights": w / jnp.maximum(w.sum(), 1)}
 
 
 def centered_clipping_init(num_clients: int, dim: int):
@@ -478,7 +273,7 @@ def centered_clipping_init(num_clients: int, dim: int):
     return {"center": jnp.zeros((dim,), jnp.float32)}
 
 
-@_aggregator()
+@aggregator_fn()
 def centered_clipping(x, valid, state, key, context, weights, *, tau: Optional[float] = None, iters: int = 3):
     r"""Centered clipping (Karimireddy et al., ICML 2021):
     :math:`v \leftarrow v + \frac{1}{k}\sum_i \mathrm{clip}_\tau(x_i - v)` repeated ``iters`` times,
@@ -500,12 +295,12 @@ def centered_clipping(x, valid, state, key, context, weights, *, tau: Optional[f
         return v + (vf @ c) / k, t
 
     v, ts = jax.lax.scan(step, v0, None, length=iters)
-    dist = _dist_to(x, v)
+    dist = dist_to(x, v)
     return v, {"center": v}, {"scores": dist, "flags": valid & (dist > 2 * ts[-1]),
                               "weights": vf / k}
 
 
-@_aggregator()
+@aggregator_fn()
 def flare(x, valid, state, key, context, weights, *, features=None, k: Optional[int] = None,
           temperature: float = 1.0, bandwidth: Optional[float] = None):
     r"""FLARE (Wang et al., AsiaCCS 2022): trust from penultimate-layer representations (PLRs).
@@ -537,51 +332,3 @@ def flare(x, valid, state, key, context, weights, *, features=None, k: Optional[
                            "votes": c}
 
 
-# ------------------------------------------------------------------------------- registry -------
-
-class Aggregator(NamedTuple):
-    """An aggregator ready for the simulation.
-
-    ``fn(updates, state, key, *, context, valid, nan_policy) -> (aggregate, state, report)`` with the
-    hyperparameters bound; ``init(num_clients, dim) -> state`` gives the fixed-shape initial state
-    (``None`` for stateless rules); ``needs`` lists what the simulation must put in the
-    :class:`RoundContext`: ``"root_update"`` (server update on root data), ``"features"`` (aux data
-    + features_fn), ``"client_params"`` (documentary: always available)."""
-
-    name: str
-    fn: Callable
-    init: Callable = lambda num_clients, dim: None
-    needs: tuple = ()
-
-
-_STATELESS = lambda num_clients, dim: None  # noqa: E731
-
-AGGREGATORS = {
-    "fedavg": (fedavg, _STATELESS, ()),
-    "krum": (krum, _STATELESS, ()),
-    "multi_krum": (multi_krum, _STATELESS, ()),
-    "median": (median, _STATELESS, ()),
-    "trimmed_mean": (trimmed_mean, _STATELESS, ()),
-    "bulyan": (bulyan, _STATELESS, ()),
-    "rfa": (rfa, _STATELESS, ()),
-    "fltrust": (fltrust, _STATELESS, ("root_update",)),
-    "flame": (flame, _STATELESS, ()),
-    "foolsgold": (foolsgold, foolsgold_init, ()),
-    "dnc": (dnc, _STATELESS, ()),
-    "centered_clipping": (centered_clipping, centered_clipping_init, ()),
-    "flare": (flare, _STATELESS, ("features",)),
-}
-
-# hyperparameters that take the number of malicious clients per round
-USES_NUM_MALICIOUS = ("krum", "multi_krum", "bulyan", "dnc")
-
-
-def get_aggregator(name: str, **kwargs) -> Aggregator:
-    """Build :class:`Aggregator` ``name`` (one of :data:`AGGREGATORS`) with hyperparameters bound.
-
-    Example: ``get_aggregator("krum", num_malicious=4)``, ``get_aggregator("trimmed_mean", beta=0.2)``.
-    """
-    if name not in AGGREGATORS:
-        raise PoisonJaxInputError(f"unknown aggregator {name!r}; expected one of {sorted(AGGREGATORS)}")
-    fn, init, needs = AGGREGATORS[name]
-    return Aggregator(name, functools.partial(fn, **kwargs), init, needs)
