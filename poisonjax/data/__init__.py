@@ -46,4 +46,25 @@ def load_dataset(name: str, data_dir=None, **kwargs):
     return (text.load_sst2 if name == "sst2" else text.load_trec)(data_dir=data_dir, **kwargs)
 
 
-__all__ = ["DATASETS", "DataNotFoundError", "data_root", "data_root_and_source", "load_dataset", "require"]
+#: Loader names :func:`load_arrays` serves (classification sets as plain arrays).
+ARRAY_DATASETS = tuple(n for n, kind in DATASETS.items() if kind in ("images", "nslkdd"))
+
+
+def load_arrays(name: str, data_dir=None, seed: int = 0, **kwargs):
+    """``(x_train, y_train, x_test, y_test, num_classes)`` as numpy arrays for a classification set in
+    :data:`ARRAY_DATASETS`: ``digits`` (scikit-learn, no files), ``mnist`` (shared 5k subset + official test set),
+    ``cifar10`` (shared JPEG subset): images NHWC float32 in [0, 1]; ``nslkdd`` (binary) / ``nslkdd5``
+    (5-class): encoded float32 features. Labels int32. ``kwargs`` go to the loader (e.g. ``n_train=``)."""
+    import numpy as np
+    from poisonjax.core.validation import check_choice
+    check_choice("dataset", name, ARRAY_DATASETS)
+    if DATASETS[name] == "nslkdd":
+        d = load_dataset(name, data_dir, **kwargs)
+    else:
+        d = load_dataset(name, data_dir, seed=seed, **kwargs)
+    return (np.asarray(d.x_train, np.float32), np.asarray(d.y_train, np.int32), np.asarray(d.x_test, np.float32),
+            np.asarray(d.y_test, np.int32), int(d.num_classes))
+
+
+__all__ = ["ARRAY_DATASETS", "DATASETS", "DataNotFoundError", "data_root", "data_root_and_source", "load_arrays",
+           "load_dataset", "require"]
