@@ -8,8 +8,9 @@ Two mechanisms (the data root is resolved as everywhere else, see :func:`poisonj
 * a fallback: a :class:`~poisonjax.data.DataNotFoundError` raised anywhere in a test or its fixtures (directly or
   as the cause of another error) turns the test into a skip naming the dataset(s).
 
-``pytest --fetch-data`` (opt-in) first tries to fetch the missing datasets that tests need, with a short timeout;
-when everything is present (CI) it does nothing.
+``pytest --fetch-data`` (opt-in) first tries to fetch the missing datasets that tests need (from their pinned
+sources, or from ``$POISONJAX_DATA_MIRROR`` laid out as ``URL/<name>/<file>``), with a 10 s timeout per request and
+giving up on a dataset after 3 failures in a row; when everything is present (CI) it does nothing.
 """
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ def pytest_configure(config):
         from poisonjax.data.registry import missing_files
         missing = sorted({d for d, _ in missing_files(TEST_DATASETS)})
         if missing:
+            import os
             from poisonjax.data.fetch import fetch_many
-            fetch_many(missing, timeout=10.0, quiet_errors=True)
+            fetch_many(missing, timeout=10.0, quiet_errors=True, mirror=os.environ.get("POISONJAX_DATA_MIRROR") or None)
 
 
 def pytest_collection_modifyitems(config, items):

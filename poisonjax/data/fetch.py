@@ -25,6 +25,8 @@ from poisonjax.data import registry
 from poisonjax.data._base import DataNotFoundError, data_root, sha256_file
 
 DEFAULT_TIMEOUT = 30.0
+#: a dataset whose first this-many downloads all fail is abandoned (the source is down or blocked)
+GIVE_UP_AFTER = 3
 USER_AGENT = "poisonjax-data-fetch"
 
 
@@ -124,8 +126,11 @@ def fetch(name: str, data_dir=None, *, mirror: Optional[str] = None, timeout: fl
             manifest_text = local.read_text()
     sums = registry.checksums(name, manifest_text, data_dir)
     errors: List[str] = []
-    n_new = 0
-    for rel, digest in sorted(sums.items()):
+    n_new = n_ok = 0
+    for i, (rel, digest) in enumerate(sorted(sums.items())):
+        if len(errors) >= GIVE_UP_AFTER and n_ok == 0:  # unreachable source: do not try thousands of files
+            errors.append(f"gave up after the first {GIVE_UP_AFTER} downloads failed ({len(sums) - i} files not tried)")
+            break
         dest = folder / rel
         if dest.is_file() and not force and sha256_file(dest) == digest:
             continue
@@ -142,11 +147,12 @@ def fetch(name: str, data_dir=None, *, mirror: Optional[str] = None, timeout: fl
                 dest.unlink()
             download(url, dest, digest, timeout=timeout, member=member)
             n_new += 1
+            n_ok += 1
         except FetchError as e:
             errors.append(str(e))
     if errors:
         shown = "\n  ".join(errors[:10]) + (f"\n  (+{len(errors) - 10} more)" if len(errors) > 10 else "")
-        raise FetchError(f"{name}: {len(errors)} of {len(sums)} files could not be fetched into {folder}:\n  {shown}")
+        raise FetchError(f"{name}: files could not be fetched into {folder}:\n  {shown}")
     log(f"{name}: {len(sums)} files verified in {folder} ({n_new} downloaded; {ds.licence})")
     return check(name, data_dir)
 

