@@ -54,7 +54,8 @@ def available_studies() -> List[str]:
     return sorted(cfgs & exps)
 
 
-def _import_study(study: str):
+def import_study(study: str):
+    """``(configs.<study>, experiments.<study>)`` modules; an unknown study raises :class:`CLIError`."""
     studies = available_studies()
     if study not in studies:
         raise CLIError(f"unknown study {study!r}; valid studies: {', '.join(studies) or '(none found)'}")
@@ -64,9 +65,12 @@ def _import_study(study: str):
     return importlib.import_module(f"configs.{study}"), importlib.import_module(f"experiments.{study}")
 
 
+_import_study = import_study  # the old name
+
+
 def build_config(study: str, variant: str, overrides, log=None):
     """The study's ``get_config(variant)`` with ``--config.*`` overrides applied (see :func:`apply_overrides`)."""
-    cfg_mod, _ = _import_study(study)
+    cfg_mod, _ = import_study(study)
     try:
         config = cfg_mod.get_config(variant)
     except ValueError as e:
@@ -82,11 +86,19 @@ def _default_workdir(study: str, variant: str, config) -> Path:
 def cmd_run(args, extra) -> int:
     """``poisonjax run``: build the config, pick/validate the workdir, call ``experiments.<study>.run``."""
     from poisonjax.core.parallel import initialize_distributed, is_main_process
-    if args.distributed:
-        initialize_distributed(True)
+    if args.distributed or args.coordinator:
+        kw = {}
+        if args.coordinator:  # a plain cluster without SLURM / TPU auto-detection
+            if args.num_processes is None or args.process_id is None:
+                raise CLIError("--coordinator needs --num-processes N and --process-id I (0 <= I < N)")
+            if not 0 <= args.process_id < args.num_processes:
+                raise CLIError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}")
+            kw = dict(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                      process_id=args.process_id)
+        initialize_distributed(True, **kw)
     overrides = split_overrides(extra)
     config = build_config(args.study, args.variant, overrides, log=print)
-    _, exp_mod = _import_study(args.study)
+    _, exp_mod = import_study(args.study)
     _require_study_data(args.study, config)
     workdir = Path(args.workdir) if args.workdir else _default_workdir(args.study, args.variant, config)
     if workdir.exists() and not workdir.is_dir():
@@ -177,7 +189,7 @@ def cmd_list(args, extra) -> int:
 def _config_values(study: str) -> set:
     vals: set = set()
     try:
-        cfg_mod, _ = _import_study(study)
+        cfg_mod, _ = import_study(study)
         configs = [cfg_mod.get_config(v) for v in getattr(cfg_mod, "VARIANTS", ("quick",))]
         configs += [cfg_mod] if hasattr(cfg_mod, "ALL_ATTACKS") else []
     except (CLIError, ValueError, ImportError):
@@ -225,7 +237,7 @@ def config_name(entry) -> str:
 def cmd_sweep(args, extra) -> int:
     """``poisonjax sweep``: a grid of runs (skipping finished ones) aggregated into ``sweep.md``/``sweep.json``."""
     overrides = split_overrides(extra)
-    cfg_mod, exp_mod = _import_study(args.study)
+    cfg_mod, exp_mod = import_study(args.study)
     grid: Dict[str, list] = {}
     if args.grid:
         for g in args.grid:
@@ -287,7 +299,7 @@ def cmd_report(args, extra) -> int:
     info = json.loads((wd / "run_info.json").read_text()) if (wd / "run_info.json").exists() else {}
     study = info.get("study")
     if study and study in available_studies():
-        _, exp_mod = _import_study(study)
+        _, exp_mod = import_study(study)
         if hasattr(exp_mod, "report"):
             exp_mod.report(str(wd))
             print(f"wrote {wd / 'report.md'}")
@@ -333,6 +345,11 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--distributed", action="store_true",
                    help="start JAX's multi-controller runtime (jax.distributed.initialize) for multi-host runs; "
                         "only process 0 writes results")
+    r.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-host without SLURM/TPU auto-detection: address of process 0's coordinator "
+                        "(implies --distributed; needs --num-processes and --process-id)")
+    r.add_argument("--num-processes", type=int, metavar="N", help="number of processes (with --coordinator)")
+    r.add_argument("--process-id", type=int, metavar="I", help="this process's id, 0..N-1 (with --coordinator)")
     l = sub.add_parser("list", help="list registered attacks and defenses with their taxonomy tags")
     l.add_argument("--domain", help="filter: vision, graph, recsys, federated, llm")
     l.add_argument("--family", help="filter: heuristic, label_flipping, feature_space, bilevel, gradient_matching, "
@@ -367,7 +384,7 @@ def study_help(parser, argv) -> int:
         elif a.startswith("--variant="):
             variant = a.split("=", 1)[1]
     parser.subcommands[cmd].print_help()
-    cfg_mod, _ = _import_study(study)
+    cfg_mod, _ = import_study(study)
     print(f"\nstudy {study!r}:\n")
     print(textwrap.indent(textwrap.dedent(cfg_mod.__doc__ or "").strip(), "  "))
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import textwrap
 
@@ -39,6 +40,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return d
 
 
+def _merge(found, noted) -> list:
+    """Studies found in the configs, then the registry's notes on options (``witches_brew (dataset=cifar10)``) for
+    studies not found already."""
+    seen = {s.split()[0] for s in found}
+    return list(found) + [s for s in noted if s.split()[0] not in seen]
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -58,15 +66,40 @@ def _files_summary(name: str, data_dir) -> str:
     return f"{len(fs)} files" + (f" in {', '.join(tops[:6])}{' ...' if len(tops) > 6 else ''}" if len(tops) < len(fs) else "")
 
 
+def studies_using() -> dict:
+    """``{dataset: ["study (variant)", ...]}`` read from every study's configs (``registry.study_datasets``)."""
+    out: dict = {}
+    try:
+        from poisonjax.cli import available_studies, import_study
+        studies = available_studies()
+    except Exception:  # noqa: BLE001 -- an installed package without the repository's configs/
+        return out
+    for study in studies:
+        try:
+            cfg_mod, _ = import_study(study)
+        except BaseException:  # noqa: BLE001 -- a study that does not import is not listed
+            continue
+        for variant in getattr(cfg_mod, "VARIANTS", ("quick",)):
+            try:
+                names = registry.study_datasets(study, cfg_mod.get_config(variant))
+            except Exception:  # noqa: BLE001
+                continue
+            for n in names:
+                if f"{study} ({variant})" not in out.setdefault(n, []):
+                    out[n].append(f"{study} ({variant})")
+    return out
+
+
 def cmd_list(args) -> int:
     root, why = data_root_and_source(args.data_dir)
     rows = []
+    using = studies_using()
     for name, ds in registry.DATASETS.items():
         miss = registry.missing_files(name, args.data_dir)
         state = "present" if not miss else ("absent" if len(miss) >= ds.n_files else f"{len(miss)} files missing")
         rows.append(dict(name=name, state=state, title=ds.title, n_files=ds.n_files, bytes=ds.n_bytes,
                          files=_files_summary(name, args.data_dir), licence=ds.licence, source=ds.source,
-                         studies=list(ds.studies), fetch=f"poisonjax data fetch {name}"))
+                         studies=_merge(using.get(name, []), ds.studies), fetch=f"poisonjax data fetch {name}"))
     if args.json:
         print(json.dumps({"data_root": str(root), "data_root_from": why, "datasets": rows}, indent=2))
         return 0
@@ -79,7 +112,9 @@ def cmd_list(args) -> int:
         print(textwrap.fill(r["title"], 98, initial_indent="  ", subsequent_indent="  "))
         print(wrap("files:", r["files"]))
         print(wrap("licence:", r["licence"]))
-        print(wrap("source:", r["source"]))
+        url = re.sub(r"/tree/([0-9a-f]{12})[0-9a-f]{28}", r"/tree/\1", r["source"])  # GitHub accepts short SHAs
+        src = wrap("source:", url)
+        print(src if max(map(len, src.splitlines())) <= 100 else "  source:\n    " + url)
         print(wrap("used by:", ", ".join(r["studies"]) or "(no study; tests, benchmarks or your own use)"))
         print()
     print("verify with 'poisonjax data check [NAME]'; get one with 'poisonjax data fetch NAME [--mirror URL]'")

@@ -1,7 +1,7 @@
 """NSL-KDD network-intrusion data (Tavallaee et al., CISDA 2009) as a tabular dataset.
 
 Reads the two standard NSL-KDD files (CSV, no header, 43 columns: 41 features, the ``attack`` label
-string, the difficulty ``level``) from ``$POISONJAX_DATA/nsl_kdd`` (or ``data_dir``):
+string, the difficulty ``level``) from ``<data root>/nsl_kdd`` (see :func:`poisonjax.data.data_root`):
 
 - ``KDDTrain+_20Percent.txt`` (25,192 rows) as the training split,
 - ``KDDTest+.txt`` (22,544 rows) as the test split.
@@ -122,7 +122,7 @@ def load_nslkdd(framing: str = "binary", data_dir=None, *, log_transform: bool =
 
     Args:
       framing: ``"binary"`` (normal vs attack) or ``"5class"`` (normal, DoS, Probe, R2L, U2R).
-      data_dir: data root (default ``$POISONJAX_DATA``); files are read from ``<root>/nsl_kdd/``.
+      data_dir: data root (default: :func:`poisonjax.data.data_root`); files are read from ``<root>/nsl_kdd/``.
       log_transform: ``log1p`` the duration/byte counts before standardizing (see module docstring).
       max_train, max_test: optional seeded, class-stratified subsample sizes (for quick runs); every
         class present in the full split keeps at least one row.

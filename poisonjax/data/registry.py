@@ -256,7 +256,7 @@ _STUDY_FOLDERS = {
 def study_datasets(study: str, config) -> Tuple[str, ...]:
     """Dataset folders that ``poisonjax run <study>`` with ``config`` reads (from its ``dataset`` key)."""
     if study in _STUDY_FOLDERS:
-        return tuple(_STUDY_FOLDERS[study](config))
+        return tuple(dict.fromkeys(_STUDY_FOLDERS[study](config)))
     ds = config.get("dataset") if hasattr(config, "get") else None
     return folders_for(ds) if isinstance(ds, str) else ()
 

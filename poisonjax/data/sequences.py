@@ -227,7 +227,7 @@ def load_sequences(name: str, data_dir=None, *, min_count: int = 5, num_users: O
 
     Args:
       name: dataset name.
-      data_dir: data root (else ``$POISONJAX_DATA``).
+      data_dir: data root (default: :func:`poisonjax.data.data_root`).
       min_count: k of the k-core filter (``0``/``1`` = none). Beauty is already 5-core; Video is
         not (the SASRec paper keeps users/items with at least 5 interactions).
       num_users: keep a reproducible random subset of this many users *before* k-core filtering

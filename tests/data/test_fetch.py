@@ -3,6 +3,7 @@ good files verify and install atomically; a corrupted file, a 404 and a stalled 
 nothing behind; check catches a flipped byte; a missing dataset is reported with all its files at once."""
 import functools
 import http.server
+import importlib
 import shutil
 import threading
 import time
@@ -155,3 +156,20 @@ def test_pytest_fetch_data_option_uses_the_mirror(mirror, tmp_path):
     assert "3 passed" in p.stdout and "skipped" not in p.stdout, p.stdout[-2000:]
     assert check(NAME, root).passed
     assert "could not fetch nsl_kdd" in p.stderr  # the mirror has only sst2_trec_text: one line per dataset
+
+
+def test_data_list_names_the_studies_that_read_each_dataset(capsys):
+    """`poisonjax data list` shows, for every dataset a study's quick/paper config reads, that study."""
+    import json
+    assert cli.main(["data", "list", "--json"]) == 0
+    listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)["datasets"]}
+    assert "weidetect (quick)" in listed["nsl_kdd"]["studies"]
+    for study in cli.available_studies():
+        cfg_mod = importlib.import_module(f"configs.{study}")
+        for variant in getattr(cfg_mod, "VARIANTS", ("quick",)):
+            for name in registry.study_datasets(study, cfg_mod.get_config(variant)):
+                assert f"{study} ({variant})" in listed[name]["studies"], (study, variant, name)
+    for d in listed.values():
+        assert d["source"].startswith(("https://", "http://")) and d["licence"] and d["n_files"] > 0
+    assert cli.main(["data", "list"]) == 0
+    assert max(map(len, capsys.readouterr().out.splitlines())) <= 100
