@@ -16,7 +16,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.variant = variant
     c.seed = 0
     c.dataset = "digits"
-    c.num_victims = 4 if variant == "quick" else 8
+    c.n_victims = 4 if variant == "quick" else 8   # victims trained (vmapped) per cell
     c.rate = 0.10                       # fraction of the training set poisoned
     c.target_class = 0
     c.trigger_size = 3

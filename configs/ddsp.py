@@ -13,7 +13,7 @@ Variants:
   --config.train.batch_size=128 --config.train.learning_rate=3e-3``): enough to compare promotion,
   not accuracy costs. Under-trained victims gain accuracy from *any* 2% extra sequences (+0.003
   NDCG@10 from duplicated real users or target-free random ones), which swamps an attack's cost;
-  measure stealth with the 150-epoch setting and ``--config.num_victims=6``.
+  measure stealth with the 150-epoch setting and ``--config.n_victims=6``.
 * Both variants draw each fake user's length from the real length distribution
   (``attack.length_dist="real"``, clipped to ``model.max_len``); ``"fixed"`` gives every fake user
   ``fake_length`` items (0 = the mean real length), the issue's default wording.
@@ -44,7 +44,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
                                              num_blocks=1 if quick else 2, num_heads=1, dropout=0.2))
     c.train = ml_collections.ConfigDict(dict(epochs=20 if quick else 200, batch_size=256,
                                              learning_rate=5e-3 if quick else 1e-3, loss="bce", num_negatives=100))
-    c.num_victims = 2 if quick else 5        # K seeds, trained with vmap
+    c.n_victims = 2 if quick else 5        # K seeds, trained with vmap
     c.surrogate_seed = 1234
     c.surrogate_model = ""                   # "" = the victim's architecture; else "sasrec"/"gru4rec"
     c.attack = ml_collections.ConfigDict(dict(

@@ -1,7 +1,7 @@
 """Config for the federated robustness grid (``poisonjax run fl_robustness``): attacks x aggregators.
 
 Variants:
-* ``quick`` -- digits, 20 clients, 20% malicious, Dirichlet alpha = 0.5, 20 rounds, MLP; 7 attacks x
+* ``quick`` -- digits, 20 clients (``n_clients``), 20% malicious, ``dirichlet_alpha`` = 0.5, 20 rounds, MLP; 7 attacks x
   9 aggregators (a few minutes on a laptop CPU).
 * ``paper`` -- MNIST subset, 100 clients, 20% malicious, alpha = 0.5, 100 rounds, CNN; every attack
   and aggregator (the FLPoison / Shejwalkar-style evaluation grid).
@@ -31,10 +31,10 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.dataset = "digits" if quick else "mnist"
     c.model = "mlp" if quick else "cnn"
     c.hidden = 64
-    c.num_clients = 20 if quick else 100
+    c.n_clients = 20 if quick else 100
     c.malicious_fraction = 0.2
     c.partition = "dirichlet"
-    c.alpha = 0.5
+    c.dirichlet_alpha = 0.5            # Dirichlet concentration of the non-IID partition
     c.rounds = 20 if quick else 100
     c.client_fraction = 1.0 if quick else 0.2
     c.local_epochs = 1
@@ -48,7 +48,8 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.trigger_size = 2
     c.flip_source = 1                  # targeted label flipping: source -> target
     c.flip_target = 7
-    c.eval_last = 3                    # main_accuracy = mean test accuracy over the last rounds
+    c.eval_last = 3                    # accuracy = mean test accuracy over the last rounds
+    c.checkpoint_every = 10            # rounds between checkpoints of an unfinished cell (resume mid-cell)
     c.client_chunk_size = 0            # 0 = all clients of a round at once
     c.attacks = (("none", "label_flip", "scaling", "sign_flip", "lie", "min_max", "ipm") if quick else ALL_ATTACKS)
     c.aggregators = (("fedavg", "krum", "median", "trimmed_mean", "rfa", "fltrust", "flame", "dnc", "flare")
@@ -68,4 +69,4 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
 
 def sweep():
     """Grid for ``poisonjax sweep fl_robustness``: non-IID strength x attacker fraction."""
-    return {"alpha": [0.1, 0.5, 1.0, 100.0], "malicious_fraction": [0.1, 0.2, 0.3]}
+    return {"dirichlet_alpha": [0.1, 0.5, 1.0, 100.0], "malicious_fraction": [0.1, 0.2, 0.3]}

@@ -39,9 +39,9 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.dataset = "digits" if quick else "mnist"
     c.model = "mlp" if quick else "cnn"
     c.hidden = 64
-    c.num_clients = 20 if quick else 50
+    c.n_clients = 20 if quick else 50
     c.malicious_fraction = 0.2
-    c.alphas = (0.1, 0.5, 1.0)
+    c.dirichlet_alphas = (0.1, 0.5, 1.0)    # Dirichlet concentrations of the non-IID partitions (grid)
     c.rounds = 20 if quick else 50
     c.client_fraction = 1.0
     c.local_epochs = 1
@@ -53,7 +53,8 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.backdoor_target = 0
     c.backdoor_fraction = 0.5
     c.trigger_size = 2
-    c.eval_last = 5                    # main_accuracy = mean test accuracy of the last rounds
+    c.eval_last = 5                    # accuracy = mean test accuracy of the last rounds
+    c.checkpoint_every = 10            # rounds between checkpoints of an unfinished cell (resume mid-cell)
     c.attacks = ("none", "lie", "min_max") if quick else ("none",) + ALL_ATTACKS
     c.aggregators = ("fedavg", "median", "geminiguard") if quick else ALL_AGGREGATORS
     c.attack_kwargs = ml_collections.ConfigDict({

@@ -2,7 +2,7 @@
 
 Metattack (Zügner & Günnemann, ICLR 2019) on the Nettack/Pro-GNN largest connected component with
 Pro-GNN's 10/10/80 split; the poisoned graph is compared with Pro-GNN's (DeepRobust-made) perturbed
-adjacency under the same GCN training over ``n_seeds`` seeds.
+adjacency under the same GCN training over ``n_victims`` seeds.
 
 Variants:
 * ``quick``: Cora, 5%, Meta-Self with 25 flips per meta-gradient (11 meta-gradients), 5 GCN seeds;
@@ -54,7 +54,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.flips_per_step = 25 if quick else 1
     c.ll_constraint = False
     c.surrogate = "prognn"             # prognn | deeprobust (self-training labels, see above)
-    c.n_seeds = 5
+    c.n_victims = 5
     # evaluation GCN: DeepRobust's GCN with its init, best-validation parameters (DeepRobust's fit with idx_val)
     c.gcn = ml_collections.ConfigDict(dict(hidden=16, dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200,
                                            weight_init="deeprobust"))

@@ -36,7 +36,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.surrogate_members = 1          # surrogates per architecture (different seeds)
     c.surrogate_checkpoints = [1, 2, 4, 6]  # kept along training (full-data epochs); M = members x len
     c.triggers = 8
-    c.victims = 2                    # victims retrained per trigger
+    c.n_victims = 2                    # victims retrained per trigger
     c.victim_chunk = 0               # victims trained at once (0 = all triggers x victims in one vmap; less = less memory)
     c.queries = 200                  # ordinary queries for mAP
     c.topk = 40
@@ -59,7 +59,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.budget = 0.01
         c.bits = 32
         c.triggers = 8
-        c.victims = 2
+        c.n_victims = 2
         c.train.epochs = 6
         c.surrogate_checkpoints = [1, 2, 4, 6]
         c.transfer_victims = ["small_resnet:32", "small_cnn:64"]
@@ -79,7 +79,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.surrogate_fraction = 0.1
         c.surrogate_members = 2
         c.triggers = 10
-        c.victims = 2
+        c.n_victims = 2
         c.victim_chunk = 4           # 20 CIFAR victims at once need ~10 GB on CPU
         c.queries = 500
         c.train.epochs = 15

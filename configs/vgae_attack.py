@@ -46,7 +46,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.oneshot_objective = "train"       # "train" | "self" | "test" (white-box; needs allow_test_labels)
     c.allow_test_labels = False
     c.pgd_steps = 30 if quick else 100
-    c.n_seeds = 2 if quick else 5
+    c.n_victims = 2 if quick else 5
     c.victim = ml_collections.ConfigDict(dict(hidden=32, latent=16, lr=0.01 if quick else 0.005,
                                               epochs=100 if quick else 200, variational=True))
     c.fast_first_order = True          # a_meta_* on the sparse / low-rank fast path
@@ -55,12 +55,12 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     if variant == "cora_fast":
         c.attacks = ("a_meta_self", "a_meta_train", "vgae_oneshot", "random", "dice", "pgd")
         c.primary_attack = "a_meta_self"
-        c.n_seeds = 3
+        c.n_victims = 3
         c.meta_loss = "rank"
     if variant == "cora_whitebox":
         c.attacks = ("a_meta_test", "vgae_oneshot", "random", "dice")
         c.primary_attack = "a_meta_test"
         c.oneshot_objective = "test"
         c.allow_test_labels = True
-        c.n_seeds = 3
+        c.n_victims = 3
     return c

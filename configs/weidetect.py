@@ -34,9 +34,9 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.max_train = 8000 if quick else 0          # 0 = all rows
     c.max_test = 5000 if quick else 0
     c.hidden = 64
-    c.num_clients = 20 if quick else 50
+    c.n_clients = 20 if quick else 50
     c.malicious_fraction = 0.2
-    c.alpha = 0.5
+    c.dirichlet_alpha = 0.5                     # Dirichlet concentration of the non-IID partition
     c.rounds = 10 if quick else 30
     c.client_fraction = 1.0
     # several local epochs: with one epoch a flipping client barely moves from the global model (the
@@ -50,6 +50,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     # target class per framing (binary: 1 = attack; 5-class: 1 = DoS); flipped to class 0 (normal)
     c.target_class = ml_collections.ConfigDict({"binary": 1, "5class": 1})
     c.eval_last = 3
+    c.checkpoint_every = 10                     # rounds between checkpoints of an unfinished cell
     c.attacks = ("none", "targeted_label_flip", "label_flip", "min_max") if quick else ("none",) + ALL_ATTACKS
     c.aggregators = ("fedavg", "median", "weidetect") if quick else ALL_AGGREGATORS
     c.attack_kwargs = ml_collections.ConfigDict({

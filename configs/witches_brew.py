@@ -32,11 +32,11 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.flip = False                # differentiable augmentation during crafting
     c.crop = 0
     c.trials = 8                  # independent (target, adversarial class) pairs
-    c.victims = 2                 # victims retrained from scratch per trial
+    c.n_victims = 2                 # victims retrained from scratch per trial
     c.victim_chunk = 0            # victims trained at once (0 = all trials x victims in one vmap; less = less memory)
     c.train = ml_collections.ConfigDict({"epochs": 20, "batch_size": 128, "lr": 0.01})
     c.transfer = ml_collections.ConfigDict({"enabled": True, "fc_steps": 200, "fc_lr": 0.02, "fc_beta": 0.0,
-                                            "head_steps": 200, "victims": 2})
+                                            "head_steps": 200, "n_victims": 2})
     if variant == "mnist":
         c.dataset = "mnist"
         c.n_train = 2000
@@ -47,7 +47,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.restarts = 4
         c.ensemble = 2
         c.trials = 8
-        c.victims = 4
+        c.n_victims = 4
         c.train.epochs = 20
         c.surrogate_checkpoints = [5, 10, 20]
     elif variant == "paper":
@@ -63,7 +63,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.flip = True
         c.crop = 2
         c.trials = 10
-        c.victims = 4
+        c.n_victims = 4
         c.victim_chunk = 8
         c.train.epochs = 30
         c.surrogate_checkpoints = [5, 10, 20, 30]

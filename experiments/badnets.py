@@ -6,17 +6,18 @@ poisoned training set; we report clean test accuracy and, for BadNets, the attac
 non-target test images with the trigger classified as the target), each as mean ± std over victims.
 
 Finished (attack, rate) cells are cached in ``workdir/cells/`` so an interrupted run resumes.
+``results.json`` holds the table as ``rows`` (``attack``, ``poison_rate``, ``clean_accuracy``, ``asr``,
+each ``*_std`` over the ``n_victims`` victims, ``seconds``).
 """
 from __future__ import annotations
 
-import json
 import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from poisonjax.core import reporting
+from poisonjax.core import reporting, study
 from poisonjax.core.ensemble import ensemble_apply, mean_std
 from poisonjax.core.training import softmax_cross_entropy_loss, train_ensemble
 from poisonjax.core.validation import check_choice, check_fraction, check_positive_int
@@ -35,16 +36,17 @@ def _validate(config):
     check_fraction("config.rate", config.rate)
     for r in config.rates:
         check_fraction("config.rates entry", r)
-    check_positive_int("config.num_victims", config.num_victims)
+    check_positive_int("config.n_victims", config.n_victims)
     if not 0 <= config.target_class < 10:
         raise ValueError(f"config.target_class must be in [0, 9] for digits, got {config.target_class}")
 
 
 def run(config, workdir) -> dict:
     """Run the study; returns (and writes) ``results.json``."""
+    study.upgrade_config(config)
     _validate(config)
-    wd = reporting.prepare_workdir(workdir, config)   # refuses a workdir of another config
-    (wd / "cells").mkdir(parents=True, exist_ok=True)
+    wd = study.prepare_workdir(workdir, config)   # refuses a workdir of another config
+    cache = study.CellCache(wd)
     ds = load_digits(seed=config.seed)
     xtr, ytr = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xte, yte = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
@@ -53,7 +55,7 @@ def run(config, workdir) -> dict:
     loss = softmax_cross_entropy_loss(model.apply)
     opt = optax.adam(config.train.learning_rate)
     trigger = patch_trigger(xtr.shape[1:], size=config.trigger_size)
-    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_victims)
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.n_victims)
 
     @jax.jit
     def train_and_eval(x, y, keys):
@@ -71,36 +73,35 @@ def run(config, workdir) -> dict:
     pkey = jax.random.PRNGKey(config.seed + 1)
     out_rows, results = [], {"attacks": {}}
     from tqdm.auto import tqdm
-    for attack, rate in tqdm(cells, desc="badnets study", unit="cell"):
-        cell_path = wd / "cells" / f"{attack}_{rate:.4f}.json"
-        if cell_path.exists():
-            cell = json.loads(cell_path.read_text())
+    def compute(attack, rate):
+        t0 = time.time()
+        if attack == "none":
+            x, y = xtr, ytr
+        elif attack == "label_flip":
+            y, _ = flip_labels(pkey, ytr, rate, ds.num_classes)
+            x = xtr
         else:
-            t0 = time.time()
-            if attack == "none":
-                x, y = xtr, ytr
-            elif attack == "label_flip":
-                y, _ = flip_labels(pkey, ytr, rate, ds.num_classes)
-                x = xtr
-            else:
-                x, y, _ = badnets_poison(pkey, xtr, ytr, rate, config.target_class, trigger)
-            acc, asr = jax.device_get(train_and_eval(x, y, keys))
-            cell = {"attack": attack, "rate": rate, "clean_accuracy": mean_std(acc),
-                    "attack_success_rate": mean_std(asr), "seconds": time.time() - t0}
-            reporting.write_json(cell_path, cell)
+            x, y, _ = badnets_poison(pkey, xtr, ytr, rate, config.target_class, trigger)
+        acc, asr = jax.device_get(train_and_eval(x, y, keys))
+        return {"attack": attack, "poison_rate": rate, "clean_accuracy": mean_std(acc), "asr": mean_std(asr),
+                "seconds": time.time() - t0}
+
+    for attack, rate in tqdm(cells, desc="badnets study", unit="cell", disable=not study.is_main_process()):
+        cell = cache.cached(f"{attack}_{rate:.4f}", lambda _rd: compute(attack, rate))
         results["attacks"].setdefault(attack, {})[f"{rate:.4f}"] = cell
-        out_rows.append({"attack": attack, "rate": rate, "clean_acc": cell["clean_accuracy"],
-                         "asr": cell["attack_success_rate"]})
+        out_rows.append({"dataset": config.dataset, "attack": attack, "poison_rate": rate,
+                         "target_class": config.target_class, "n_victims": config.n_victims,
+                         "clean_accuracy": cell["clean_accuracy"], "asr": cell["asr"], "seconds": cell["seconds"]})
 
     base = results["attacks"].get("none", {}).get("0.0000")
     results.update({
-        "dataset": config.dataset, "num_victims": config.num_victims, "target_class": config.target_class,
+        "dataset": config.dataset, "n_victims": config.n_victims, "target_class": config.target_class,
         "headline_rate": config.rate,
         "clean_accuracy_unpoisoned": base["clean_accuracy"] if base else None,
     })
     if "badnets" in config.attacks:
         results["badnets"] = results["attacks"]["badnets"][f"{config.rate:.4f}"]
-    reporting.write_json(wd / "results.json", results)
+    results = study.write_results(wd, out_rows, **results)
 
     # plot: ASR and clean accuracy vs rate
     fig, ax = reporting.new_figure(figsize=(5, 3.5))
@@ -110,18 +111,19 @@ def run(config, workdir) -> dict:
                     yerr=[results["attacks"][attack][f"{r:.4f}"]["clean_accuracy"]["std"] for r in rs],
                     marker="o", label=f"{attack}: clean acc")
         if attack == "badnets":
-            ax.errorbar(rs, [results["attacks"][attack][f"{r:.4f}"]["attack_success_rate"]["mean"] for r in rs],
-                        yerr=[results["attacks"][attack][f"{r:.4f}"]["attack_success_rate"]["std"] for r in rs],
+            ax.errorbar(rs, [results["attacks"][attack][f"{r:.4f}"]["asr"]["mean"] for r in rs],
+                        yerr=[results["attacks"][attack][f"{r:.4f}"]["asr"]["std"] for r in rs],
                         marker="s", ls="--", label="badnets: ASR")
     if base:
         ax.axhline(base["clean_accuracy"]["mean"], color="gray", ls=":", label="no attack: clean acc")
     ax.set_xlabel("poison rate"); ax.set_ylabel("fraction"); ax.set_ylim(0, 1.02); ax.legend(fontsize=7)
-    ax.set_title(f"digits, SmallCNN, K={config.num_victims} victims")
+    ax.set_title(f"digits, SmallCNN, K={config.n_victims} victims")
     reporting.save_figure(fig, wd / "accuracy_vs_rate.png")
-    table = reporting.markdown_table(out_rows)
+    cols = ["attack", "poison_rate", "clean_accuracy", "asr"]
+    table = reporting.markdown_table(out_rows, cols)
     reporting.write_report(wd, "BadNets and label flipping on digits",
-                           [("Setup", f"K={config.num_victims} victims trained with vmap; target class "
+                           [("Setup", f"K={config.n_victims} victims trained with vmap; target class "
                                       f"{config.target_class}; {config.trigger_size}x{config.trigger_size} trigger."),
                             ("Results (mean ± std over victims)", table)], ["accuracy_vs_rate.png"])
-    print(reporting.text_table(out_rows))
+    study.main_print(reporting.text_table(out_rows, cols))
     return results

@@ -26,15 +26,14 @@ target merely taking a top-k slot.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from poisonjax.core import reporting
-from poisonjax.core.validation import PoisonJaxInputError, check_fraction
+from poisonjax.core import reporting, study
+from poisonjax.core.validation import PoisonJaxInputError, check_fraction, check_positive_int
 from poisonjax.data.sequences import item_popularity, leave_one_out, load_sequences, training_pairs
 from poisonjax.data.sequences import SequenceDataset, check_sequences, k_core
 from poisonjax.data.synthetic import interaction_logs
@@ -104,16 +103,11 @@ def evaluate(ctx, params, targets):
 
 
 def train_groups(trainer, xs, ys, ws, keys, group: int):
-    """Train ``J x K`` victims with ``trainer.train_many`` in groups of ``group`` datasets (0 = all at
-    once); the last group is padded by repetition so every call has the same shape (one compile)."""
+    """Train ``J x K`` victims with ``trainer.train_many`` in chunks of ``group`` datasets (0 = all at
+    once; :func:`poisonjax.core.parallel.chunked_vmap` inside one compiled program)."""
     J = xs.shape[0]
-    g = J if not group or group >= J else int(group)
-    out = []
-    for a in range(0, J, g):
-        idx = np.minimum(np.arange(a, a + g), J - 1)
-        p = trainer.train_many(xs[idx], ys[idx], keys, ws[idx])
-        out.extend(jax.tree.map(lambda l, i=i: l[i], p) for i in range(min(g, J - a)))
-    return out
+    p = trainer.train_many(xs, ys, keys, ws, chunk=None if not group or group >= J else int(group))
+    return [jax.tree.map(lambda l, i=i: l[i], p) for i in range(J)]
 
 
 def fake_metrics(ctx, fake, target, use_length=False):
@@ -144,6 +138,8 @@ def _avg(dicts):
 
 def run(config, workdir) -> dict:
     """Run the study (module doc) and return the results dict."""
+    study.upgrade_config(config)
+    check_positive_int("config.n_victims", config.n_victims)
     ac = config.attack
     for r in [ac.fake_ratio] + list(ac.extra_ratios):
         check_fraction("attack.fake_ratio", r)
@@ -154,16 +150,14 @@ def run(config, workdir) -> dict:
     for m in ac.methods:
         if m not in A.METHODS:
             raise PoisonJaxInputError(f"unknown method {m!r} in attack.methods; expected some of {list(A.METHODS)}")
-    wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    reporting.write_json(wd / "config.json", config)
+    wd = study.prepare_workdir(workdir, config)   # refuses a workdir of another config
     t0 = time.time()
     ctx = prepare(config)
     ds, sp = ctx["ds"], ctx["split"]
     targets = [int(t) for t in ctx["targets"]]
     fake_len = A.check_fake_length(ac.fake_length or int(round(float(ds.lengths().mean()))))
     real_lengths = A.check_fake_length(ac.max_fake_length or config.model.max_len)
-    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_victims)
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.n_victims)
     gen_kw = dict(alpha=ac.alpha, beta_utility=ac.beta_utility, target_bonus=ac.target_bonus,
                   max_target_share=ac.max_target_share, max_target_per_seq=ac.max_target_per_seq,
                   within_penalty=ac.within_penalty,
@@ -190,7 +184,7 @@ def run(config, workdir) -> dict:
         data[0] = (data[0][0], data[0][1], data[0][2].at[sp.train_x.shape[0]:].set(0.0))
         data += [poisoned_data(ctx, f) for f in fakes]
         xs, ys, ws = (jnp.stack([d[i] for d in data]) for i in range(3))
-        print(f"training {len(data)} x {config.num_victims} victims (vmapped, groups of {config.train_group or len(data)})")
+        study.main_print(f"training {len(data)} x {config.n_victims} victims (vmapped, groups of {config.train_group or len(data)})")
         tt = time.time()
         params = train_groups(ctx["trainer"], xs, ys, ws, keys, config.train_group)
         train_s = time.time() - tt
@@ -216,7 +210,7 @@ def run(config, workdir) -> dict:
                            targets=targets,
                            target_popularity={str(t): int(ctx["pop"][t]) for t in targets},
                            buckets={str(t): A.popularity_bucket(t, ctx["pop"]) for t in targets},
-                           num_victims=config.num_victims, seconds=time.time() - t0)
+                           n_victims=config.n_victims, seconds=time.time() - t0)
     if len(ratios) > 1:
         keep = ("target_hr@10", "target_ndcg@10", "overall_ndcg@10", "paired_ndcg@10_drop", "paired_ndcg@10_drop_std",
                 "paired_ndcg@10_excl_target_drop", "paired_ndcg@10_excl_target_drop_std", "paired_ndcg@10_drop_all",
@@ -321,7 +315,16 @@ def _row(m, res):
 def write_outputs(results, methods, wd):
     rows = [dict(method="clean", **{c: results["clean"].get(c, "") for c in COLUMNS[1:5]})]
     rows += [_row(m, results[m]) for m in methods]
-    reporting.write_json(wd / "results.json", results)
+    meta = results["meta"]
+    keep = ("target_hr@10", "target_ndcg@10", "overall_hr@10", "overall_ndcg@10", "paired_ndcg@10_drop",
+            "paired_ndcg@10_drop_std", "paired_ndcg@10_excl_target_drop", "paired_ndcg@10_excl_target_drop_std",
+            "paired_ndcg@10_minus_ddsp", "paired_ndcg@10_minus_ddsp_se", "target_displacement_ndcg@10",
+            "target_repetition", "distinct_ratio", "usage_entropy", "detector_auc")
+    flat = [{"dataset": meta["dataset"], "method": m, "budget": 0.0 if m == "clean" else meta["fake_ratio"],
+             "n_victims": meta["n_victims"], **{k: results[m][k] for k in keep if k in results[m]}}
+            for m in ["clean"] + list(methods)]
+    results.pop("rows", None)
+    results.update(study.write_results(wd, flat, **results))
     fig, ax = reporting.new_figure(figsize=(6.5, 4.5))
     ax.scatter([results["clean"]["overall_ndcg@10"]], [results["clean"]["target_hr@10"]], marker="x", c="k")
     ax.annotate("clean", (results["clean"]["overall_ndcg@10"], results["clean"]["target_hr@10"]), fontsize=8)
@@ -332,13 +335,12 @@ def write_outputs(results, methods, wd):
     ax.set_ylabel("target HR@10 (avg over targets)")
     ax.set_title(f"DDSP study: promotion vs accuracy ({results['meta']['dataset']})")
     reporting.save_figure(fig, wd / "promotion_vs_accuracy.png")
-    meta = results["meta"]
     buckets = "\n".join(f"- {m}: " + ", ".join(f"{b} {v:.4f}" for b, v in results[m]["per_bucket_hr@10"].items())
                         for m in methods)
     sections = [("Setting", f"{meta['dataset']}: {meta['num_users']} users, {meta['num_items']} items; "
                             f"{meta['num_fake']} fake users ({meta['fake_ratio']:.1%}) of length {meta['fake_length']}; "
                             f"targets {meta['targets']} (popularity {meta['target_popularity']}); "
-                            f"K={meta['num_victims']} victims; {meta['seconds']:.0f} s."),
+                            f"K={meta['n_victims']} victims; {meta['seconds']:.0f} s."),
                 ("Results (mean over targets and seeds)", reporting.markdown_table(rows, COLUMNS)),
                 ("Target HR@10 per target (item id: bucket)",
                  reporting.markdown_table([dict(method="clean", **{f"{t}: {meta['buckets'][str(t)]}":
@@ -361,4 +363,4 @@ def write_outputs(results, methods, wd):
                              if meta.get("length_dist") == "real" else " (no length: fixed fake length)")
                           + ", 5-fold CV; 0.5 = undetectable.")]
     reporting.write_report(wd, "DDSP: diversity-aware dual-promotion poisoning", sections, ["promotion_vs_accuracy.png"])
-    print(reporting.text_table(rows, COLUMNS))
+    study.main_print(reporting.text_table(rows, COLUMNS))

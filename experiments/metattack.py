@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
-from poisonjax.core import reporting
+from poisonjax.core import reporting, study
 from poisonjax.core.validation import check_choice
 from poisonjax.data import graphs
 from poisonjax.graph import attacks as A
@@ -47,7 +47,7 @@ def gcn_accuracy(adj, g, keys, cfg: models.GCNConfig, pad_nnz: int = 0):
 
 def _greedy_fingerprint(config) -> dict:
     """The config keys that determine the greedy Metattack flips (the checkpoint of ``workdir/attack``):
-    evaluation settings (``gcn``, ``n_seeds``), ``progress`` and the ``pgd`` stage may change on resume."""
+    evaluation settings (``gcn``, ``n_victims``), ``progress`` and the ``pgd`` stage may change on resume."""
     keys = ("dataset", "rate", "seed", "surrogate", "inner_steps", "lr", "momentum", "flips_per_step",
             "ll_constraint")
     fp = {k: config[k] for k in keys if k in config}
@@ -139,7 +139,7 @@ def _check_dense_fits(config, n, budget):
     est = A.dense_attack_estimate(n, budget, config.flips_per_step, config.inner_steps,
                                   pgd_steps=config.pgd.steps if config.attack == "meta_pgd" else 0)
     avail = A.available_memory_bytes()
-    print(f"dense {config.attack} on {n} nodes: about {est['memory_gib']:.1f} GiB of memory and "
+    study.main_print(f"dense {config.attack} on {n} nodes: about {est['memory_gib']:.1f} GiB of memory and "
           f"{est['meta_gradients']} meta-gradients of ~{est['gflop_per_meta_gradient']:.0f} GFLOP each"
           + (f"; {avail / 2 ** 30:.1f} GiB available" if avail else ""), flush=True)
     if avail and est["memory_bytes"] > avail:
@@ -174,10 +174,10 @@ def _prbcd(config, g, budget, self_labels, idx_un, key, wd):
 
 def run(config, workdir) -> dict:
     from configs.metattack import ATTACKS
+    study.upgrade_config(config)
     check_choice("attack", config.attack, ATTACKS)
-    wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    reporting.write_json(wd / "config.json", config)
+    # refuses a workdir of another config; evaluation settings, progress and the PGD stage may change
+    wd = study.prepare_workdir(workdir, config, mutable=("gcn", "n_victims", "progress", "pgd"))
     g = graphs.load_graph(config.dataset)
     n = g.num_nodes
     budget = budget_from_rate(config.rate, g.num_edges, n * (n - 1) // 2)
@@ -233,7 +233,7 @@ def run(config, workdir) -> dict:
     info = A.check_perturbation(g.adj, pert, budget)
     sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
 
-    keys = jax.random.split(k_eval, config.n_seeds)
+    keys = jax.random.split(k_eval, config.n_victims)
     pad = int(g.adj.nnz + n + 2 * budget)
     acc_clean = gcn_accuracy(g.adj, g, keys, gcfg, pad)
     acc_pois = gcn_accuracy(pert, g, keys, gcfg, pad)
@@ -263,13 +263,16 @@ def run(config, workdir) -> dict:
     if config.attack == "meta_pgd":
         results["meta_pgd"] = extra
         results["test_acc_init"] = _stats(acc_init) if acc_init is not None else None
-    reporting.write_json(wd / "results.json", results)
+    results["clean_accuracy"] = results["test_acc_clean"]   # standard name (test_acc_clean kept for one release)
     rows = [{"graph": "clean", "test_acc": results["test_acc_clean"]},
             {"graph": f"ours ({config.attack})", "test_acc": results["test_acc_poisoned"]}]
     if acc_ref is not None:
         rows.insert(1, {"graph": "Pro-GNN (DeepRobust Metattack)", "test_acc": results["test_acc_reference"]})
     if acc_init is not None:
         rows.insert(-1, {"graph": f"warm start ({config.pgd.init})", "test_acc": results["test_acc_init"]})
+    results = study.write_results(wd, [{"dataset": config.dataset, "attack": config.attack, "budget": config.rate,
+                                        "n_victims": config.n_victims, "graph": r["graph"], "accuracy": r["test_acc"]}
+                                       for r in rows], **results)
     fig, ax = reporting.new_figure(figsize=(5, 3.2))
     ax.bar([r["graph"].split(" (")[0] for r in rows], [r["test_acc"]["mean"] for r in rows],
            yerr=[r["test_acc"]["std"] for r in rows],
@@ -280,7 +283,7 @@ def run(config, workdir) -> dict:
     reporting.save_figure(fig, wd / "accuracy.png")
     table = reporting.markdown_table(rows)
     reporting.write_report(wd, f"Metattack on {config.dataset} at {config.rate:g}", [
-        ("Setup", f"GCN (hidden {gcfg.hidden}, {gcfg.epochs} epochs) over {config.n_seeds} seeds on the Pro-GNN "
+        ("Setup", f"GCN (hidden {gcfg.hidden}, {gcfg.epochs} epochs) over {config.n_victims} seeds on the Pro-GNN "
                   f"split; attack `{config.attack}`, {info['n_flips']} flips ({info['added']} added, "
                   f"{info['removed']} removed), {n_meta} meta-gradients, {config.flips_per_step} flip(s) per "
                   f"meta-gradient, {config.inner_steps} inner steps, LL constraint {config.ll_constraint}. "
@@ -294,6 +297,6 @@ def run(config, workdir) -> dict:
                        "self-training labels of unlabelled nodes; lower is stronger):\n\n"
                        + reporting.markdown_table(extra["candidates"]))] if config.attack == "meta_pgd" else []),
         plots=["accuracy.png"])
-    print(reporting.text_table(rows))
-    print(f"seconds/perturbation: {results['seconds_per_perturbation']:.3f}")
+    study.main_print(reporting.text_table(rows))
+    study.main_print(f"seconds/perturbation: {results['seconds_per_perturbation']:.3f}")
     return results

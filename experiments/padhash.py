@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 import zlib
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +32,7 @@ import numpy as np
 import optax
 
 from poisonjax.core import gradient_matching as gm
-from poisonjax.core import reporting
+from poisonjax.core import reporting, study
 from poisonjax.core.ensemble import mean_std
 from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
 from poisonjax.data.images import load_image_dataset
@@ -68,8 +67,7 @@ class _Arch:
 
     def train_surrogates(self, x, y, members, checkpoints, batch_size, key):
         from poisonjax.vision.witches_brew import checkpoint_surrogates
-        per_ex = lambda p, b, k: self.loss(p, b["x"], b["y"])
-        f = jax.jit(lambda k: checkpoint_surrogates(self.init, per_ex, self.opt, {"x": x, "y": y}, k,
+        f = jax.jit(lambda k: checkpoint_surrogates(self.init, self.loss, self.opt, {"x": x, "y": y}, k,
                                                     checkpoints=checkpoints, batch_size=batch_size, members=members))
         return f(key)
 
@@ -82,9 +80,8 @@ def _summary(out, T, K):
 
 
 def run(config, workdir) -> dict:
-    wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    reporting.write_json(wd / "config.json", config)
+    study.upgrade_config(config)
+    wd = study.prepare_workdir(workdir, config)   # refuses a workdir of another config
     key = jax.random.PRNGKey(config.seed)
     k_split, k_sur, k_trig, k_pois, k_craft, k_vic = jax.random.split(key, 6)
     kw = {} if config.dataset == "digits" else {"n_train": config.n_train or None, "n_test": config.n_test or None,
@@ -116,7 +113,7 @@ def run(config, workdir) -> dict:
         return archs[k]
 
     victim = arch(config.backbone, config.bits)
-    T, K = config.triggers, config.victims
+    T, K = config.triggers, config.n_victims
     ti, tc = ph.choose_triggers(k_trig, data.y_test, data.num_classes, T)
     rep = lambda a: np.repeat(np.asarray(a), K, axis=0)
     vkeys = jax.random.split(k_vic, T * K)
@@ -177,8 +174,8 @@ def run(config, workdir) -> dict:
     results["complete"] = False  # results.json is rewritten after each stage of a long run
     reporting.write_json(wd / "results.json", results)
 
-    rows = [{"setting": f"gray_box_{config.surrogate_fraction:g} (main)", "method": m, "ASR": summaries[m]["asr"], "t-mAP": summaries[m]["t_map"],
-             "mAP": summaries[m]["map"]} for m in METHODS]
+    rows = [{"setting": f"gray_box_{config.surrogate_fraction:g} (main)", "method": m, "asr": summaries[m]["asr"], "t_map": summaries[m]["t_map"],
+             "map": summaries[m]["map"]} for m in METHODS]
 
     # ---- surrogate settings: gray-box fractions and black-box ensemble
     setting_params = {f"gray_box_{config.surrogate_fraction:g}": (main_losses, main_params)}
@@ -197,7 +194,7 @@ def run(config, workdir) -> dict:
                 else:
                     res, _ = craft(losses, params, config.budget, alpha, f"{tag}_{name}")
                     s = evaluate(victim, pidx, res.delta)
-                    rows.append({"setting": tag, "method": name, "ASR": s["asr"], "t-mAP": s["t_map"], "mAP": s["map"]})
+                    rows.append({"setting": tag, "method": name, "asr": s["asr"], "t_map": s["t_map"], "map": s["map"]})
                 settings[tag][name] = {"asr": s["asr"]["mean"], "t_map": s["t_map"]["mean"], "map": s["map"]["mean"]}
             reporting.write_json(wd / "results.json", results)
 
@@ -253,9 +250,10 @@ def run(config, workdir) -> dict:
         reporting.save_figure(fig, wd / "asr_vs_budget.png")
 
     results["complete"] = True
-    reporting.write_json(wd / "results.json", results)
-    print(reporting.text_table(rows, floatfmt=".3f"))
-    print(f"mAP clean {results['map_clean']:.3f} -> poisoned {results['map_poisoned']:.3f}; "
+    results = study.write_results(wd, [{"dataset": data.name, "budget": float(config.budget),
+                                        "eps": float(config.epsilon), "n_victims": K, **r} for r in rows], **results)
+    study.main_print(reporting.text_table(rows, floatfmt=".3f"))
+    study.main_print(f"mAP clean {results['map_clean']:.3f} -> poisoned {results['map_poisoned']:.3f}; "
           f"craft {craft_seconds['padhash']:.1f}s")
     sections = [
         ("Setting", f"{data.name}, {config.method.upper()} {config.backbone} {config.bits} bits, "

@@ -8,13 +8,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import scipy.sparse as sp
 
-from poisonjax.core import reporting
+from poisonjax.core import reporting, study
 from poisonjax.core.validation import PoisonJaxInputError, check_choice
 from poisonjax.data import graphs
 from poisonjax.graph import attacks as A
@@ -42,9 +41,9 @@ def run(config, workdir) -> dict:
         raise PoisonJaxInputError(
             "config.attacks / config.oneshot_objective use the test pairs' labels (a white-box shortcut); set "
             "--config.allow_test_labels=True to run them, or use the *_self / *_train attacks")
-    wd = Path(workdir)
-    (wd / "perturbed").mkdir(parents=True, exist_ok=True)
-    reporting.write_json(wd / "config.json", config)
+    wd = study.prepare_workdir(workdir, config, mutable=("progress",))   # refuses another config's workdir
+    if study.is_main_process():
+        (wd / "perturbed").mkdir(parents=True, exist_ok=True)
     g = _load(config.dataset, config.seed)
     x = g.dense_features()
     split = link_split(g.adj, 0.05, 0.10, seed=config.seed)
@@ -56,7 +55,7 @@ def run(config, workdir) -> dict:
     pad = int(g.adj.nnz + 2 * max(budgets.values()) + n)
     key = jax.random.PRNGKey(config.seed)
     k_sur, k_att, k_eval = jax.random.split(key, 3)
-    keys = jax.random.split(k_eval, config.n_seeds)
+    keys = jax.random.split(k_eval, config.n_victims)
 
     auc0, ap0 = V.evaluate_vgae(split.adj_train, x, split, keys, victim, pad_nnz=pad)
     sur_params, z = V.surrogate_vgae(split.adj_train, x, k_sur, victim)
@@ -98,13 +97,14 @@ def run(config, workdir) -> dict:
             secs = time.time() - t0
             pert = A.flips_to_adj(split.adj_train, flips)
             info = A.check_perturbation(split.adj_train, pert, b)
-            sp.save_npz(wd / "perturbed" / f"{name}_{r:g}.npz", sp.csr_matrix(pert, dtype=np.float32))
-            if name == config.primary_attack and r == float(config.rate):
-                sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
+            if study.is_main_process():   # only process 0 writes files
+                sp.save_npz(wd / "perturbed" / f"{name}_{r:g}.npz", sp.csr_matrix(pert, dtype=np.float32))
+                if name == config.primary_attack and r == float(config.rate):
+                    sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
             auc, ap = V.evaluate_vgae(pert, x, split, keys, victim, pad_nnz=pad)
             by_rate[r][name] = {"auc": float(np.mean(auc)), "auc_std": float(np.std(auc)),
                                 "ap": float(np.mean(ap)), "ap_std": float(np.std(ap)), "seconds": secs, **info}
-            print(f"rate {r:g} {name:13s} auc {np.mean(auc):.4f} ap {np.mean(ap):.4f} ({secs:.1f} s, "
+            study.main_print(f"rate {r:g} {name:13s} auc {np.mean(auc):.4f} ap {np.mean(ap):.4f} ({secs:.1f} s, "
                   f"{info['n_flips']} flips)", flush=True)
 
     main = by_rate[float(config.rate)]
@@ -120,7 +120,12 @@ def run(config, workdir) -> dict:
         "oneshot_objective": config.oneshot_objective,
         "white_box_test_labels_used": bool(uses_test_labels),
     }
-    reporting.write_json(wd / "results.json", results)
+    results = study.write_results(
+        wd, [{"dataset": config.dataset, "attack": "clean", "budget": 0.0, "n_victims": config.n_victims,
+              "auc": results["auc_clean"], "auc_std": results["auc_clean_std"], "ap": results["ap_clean"]}]
+        + [{"dataset": config.dataset, "attack": a, "budget": float(r), "n_victims": config.n_victims, "auc": v["auc"],
+            "auc_std": v["auc_std"], "ap": v["ap"], "seconds": v["seconds"]}
+           for r, d in by_rate.items() for a, v in d.items()], **results)
     fig, ax = reporting.new_figure(figsize=(5.5, 3.6))
     for name in config.attacks:
         ax.plot([0.0] + rates, [results["auc_clean"]] + [by_rate[r][name]["auc"] for r in rates], marker="o", label=name)
@@ -132,11 +137,11 @@ def run(config, workdir) -> dict:
     rows += [{"attack": k, "auc": v["auc"], "ap": v["ap"], "seconds": v["seconds"]} for k, v in main.items()]
     reporting.write_report(wd, f"VGAE poisoning on {config.dataset} at {config.rate:g}", [
         ("Setup", f"85/5/10 edge split ({n_train} training edges), budget {budgets[float(config.rate)]} flips; "
-                  f"VGAE {victim.hidden}-{victim.latent}, lr {victim.lr}, {victim.epochs} epochs, {config.n_seeds} "
+                  f"VGAE {victim.hidden}-{victim.latent}, lr {victim.lr}, {victim.epochs} epochs, {config.n_victims} "
                   f"seeds; meta attacks unroll {config.inner_steps} steps with {config.steps_per_budget} "
                   f"meta-gradients per budget, attack loss `{config.get('meta_loss', 'bce')}`; one-shot "
                   f"objective `{config.oneshot_objective}`."),
         ("Test AUC / AP", reporting.markdown_table(rows)),
     ], plots=["auc_vs_rate.png"])
-    print(reporting.text_table(rows))
+    study.main_print(reporting.text_table(rows))
     return results

@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +32,7 @@ import numpy as np
 import optax
 
 from poisonjax.core import gradient_matching as gm
-from poisonjax.core import reporting
+from poisonjax.core import reporting, study
 from poisonjax.core.ensemble import mean_std
 from poisonjax.core.training import accuracy, init_and_train
 from poisonjax.core.validation import check_choice
@@ -84,10 +83,9 @@ def write_poisons_npz(path, train_x, train_y, poison_index, delta, target_image,
 
 
 def run(config, workdir) -> dict:
+    study.upgrade_config(config)
     check_choice("poison_selection", config.poison_selection, ("max_gradient", "random"))
-    wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    reporting.write_json(wd / "config.json", config)
+    wd = study.prepare_workdir(workdir, config)   # refuses a workdir of another config
     key = jax.random.PRNGKey(config.seed)
     k_sur, k_trial, k_pois, k_craft, k_rand, k_vic, k_tr = jax.random.split(key, 7)
 
@@ -133,7 +131,7 @@ def run(config, workdir) -> dict:
     in_box = bool((res.poisons.min() >= 0.0) and (res.poisons.max() <= 1.0))
 
     # 4. victims: clean / random noise / Witches' Brew, same seeds
-    T, K = config.trials, config.victims
+    T, K = config.trials, config.n_victims
     rep = lambda a: np.repeat(np.asarray(a), K, axis=0)
     vkeys = jax.random.split(k_vic, T * K)
     vs = jax.jit(lambda keys, pi, pd, tx, al: gm.victim_success(
@@ -177,7 +175,7 @@ def run(config, workdir) -> dict:
         fc_delta = np.asarray(fc_res.state.delta)
         fc_seconds = time.perf_counter() - t2
         ftr, fte = feat(xtr), feat(xte)
-        KT = config.transfer.victims
+        KT = config.transfer.n_victims
         rep2 = lambda a: np.repeat(np.asarray(a), KT, axis=0)
         tkeys = jax.random.split(jax.random.fold_in(k_tr, 1), T * KT)
         ts = jax.jit(lambda keys, pi, pf, tf, al: wb.transfer_success(
@@ -211,18 +209,22 @@ def run(config, workdir) -> dict:
         "final_alignment_loss": np.asarray(res.restart_losses).min(-1).tolist(),
         "trials": [{"target_index": int(a), "true_class": int(data.y_test[a]), "adv_class": int(b)} for a, b in zip(ti, adv)],
     }
-    reporting.write_json(wd / "results.json", results)
+    rows = [{"setting": "from scratch", "method": n, "success": methods[n]["success_rate"],
+             "clean_accuracy": methods[n]["clean_accuracy"]} for n in methods]
+    if transfer:
+        rows += [{"setting": "transfer (frozen features)", "method": n, "success": transfer[n]["success_rate"],
+                  "clean_accuracy": transfer[n]["clean_accuracy"]}
+                 for n in ("none", "random_noise", "feature_collision", "witches_brew")]
+    results = study.write_results(wd, [{"dataset": data.name, "budget": float(config.budget),
+                                        "eps": float(config.epsilon), "n_victims": K, **r} for r in rows],
+                                  **results)
+    if not study.is_main_process():   # only process 0 writes files
+        return results
     write_poisons_npz(wd / "poisons.npz", data.x_train, data.y_train, pidx[0], delta[0], data.x_test[ti[0]],
                       data.y_test[ti[0]], adv[0])
     np.savez_compressed(wd / "poisons_all_trials.npz", poison_indices=pidx, deltas=delta, target_indices=ti,
                         adv_classes=adv, random_noise_deltas=rnd)
 
-    rows = [{"setting": "from scratch", "method": n, "success": methods[n]["success_rate"],
-             "clean_acc": methods[n]["clean_accuracy"]} for n in methods]
-    if transfer:
-        rows += [{"setting": "transfer (frozen features)", "method": n, "success": transfer[n]["success_rate"],
-                  "clean_acc": transfer[n]["clean_accuracy"]}
-                 for n in ("none", "random_noise", "feature_collision", "witches_brew")]
     print(reporting.text_table(rows, floatfmt=".3f"))
     print(f"craft {res.seconds:.1f}s  max|delta| {max_linf:.4f} (eps {config.epsilon:.4f})")
     print("gradient cosine with the adversarial target gradient at fresh clean models: "

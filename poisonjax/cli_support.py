@@ -105,6 +105,8 @@ def apply_overrides(config, overrides: Sequence[Tuple[str, str]], log=None):
 
     A scalar override replaces the grid over that key unless the grid is overridden too: ``rate`` sets
     ``rates = (rate,)`` and ``extra_rates = ()`` where those keys exist (``log`` receives a note)."""
+    from poisonjax.core.names import translate_override
+    overrides = [(translate_override(config, k, log), t) for k, t in overrides]  # deprecated key names
     explicit = {k for k, _ in overrides}
     for key, text in overrides:
         parts = key.split(".")

@@ -41,9 +41,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def _cell(v, floatfmt: str, pm: str) -> str:
     """A table cell: floats with ``floatfmt``, ``{"mean", "std"}`` dicts as ``mean ± std``, ``None``
-    (an undefined metric) as ``-``."""
+    (an undefined metric, e.g. detection recall when no client attacks) as ``n/a``."""
     if v is None:
-        return "-"
+        return "n/a"
     if isinstance(v, float):
         return format(v, floatfmt)
     if isinstance(v, dict) and "mean" in v:
@@ -113,25 +113,12 @@ def write_report(workdir: str | os.PathLike, title: str, sections: Iterable[tupl
     return path
 
 
-def prepare_workdir(workdir: str | os.PathLike, config: Any) -> Path:
+def prepare_workdir(workdir: str | os.PathLike, config: Any, *, mutable=()) -> Path:
     """Create ``workdir`` and write ``config.json``; refuse a workdir that holds another config's run.
+    (Kept for existing callers: :func:`poisonjax.core.study.prepare_workdir`.)
 
     Raises:
       poisonjax.core.runner.CheckpointMismatchError: ``workdir/config.json`` exists and differs.
     """
-    from poisonjax.core.runner import CheckpointMismatchError
-    wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    new = _jsonable(config)
-    path = wd / "config.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            old = None
-        if old != json.loads(json.dumps(new)):
-            raise CheckpointMismatchError(
-                f"workdir {str(wd)!r} holds results of a different config (see its config.json); "
-                "use a new --workdir, or delete the old one to start over")
-    write_json(path, new)
-    return wd
+    from poisonjax.core.study import prepare_workdir as _prepare
+    return _prepare(workdir, config, mutable=mutable)

@@ -176,7 +176,7 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         key: Optional[jax.Array] = None, seed: int = 0, chunk_size: int = 10,
         checkpoint_every: Optional[int] = None, max_to_keep: int = 2, config: Any = None,
         progress: bool = True, desc: str = "attack", metrics_file: str = "metrics.jsonl",
-        tensorboard: bool = False, host_loop: bool = False) -> RunResult:
+        tensorboard: bool = False, host_loop: bool = False, save_final: bool = True) -> RunResult:
     """Run ``attack`` for ``steps`` steps on ``problem``, resumable from ``workdir``.
 
     Args:
@@ -195,6 +195,8 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         ``[tensorboard]`` extra, i.e. tensorboardX).
       host_loop: call ``attack.step`` from Python once per step (it must compile itself) instead of
         one compiled ``lax.scan`` per chunk; see the module docstring.
+      save_final: also checkpoint the last step (so a rerun returns at once). A caller that stores the
+        finished result itself (a study's cell cache) passes False and saves one checkpoint write.
 
     Returns:
       :class:`RunResult`.
@@ -286,7 +288,8 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
                     for k, v in r.items():
                         if k != "step":
                             tb.add_scalar(f"{desc}/{k}", v, r["step"])
-            if manager is not None and (done - last_saved >= checkpoint_every or done == steps):
+            if manager is not None and ((done - last_saved >= checkpoint_every and done < steps)
+                                        or (done == steps and save_final)):
                 import orbax.checkpoint as ocp
                 manager.save(done, args=ocp.args.StandardSave(state))
                 manager.wait_until_finished()

@@ -345,13 +345,17 @@ def build_simulation(model: ModelFns, aggregator: Union[str, aggs.Aggregator, Ca
 
 
 def check_study_config(c, attacks: Sequence[str], aggregators: Sequence[str], min_clients: int = 1) -> None:
-    """Checks shared by the FL studies' configs: ``num_clients >= min_clients``, ``malicious_fraction``
-    in [0, 1), ``rounds >= 1``, ``alpha > 0``, and every ``attacks``/``aggregators`` entry known."""
-    check_positive_int("config.num_clients", c.num_clients, minimum=min_clients)
+    """Checks shared by the FL studies' configs: ``n_clients >= min_clients``, ``malicious_fraction``
+    in [0, 1), ``rounds >= 1``, ``dirichlet_alpha > 0`` (where the config has it), and every
+    ``attacks``/``aggregators`` entry known."""
+    check_positive_int("config.n_clients", c.n_clients, minimum=min_clients)
     check_fraction("config.malicious_fraction", c.malicious_fraction, low_inclusive=True, high_inclusive=False)
     check_positive_int("config.rounds", c.rounds)
-    if not float(c.alpha) > 0:
-        raise PoisonJaxInputError(f"config.alpha must be > 0 (Dirichlet concentration), got {c.alpha}")
+    if "dirichlet_alpha" in c and not float(c.dirichlet_alpha) > 0:
+        raise PoisonJaxInputError(f"config.dirichlet_alpha must be > 0 (Dirichlet concentration), got "
+                                  f"{c.dirichlet_alpha}")
+    if "checkpoint_every" in c:
+        check_positive_int("config.checkpoint_every", c.checkpoint_every)
     for a in c.attacks:
         check_choice("config.attacks entry", a, attacks)
     for g in c.aggregators:
@@ -388,7 +392,8 @@ def validate_data(data: FederatedData) -> None:
 
 def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=None, *, seed: int = 0,
                    rounds_per_chunk: int = 10, checkpoint_every: Optional[int] = None, config: Any = None,
-                   progress: bool = True, desc: str = "fl rounds", train_fn=None, host_loop: Optional[bool] = None):
+                   progress: bool = True, desc: str = "fl rounds", train_fn=None, host_loop: Optional[bool] = None,
+                   save_final: bool = True):
     """Run ``rounds`` rounds through :func:`poisonjax.core.runner.run` (with ``workdir``: metrics.jsonl,
     orbax checkpoints every ``checkpoint_every`` rounds (default: every chunk), resume from the last
     checkpointed round after a kill, ending bit-identical to an uninterrupted run).
@@ -401,6 +406,8 @@ def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=
       (``train_fn``) and the server half (model attack, aggregation, server step). Passing the same
       ``train_fn`` to simulations that share model, data shapes and local-training settings (a grid of
       attacks x aggregators) compiles local training once for the whole grid.
+
+    ``save_final=False`` skips the checkpoint of the last round (a study that caches the finished cell).
 
     Returns:
       :class:`~poisonjax.core.runner.RunResult`; ``.state`` is the final :class:`FLState`,
@@ -419,7 +426,7 @@ def run_simulation(sim: FLSimulation, data: FederatedData, rounds: int, workdir=
         opt = sim.as_attack_optimizer()
     return run(opt, data, rounds, workdir, seed=seed, chunk_size=rounds_per_chunk,
                checkpoint_every=checkpoint_every, config=config, progress=progress, desc=desc,
-               host_loop=host_loop)
+               host_loop=host_loop, save_final=save_final)
 
 
 def two_phase_optimizer(sim: FLSimulation, train_fn=None) -> AttackOptimizer:
@@ -453,19 +460,28 @@ def make_train_fn(sim: FLSimulation):
 
 
 def summarize(metrics: Sequence[Dict[str, float]], last: int = 1) -> Dict[str, Optional[float]]:
-    """Final figures from per-round metrics: ``main_accuracy`` (mean over the ``last`` rounds),
-    ``backdoor_asr``, and detection ``precision``/``recall`` micro-averaged over all rounds
-    (``None`` when undefined: nothing flagged / no malicious client sampled)."""
+    """Final figures from per-round metrics, with the standard names (:mod:`poisonjax.core.names`):
+
+    * ``accuracy``: test accuracy of the global model, mean over the ``last`` rounds;
+    * ``asr``: backdoor attack success rate (same rounds; only with backdoor test data);
+    * ``detection_precision`` :math:`TP/(TP+FP)`, ``detection_tpr`` (recall) :math:`TP/(TP+FN)` and
+      ``detection_fpr`` :math:`FP/(FP+TN)` of the aggregator's flags against the truly malicious
+      clients, micro-averaged over all rounds. Each is ``None`` when undefined: no client flagged
+      (precision), **no malicious client at all** (TPR: a run without attackers has no recall), no
+      benign client (FPR);
+    * ``nonfinite_updates``: updates with NaN/inf, excluded from the aggregate.
+    """
     from poisonjax.federated.metrics import precision_recall
     if not metrics:
         raise PoisonJaxInputError("metrics is empty: run at least one round")
     tail = metrics[-last:]
-    out = {"main_accuracy": float(np.mean([m["test_accuracy"] for m in tail]))}
+    out = {"accuracy": float(np.mean([m["test_accuracy"] for m in tail]))}
     if "backdoor_asr" in metrics[-1]:
-        out["backdoor_asr"] = float(np.mean([m["backdoor_asr"] for m in tail]))
-    tp, fp, fn = (float(sum(m[k] for m in metrics)) for k in ("tp", "fp", "fn"))
+        out["asr"] = float(np.mean([m["backdoor_asr"] for m in tail]))
+    tp, fp, fn, tn = (float(sum(m[k] for m in metrics)) for k in ("tp", "fp", "fn", "tn"))
     p, r = precision_recall(tp, fp, fn)
-    out.update(detection_precision=p, detection_recall=r,
+    out.update(detection_precision=p, detection_tpr=r,
+               detection_fpr=fp / (fp + tn) if fp + tn > 0 else None,
                nonfinite_updates=int(sum(m["num_nonfinite"] for m in metrics)))
     return out
 

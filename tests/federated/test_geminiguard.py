@@ -147,7 +147,7 @@ def quick_study(tmp_path_factory):
     from configs.geminiguard import get_config
     from experiments.geminiguard import run
     c = get_config("quick")
-    c.alphas = (0.5,)
+    c.dirichlet_alphas = (0.5,)
     c.attacks = ("lie", "min_max")
     c.aggregators = ("fedavg", "geminiguard")
     wd = tmp_path_factory.mktemp("geminiguard_quick")
@@ -157,8 +157,8 @@ def quick_study(tmp_path_factory):
 def test_study_min_max_geminiguard_beats_fedavg(quick_study):
     res, wd = quick_study
     cells = res["results"]["0.5"]["min_max"]
-    assert cells["geminiguard"]["main_accuracy"] > cells["fedavg"]["main_accuracy"] + 0.05, cells
-    assert cells["geminiguard"]["detection_recall"] >= 0.7
+    assert cells["geminiguard"]["accuracy"] > cells["fedavg"]["accuracy"] + 0.05, cells
+    assert cells["geminiguard"]["detection_tpr"] >= 0.7
     for f in ("results.json", "report.md", "config.json", "accuracy_vs_alpha.png"):
         assert (wd / f).exists()
 
@@ -170,8 +170,8 @@ def test_study_lie_detected_and_accuracy_kept(quick_study):
     res, _ = quick_study
     cells = res["results"]["0.5"]["lie"]
     g = cells["geminiguard"]
-    assert g["detection_recall"] >= 0.9 and g["detection_precision"] >= 0.8, g
-    assert g["main_accuracy"] >= cells["fedavg"]["main_accuracy"] - 0.04, cells
+    assert g["detection_tpr"] >= 0.9 and g["detection_precision"] >= 0.8, g
+    assert g["accuracy"] >= cells["fedavg"]["accuracy"] - 0.04, cells
 
 
 def test_quantity_skew_is_not_flagged_but_boosted_updates_are():

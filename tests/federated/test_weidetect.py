@@ -162,7 +162,7 @@ def test_study_weidetect_keeps_target_recall_under_targeted_flipping(tmp_path):
     cells = res["results"]["binary"]["targeted_label_flip"]
     w, f = cells["weidetect"], cells["fedavg"]
     assert w["target_recall"] > f["target_recall"] + 0.02, (w["target_recall"], f["target_recall"])
-    assert w["detection_recall"] >= 0.7 and w["detection_precision"] >= 0.7, w
+    assert w["detection_tpr"] >= 0.7 and w["detection_precision"] >= 0.7, w
     assert (tmp_path / "scores_binary_targeted_label_flip.png").exists() and (tmp_path / "report.md").exists()
 
 

@@ -14,15 +14,15 @@ from poisonjax.vision.triggers import (apply_trigger, attack_success_rate, badne
 
 def test_badnets_study_quick(tmp_path):
     c = get_config("quick")
-    c.num_victims = 2
+    c.n_victims = 2
     c.attacks = ("none", "badnets")
     c.train.epochs = 25
     res = run(c, str(tmp_path))
     clean = res["clean_accuracy_unpoisoned"]["mean"]
     bd = res["badnets"]
-    assert bd["attack_success_rate"]["mean"] > 0.80
+    assert bd["asr"]["mean"] > 0.80
     assert bd["clean_accuracy"]["mean"] > clean - 0.05
-    assert res["attacks"]["none"]["0.0000"]["attack_success_rate"]["mean"] < 0.2   # no trigger effect without poison
+    assert res["attacks"]["none"]["0.0000"]["asr"]["mean"] < 0.2   # no trigger effect without poison
     for f in ("results.json", "report.md", "config.json", "accuracy_vs_rate.png"):
         assert (tmp_path / f).exists()
     # a second run resumes from the cached cells (no retraining) and gives the same numbers

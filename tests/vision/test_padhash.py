@@ -26,7 +26,7 @@ def test_padhash_beats_no_attack_and_witches_brew(study):
     assert tmap["padhash"] > tmap["none"]
     # PADHASH at least matches Witches' Brew on the same poisons/budget. On this small setting the two
     # are within noise of each other, so one trigger-victim pair of slack is allowed.
-    assert asr["padhash"] >= asr["witches_brew"] - 1.0 / (cfg.triggers * cfg.victims) - 1e-9
+    assert asr["padhash"] >= asr["witches_brew"] - 1.0 / (cfg.triggers * cfg.n_victims) - 1e-9
     # stealth: mAP of ordinary queries within a few points
     assert abs(res["map_poisoned"] - res["map_clean"]) < 0.05
 
@@ -74,7 +74,7 @@ def test_padhash_settings_written_stage_by_stage(tmp_path):
     """The settings stage (gray-box fractions and black-box) on a tiny budget of steps: results.json
     holds every setting and ends complete."""
     c = get_config("quick")
-    c.craft_steps, c.triggers, c.victims, c.train.epochs, c.pretrain.epochs = 2, 1, 1, 1, 1
+    c.craft_steps, c.triggers, c.n_victims, c.train.epochs, c.pretrain.epochs = 2, 1, 1, 1, 1
     c.surrogate_checkpoints = [1]
     c.blackbox_backbones = ["mlp"]
     c.run_transfer, c.run_budget_sweep = False, False
