@@ -110,10 +110,8 @@ def upgrade_config(config, log: Optional[Callable[[str], Any]] = None, _prefix: 
 
     A config built by ``get_config`` and then given an old key (``c.num_victims = 4``) runs as if the
     new key had been set; each move emits a :class:`DeprecationWarning` and prints one line. Returns
-    ``config``. Raises :class:`poisonjax.core.validation.PoisonJaxInputError` when both spellings
-    are set to different values.
+    ``config``. Where both spellings are set, the old one (set explicitly by the caller) wins.
     """
-    from poisonjax.core.validation import PoisonJaxInputError
     if not hasattr(config, "keys"):
         return config
     for k in list(config.keys()):

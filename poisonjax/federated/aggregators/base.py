@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import jax
@@ -20,11 +19,8 @@ from poisonjax.core.validation import PoisonJaxInputError
 PyTree = Any
 AggOut = Tuple[Any, Any, dict]
 
-__all__ = [
-    "fedavg", "krum", "multi_krum", "median", "trimmed_mean", "bulyan", "rfa", "fltrust", "flame",
-    "foolsgold", "dnc", "centered_clipping", "flare", "Aggregator", "get_aggregator", "AGGREGATORS",
-    "aggregator_fn", "pairwise_sq_distances", "pairwise_cosine", "mmd2_matrix", "masked_median", "krum_scores",
-]
+__all__ = ["Aggregator", "aggregator_fn", "pairwise_sq_distances", "pairwise_cosine", "mmd2_matrix", "masked_median",
+           "krum_scores", "weighted_mean", "dist_to", "krum_min_clients"]
 
 
 # ----------------------------------------------------------------------------------- helpers ----
