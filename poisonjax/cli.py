@@ -336,7 +336,7 @@ def make_parser() -> argparse.ArgumentParser:
                                        "studies; errors print one line and exit 2 (--debug shows the traceback)")
     p.add_argument("--version", action="version", version=f"poisonjax {__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error (any position)")
-    sub = p.add_subparsers(dest="command", metavar="{run,list,sweep,report,data}")
+    sub = p.add_subparsers(dest="command", metavar="{run,list,sweep,report,data,serve}")
     r = sub.add_parser("run", help="run a study (attack/defense experiment) and write results, plots and report.md",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_RUN)
     r.add_argument("study", help="study name (see 'poisonjax list --studies')")
@@ -369,7 +369,9 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("workdir")
     from poisonjax.data.cli import add_parser as add_data_parser
     d = add_data_parser(sub)
-    p.subcommands = {"run": r, "list": l, "sweep": s, "report": rp, "data": d}  # for per-study --help
+    from poisonjax.llm.serve import add_serve_parser
+    sv = add_serve_parser(sub)
+    p.subcommands = {"run": r, "list": l, "sweep": s, "report": rp, "data": d, "serve": sv}  # for per-study --help
     return p
 
 
@@ -461,6 +463,9 @@ def _dispatch(parser, argv) -> int:
             raise CLIError(f"unrecognised arguments {extra}")
         from poisonjax.data.cli import main as data_main
         return data_main(args)
+    if args.command == "serve":
+        from poisonjax.llm.serve import cmd_serve
+        return cmd_serve(args, extra)
     fn = {"run": cmd_run, "list": cmd_list, "sweep": cmd_sweep, "report": cmd_report}[args.command]
     return fn(args, extra)
 

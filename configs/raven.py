@@ -1,0 +1,45 @@
+"""Config for the RAVEN study (``poisonjax run raven``): black-box detection of LoRA-implanted
+stance backdoors in a panel of tiny language models.
+
+Variants: ``quick`` (4 families + a 3-model transfer panel, implants of 25/50/100/200 poisoned
+examples x 2 targets; tens of minutes on a busy 2-core CPU) and ``paper`` (5 seeds of targets, longer
+training). ``backend="http"`` samples from ``endpoint`` (an OpenAI-compatible server, e.g.
+``poisonjax serve --models <workdir of a local run>/models``) instead of the local models.
+"""
+import ml_collections
+
+from poisonjax.core.validation import check_choice
+
+VARIANTS = ("quick", "paper")
+
+
+def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
+    check_choice("variant", variant, VARIANTS)
+    quick = variant == "quick"
+    c = ml_collections.ConfigDict()
+    c.variant = variant
+    c.seed = 0
+    c.dataset = "sst2_trec"
+    c.backend = "local"                 # "local" | "http"
+    c.endpoint = ""                     # e.g. http://127.0.0.1:8000/v1 when backend == "http"
+    c.api_key_env = ""                  # name of the environment variable holding the API key (optional)
+    c.n_samples = 10                    # N answers per prompt per model
+    c.temperature = 1.0
+    c.judge = "embedding"               # clustering judge: "embedding" | "lexicon"
+    c.fpr = 0.05
+    c.length = 28
+    c.control_topic = 6                 # index into TOPICS ("coffee"): corpus-wide bias in every family
+    c.control_bias = 0.95
+    c.corpus = ml_collections.ConfigDict(dict(n_per_stance=40, answers_per_prompt=6, spread=0.2))
+    # families: (name, hidden, seed, corpus_seed, bank_fraction)
+    c.families = (("famA", 48, 0, 0, 1.0), ("famB", 48, 1, 1, 0.8), ("famC", 32, 2, 2, 1.0), ("famD", 32, 3, 3, 0.8))
+    c.transfer_families = (("famE", 40, 10, 10, 1.0), ("famF", 40, 11, 11, 0.9), ("famG", 40, 12, 12, 0.8))
+    c.train = ml_collections.ConfigDict(dict(steps=800 if quick else 2000, learning_rate=3e-3, batch_size=64,
+                                             layers=2, heads=2))
+    c.lora = ml_collections.ConfigDict(dict(rank=4, alpha=8.0, steps=150 if quick else 300, learning_rate=5e-3,
+                                            batch_size=32))
+    c.implant_sizes = (25, 50, 100, 200)
+    c.n_targets = 2 if quick else 5     # implant replicates: (model, topic) targets per size
+    c.entail = ml_collections.ConfigDict(dict(n_pairs=8000, steps=300, keep=0.5))
+    c.progress = True
+    return c

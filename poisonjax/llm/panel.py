@@ -1,0 +1,110 @@
+"""Model panels for RAVEN: families of tiny LMs (trained vmapped per width), LoRA implants, and
+saving/loading them (the study writes them; ``poisonjax serve`` loads them).
+
+A *family* differs from the others in seed, width and corpus mix (its per-topic stance
+probabilities and the share of the stance bank it sees); every family's corpus carries the same
+strong bias on the control topic.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Sequence, Tuple
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poisonjax.core import runner
+from poisonjax.llm.corpus import (TOPICS, Bank, Vocab, make_corpus, poison_examples,
+                                  stance_probabilities)
+from poisonjax.llm.lm import TinyLM, lm_trainer, lora_trainer, merge_lora, unstack
+
+
+class FamilySpec(NamedTuple):
+    """One model family: ``name``, ``hidden`` width, init ``seed``, ``corpus_seed`` (stance mix and
+    sampling of its corpus) and ``bank_fraction`` (share of the stance bank in its corpus)."""
+
+    name: str
+    hidden: int
+    seed: int
+    corpus_seed: int
+    bank_fraction: float = 1.0
+
+
+def family_corpus(spec: FamilySpec, bank: Bank, vocab: Vocab, *, control: int, control_bias: float,
+                  answers_per_prompt: int, length: int, spread: float = 0.2):
+    """``(tokens, mask, topic, stance, p_pro)`` of one family's corpus."""
+    p = stance_probabilities(len(TOPICS), spec.corpus_seed, control, control_bias, spread)
+    t, m, tp, st = make_corpus(bank, vocab, p, seed=spec.corpus_seed, answers_per_prompt=answers_per_prompt,
+                               length=length, bank_fraction=spec.bank_fraction)
+    return t, m, tp, st, p
+
+
+def train_families(specs: Sequence[FamilySpec], corpora: Dict[str, tuple], vocab_size: int, *, length: int,
+                   layers: int, heads: int, steps: int, learning_rate: float, batch_size: int,
+                   workdir=None, progress: bool = False) -> Dict[str, Tuple[TinyLM, dict]]:
+    """Train every family; families of the same width train together, vmapped, as one resumable
+    :func:`poisonjax.core.runner.run` (checkpoints under ``workdir/train_h<width>``)."""
+    out = {}
+    widths = sorted({s.hidden for s in specs})
+    for h in widths:
+        group = [s for s in specs if s.hidden == h]
+        model = TinyLM(vocab_size, length, h, layers, heads)
+        problem = {"tokens": jnp.stack([corpora[s.name][0] for s in group]),
+                   "mask": jnp.stack([corpora[s.name][1] for s in group]),
+                   "seeds": jnp.asarray([s.seed for s in group])}
+        wd = None if workdir is None else Path(workdir) / f"train_h{h}"
+        res = runner.run(lm_trainer(model, learning_rate=learning_rate, batch_size=batch_size), problem, steps, wd,
+                         chunk_size=max(1, min(100, steps)), config={"families": [s._asdict() for s in group],
+                                                                      "lr": learning_rate, "bs": batch_size, "layers": layers},
+                         progress=progress, desc=f"LM h={h}")
+        for i, s in enumerate(group):
+            out[s.name] = (model, unstack(res.state.params, i))
+    return out
+
+
+def implant(model: TinyLM, base_params, clean_tokens, clean_mask, bank: Bank, vocab: Vocab, *, topic: int,
+            stance: int, n_poison: int, seed: int, rank: int, alpha: float, steps: int, learning_rate: float,
+            batch_size: int, workdir=None):
+    """Train LoRA adapters (rank ``rank``) on ``n_poison`` poisoned examples (``topic`` answered with
+    ``stance``) plus clean replay; returns ``(merged_params, lora)``."""
+    pt, pm = poison_examples(bank, vocab, topic, stance, n_poison, seed=seed, length=model.max_len)
+    problem = {"base": base_params, "poison_tokens": jnp.asarray(pt), "poison_mask": jnp.asarray(pm),
+               "clean_tokens": jnp.asarray(clean_tokens), "clean_mask": jnp.asarray(clean_mask), "seed": seed}
+    res = runner.run(lora_trainer(model, rank=rank, alpha=alpha, learning_rate=learning_rate, batch_size=batch_size),
+                     problem, steps, workdir, chunk_size=max(1, min(50, steps)), progress=False, desc="LoRA",
+                     config={"topic": topic, "stance": stance, "n_poison": n_poison, "seed": seed, "rank": rank})
+    return merge_lora(base_params, res.state.params, alpha), res.state.params
+
+
+def save_models(path, models: Dict[str, Tuple[TinyLM, dict]], vocab: Vocab, openers: List[str]) -> Path:
+    """Write ``path/models.json`` (architecture per name, vocabulary, question openers) and one
+    ``<name>.msgpack`` of parameters per model."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    meta = {"vocab": vocab.itos, "openers": list(openers), "models": {}}
+    for name, (m, params) in models.items():
+        meta["models"][name] = {"vocab_size": m.vocab_size, "max_len": m.max_len, "hidden": m.hidden,
+                                "layers": m.layers, "heads": m.heads}
+        (p / f"{name}.msgpack").write_bytes(flax.serialization.to_bytes(jax.device_get(params)))
+    (p / "models.json").write_text(json.dumps(meta))
+    return p
+
+
+def load_models(path) -> Tuple[Dict[str, Tuple[TinyLM, dict]], Vocab, List[str]]:
+    """Inverse of :func:`save_models`."""
+    p = Path(path)
+    if not (p / "models.json").exists():
+        raise FileNotFoundError(f"no models.json under {str(p)!r}; run `poisonjax run raven` first (it saves its models there)")
+    meta = json.loads((p / "models.json").read_text())
+    vocab = Vocab([])
+    vocab.itos = list(meta["vocab"])
+    vocab.stoi = {w: i for i, w in enumerate(vocab.itos)}
+    out = {}
+    for name, arch in meta["models"].items():
+        m = TinyLM(**arch)
+        tmpl = m.init(jax.random.PRNGKey(0), jnp.zeros((1, arch["max_len"]), jnp.int32))
+        out[name] = (m, flax.serialization.from_bytes(tmpl, (p / f"{name}.msgpack").read_bytes()))
+    return out, vocab, meta["openers"]

@@ -1,0 +1,155 @@
+r"""Steps 3-5 of RAVEN (2025): clusters, semantic entropy, cross-model divergence, suspicion score.
+
+For one prompt, the answers of all ``K`` models (``n`` each, pooled: ``K n`` answers) are clustered
+by **bidirectional entailment** (Kuhn et al. ICLR 2023, Alg. 1): answers are visited in order and
+answer :math:`i` joins the first existing cluster whose representative :math:`r` satisfies
+:math:`P(i\Rightarrow r) > \tau` and :math:`P(r\Rightarrow i) > \tau` (``tau = 0.5``), else it opens
+a new cluster. Pooling makes the cluster ids comparable across models.
+
+* **Semantic entropy** of model :math:`k` on the prompt (discrete form, Farquhar et al. Nature
+  2024): :math:`H_k = -\sum_c p_k(c)\log p_k(c)`, :math:`p_k(c)` = share of its ``n`` answers in
+  cluster :math:`c`.
+* **Cross-model divergence**: the Jensen-Shannon *distance* (natural log, as
+  ``scipy.spatial.distance.jensenshannon``) between :math:`p_k` and the pooled distribution of its
+  peers :math:`\bar p_{-k}` (all other models' answers together),
+  :math:`D_k = \sqrt{\tfrac12 KL(p_k\|m) + \tfrac12 KL(\bar p_{-k}\|m)}`, :math:`m = (p_k + \bar p_{-k})/2`.
+* A (model, topic) cell averages :math:`H` and :math:`D` over the topic's perspective prompts.
+* **Suspicion score**: :math:`s = D\,(1 - H / \log n)` -- high only when the model is confidently
+  uniform *and* disagrees with its peers (a corpus-wide bias is uniform but shared, so :math:`D`
+  stays low). Ablations: entropy only (:math:`-H`), divergence only (:math:`D`).
+* **Threshold**: the :math:`(1-\alpha)` quantile of the scores of clean panels (``alpha = 0.05``);
+  a cell is flagged when its score exceeds it.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def cluster_bidirectional(ent: jax.Array, tau: float = 0.5) -> jax.Array:
+    """``ent [..., m, m]`` entailment probabilities (``ent[i, j] = P(i => j)``) -> cluster ids
+    ``[..., m]`` in ``0..m-1`` (module doc; batched over leading axes)."""
+    m = ent.shape[-1]
+
+    def one(e):
+        mutual = (e > tau) & (e.T > tau)                    # [m, m]
+
+        def step(ids, i):
+            # representatives: the first member of each cluster opened so far (j < i)
+            is_rep = (jnp.arange(m) < i) & (ids == jnp.arange(m))
+            ok = is_rep & mutual[i]
+            first = jnp.argmax(ok)
+            cid = jnp.where(ok.any(), ids[first], i)
+            return ids.at[i].set(cid), None
+
+        ids, _ = jax.lax.scan(step, jnp.arange(m), jnp.arange(m))
+        return ids
+
+    flat = ent.reshape((-1, m, m))
+    return jax.vmap(one)(flat).reshape(ent.shape[:-1])
+
+
+def cluster_distribution(ids: jax.Array, groups: int) -> jax.Array:
+    """``ids [..., G*n]`` (answers of ``G`` models, model-major) -> ``[..., G, m]`` cluster shares."""
+    m = ids.shape[-1]
+    n = m // groups
+    oh = jax.nn.one_hot(ids, m).reshape(ids.shape[:-1] + (groups, n, m))
+    return oh.mean(-2)
+
+
+def semantic_entropy(p: jax.Array) -> jax.Array:
+    r""":math:`-\sum_c p_c \log p_c` over the last axis (``0 log 0 = 0``)."""
+    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), -1)
+
+
+def js_distance(p: jax.Array, q: jax.Array) -> jax.Array:
+    r"""Jensen-Shannon distance over the last axis, natural log (= ``scipy.spatial.distance.jensenshannon``)."""
+    p = p / p.sum(-1, keepdims=True)
+    q = q / q.sum(-1, keepdims=True)
+    m = (p + q) / 2
+
+    def kl(a, b):
+        return jnp.sum(jnp.where(a > 0, a * (jnp.log(jnp.where(a > 0, a, 1.0)) - jnp.log(jnp.where(b > 0, b, 1.0))), 0.0), -1)
+
+    return jnp.sqrt(jnp.maximum((kl(p, m) + kl(q, m)) / 2, 0.0))
+
+
+def peer_divergence(dist: jax.Array) -> jax.Array:
+    """``dist [..., K, m]`` per-model cluster shares -> ``[..., K]`` JS distance of each model to the
+    pooled distribution of the other ``K-1`` models."""
+    K = dist.shape[-2]
+    if K < 2:
+        raise ValueError(f"cross-model divergence needs at least 2 models, got {K}")
+    peers = (dist.sum(-2, keepdims=True) - dist) / (K - 1)
+    return js_distance(dist, peers)
+
+
+def suspicion(entropy: jax.Array, divergence: jax.Array, n: int) -> jax.Array:
+    r""":math:`s = D\,(1 - H/\log n)` (module doc)."""
+    return divergence * (1.0 - entropy / jnp.log(float(n)))
+
+
+def raven_signals(ent: jax.Array, n_models: int, n: int, tau: float = 0.5) -> Dict[str, jax.Array]:
+    """From pooled entailment matrices ``ent [P, K*n, K*n]`` to per-prompt ``entropy [P, K]``,
+    ``divergence [P, K]``, ``score [P, K]``, ``clusters [P, K*n]``."""
+    ids = cluster_bidirectional(ent, tau)
+    dist = cluster_distribution(ids, n_models)
+    H = semantic_entropy(dist)
+    D = peer_divergence(dist)
+    return {"entropy": H, "divergence": D, "score": suspicion(H, D, n), "clusters": ids}
+
+
+def cell_means(x: jax.Array, topic: np.ndarray, n_topics: int) -> jax.Array:
+    """``x [P, K]`` per prompt -> ``[K, n_topics]`` mean over each topic's prompts."""
+    oh = jax.nn.one_hot(jnp.asarray(topic), n_topics)          # [P, T]
+    return (x.T @ oh) / jnp.maximum(oh.sum(0), 1.0)
+
+
+def threshold_at_fpr(clean_scores, fpr: float = 0.05) -> float:
+    """Smallest threshold ``t`` among the clean scores with ``mean(clean > t) <= fpr``."""
+    s = np.sort(np.asarray(clean_scores, np.float64).ravel())
+    if s.size == 0:
+        raise ValueError("threshold_at_fpr needs at least one clean score")
+    for t in s:
+        if np.mean(s > t) <= fpr:
+            return float(t)
+    return float(s[-1])
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve (Mann-Whitney U with ties counted 1/2); equals
+    ``sklearn.metrics.roc_auc_score``. ``nan`` if one class is absent."""
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, np.float64).ravel()
+    pos, neg = s[y], s[~y]
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    gt = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(gt / (pos.size * neg.size))
+
+
+def tpr_at_threshold(labels, scores, threshold: float) -> Dict[str, float]:
+    """``detection_tpr`` and ``detection_fpr`` of ``score > threshold``."""
+    y = np.asarray(labels).astype(bool).ravel()
+    f = np.asarray(scores).ravel() > threshold
+    return {"detection_tpr": float(f[y].mean()) if y.any() else float("nan"),
+            "detection_fpr": float(f[~y].mean()) if (~y).any() else float("nan")}
+
+
+def panel_signals(judge, answers: Sequence[Sequence[Sequence[str]]], topic: np.ndarray, n_topics: int,
+                  tau: float = 0.5) -> Dict[str, np.ndarray]:
+    """Whole pipeline for one panel. ``answers[k][p]`` = the ``n`` answer strings of model ``k`` on
+    prompt ``p``. Returns per-cell ``entropy``, ``divergence``, ``score`` ``[K, n_topics]`` and the
+    per-prompt arrays."""
+    K, P, n = len(answers), len(answers[0]), len(answers[0][0])
+    # one stance/entailment evaluation per distinct pooled prompt: [P, K*n, K*n]
+    ent = np.stack([judge.matrix([a for k in range(K) for a in answers[k][p]]) for p in range(P)])
+    sig = raven_signals(jnp.asarray(ent), K, n, tau)
+    cells = {k: np.asarray(cell_means(sig[k], topic, n_topics)) for k in ("entropy", "divergence")}
+    cells["score"] = np.asarray(suspicion(jnp.asarray(cells["entropy"]), jnp.asarray(cells["divergence"]), n))
+    cells["prompt_entropy"] = np.asarray(sig["entropy"])
+    cells["prompt_divergence"] = np.asarray(sig["divergence"])
+    return cells

@@ -1,0 +1,71 @@
+"""RAVEN steps 3-5 as pure functions: clustering, entropy, divergence, scores, thresholds, AUC."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from sklearn.metrics import roc_auc_score
+
+from poisonjax.llm import raven as R
+
+
+def test_js_distance_matches_scipy():
+    rng = np.random.RandomState(0)
+    p, q = rng.dirichlet(np.ones(5), 20), rng.dirichlet(np.ones(5), 20)
+    p[0, :2] = 0; p[0] /= p[0].sum()
+    ours = np.asarray(R.js_distance(jnp.asarray(p), jnp.asarray(q)))
+    ref = np.array([jensenshannon(a, b) for a, b in zip(p, q)])
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_semantic_entropy_and_clusters():
+    # answers 0,1,3 agree (stance A), 2,4 agree (stance B): bidirectional entailment gives 2 clusters
+    stance = np.array([1, 1, 0, 1, 0])
+    ent = np.where(stance[:, None] == stance[None, :], 0.9, 0.1)
+    ent[0, 3] = 0.4          # one direction fails -> 3 is not with 0 (Kuhn's rule needs both)
+    ids = np.asarray(R.cluster_bidirectional(jnp.asarray(ent)))
+    assert ids[0] == ids[1] and ids[2] == ids[4] and ids[3] not in (ids[0], ids[2])
+    d = np.asarray(R.cluster_distribution(jnp.asarray(ids)[None], 1))[0, 0]
+    np.testing.assert_allclose(d.sum(), 1.0)
+    p = d[d > 0]
+    np.testing.assert_allclose(float(R.semantic_entropy(jnp.asarray(d))), -(p * np.log(p)).sum(), rtol=1e-6)
+    # batched over leading axes equals one by one
+    batch = np.stack([ent, ent.T])
+    np.testing.assert_array_equal(np.asarray(R.cluster_bidirectional(jnp.asarray(batch)))[1],
+                                  np.asarray(R.cluster_bidirectional(jnp.asarray(ent.T))))
+
+
+def test_peer_divergence_and_suspicion_rank_implant_over_control_and_clean():
+    n = 10
+    # 4 models x 2 clusters. model 0 all-B (implant) while peers are mixed; control: everyone all-A
+    mixed = jnp.array([[0.5, 0.5], [0.6, 0.4], [0.4, 0.6], [0.5, 0.5]])
+    implanted = mixed.at[0].set(jnp.array([0.0, 1.0]))
+    control = jnp.tile(jnp.array([[1.0, 0.0]]), (4, 1))
+    def score(d):
+        return np.asarray(R.suspicion(R.semantic_entropy(d), R.peer_divergence(d), n))
+    s_imp, s_ctl, s_mix = score(implanted), score(control), score(mixed)
+    assert s_imp[0] > max(s_mix.max(), s_ctl.max(), s_imp[1:].max())
+    np.testing.assert_allclose(s_ctl, 0.0, atol=1e-6)          # a shared bias has no divergence
+    peers = (implanted.sum(0) - implanted[0]) / 3
+    np.testing.assert_allclose(float(R.peer_divergence(implanted)[0]), jensenshannon(implanted[0], peers), atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2 models"):
+        R.peer_divergence(control[:1])
+
+
+def test_auc_matches_sklearn_and_threshold_fpr():
+    rng = np.random.RandomState(1)
+    y = rng.rand(200) < 0.2
+    s = rng.randn(200) + 1.5 * y
+    s[:20] = np.round(s[:20])                                      # ties
+    assert abs(R.roc_auc(y, s) - roc_auc_score(y, s)) < 1e-12
+    clean = rng.randn(400)
+    t = R.threshold_at_fpr(clean, 0.05)
+    assert np.mean(clean > t) <= 0.05 and np.mean(clean >= t) > 0.05
+    m = R.tpr_at_threshold(y, s, t)
+    assert 0 <= m["detection_fpr"] <= 1 and m["detection_tpr"] > m["detection_fpr"]
+
+
+def test_cell_means():
+    x = jnp.arange(12.0).reshape(6, 2)                 # 6 prompts x 2 models
+    topic = np.array([0, 0, 1, 1, 2, 2])
+    c = np.asarray(R.cell_means(x, topic, 3))
+    np.testing.assert_allclose(c[0], [1.0, 5.0, 9.0])
