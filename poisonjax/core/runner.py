@@ -169,7 +169,9 @@ def _write_meta(workdir: Path, fingerprint: str, steps: int) -> None:
                 f"(fingerprint {meta.get('fingerprint', '?')[:12]} != {fingerprint[:12]}); "
                 "use a new --workdir or delete the old one to start over")
     else:
-        meta_path.write_text(json.dumps({"fingerprint": fingerprint, "steps": steps}))
+        from poisonjax.core.parallel import is_main_process
+        if is_main_process():  # multi-host: only process 0 writes files
+            meta_path.write_text(json.dumps({"fingerprint": fingerprint, "steps": steps}))
 
 
 def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str | os.PathLike] = None, *,
