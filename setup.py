@@ -25,6 +25,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3"],
+        "docs": ["mkdocs>=1.6,<2", "mkdocstrings[python]>=0.26,<2"],  # mkdocs build --strict
         "tensorboard": ["tensorboardX>=2.6"],
     },
     entry_points={"console_scripts": ["poisonjax=poisonjax.cli:main"]},
