@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from poisonjax.core.validation import PoisonJaxInputError, check_choice
-from poisonjax.data._base import require
+from poisonjax.data._base import DataNotFoundError, require
 
 PLANETOID_DIR = "planetoid_cora_citeseer"
 PUBMED_DIR = "planetoid_pubmed_partial"
@@ -316,9 +316,15 @@ def load_graph(name: str, data_dir=None, split: str = "prognn") -> GraphData:
     if name == "pubmed":
         return load_pubmed_structure(data_dir)
     check_choice("dataset", name, NETTACK_NAMES + ("planetoid_cora", "planetoid_citeseer", "pubmed"))
-    g = load_nettack_npz(name, lcc=True, data_dir=data_dir)
-    if split == "prognn" and name in PROGNN_NAMES:
-        return g.with_split(*load_prognn_split(name, data_dir))
+    prognn = split == "prognn" and name in PROGNN_NAMES
+    try:
+        g = load_nettack_npz(name, lcc=True, data_dir=data_dir)
+        if prognn:
+            return g.with_split(*load_prognn_split(name, data_dir))
+    except DataNotFoundError:  # name every missing file of both folders in one error
+        from poisonjax.data.registry import require_datasets
+        require_datasets([NETTACK_DIR] + ([PROGNN_DIR] if prognn else []), data_dir, what=f"graph {name!r}")
+        raise
     return g.with_split(*random_node_split(g.num_nodes, seed=15))
 
 
