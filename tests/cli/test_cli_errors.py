@@ -90,6 +90,7 @@ import ml_collections
 def get_config(variant="quick"):
     c = ml_collections.ConfigDict()
     c.steps = 200
+    c.fail = False
     return c
 '''
 TOY_EXPERIMENT = '''
@@ -100,6 +101,10 @@ from poisonjax.core.runner import run as run_steps
 from poisonjax.core.types import AttackOptimizer
 
 def run(config, workdir):
+    if config.fail:
+        from poisonjax.core.validation import PoisonJaxInputError
+        (Path(workdir) / "config.json").write_text(json.dumps(config.to_dict()))  # what studies write first
+        raise PoisonJaxInputError("config.fail is set")
     def step(s, p):
         jax.debug.callback(lambda: time.sleep(float(os.environ.get("TOY_SLEEP", "0"))))
         return {"s": s["s"] + p}
@@ -112,7 +117,7 @@ def run(config, workdir):
 '''
 
 
-def test_ctrl_c_says_step_and_resumes(tmp_path):
+def test_failed_run_leaves_folder_and_ctrl_c_says_step_and_resumes(tmp_path):
     root = tmp_path / "root"
     for sub, text in (("configs", TOY_CONFIG), ("experiments", TOY_EXPERIMENT)):
         (root / sub).mkdir(parents=True)
@@ -120,7 +125,12 @@ def test_ctrl_c_says_step_and_resumes(tmp_path):
         (root / sub / "__init__.py").write_text("")
     env = dict(os.environ, POISONJAX_ROOT=str(root), JAX_PLATFORMS="cpu", TOY_SLEEP="0.05")
     wd = tmp_path / "wd"
+    wd.mkdir()
     cmd = [sys.executable, "-m", "poisonjax.cli", "run", "toy", "--workdir", str(wd)]
+    # a failed run (another config) leaves the folder as it was, so this run's config is accepted
+    f = subprocess.run(cmd + ["--config.fail=True"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert f.returncode == 2 and f.stderr.strip() == "error: config.fail is set", f.stderr[-2000:]
+    assert list(wd.iterdir()) == []
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     metrics = wd / "attack" / "metrics.jsonl"
     t0 = time.time()
