@@ -47,6 +47,10 @@ def _merge(found, noted) -> list:
     return list(found) + [s for s in noted if s.split()[0] not in seen]
 
 
+def _files(n: int) -> str:
+    return f"{n} file" + ("" if n == 1 else "s")
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -108,7 +112,7 @@ def cmd_list(args) -> int:
                                              subsequent_indent=" " * 11, break_on_hyphens=False,
                                              break_long_words=False)
     for r in rows:
-        print(f"{r['name']}  [{r['state']}]  {r['n_files']} files, {_size(r['bytes'])}")
+        print(f"{r['name']}  [{r['state']}]  {_files(r['n_files'])}, {_size(r['bytes'])}")
         print(textwrap.fill(r["title"], 98, initial_indent="  ", subsequent_indent="  "))
         print(wrap("files:", r["files"]))
         print(wrap("licence:", r["licence"]))
@@ -135,7 +139,7 @@ def cmd_check(args) -> int:
     for n in names:
         r = check(n, args.data_dir)
         if r.passed:
-            print(f"{n}: ok ({len(r.ok)} files verified)")
+            print(f"{n}: ok ({_files(len(r.ok))} verified)")
             continue
         failed += 1
         parts = []
