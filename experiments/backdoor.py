@@ -1,0 +1,362 @@
+"""The backdoor suite: attacks x defenses over K victims (``poisonjax run backdoor``).
+
+For every attack (:mod:`poisonjax.vision.backdoor.attacks`) the training set is poisoned once and K
+victims are trained from scratch on it at once (``vmap`` over seeds, :mod:`poisonjax.core.victims`).
+Clean victims are trained first: they give the clean-model accuracy, the clean-model ASR of every
+trigger (the baseline an attack must beat) and the model the label-consistent attack's PGD runs
+against. Then every defense runs on every attack's poisoned set and victims:
+
+* detectors (Activation Clustering and Spectral Signatures on the victim's penultimate features of
+  the poisoned training set, STRIP on the victim's predictions, ABL's isolation on a fresh
+  LGA-trained model) report per-victim detection TPR/FPR of their flags and TPR at 5% FPR of their
+  scores; K victims are then retrained with the flagged rows removed (a mask, so one compiled
+  program serves all) and evaluated;
+* repairs (fine-pruning, CLP, Neural Cleanse, ABL = isolation + unlearning, I-BAU) act on each of
+  the K victims (``vmap``) and the repaired victims are evaluated.
+
+The defender's clean data are ``clean_fraction x N_train`` images split off the test set; accuracy
+and ASR are measured on the rest. ASR = triggered test images of non-target classes (TaCT: of its
+source classes) classified as the target. ``results.json`` holds ``rows``, one per (attack, defense),
+with ``clean_accuracy``, ``asr`` (means over victims, with ``_std``), ``clean_model_asr`` for
+``defense="none"``, and ``detection_tpr`` / ``detection_fpr`` / ``tpr_at_5fpr`` for detectors; plus
+a heat map of ASR (``asr_heatmap.png``) and ``report.md``. Finished attacks are cached in
+``workdir/cells/`` so an interrupted run resumes. Every input is checked (and every attack built once
+on the real data) before anything is written to the workdir.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poisonjax.core import reporting
+from poisonjax.core.ensemble import index, mean_std
+from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_fraction, check_positive_int
+from poisonjax.vision.backdoor import attacks as A
+from poisonjax.vision.backdoor import detectors as D
+from poisonjax.vision.backdoor import repairs as R
+from poisonjax.vision.backdoor.victim import init_victim, make_optimizer, predict, train_victims
+
+DATASETS = ("digits16", "mnist16", "cifar10", "cifar10_20k")
+MODELS = ("bn_cnn", "narrow_resnet", "preact_resnet18", "small_cnn")
+DETECTORS = ("activation_clustering", "spectral_signatures", "strip", "abl_isolation")
+REPAIRS = ("fine_pruning", "clp", "neural_cleanse", "abl", "i_bau")
+DEFENSES = ("none",) + DETECTORS + REPAIRS
+
+
+# ------------------------------------------------------------------------------ data / model ---
+
+def load_dataset(name: str, seed: int = 0, n_train: int = 0):
+    """``(x_train, y_train, x_test, y_test, num_classes)`` NHWC float32 in [0, 1]."""
+    from poisonjax.data.images import load_cifar10_jpeg, load_digits, load_mnist, read_image_folder, CIFAR10_CLASSES
+    if name == "digits16":
+        d = load_digits(seed=seed)
+        up = lambda a: np.clip(np.asarray(jax.image.resize(a, (a.shape[0], 16, 16, 1), "linear")), 0, 1)
+        xtr, ytr, xte, yte = up(d.x_train), d.y_train, up(d.x_test), d.y_test
+    elif name == "mnist16":
+        d = load_mnist(n_train=n_train or None, n_test=2000, seed=seed)
+        dn = lambda a: np.asarray(jax.image.resize(a, (a.shape[0], 16, 16, 1), "linear")).clip(0, 1)
+        xtr, ytr, xte, yte = dn(d.x_train), d.y_train, dn(d.x_test), d.y_test
+    elif name == "cifar10":
+        d = load_cifar10_jpeg(n_train=n_train or None, seed=seed)
+        xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
+    else:
+        from poisonjax.data import require
+        root = require("cifar10_jpeg_20k", what="the CIFAR-10 JPEG 20k set (shared/data/cifar10_jpeg_20k)")
+        xtr, ytr, _ = read_image_folder(root / "train", CIFAR10_CLASSES)
+        xte, yte, _ = read_image_folder(root / "test", CIFAR10_CLASSES)
+        xtr, xte = xtr.astype(np.float32) / 255.0, xte.astype(np.float32) / 255.0
+    if n_train and name in ("digits16", "cifar10_20k") and n_train < len(ytr):
+        rs = np.random.RandomState(seed)
+        idx = np.sort(rs.choice(len(ytr), n_train, replace=False))
+        xtr, ytr = xtr[idx], ytr[idx]
+    return (np.asarray(xtr, np.float32), np.asarray(ytr, np.int32), np.asarray(xte, np.float32),
+            np.asarray(yte, np.int32), 10)
+
+
+def make_model(config, num_classes):
+    from poisonjax.vision.backdoor.resnet import BNConvNet, PreActResNet18, narrow_resnet
+    if config.model == "bn_cnn":
+        return BNConvNet(num_classes, channels=(config.width, 2 * config.width))
+    from poisonjax.vision.models import FastSmallCNN
+    if config.model == "narrow_resnet":
+        return narrow_resnet(num_classes, width=config.width)
+    if config.model == "preact_resnet18":
+        return PreActResNet18(num_classes)
+    return FastSmallCNN(num_classes=num_classes, channels=(config.width, 2 * config.width), hidden=8 * config.width)
+
+
+# ------------------------------------------------------------------------------ checks ---------
+
+def _validate(config):
+    check_choice("config.dataset", config.dataset, DATASETS)
+    check_choice("config.model", config.model, MODELS)
+    check_positive_int("config.n_victims", config.n_victims)
+    check_positive_int("config.width", config.width)
+    check_fraction("config.clean_fraction", config.clean_fraction)
+    for a in config.attacks:
+        check_choice("config.attacks entry", a, A.ATTACKS)
+    for d in config.defenses:
+        check_choice("config.defenses entry", d, DEFENSES)
+    if "none" not in config.defenses:
+        raise PoisonJaxInputError("config.defenses must include 'none' (the undefended row of every attack)")
+    for k in ("epochs", "batch_size"):
+        check_positive_int(f"config.train.{k}", config.train[k])
+
+
+def _build_attack(name, config, key, xtr, ytr, num_classes, logits_fn=None):
+    kw = dict(config.attack_params[name]) if name in config.attack_params else {}
+    if "source_classes" in kw:
+        kw["source_classes"] = tuple(kw["source_classes"])
+    if name == "label_consistent":
+        kw["logits_fn"] = logits_fn
+    try:
+        return A.poison(name, key, xtr, ytr, num_classes=num_classes, target_class=config.target_class, **kw)
+    except TypeError as e:
+        raise PoisonJaxInputError(f"config.attack_params.{name}: {e}") from None
+
+
+def _dry_run_attacks(config, xtr, ytr, num_classes):
+    """Build every attack once on the real data (label-consistent with a zero model and 1 PGD step)."""
+    zero = lambda x: jnp.zeros((x.shape[0], num_classes))
+    for name in config.attacks:
+        cfg = config
+        if name == "label_consistent":
+            cfg = config.copy_and_resolve_references()
+            cfg.attack_params.label_consistent.steps = 1
+        _build_attack(name, cfg, jax.random.PRNGKey(0), xtr, ytr, num_classes, zero)
+
+
+def _total_rate(config, name):
+    p = config.attack_params[name] if name in config.attack_params else {}
+    return float(p.get("poison_rate", 0.0)) + float(p.get("cover_rate", 0.0))
+
+
+# ------------------------------------------------------------------------------ the study ------
+
+def run(config, workdir) -> dict:
+    """Run the study; returns (and writes) ``results.json``."""
+    _validate(config)
+    xtr, ytr, xte, yte, C = load_dataset(config.dataset, config.seed, config.n_train)
+    A.check_images("x_train", xtr)
+    if not 0 <= config.target_class < C:
+        raise PoisonJaxInputError(f"config.target_class must be a label in [0, {C}), got {config.target_class}")
+    _dry_run_attacks(config, xtr, ytr, C)
+    wd = reporting.prepare_workdir(workdir, config)
+    (wd / "cells").mkdir(parents=True, exist_ok=True)
+
+    n_clean = max(10, int(round(config.clean_fraction * len(ytr))))
+    xc, yc = jnp.asarray(xte[:n_clean]), jnp.asarray(yte[:n_clean])
+    xe, ye = jnp.asarray(xte[n_clean:]), jnp.asarray(yte[n_clean:])
+    xtr, ytr = jnp.asarray(xtr), jnp.asarray(ytr)
+    model = make_model(config, C)
+    K = config.n_victims
+    tc = config.train
+    steps = tc.epochs * -(-len(ytr) // tc.batch_size)
+    opt = make_optimizer(tc.learning_rate, weight_decay=tc.weight_decay, total_steps=steps)
+    vkeys = jax.random.split(jax.random.PRNGKey(config.seed), K)
+
+    @jax.jit
+    def train(x, y, keys):
+        return train_victims(model, keys, x, y, epochs=tc.epochs, batch_size=tc.batch_size, optimizer=opt,
+                             augment=bool(tc.augment))
+
+    @jax.jit
+    def train_masked(x, y, keep, keys):
+        # removing rows = zero weight (one compiled program for every filtered set); keep [K, N]
+        from poisonjax.core.victims import flax_victim, train_victims as core_train
+        from poisonjax.vision.backdoor.victim import _accepts_train, augment_batch
+        vic = flax_victim(model, x[:1], train_kwarg="train" if _accepts_train(model) else None)
+        xs = jnp.broadcast_to(x, (keep.shape[0],) + x.shape)
+        ys = jnp.broadcast_to(y, (keep.shape[0],) + y.shape)
+        return core_train(vic, opt, {"x": xs, "y": ys}, keys, epochs=tc.epochs, batch_size=tc.batch_size,
+                          mask=keep, data_axis=0, augment=augment_batch if tc.augment else None).variables
+
+    @jax.jit
+    def evaluate(vs, x_trig):
+        acc = (predict(model, vs, xe, stacked=True).argmax(-1) == ye).mean(-1)
+        pt = predict(model, vs, x_trig, stacked=True).argmax(-1)
+        return acc, pt
+
+    from tqdm.auto import tqdm
+    t_start = time.time()
+    clean_vs = train(xtr, ytr, vkeys)
+    clean_acc, _ = evaluate(clean_vs, xe)
+    clean_ref = mean_std(clean_acc)
+    rows = []
+    cells = {}
+    for ai, name in enumerate(tqdm(list(config.attacks), desc="backdoor study", unit="attack")):
+        path = wd / "cells" / f"{name}.json"
+        if path.exists():
+            cell = json.loads(path.read_text())
+        else:
+            cell = _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, clean_vs,
+                               train, train_masked, evaluate)
+            reporting.write_json(path, cell)
+        cells[name] = cell
+        rows.extend(cell["rows"])
+
+    results = {"dataset": config.dataset, "model": config.model, "n_victims": K, "n_train": int(len(ytr)),
+               "n_clean": n_clean, "n_eval": int(len(ye)), "target_class": config.target_class,
+               "clean_model_accuracy": clean_ref, "seconds": time.time() - t_start, "rows": rows}
+    results["checks"] = _checks(rows, clean_ref["mean"])
+    reporting.write_json(wd / "results.json", results)
+    _plot_and_report(wd, config, rows, results)
+    print(reporting.text_table(rows, ["attack", "defense", "clean_accuracy", "asr", "detection_tpr",
+                                      "detection_fpr", "seconds"]))
+    return results
+
+
+def _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, clean_vs, train,
+                train_masked, evaluate):
+    t0 = time.time()
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), ai)
+    v0 = index(clean_vs, 0)
+    bd = _build_attack(name, config, key, xtr, ytr, C, logits_fn=lambda x: predict(model, v0, x))
+    x_trig = bd.trigger(xe)
+    _, pt_clean = evaluate(clean_vs, x_trig)
+    clean_model_asr = np.asarray(A.asr(pt_clean, ye, bd))
+    vs = train(bd.x, bd.y, vkeys)
+    acc, pt = evaluate(vs, x_trig)
+    base = {"attack": name, "dataset": config.dataset, "poison_rate": _total_rate(config, name),
+            "target_class": config.target_class, "n_victims": K}
+    rows = [dict(base, defense="none", clean_accuracy=float(np.mean(acc)), clean_accuracy_std=float(np.std(acc)),
+                 asr=float(np.mean(A.asr(pt, ye, bd))), asr_std=float(np.std(A.asr(pt, ye, bd))),
+                 clean_model_asr=float(np.mean(clean_model_asr)), detection_tpr=None, detection_fpr=None,
+                 seconds=time.time() - t0)]
+    dp = config.defense_params
+    pm = np.asarray(bd.poison_mask)
+    dkey = jax.random.fold_in(key, 7)
+    feats = predict(model, vs, bd.x, return_features=True, stacked=True)            # [K, N, D]
+    budget = _total_rate(config, name)
+    abl_iso = None
+    for dname in config.defenses:
+        if dname == "none":
+            continue
+        t1 = time.time()
+        row = dict(base, defense=dname, detection_tpr=None, detection_fpr=None)
+        if dname in DETECTORS:
+            reps = []
+            for k in range(K):
+                kk = jax.random.fold_in(dkey, k)
+                if dname == "activation_clustering":
+                    p = dp.activation_clustering
+                    r = D.activation_clustering(feats[k], bd.y, C, n_components=p.n_components,
+                                                size_threshold=p.size_threshold, key=kk)
+                elif dname == "spectral_signatures":
+                    r = D.spectral_signatures(feats[k], bd.y, C, poison_budget=budget,
+                                              multiplier=dp.spectral_signatures.multiplier)
+                elif dname == "strip":
+                    vk = index(vs, k)
+                    r = D.strip(lambda x: predict(model, vk, x), bd.x, xc, kk, n_overlay=dp.strip.n_overlay,
+                                frr=dp.strip.frr)
+                else:
+                    p = dp.abl_isolation
+                    r = D.abl_isolation(model, init_victim(model, kk, xc[:2]), bd.x, bd.y, kk, epochs=p.epochs,
+                                        isolation_ratio=p.isolation_ratio, gamma=p.gamma,
+                                        learning_rate=p.learning_rate, batch_size=config.train.batch_size)
+                    r = r._replace(info={})
+                reps.append(r)
+            rates = [D.detection_rates(r.flags, pm) for r in reps]
+            row["detection_tpr"] = float(np.mean([t for t, _ in rates]))
+            row["detection_fpr"] = float(np.mean([f for _, f in rates]))
+            row["tpr_at_5fpr"] = float(np.mean([D.tpr_at_fpr(r.scores, pm, 0.05) for r in reps]))
+            if dname == "abl_isolation":
+                abl_iso = jnp.stack([r.flags for r in reps])
+            keep = jnp.stack([~r.flags for r in reps]).astype(jnp.float32)
+            new = train_masked(bd.x, bd.y, keep, jax.random.split(jax.random.fold_in(dkey, 99), K))
+        else:
+            new = _repair(dname, config, model, vs, bd, xc, yc, C, K, dkey, abl_iso)
+        a2, p2 = evaluate(new, x_trig)
+        s2 = np.asarray(A.asr(p2, ye, bd))
+        row.update(clean_accuracy=float(np.mean(a2)), clean_accuracy_std=float(np.std(a2)),
+                   asr=float(np.mean(s2)), asr_std=float(np.std(s2)), seconds=time.time() - t1)
+        rows.append(row)
+    return {"rows": rows, "seconds": time.time() - t0}
+
+
+def _repair(dname, config, model, vs, bd, xc, yc, C, K, dkey, abl_iso):
+    dp = config.defense_params
+    keys = jax.random.split(jax.random.fold_in(dkey, 11), K)
+    if dname == "fine_pruning":
+        p = dp.fine_pruning
+        f = lambda v, k: R.fine_pruning(model, v, xc, yc, k, max_acc_drop=p.max_acc_drop,
+                                        finetune_epochs=p.finetune_epochs, learning_rate=p.learning_rate)[0]
+    elif dname == "clp":
+        f = lambda v, k: R.clp(model, v, u=dp.clp.u)[0]
+    elif dname == "neural_cleanse":
+        p = dp.neural_cleanse
+        f = lambda v, k: R.neural_cleanse(model, v, xc, yc, k, C, steps=p.steps, lam=p.lam, threshold=p.threshold,
+                                          finetune_epochs=p.finetune_epochs, learning_rate=p.learning_rate)[0]
+    elif dname == "i_bau":
+        p = dp.i_bau
+        f = lambda v, k: R.i_bau(model, v, xc, yc, k, rounds=p.rounds, inner_steps=p.inner_steps, radius=p.radius,
+                                 cg_iters=p.cg_iters, learning_rate=p.learning_rate)[0]
+    else:  # abl: isolation (reuse the detector's flags if it ran) + unlearning
+        iso = abl_iso
+        if iso is None:
+            p = dp.abl_isolation
+            iso = jnp.stack([D.abl_isolation(model, init_victim(model, k, xc[:2]), bd.x, bd.y, k, epochs=p.epochs,
+                                             isolation_ratio=p.isolation_ratio, gamma=p.gamma,
+                                             learning_rate=p.learning_rate).flags for k in keys])
+        n_iso = int(round(dp.abl_isolation.isolation_ratio * bd.x.shape[0]))
+        p = dp.abl
+        return jax.jit(jax.vmap(lambda v, fl, k: R.abl_unlearn(model, v, bd.x, bd.y, fl, k, epochs=p.epochs,
+                                                               learning_rate=p.learning_rate,
+                                                               max_isolated=n_iso)[0]))(vs, iso, keys)
+    return jax.jit(jax.vmap(f))(vs, keys)
+
+
+# ------------------------------------------------------------------------------ report ---------
+
+def _checks(rows, clean_acc):
+    """The issue's "what must hold" statements, evaluated on these rows."""
+    out = {}
+    by = {(r["attack"], r["defense"]): r for r in rows}
+    for a in ("badnets", "blended", "wanet"):
+        r = by.get((a, "none"))
+        if r is None:
+            continue
+        out[f"{a}_undefended_asr>=0.85_and_acc_within_3pts"] = bool(r["asr"] >= 0.85 and r["clean_accuracy"] >= clean_acc - 0.03)
+        good = [d for (aa, d), rr in by.items() if aa == a and d != "none" and rr["asr"] < 0.10
+                and rr["clean_accuracy"] >= r["clean_accuracy"] - 0.05]
+        out[f"{a}_defenses_with_asr<0.10_acc_within_5pts"] = good
+    for det in ("activation_clustering", "spectral_signatures"):
+        b = by.get(("badnets", det))
+        for a in ("adap_blend", "adap_patch"):
+            r = by.get((a, det))
+            if b is not None and r is not None:
+                out[f"{a}_evades_{det}_better_than_badnets(tpr_at_5fpr)"] = bool(r["tpr_at_5fpr"] < b["tpr_at_5fpr"])
+    return out
+
+
+def _plot_and_report(wd, config, rows, results):
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    grid = np.full((len(attacks), len(defenses)), np.nan)
+    for r in rows:
+        grid[attacks.index(r["attack"]), defenses.index(r["defense"])] = r["asr"]
+    fig, ax = reporting.new_figure(figsize=(1.0 + 0.8 * len(defenses), 1.0 + 0.45 * len(attacks)))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="Reds")
+    ax.set_xticks(range(len(defenses)), defenses, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(attacks)), attacks, fontsize=7)
+    for i in range(len(attacks)):
+        for j in range(len(defenses)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax, label="ASR")
+    ax.set_title(f"ASR, {config.dataset}, {config.model}, K={config.n_victims}", fontsize=8)
+    reporting.save_figure(fig, wd / "asr_heatmap.png")
+    cols = ["attack", "defense", "poison_rate", "clean_accuracy", "asr", "clean_model_asr", "detection_tpr",
+            "detection_fpr", "tpr_at_5fpr", "seconds"]
+    checks = "\n".join(f"- `{k}`: {v}" for k, v in results["checks"].items())
+    reporting.write_report(wd, "Backdoor attacks x defenses", [
+        ("Setup", f"{config.dataset} ({results['n_train']} training images, {results['n_eval']} evaluation images, "
+                  f"{results['n_clean']} clean images for the defender), {config.model}, K={config.n_victims} "
+                  f"victims per cell, target class {config.target_class}. Clean model accuracy "
+                  f"{results['clean_model_accuracy']['mean']:.4f}. Total {results['seconds']:.0f} s."),
+        ("Results (means over victims)", reporting.markdown_table(rows, cols)),
+        ("Issue checks", checks or "(none applicable)")], ["asr_heatmap.png"])
