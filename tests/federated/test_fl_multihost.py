@@ -23,7 +23,7 @@ def _start(wd, log, nproc, pid, port, ndev):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _wait(p, timeout=600):
+def _wait(p, timeout=1500):
     try:
         rc = p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
