@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from poisonjax.cli_support import (LIST_WIDTH, CLIError, apply_overrides, fit_width, grid_keys, interrupt_guard,
-                                   interrupt_message, is_jax_interrupt, remove_if_no_progress, split_overrides)
+from poisonjax.cli_support import (LIST_WIDTH, CLIError, apply_overrides, grid_keys, interrupt_guard, interrupt_message,
+                                   is_jax_interrupt, narrow_table, remove_if_no_progress, split_overrides)
 
 EPILOG_RUN = """examples:
   poisonjax run badnets                              # quick variant on built-in digits
@@ -180,7 +180,7 @@ def cmd_list(args, extra) -> int:
                     for e in es if e.kind == kind]
             if rows:
                 print(f"{kind}s:")
-                print(fit_width(text_table(rows, list(rows[0])), LIST_WIDTH) + "\n")
+                print(narrow_table(rows, LIST_WIDTH) + "\n")
     print(f"{len(es)} entries" + ("" if args.wide else "; names as in the study configs ('poisonjax run STUDY --help')"
                                     ";\n--wide adds the taxonomy, papers and catalog names"))
     return 0

@@ -295,7 +295,14 @@ def interrupt_message(workdir: Optional[Path]) -> str:
 LIST_WIDTH = 100
 
 
-def fit_width(table: str, width: int) -> str:
-    """Cut each line of a table to ``width`` columns (ending in '~' where cut)."""
-    lines = [l.rstrip() for l in table.splitlines()]
-    return "\n".join(l if len(l) <= width else l[:width - 1] + "~" for l in lines)
+def narrow_table(rows, width: int) -> str:
+    """A fixed-width table of string columns within ``width`` characters: a row whose last cell does not fit
+    puts that cell on its own indented line (never cut)."""
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols[:-1]]
+    lead = lambda cells: "  ".join(str(x).ljust(w) for x, w in zip(cells, widths))  # noqa: E731
+    out = [(lead(cols[:-1]) + "  " + cols[-1]).rstrip(), lead(["-" * w for w in widths]) + "  " + "-" * len(cols[-1])]
+    for r in rows:
+        line = lead([r[c] for c in cols[:-1]]) + "  " + str(r[cols[-1]])
+        out += [line] if len(line) <= width else [lead([r[c] for c in cols[:-1]]).rstrip(), "    " + str(r[cols[-1]])]
+    return "\n".join(out)
