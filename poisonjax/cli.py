@@ -187,11 +187,13 @@ def cmd_list(args, extra) -> int:
 
 
 def _config_values(study: str) -> set:
+    """Every name a study's configs or modules use to select something: string values of its configs (all
+    variants), keys of nested groups, and strings in the upper-case module constants of its config and
+    experiment modules (``ALL_ATTACKS``, ``METHODS``, ``ATTACKS`` ...)."""
     vals: set = set()
     try:
-        cfg_mod, _ = import_study(study)
+        cfg_mod, exp_mod = import_study(study)
         configs = [cfg_mod.get_config(v) for v in getattr(cfg_mod, "VARIANTS", ("quick",))]
-        configs += [cfg_mod] if hasattr(cfg_mod, "ALL_ATTACKS") else []
     except (CLIError, ValueError, ImportError):
         return vals
 
@@ -206,12 +208,12 @@ def _config_values(study: str) -> set:
             elif isinstance(v, (tuple, list)):
                 vals.update(x for x in v if isinstance(x, str))
     for c in configs:
-        if hasattr(c, "keys"):
-            walk(c)
-        else:  # the config module: its tuples of valid names (ALL_ATTACKS, ALL_AGGREGATORS, ...)
-            for k in dir(c):
-                if k.startswith("ALL_") and isinstance(getattr(c, k), tuple):
-                    vals.update(getattr(c, k))
+        walk(c)
+    for mod in (cfg_mod, exp_mod):
+        for k in dir(mod):
+            v = getattr(mod, k)
+            if k.isupper() and isinstance(v, (tuple, list, set, frozenset, dict)):
+                vals.update(x for x in v if isinstance(x, str))
     return vals
 
 
@@ -226,11 +228,14 @@ def config_name(entry) -> str:
     if entry.study not in _CONFIG_VALUES:
         _CONFIG_VALUES[entry.study] = _config_values(entry.study) if entry.study in available_studies() else set()
     vals = _CONFIG_VALUES[entry.study]
-    n = entry.name
-    for cand in (n, n.removeprefix("fl_"), n.removesuffix("_fl"), n.removesuffix("_update"),
-                 n.removesuffix(f"_vs_{entry.study}")):
-        if cand in vals:
-            return cand
+    toks = entry.name.split("_")
+    # the catalog name, else its longest run of words that the study uses (``seq_random`` -> ``random``,
+    # ``metattack_a_meta_self`` -> ``a_meta_self``); single words of under 3 letters never match
+    for size in range(len(toks), 0, -1):
+        for start in range(len(toks) - size + 1):
+            cand = "_".join(toks[start:start + size])
+            if cand in vals and len(cand) >= 3 and cand not in ("none", "attack", "defense"):
+                return cand
     return ""
 
 
