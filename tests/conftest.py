@@ -8,6 +8,8 @@ Two mechanisms (the data root is resolved as everywhere else, see :func:`poisonj
 * a fallback: a :class:`~poisonjax.data.DataNotFoundError` raised anywhere in a test or its fixtures (directly or
   as the cause of another error) turns the test into a skip naming the dataset(s).
 
+``POISONJAX_REQUIRE_DATA=1`` (CI sets it: CI has the data) turns both off, so a missing dataset fails there.
+
 ``pytest --fetch-data`` (opt-in) first tries to fetch the missing datasets that tests need (from their pinned
 sources, or from ``$POISONJAX_DATA_MIRROR`` laid out as ``URL/<name>/<file>``), with a 10 s timeout per request and
 giving up on a dataset after 3 failures in a row; when everything is present (CI) it does nothing.
@@ -61,7 +63,14 @@ def pytest_configure(config):
             fetch_many(missing, timeout=10.0, quiet_errors=True, mirror=os.environ.get("POISONJAX_DATA_MIRROR") or None)
 
 
+def _data_required() -> bool:
+    import os
+    return os.environ.get("POISONJAX_REQUIRE_DATA", "") not in ("", "0")
+
+
 def pytest_collection_modifyitems(config, items):
+    if _data_required():
+        return
     from poisonjax.data.registry import DATASETS, folders_for, missing_files
     cache = {}
     for item in items:
@@ -81,7 +90,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if call.excinfo is None or not rep.failed:
+    if call.excinfo is None or not rep.failed or _data_required():
         return
     err = _find_dnf(call.excinfo.value)
     if err is None:

@@ -148,6 +148,7 @@ def test_pytest_fetch_data_option_uses_the_mirror(mirror, tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     env = dict(os.environ, POISONJAX_DATA=str(root), POISONJAX_DATA_MIRROR=url, JAX_PLATFORMS="cpu")
+    env.pop("POISONJAX_REQUIRE_DATA", None)
     repo = Path(__file__).resolve().parents[2]
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist", "--fetch-data",
                         "tests/data/test_text_loaders.py"], cwd=repo, env=env, capture_output=True, text=True,

@@ -17,6 +17,7 @@ def test_empty_data_root_skips_with_fetch_command(tmp_path):
     env = dict(os.environ, POISONJAX_DATA=str(empty), JAX_PLATFORMS="cpu",
                http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")  # any network attempt fails
     env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("POISONJAX_REQUIRE_DATA", None)  # CI sets it; this test is about a machine without data
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist", *FILES],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = p.stdout + p.stderr
@@ -28,3 +29,12 @@ def test_empty_data_root_skips_with_fetch_command(tmp_path):
         assert any("run: poisonjax data fetch " in l and name in l and str(empty) in l for l in skips), (name, skips)
     assert not any("conftest" in l for l in skips)  # each skip points at its test
     assert not any(empty.iterdir())  # nothing was written into the data root
+
+
+def test_ci_mode_fails_instead_of_skipping(tmp_path):
+    """With POISONJAX_REQUIRE_DATA=1 (set by .ci/run, where the data is present) a missing dataset fails."""
+    env = dict(os.environ, POISONJAX_DATA=str(tmp_path), POISONJAX_REQUIRE_DATA="1", JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist",
+                        "tests/data/test_text_loaders.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 1 and "2 failed" in p.stdout and "DataNotFoundError" in p.stdout, p.stdout[-2000:]
