@@ -30,6 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _machine  # noqa: E402  (CPU model and load average in every output)
+
+MACHINE = _machine.start()
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -200,6 +205,7 @@ def main():
         print(f"simplified generator, {S:6d} fake users: poisonjax {t_j:.3f} s" +
               (f", straightforward PyTorch {row['torch_seconds']:.3f} s, ratio {row['ratio_torch_over_jax']:.2f}x"
                if "torch_seconds" in row else f" ({row.get('torch_error', '')[:200]})"))
+    out["machine"] = MACHINE.finish()
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2, default=str))
     print(json.dumps(out, indent=2, default=str))

@@ -15,6 +15,13 @@ import optax
 from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss, train_ensemble
 from poisonjax.data.images import load_digits
 from poisonjax.vision.models import FastSmallCNN, SmallCNN
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _machine  # noqa: E402  (CPU model and load average in every output)
+
+MACHINE = _machine.start()
 
 
 def main():

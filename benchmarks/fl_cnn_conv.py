@@ -20,6 +20,13 @@ import numpy as np
 
 from poisonjax.federated import models as M
 from poisonjax.federated import simulation as S
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _machine  # noqa: E402  (CPU model and load average in every output)
+
+MACHINE = _machine.start()
 
 
 class ConvCNN(nn.Module):

@@ -27,6 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _machine  # noqa: E402  (CPU model and load average in every output)
+
+MACHINE = _machine.start()
+
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venvs" / "flower"
 

@@ -26,6 +26,13 @@ from poisonjax.data.synthetic import sbm_graph
 from poisonjax.graph import attacks as A
 from poisonjax.graph import models
 from poisonjax.graph.attacks import prbcd as P
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _machine  # noqa: E402  (CPU model and load average in every output)
+
+MACHINE = _machine.start()
 
 
 def rss_gib():
@@ -95,6 +102,7 @@ def main():
     dice = A.dice_attack(adj, y, budget, seed=0)
     res["acc_dice"] = acc(P.flips_to_adj_sparse(adj, dice)).tolist()
     res["peak_rss_gib"] = rss_gib()
+    res["machine"] = MACHINE.finish()
     print(json.dumps(res, indent=1))
     print(f"\nGCN test accuracy (mean of {a.seeds} seeds): clean {np.mean(res['acc_clean']):.4f}  "
           f"random {np.mean(res['acc_random']):.4f}  DICE {np.mean(res['acc_dice']):.4f}  "

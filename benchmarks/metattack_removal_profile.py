@@ -30,6 +30,13 @@ import scipy.sparse as sp
 
 from poisonjax.data import graphs
 from poisonjax.graph import attacks as A
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _machine  # noqa: E402  (CPU model and load average in every output)
+
+MACHINE = _machine.start()
 
 
 def state_from(adj: sp.csr_matrix, pert: sp.spmatrix, budget: int) -> A.MetaState:

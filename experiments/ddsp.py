@@ -79,7 +79,7 @@ def prepare(config):
                                    lr=tc.learning_rate, loss=tc.loss, num_negatives=tc.num_negatives)
     sur_params = sur_trainer.train_single(jnp.asarray(split.train_x), jnp.asarray(split.train_y),
                                           jax.random.PRNGKey(config.surrogate_seed))
-    sur = A.build_surrogate(sur_model, sur_params, split.valid_x, split.valid_x, config.attack.num_preferred)
+    sur = A.build_surrogate(sur_model, sur_params, *A.attacker_view(split), config.attack.num_preferred)
     ranker = M.make_ensemble_ranker(model, config.eval_chunk)
     return dict(ds=ds, split=split, model=model, trainer=trainer, pop=pop, sur=sur, targets=targets,
                 ranker=ranker, train_seqs=train_seqs)

@@ -44,7 +44,7 @@ METHODS = ("none", "witches_brew", "padhash")
 
 
 class _Arch:
-    """A hashing architecture: model, init, per-example loss (x, y) and a jitted victim evaluator."""
+    """A hashing architecture: model, init, per-example loss (params, {"x", "y"}, key) and a jitted victim evaluator."""
 
     def __init__(self, backbone, bits, config, data, sample, pretrained=None):
         self.name = f"{backbone}:{bits}"
@@ -131,7 +131,7 @@ def run(config, workdir) -> dict:
         return tuple(g.loss for g in groups), params
 
     def craft(losses, params, budget, alpha, tag):
-        problem, pidx = ph.padhash_problem(params, data.x_train, data.y_train, data.x_test, data.y_test,
+        problem, pidx = ph.padhash_problem(params, data.x_train, data.y_train, data.x_test, None,
                                            data.num_classes, trigger_indices=ti, target_classes=tc, budget=budget,
                                            eps=config.epsilon, key=k_pois)
         res = gm.craft(losses, problem, steps=config.craft_steps, key=k_craft, restarts=config.restarts,

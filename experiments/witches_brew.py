@@ -117,7 +117,8 @@ def run(config, workdir) -> dict:
         last = jax.tree.map(lambda a: a.reshape((config.ensemble, len(cps)) + a.shape[1:])[:, -1], sur)
         norms = np.asarray(jax.jit(lambda p: wb.gradient_norms(loss_fn, p, xtr, ytr))(last))
     ti, adv = wb.choose_trials(k_trial, data.y_test, data.num_classes, config.trials)
-    problem, pidx = wb.witches_brew_problem(sur, data.x_train, data.y_train, data.x_test, data.y_test,
+    # the attack sees no test labels (choose_trials, the experimenter, made adv != the true class)
+    problem, pidx = wb.witches_brew_problem(sur, data.x_train, data.y_train, data.x_test, None,
                                             data.num_classes, target_indices=ti, adv_classes=adv,
                                             budget=config.budget, eps=config.epsilon, key=k_pois, norms=norms)
 

@@ -32,8 +32,9 @@ losses and a matching tuple of stacked parameter pytrees (one group per architec
 vmapped over its own members); the loss averages over every member of every group.
 
 :func:`victim_success` retrains K victims from scratch on the poisoned training set with one
-``vmap`` over seeds (:func:`poisonjax.core.training.train_ensemble`) and reports whether each
-classifies the target as the adversarial class.
+chunked ``vmap`` over victims (:func:`poisonjax.core.victims.train_on_poisoned` under
+:func:`poisonjax.core.parallel.chunked_vmap`) and reports whether each classifies the target as
+the adversarial class.
 """
 from __future__ import annotations
 
@@ -47,9 +48,15 @@ import numpy as np
 from poisonjax.core.projections import project_linf_box
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.validation import PoisonJaxInputError, check_fraction, check_positive_int
+from poisonjax.core.victims import PerExampleLoss  # noqa: F401  (params, batch {"x","y"}, key) -> [B]
+from poisonjax.core.victims import poison_slots, poisoned_images, train_on_poisoned  # noqa: F401  (re-exports)
 
 PyTree = Any
-PerExampleLoss = Callable[[PyTree, jax.Array, jax.Array], jax.Array]  # (params, x [B,...], y [B]) -> [B]
+
+def _batch_loss(loss_fn, params, x, y):
+    """``loss_fn(params, {"x": x, "y": y}, key) -> [B]`` (the one per-example-loss signature), with
+    the fixed key ``PRNGKey(0)`` while crafting (surrogate losses are deterministic)."""
+    return loss_fn(params, {"x": x, "y": y}, jax.random.PRNGKey(0))
 
 
 # ------------------------------------------------------------------ alignment losses -----------
@@ -171,7 +178,7 @@ def _as_groups(loss_fns, params):
 
 
 def _mean_loss_grad(loss_fn, params, x, y):
-    return jax.grad(lambda p: jnp.mean(loss_fn(p, x, y)))(params)
+    return jax.grad(lambda p: jnp.mean(_batch_loss(loss_fn, p, x, y)))(params)
 
 
 def target_gradients(loss_fns, surrogate_params, target_images, target_labels):
@@ -217,8 +224,10 @@ def gradient_matching_attack(loss_fns: Union[PerExampleLoss, Sequence[PerExample
     ``init_scale`` (then projects) and precomputes the target gradients.
 
     Args:
-      loss_fns: per-example surrogate loss ``(params, x [B,H,W,C], y [B]) -> [B]`` (e.g. softmax
-        cross-entropy, or a hashing loss), or a tuple of them (one per architecture group).
+      loss_fns: per-example surrogate loss in the one signature ``(params, batch, key) -> [B]`` with
+        ``batch = {"x": [B,H,W,C], "y": [B]}`` (e.g.
+        :func:`poisonjax.core.training.softmax_cross_entropy_loss`, or a hashing loss; it is called
+        with a fixed key), or a tuple of them (one per architecture group).
       steps: the planned number of steps (for the schedule).
       restarts: ``R``, independent random initialisations optimised in parallel.
       alpha: weight of the strict magnitude term (0 = Witches' Brew).
@@ -411,47 +420,13 @@ def validate_problem(problem: GradientMatchingProblem, trials: bool = False) -> 
 
 
 # ------------------------------------------------------------------ victim validation ----------
-
-def poison_slots(poison_index, n: int) -> jax.Array:
-    """``slot [N]``: for training example ``j``, its row in the poison array if it is a poison
-    (``poison_index[i] = j``), else ``P`` (a zero row). ``poison_index [P]``, ``-1`` = unused."""
-    p = poison_index.shape[0]
-    return jnp.full((n,), p, jnp.int32).at[jnp.where(poison_index >= 0, poison_index, n)].set(
-        jnp.arange(p, dtype=jnp.int32), mode="drop")
-
-
-def poisoned_images(train_x, poison_index, poison_delta):
-    """``train_x`` with ``poison_delta [P, H, W, C]`` added at rows ``poison_index [P]``."""
-    slot = poison_slots(jnp.asarray(poison_index), train_x.shape[0])
-    dpad = jnp.concatenate([poison_delta, jnp.zeros((1,) + poison_delta.shape[1:], poison_delta.dtype)])
-    return train_x + dpad[slot]
-
-
-def train_on_poisoned(init_fn: Callable, per_example_loss: Callable, optimizer, train_x, train_y, key,
-                      poison_index, poison_delta, *, epochs: int, batch_size: int):
-    r"""Train one victim from scratch on the poisoned set :math:`\{(x_j + \delta_{s(j)}, y_j)\}`.
-
-    The clean set is not copied: each mini-batch adds the perturbations of the poisons it contains
-    (:func:`poison_slots`), so vmapping over victims with different poisons costs O(P) memory per
-    victim, not O(N). ``per_example_loss(params, {"x", "y"}, key) -> [B]``. Returns the params.
-    """
-    from poisonjax.core.training import init_and_train
-
-    train_x = jnp.asarray(train_x)
-    slot = poison_slots(jnp.asarray(poison_index), train_x.shape[0])
-    dpad = jnp.concatenate([poison_delta, jnp.zeros((1,) + poison_delta.shape[1:], poison_delta.dtype)])
-
-    def loss(params, batch, k):
-        x = batch["x"] + dpad[batch["slot"]]
-        return per_example_loss(params, {"x": x, "y": batch["y"]}, k)
-
-    data = {"x": train_x, "y": jnp.asarray(train_y), "slot": slot}
-    return init_and_train(init_fn, loss, optimizer, data, key, epochs=epochs, batch_size=batch_size).params
+# Poisoned-victim training lives in :mod:`poisonjax.core.victims` (poison_slots, poisoned_images and
+# train_on_poisoned are re-exported from this module for old callers).
 
 
 def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, train_y, keys, *, epochs: int,
                    batch_size: int, poison_index, poison_delta, target_x, adv_label, test_x=None, test_y=None,
-                   per_example_loss: Optional[Callable] = None, chunk: Optional[int] = None):
+                   per_example_loss: Optional[Callable] = None, chunk: Optional[int] = None, mesh=None):
     r"""Retrain V victims from scratch on poisoned training sets, one ``vmap`` over victims
     (over chunks of ``chunk`` victims at a time when given, see :func:`map_victims`).
 
@@ -470,8 +445,10 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
       poison_delta: ``[V, P, H, W, C]`` perturbations (zeros for a clean victim).
       target_x: ``[V, H, W, C]``; adv_label: ``[V]`` ints.
       test_x, test_y: optional clean test set for the clean accuracy.
-      per_example_loss: ``(params, batch{"x","y"}, key) -> [B]``; softmax cross-entropy by default.
+      per_example_loss: the one signature ``(params, batch{"x","y"}, key) -> [B]``; softmax
+        cross-entropy by default.
       chunk: victims trained together; ``None`` trains all V in one ``vmap``.
+      mesh: optional device mesh over which each chunk's victims are sharded.
 
     Returns:
       dict of ``[V]`` arrays: ``success`` (bool), ``target_prob`` (softmax mass on the adversarial
@@ -491,22 +468,16 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
         return out
 
     return map_victims(one, (keys, jnp.asarray(poison_index), jnp.asarray(poison_delta), jnp.asarray(target_x),
-                             jnp.asarray(adv_label)), chunk)
+                             jnp.asarray(adv_label)), chunk, mesh)
 
 
-def map_victims(fn: Callable, args: tuple, chunk: Optional[int] = None):
-    r"""Apply ``fn(*row)`` to every row (leading axis ``V``) of the arrays in ``args``.
-
-    ``chunk=None`` (or ``>= V``): one ``jax.vmap`` over all V victims (fastest, memory grows with V).
-    Otherwise ``jax.lax.map(..., batch_size=chunk)``: a loop over ceil(V / chunk) vmapped chunks, so peak
-    memory is that of ``chunk`` victims. The results are the same either way (same keys, same programs).
-    """
-    v = int(jax.tree.leaves(args)[0].shape[0])
-    if chunk is not None and (int(chunk) != chunk or chunk < 1):
-        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
-    if chunk is None or chunk >= v:
-        return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda a: fn(*a), args, batch_size=int(chunk))
+def map_victims(fn: Callable, args: tuple, chunk: Optional[int] = None, mesh=None):
+    r"""Apply ``fn(*row)`` to every row (leading axis ``V``) of the arrays in ``args``:
+    :func:`poisonjax.core.parallel.chunked_vmap` (``chunk`` victims at a time, bounding memory;
+    ``None`` = one ``vmap``; victims sharded over ``mesh`` when given). Results equal one ``vmap``
+    up to float reduction order (same keys, same programs)."""
+    from poisonjax.core.parallel import chunked_vmap
+    return chunked_vmap(fn, chunk=chunk, mesh=mesh)(*args)
 
 
 def sequential_equivalent_seconds(fn: Callable[[], Any], repeats: int = 1) -> float:

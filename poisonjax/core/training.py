@@ -215,20 +215,24 @@ def init_and_train(init_fn: Callable[[jax.Array], PyTree], per_example_loss, opt
 
 
 def train_ensemble(init_fn, per_example_loss, optimizer, data, keys: jax.Array, *, epochs: int,
-                   batch_size: int, mask=None, data_axis: Optional[int] = None) -> TrainResult:
-    """Train K victims at once: ``vmap`` of :func:`init_and_train` over ``keys`` (``[K, 2]``).
+                   batch_size: int, mask=None, data_axis: Optional[int] = None, chunk: Optional[int] = None,
+                   mesh=None) -> TrainResult:
+    """Train K victims at once: :func:`poisonjax.core.victims.train_victims` (a chunked, optionally
+    sharded ``vmap`` of :func:`init_and_train` over ``keys`` ``[K, 2]``) for a stateless model.
 
     Args:
       data_axis: ``None`` if all victims share ``data``; ``0`` if every leaf of ``data`` (and
         ``mask``) carries a leading K axis (e.g. K different poisoned sets).
+      chunk, mesh: victims per chunk and optional device mesh (:func:`poisonjax.core.parallel.chunked_vmap`).
 
     Returns:
       :class:`TrainResult` whose ``params`` leaves have a leading ``K`` axis (see
       :mod:`poisonjax.core.ensemble`) and ``losses`` is ``[K, steps]``.
     """
-    fn = lambda k, d, m: init_and_train(init_fn, per_example_loss, optimizer, d, k,
-                                        epochs=epochs, batch_size=batch_size, mask=m)
-    return jax.vmap(fn, in_axes=(0, data_axis, data_axis if mask is not None else None))(keys, data, mask)
+    from poisonjax.core.victims import Victim, train_victims
+    res = train_victims(Victim(init_fn, per_example_loss, None), optimizer, data, keys, epochs=epochs,
+                        batch_size=batch_size, mask=mask, data_axis=data_axis, chunk=chunk, mesh=mesh)
+    return TrainResult(res.variables, res.losses)
 
 
 # ---------------------------------------------------------------- common losses ----------------

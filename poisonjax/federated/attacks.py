@@ -316,28 +316,50 @@ DATA_ATTACKS = ("none", "label_flip", "targeted_label_flip", "badnets")
 
 def flip_labels(y: np.ndarray, num_classes: int, *, mode: str = "untargeted", source: int = 0,
                 target: int = 1) -> np.ndarray:
-    r"""Label flipping (e.g. Tolpegin et al., ESORICS 2020; Fang et al., 2020).
+    r"""Label flipping of a malicious client's whole local data (Tolpegin et al., ESORICS 2020;
+    Fang et al., 2020), with the federated room's semantics on top of
+    :func:`poisonjax.core.poisoning.flip_labels` at ``rate=1``:
 
-    ``"untargeted"``: :math:`y \mapsto C - 1 - y` for every example; ``"targeted"``: examples of
-    class ``source`` are relabelled ``target``, others unchanged. Works on any shape of ``y``."""
+    ``"untargeted"``: core mode ``"reverse"``, :math:`y \mapsto C - 1 - y` for every example (with odd
+    :math:`C` the middle class maps to itself); ``"targeted"``: core mode ``"targeted"``, every
+    example of class ``source`` is relabelled ``target``, others unchanged. Deterministic (no key
+    needed: every eligible example is flipped). Works on any shape of ``y``; returns ``y``'s dtype."""
+    from poisonjax.core.poisoning import flip_labels as core_flip
     check_choice("mode", mode, ("untargeted", "targeted"))
     y = np.asarray(y)
+    flat = jnp.asarray(y.reshape(-1))
+    key = jax.random.PRNGKey(0)   # rate=1 flips every eligible example: the key does not matter
     if mode == "untargeted":
-        return (num_classes - 1 - y).astype(y.dtype)
-    return np.where(y == source, target, y).astype(y.dtype)
+        out, _ = core_flip(key, flat, 1.0, num_classes, mode="reverse")
+    else:
+        out, _ = core_flip(key, flat, 1.0, num_classes, mode="targeted", source_class=source, target_class=target)
+    return np.asarray(out).reshape(y.shape).astype(y.dtype)
+
+
+def trigger_for(example_shape, size: int = 2, value: float = 1.0):
+    r"""The room's BadNets trigger as a :class:`poisonjax.core.poisoning.Trigger` (NumPy arrays):
+    images ``(H, W, C)`` get a ``size x size`` square of ``value`` in the bottom-right corner
+    (:func:`poisonjax.core.poisoning.patch_trigger`), feature vectors ``(F,)`` their last ``size``
+    features (:func:`poisonjax.core.poisoning.feature_trigger`)."""
+    from poisonjax.core import poisoning as P
+    shape = tuple(int(s) for s in example_shape)
+    t = (P.patch_trigger(shape, size=size, corner="bottom_right", value="white") if len(shape) >= 3
+         else P.feature_trigger(shape[-1], size=size, value=1.0))
+    mask = np.asarray(t.mask)
+    return P.Trigger(mask, np.broadcast_to(np.float32(value), shape).astype(np.float32))
 
 
 def apply_trigger(x: np.ndarray, size: int = 2, value: float = 1.0, example_ndim: Optional[int] = None) -> np.ndarray:
-    r"""BadNets trigger (Gu et al., 2017): images ``[..., H, W, C]`` get a ``size x size`` square of
-    ``value`` in the bottom-right corner; feature vectors ``[..., F]`` get their last ``size``
-    features set to ``value``. ``example_ndim`` = rank of one example (inferred: 3 if ``x.ndim >= 4``)."""
-    x = np.array(x, copy=True)
+    r"""BadNets trigger (Gu et al., 2017) stamped with :func:`poisonjax.core.poisoning.apply_trigger`,
+    :math:`(1-M)\odot x + M \odot P` (computed in NumPy, exact: ``M`` is 0/1): images
+    ``[..., H, W, C]`` get a ``size x size`` square of ``value`` in the bottom-right corner; feature
+    vectors ``[..., F]`` get their last ``size`` features set to ``value`` (:func:`trigger_for`).
+    ``example_ndim`` = rank of one example (inferred: 3 if ``x.ndim >= 4``)."""
+    from poisonjax.core.poisoning import apply_trigger as core_apply
+    x = np.asarray(x)
     nd = example_ndim if example_ndim is not None else (3 if x.ndim >= 4 else 1)
-    if nd >= 3:
-        x[..., -size:, -size:, :] = value
-    else:
-        x[..., -size:] = value
-    return x
+    nd = 3 if nd >= 3 else 1
+    return np.asarray(core_apply(x, trigger_for(x.shape[-nd:], size, value))).astype(x.dtype)
 
 
 def add_backdoor(x: np.ndarray, y: np.ndarray, mask: np.ndarray, *, target: int = 0, fraction: float = 0.5,

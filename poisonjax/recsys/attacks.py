@@ -91,6 +91,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from poisonjax.core import autoregressive
+from poisonjax.core.parallel import chunked_vmap
 from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_fraction, check_positive_int
 from poisonjax.recsys.models import item_table, last_hidden
 
@@ -188,38 +189,51 @@ class Surrogate(NamedTuple):
     Hv: jax.Array = None
 
 
+VIEWS = ("train", "validation")
+
+
+def attacker_view(split, view: str = "train", *, allow_test_labels: bool = False):
+    """The users' sequences an attack may read, from a leave-one-out split
+    (:class:`poisonjax.data.sequences.LeaveOneOut`), as ``(user_seqs [U, L], history [U, L])``.
+
+    Threat model (DDSP and the baselines): the attacker sees each user's *training* items
+    (``view="train"``: ``split.valid_x``, the history before the validation item) and the item
+    popularity computed from them; it never sees the held-out validation/test items, which are the
+    labels the victims are evaluated on. ``view="validation"`` (``split.test_x``: sequences that
+    include each user's validation item) is refused unless ``allow_test_labels=True``.
+    """
+    check_choice("view", view, VIEWS)
+    if view == "train":
+        return split.valid_x, split.valid_x
+    if not allow_test_labels:
+        raise PoisonJaxInputError(
+            "attacker_view(view='validation') reads held-out items (each user's validation item); "
+            "the attacker sees training items only -- use view='train' or pass allow_test_labels=True")
+    return split.test_x, split.test_x
+
+
 def build_surrogate(model, params, user_seqs: np.ndarray, history: np.ndarray, num_preferred: int = 10,
                     chunk: int = 512) -> Surrogate:
     """Compute ``H = h_u`` (last hidden state on ``user_seqs [U, L]``) and ``Gamma_u`` = the top
-    ``num_preferred`` items by surrogate score, excluding ``history [U, Hh]`` and padding."""
+    ``num_preferred`` items by surrogate score, excluding ``history [U, Hh]`` and padding.
+    ``user_seqs``/``history`` should be the attacker's view (:func:`attacker_view`: training items only)."""
     E = item_table(model, params)
     seqs = jnp.asarray(user_seqs)
     hist = jnp.asarray(history)
 
-    @jax.jit
-    def one(s, h):
-        hid = last_hidden(model, params, s)
-        sc = hid @ E.T
-        sc = sc.at[jnp.arange(s.shape[0])[:, None], h].set(-jnp.inf).at[:, 0].set(-jnp.inf)
+    def one(s, h):                       # one user: hidden state and top preferred items
+        hid = last_hidden(model, params, s[None])[0]
+        sc = (hid @ E.T).at[h].set(-jnp.inf).at[0].set(-jnp.inf)
         return hid, jax.lax.top_k(sc, num_preferred)[1]
 
-    @jax.jit
-    def single(items):
-        L = seqs.shape[1]
-        h = last_hidden(model, params, jnp.zeros((items.shape[0], L), jnp.int32).at[:, -1].set(items))
-        return h / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-8)
+    def single(item):                    # the normalised representation of the one-item sequence
+        h = last_hidden(model, params, jnp.zeros((1, seqs.shape[1]), jnp.int32).at[0, -1].set(item))[0]
+        return h / jnp.maximum(jnp.linalg.norm(h), 1e-8)
 
-    Hs, Ps, Hv = [], [], []
-    for a in range(0, seqs.shape[0], chunk):
-        hh, pp = one(seqs[a:a + chunk], hist[a:a + chunk])
-        Hs.append(hh)
-        Ps.append(pp)
     V1 = E.shape[0]
-    items = jnp.arange(-(-V1 // chunk) * chunk) % V1
-    for a in range(0, items.shape[0], chunk):
-        Hv.append(single(items[a:a + chunk]))
-    return Surrogate(model, params, E, jnp.concatenate(Hs), jnp.concatenate(Ps), int(user_seqs.shape[1]),
-                     jnp.concatenate(Hv)[:V1])
+    Hs, Ps = jax.jit(chunked_vmap(one, chunk=min(int(chunk), seqs.shape[0])))(seqs, hist)
+    Hv = jax.jit(chunked_vmap(single, chunk=min(int(chunk), V1)))(jnp.arange(V1))
+    return Surrogate(model, params, E, Hs, Ps, int(user_seqs.shape[1]), Hv)
 
 
 # ----------------------------------------------------------------------------------- objectives ----

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from poisonjax.core.parallel import chunked_vmap
 from poisonjax.recsys.models import score_all
 
 
@@ -64,23 +65,14 @@ def hit_ndcg(ranks, ks: Sequence[int] = (5, 10, 20), weights=None) -> Dict[str, 
 
 def make_ranker(model, chunk: int = 512):
     """``rank(params, seqs [U, L], items [U] or [U, n], exclude [U, H]) -> [U] / [U, n]`` ranks,
-    computed in chunks of ``chunk`` users (``lax.map``) so memory is ``O(chunk * V)``; vmap it over
+    computed in chunks of ``chunk`` users (:func:`poisonjax.core.parallel.chunked_vmap`) so memory
+    is ``O(chunk * V)``; vmap it over
     stacked params for K victims (see :func:`make_ensemble_ranker`)."""
 
     def rank(params, seqs, items, exclude):
-        U = seqs.shape[0]
-        n = -(-U // chunk)
-        pad = n * chunk - U
-
-        def padr(a):
-            return jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)]).reshape((n, chunk) + a.shape[1:])
-
-        def one(args):
-            s, i, e = args
-            return ranks_from_scores(score_all(model, params, s), i, e)
-
-        out = jax.lax.map(one, (padr(seqs), padr(items), padr(exclude)))
-        return out.reshape((n * chunk,) + out.shape[2:])[:U]
+        def one_user(s, i, e):
+            return ranks_from_scores(score_all(model, params, s[None]), i[None], e[None])[0]
+        return chunked_vmap(one_user, chunk=min(int(chunk), seqs.shape[0]))(seqs, items, exclude)
 
     return rank
 

@@ -12,9 +12,9 @@ Losses, for hidden states :math:`h_{b\ell}` of a right-aligned sequence, positiv
 Simplified: negatives are uniform over ``1..V`` and are not rejected when they equal an item of
 the user's history (the SASRec code rejects them); with thousands of items the difference is small.
 
-Victims are trained with :func:`poisonjax.core.training.train_ensemble` (a ``lax.scan`` over
-mini-batches, ``vmap`` over K PRNG keys), jit-compiled once per data *shape*: clean + fake data of
-every attack have the same shape, so all attacks reuse one compiled program.
+Victims are trained with :func:`poisonjax.core.victims.train_victims` (a ``lax.scan`` over
+mini-batches, chunked ``vmap`` over K PRNG keys), jit-compiled once per data *shape*: clean + fake
+data of every attack have the same shape, so all attacks reuse one compiled program.
 """
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ import jax.numpy as jnp
 import optax
 
 from poisonjax.core import training as core_training
+from poisonjax.core import victims as core_victims
 from poisonjax.core.validation import PoisonJaxInputError, check_choice
 
 LOSSES = ("bce", "sampled_softmax")
 
 
 def next_item_loss(model: nn.Module, num_items: int, loss: str = "bce", num_negatives: int = 100):
-    """Per-example next-item loss ``(params, batch, key) -> [B]`` for ``batch = {"x": [B, L], "y": [B, L]}``."""
+    """Per-example next-item loss in the one signature ``(params, batch, key) -> [B]`` for
+    ``batch = {"x": [B, L], "y": [B, L]}`` (``key`` drives dropout and negative sampling)."""
     check_choice("loss", loss, LOSSES)
 
     def per_example(params, batch, key):
@@ -62,10 +64,11 @@ class VictimTrainer(NamedTuple):
 
     ``trainer.train(x [N, L], y [N, L], keys [K, 2]) -> stacked params`` (leaves ``[K, ...]``);
     ``mask [N]`` (optional) gives example weights (0 = padding rows).
-    ``trainer.train_many(xs [J, N, L], ys [J, N, L], keys [K, 2], masks [J, N])`` trains ``J x K``
-    victims (J poisoned datasets, e.g. attacks x targets, times K seeds) in one nested ``vmap``:
-    for tiny recommenders on CPU this is several times faster than J separate calls, because every
-    op works on J*K models at once.
+    ``trainer.train_many(xs [J, N, L], ys [J, N, L], keys [K, 2], masks [J, N], chunk=None)``
+    trains ``J x K`` victims (J poisoned datasets, e.g. attacks x targets, times K seeds) in one
+    program: :func:`poisonjax.core.parallel.chunked_vmap` over the J datasets (``chunk`` at a time,
+    static) of the K-seed :func:`poisonjax.core.victims.train_victims`. For tiny recommenders on CPU
+    this is several times faster than J separate calls, because every op works on many models at once.
     """
 
     model: nn.Module
@@ -85,18 +88,21 @@ def make_trainer(model: nn.Module, num_items: int, *, epochs: int, batch_size: i
     def init_fn(key, L):
         return model.init(key, jnp.ones((1, L), jnp.int32), True)
 
+    def _victim(L):
+        return core_victims.Victim(functools.partial(init_fn, L=L), per_example, None)
+
     def _train(x, y, keys, mask=None):
-        fn = functools.partial(init_fn, L=x.shape[1])
-        res = core_training.train_ensemble(fn, per_example, opt, {"x": x, "y": y}, keys,
-                                           epochs=epochs, batch_size=batch_size, mask=mask)
-        return res.params
+        return core_victims.train_victims(_victim(x.shape[1]), opt, {"x": x, "y": y}, keys, epochs=epochs,
+                                          batch_size=batch_size, mask=mask).variables
 
     def _train_single(x, y, key, mask=None):
         fn = functools.partial(init_fn, L=x.shape[1])
         return core_training.init_and_train(fn, per_example, opt, {"x": x, "y": y}, key,
                                             epochs=epochs, batch_size=batch_size, mask=mask).params
 
-    def _train_many(xs, ys, keys, masks):
-        return jax.vmap(lambda x, y, m: _train(x, y, keys, m))(xs, ys, masks)
+    def _train_many(xs, ys, keys, masks, chunk=None):
+        from poisonjax.core.parallel import chunked_vmap
+        return chunked_vmap(lambda x, y, m: _train(x, y, keys, m), chunk=chunk)(xs, ys, masks)
 
-    return VictimTrainer(model, jax.jit(_train), jax.jit(_train_single), jax.jit(_train_many))
+    return VictimTrainer(model, jax.jit(_train), jax.jit(_train_single),
+                         jax.jit(_train_many, static_argnames=("chunk",)))

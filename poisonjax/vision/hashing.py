@@ -69,13 +69,13 @@ def dpn_loss(h, y, codes, margin: float = 0.5):
 
 
 def hashing_loss(method: str, apply_fn: Callable, centers) -> Callable:
-    """``(params, x [B,H,W,C], y [B]) -> [B]``: the victim's hashing loss (``csq`` or ``dpn``) on
-    ``apply_fn(params, x)``; used both to train victims and as PADHASH's :math:`L`."""
+    """The victim's hashing loss (``csq`` or ``dpn``) on ``apply_fn(params, batch["x"])`` in the one
+    per-example-loss signature ``(params, {"x": [B,H,W,C], "y": [B]}, key) -> [B]``; used both to
+    train victims and as PADHASH's :math:`L`."""
     check_choice("hash method", method, HASH_METHODS)
     centers = jnp.asarray(centers)
-    if method == "csq":
-        return lambda params, x, y: csq_loss(apply_fn(params, x), y, centers)
-    return lambda params, x, y: dpn_loss(apply_fn(params, x), y, centers)
+    fn = csq_loss if method == "csq" else dpn_loss
+    return lambda params, batch, key: fn(apply_fn(params, batch["x"]), batch["y"], centers)
 
 
 def binary_codes(h):

@@ -32,10 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poisonjax.core.gradient_matching import (GradientMatchingProblem, check_epsilon, check_images, map_victims,
-                                              train_on_poisoned)
+from poisonjax.core.gradient_matching import GradientMatchingProblem, check_epsilon, check_images, map_victims
+from poisonjax.core.victims import poisoned_images, train_on_poisoned
 from poisonjax.vision.hashing import binary_codes, mean_average_precision, trigger_metrics
-from poisonjax.vision.witches_brew import check_target, choose_poisons, choose_trials, n_poisons_for
+from poisonjax.vision.witches_brew import (check_target, choose_poisons, choose_trials, n_poisons_for,
+                                           refuse_test_labels)
 
 
 def choose_triggers(key, y_test, num_classes: int, n: int):
@@ -44,17 +45,23 @@ def choose_triggers(key, y_test, num_classes: int, n: int):
 
 
 def padhash_problem(surrogate_params, x_train, y_train, x_test, y_test, num_classes: int, *,
-                    trigger_indices, target_classes, budget: float, eps: float, key):
+                    trigger_indices, target_classes, budget: float, eps: float, key,
+                    allow_test_labels: bool = False):
     """Validate and build the batched :class:`GradientMatchingProblem` of PADHASH (one trial per
     trigger): base images ``[T, P, ...]`` are random training images of the target class, their
-    labels and the trigger's label are the target class. Returns ``(problem, poison_index [T, P])``."""
+    labels and the trigger's label are the target class. Returns ``(problem, poison_index [T, P])``.
+
+    The attacker sees the training set and the trigger *images*, never test labels: ``y_test`` must
+    be ``None`` unless ``allow_test_labels=True`` (then it only checks that each target class
+    differs from its trigger's true class; see :func:`poisonjax.vision.witches_brew.refuse_test_labels`)."""
+    refuse_test_labels(y_test, allow_test_labels, "padhash_problem")
     check_images("x_train", x_train)
     check_images("x_test", x_test, channels=np.shape(x_train)[-1])
     eps = check_epsilon(eps)
     p = n_poisons_for(budget, len(y_train))
     ti = np.atleast_1d(np.asarray(trigger_indices))
     tc = np.atleast_1d(np.asarray(target_classes))
-    check_target(ti, tc, y_test, num_classes)
+    check_target(ti, tc, y_test, num_classes, n_test=len(x_test))
     pidx = choose_poisons(key, y_train, tc, p)
     xb = jnp.asarray(np.asarray(x_train)[pidx])
     yb = jnp.asarray(np.broadcast_to(tc[:, None], pidx.shape).astype(np.int32))
@@ -67,11 +74,11 @@ def hash_victims(init_fn: Callable, apply_fn: Callable, hash_loss: Callable, opt
                  epochs: int, batch_size: int, poison_index, poison_delta, trigger_x, target_label,
                  query_x, query_y, topk: int = 40, threshold: float = 0.3, chunk=None):
     r"""Retrain V hashing victims on their poisoned sets (vmapped; ``chunk`` victims at a time when
-    given, :func:`poisonjax.core.gradient_matching.map_victims`) and evaluate retrieval.
+    given, :func:`poisonjax.core.parallel.chunked_vmap` via ``map_victims``) and evaluate retrieval.
 
     Args:
       init_fn ``key -> params``; apply_fn ``(params, x) -> h [B, K]``; hash_loss
-      ``(params, x, y) -> [B]`` (:func:`poisonjax.vision.hashing.hashing_loss`).
+      ``(params, {"x", "y"}, key) -> [B]`` (:func:`poisonjax.vision.hashing.hashing_loss`).
       train_x ``[N,H,W,C]``, train_y ``[N]``: the clean training set (also the database).
       keys ``[V, 2]``; poison_index ``[V, P]``; poison_delta ``[V, P, H, W, C]``;
       trigger_x ``[V, H, W, C]``; target_label ``[V]``.
@@ -81,13 +88,11 @@ def hash_victims(init_fn: Callable, apply_fn: Callable, hash_loss: Callable, opt
       dict of ``[V]`` arrays: ``success`` (ASR indicator), ``precision`` (target-class fraction of the
       top ``topk``), ``t_ap`` and ``map`` (ordinary queries against the poisoned database).
     """
-    from poisonjax.core.gradient_matching import poisoned_images
-    per_ex = lambda p, batch, k: hash_loss(p, batch["x"], batch["y"])
     train_x = jnp.asarray(train_x)
     train_y = jnp.asarray(train_y)
 
     def one(key, pidx, pdelta, tx, tl):
-        params = train_on_poisoned(init_fn, per_ex, optimizer, train_x, train_y, key, pidx, pdelta,
+        params = train_on_poisoned(init_fn, hash_loss, optimizer, train_x, train_y, key, pidx, pdelta,
                                    epochs=epochs, batch_size=batch_size)
         db = binary_codes(apply_fn(params, poisoned_images(train_x, pidx, pdelta)))
         tcode = binary_codes(apply_fn(params, tx[None]))

@@ -35,10 +35,11 @@ def n_poisons_for(budget: float, n_train: int) -> int:
     return max(1, int(round(budget * n_train)))
 
 
-def check_target(target_index, adv_class, y_test, num_classes: int) -> None:
+def check_target(target_index, adv_class, y_test, num_classes: int, n_test: int = None) -> None:
     """``target_index`` must index the test set and ``adv_class`` must be a class other than the
-    target's true class."""
-    n = len(y_test)
+    target's true class. This is the *experimenter's* check (it reads test labels); attacks call it
+    with ``y_test=None`` (and ``n_test``), which checks indices and classes only."""
+    n = len(y_test) if y_test is not None else int(n_test)
     ti = np.atleast_1d(np.asarray(target_index))
     ac = np.atleast_1d(np.asarray(adv_class))
     if ti.dtype.kind not in "iu" or np.any(ti < 0) or np.any(ti >= n):
@@ -46,7 +47,7 @@ def check_target(target_index, adv_class, y_test, num_classes: int) -> None:
                                   f"test set of {n} images), got {target_index!r}")
     if ac.dtype.kind not in "iu" or np.any(ac < 0) or np.any(ac >= num_classes):
         raise PoisonJaxInputError(f"adv_class must be an integer class in [0, {num_classes - 1}], got {adv_class!r}")
-    same = np.asarray(y_test)[ti] == ac
+    same = np.asarray(y_test)[ti] == ac if y_test is not None else np.zeros(ac.shape, bool)
     if np.any(same):
         i = int(np.argmax(same))
         raise PoisonJaxInputError(
@@ -85,33 +86,47 @@ def gradient_norms(per_example_loss: Callable, surrogate_params, x, y, batch_siz
     r"""Per-example parameter-gradient norm :math:`\frac1M\sum_m \|\nabla_\theta L(f_{\theta_m}(x_j), y_j)\|_2`
     over the stacked surrogates ``[M, ...]``, for ``x [N, H, W, C]``, ``y [N]``; returns ``[N]``.
 
-    Computed in chunks of ``batch_size`` examples (``lax.map``), each chunk vmapped over examples and
-    surrogates, so memory is O(batch_size x M x params)."""
+    ``per_example_loss`` has the one signature ``(params, {"x", "y"}, key) -> [B]`` (called with a
+    fixed key). Computed in chunks of ``batch_size`` examples
+    (:func:`poisonjax.core.parallel.chunked_vmap` over examples, each example vmapped over the
+    surrogates), so memory is O(batch_size x M x params)."""
     from poisonjax.core.gradient_matching import tree_norm
+    from poisonjax.core.parallel import chunked_vmap
     x, y = jnp.asarray(x), jnp.asarray(y)
-    n = x.shape[0]
-    b = min(batch_size, n)
-    pad = (-n) % b
-    xp = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((-1, b) + x.shape[1:])
-    yp = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(-1, b)
+    k0 = jax.random.PRNGKey(0)
 
     def one(p, xi, yi):
-        return tree_norm(jax.grad(lambda q: per_example_loss(q, xi[None], yi[None]).sum())(p))
+        return tree_norm(jax.grad(lambda q: per_example_loss(q, {"x": xi[None], "y": yi[None]}, k0).sum())(p))
 
-    def chunk(args):
-        xc, yc = args
-        return jax.vmap(lambda p: jax.vmap(lambda a, c: one(p, a, c))(xc, yc))(surrogate_params).mean(0)
+    def example(xi, yi):
+        return jax.vmap(lambda p: one(p, xi, yi))(surrogate_params).mean(0)
 
-    return jax.lax.map(chunk, (xp, yp)).reshape(-1)[:n]
+    return chunked_vmap(example, chunk=min(int(batch_size), x.shape[0]))(x, y)
+
+
+def refuse_test_labels(y_test, allow_test_labels: bool, where: str) -> None:
+    """The vision attacks' threat model: the attacker sees the training set, the target/trigger test
+    *images* and the adversarial class it chose -- never test labels. ``y_test`` (all test labels)
+    is refused unless ``allow_test_labels=True`` (then it is used only to check that the adversarial
+    class differs from the target's true class)."""
+    if y_test is not None and not allow_test_labels:
+        raise PoisonJaxInputError(
+            f"{where}: y_test (test labels) is held out from the attacker; pass y_test=None and validate "
+            "the targets with check_target(..., y_test, ...) outside the attack, or pass "
+            "allow_test_labels=True to let the attack read them")
 
 
 def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num_classes: int, *,
-                         target_indices, adv_classes, budget: float, eps: float, key, norms=None):
+                         target_indices, adv_classes, budget: float, eps: float, key, norms=None,
+                         allow_test_labels: bool = False):
     """Validate inputs and build the batched :class:`GradientMatchingProblem` (one trial per target).
 
     Args:
       surrogate_params: stacked surrogate classifiers ``[M, ...]``.
-      x_train ``[N,H,W,C]``/x_test in [0, 1]; y_train ``[N]``/y_test int labels.
+      x_train ``[N,H,W,C]``/x_test in [0, 1]; y_train ``[N]`` int labels.
+      y_test: ``None`` (default: the attacker sees no test labels); test labels only with
+        ``allow_test_labels=True`` (used to check that each adversarial class differs from the
+        target's true class).
       target_indices, adv_classes: ``[T]`` test indices and adversarial classes.
       budget: fraction of the training set poisoned, in (0, 1]. eps: L-inf radius in (0, 1].
       norms: optional ``[N]`` per-example surrogate gradient norms; if given, the poisons of each
@@ -123,13 +138,14 @@ def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num
       base labels ``[T,P]`` (the adversarial class: clean-label), targets ``[T,1,H,W,C]`` and target
       labels ``[T,1]`` (the adversarial class).
     """
+    refuse_test_labels(y_test, allow_test_labels, "witches_brew_problem")
     check_images("x_train", x_train)
     check_images("x_test", x_test, channels=np.shape(x_train)[-1])
     eps = check_epsilon(eps)
     p = n_poisons_for(budget, len(y_train))
     ti = np.atleast_1d(np.asarray(target_indices))
     ac = np.atleast_1d(np.asarray(adv_classes))
-    check_target(ti, ac, y_test, num_classes)
+    check_target(ti, ac, y_test, num_classes, n_test=len(x_test))
     pidx = choose_poisons(key, y_train, ac, p, norms=norms)
     xb = jnp.asarray(np.asarray(x_train)[pidx])
     yb = jnp.asarray(np.asarray(y_train)[pidx])
@@ -139,10 +155,11 @@ def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num
 
 
 def cross_entropy(apply_fn: Callable):
-    """Per-example softmax cross-entropy ``(params, x, y) -> [B]`` for the crafting engine."""
-    def loss(params, x, y):
-        return optax.softmax_cross_entropy_with_integer_labels(apply_fn(params, x), y)
-    return loss
+    r"""Per-example softmax cross-entropy :math:`-\log\mathrm{softmax}(f_\theta(x_i))_{y_i}` in the one
+    signature ``(params, {"x", "y"}, key) -> [B]``: the same function trains victims
+    (:mod:`poisonjax.core.victims`) and drives crafting (:mod:`poisonjax.core.gradient_matching`)."""
+    from poisonjax.core.training import softmax_cross_entropy_loss
+    return softmax_cross_entropy_loss(apply_fn)
 
 
 def random_noise_deltas(key, base_images, eps) -> jax.Array:
@@ -274,10 +291,11 @@ def alignment_at(per_example_loss: Callable, params, problem: GradientMatchingPr
     (``base_images [T, P, ...]``), ``delta [T, P, H, W, C]``.
     """
     from poisonjax.core.gradient_matching import cosine_alignment_loss
+    k0 = jax.random.PRNGKey(0)
 
     def one(p, xt, yt, xb, yb, d):
-        gt = jax.grad(lambda q: jnp.mean(per_example_loss(q, xt, yt)))(p)
-        gp = jax.grad(lambda q: jnp.mean(per_example_loss(q, xb + d, yb)))(p)
+        gt = jax.grad(lambda q: jnp.mean(per_example_loss(q, {"x": xt, "y": yt}, k0)))(p)
+        gp = jax.grad(lambda q: jnp.mean(per_example_loss(q, {"x": xb + d, "y": yb}, k0)))(p)
         return 1.0 - cosine_alignment_loss(gp, gt)
 
     per_trial = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0))

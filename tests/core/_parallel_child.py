@@ -27,17 +27,30 @@ keys = jax.random.split(jax.random.PRNGKey(0), n_clients)
 loss = softmax_cross_entropy_loss(m.apply)
 
 
-def client(k, xc, yc, mc):
+def client_run(k, xc, yc, mc):
     return init_and_train(lambda kk: m.init(kk, xc[:1]), loss, optax.sgd(0.1), {"x": xc, "y": yc}, k,
-                          epochs=2, batch_size=5, mask=mc).params
+                          epochs=2, batch_size=5, mask=mc)
 
 
-ref = jax.jit(jax.vmap(client))(keys, x, y, mask)
+def client(k, xc, yc, mc):
+    return client_run(k, xc, yc, mc).params
+
+
+def rel(a, b):
+    """Whole-pytree relative L2 difference: what 'equal after training' means on any CPU (issue 15
+    part 4); single near-zero parameters may move with the reduction order."""
+    d = sum(float(jnp.sum((u - v) ** 2)) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return (d / sum(float(jnp.sum(v ** 2)) for v in jax.tree.leaves(b))) ** 0.5
+
+
+ref_run = jax.jit(jax.vmap(client_run))(keys, x, y, mask)
+ref = ref_run.params
 mesh = make_mesh("clients")
-out = jax.jit(sharded_vmap(client, mesh))(keys, x, y, mask)
-worst = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out)))
-print("MAXDIFF", worst)
-assert worst < 1e-5, worst
+out_run = jax.jit(sharded_vmap(client_run, mesh))(keys, x, y, mask)
+np.testing.assert_allclose(out_run.losses, ref_run.losses, rtol=1e-4, atol=1e-5)
+worst = rel(out_run.params, ref)
+print("REL", worst)
+assert worst < 1e-4, worst
 # broadcast (None) arguments are replicated
 f = lambda w, xc: jnp.tanh(xc @ w).sum()
 w = jnp.ones((4, 2))
@@ -47,9 +60,10 @@ np.testing.assert_allclose(jax.jit(sharded_vmap(f, mesh, in_axes=(None, 0)))(w, 
 # for a client axis (training) and a victim-ensemble axis (evaluation of K stacked victims)
 from poisonjax.core.parallel import chunked_vmap
 for c, msh in ((None, mesh), (3, None), (3, mesh), (5, mesh)):
-    got = jax.jit(chunked_vmap(client, chunk=c, mesh=msh))(keys, x, y, mask)
-    d = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)))
-    assert d < 1e-5, (c, d)
+    got = jax.jit(chunked_vmap(client_run, chunk=c, mesh=msh))(keys, x, y, mask)
+    np.testing.assert_allclose(got.losses, ref_run.losses, rtol=1e-4, atol=1e-5)
+    d = rel(got.params, ref)
+    assert d < 1e-4, (c, d)
 victims = ref  # 13 stacked victims
 xe = x[0]
 ens_ref = jax.vmap(m.apply, in_axes=(0, None))(victims, xe)

@@ -32,11 +32,19 @@ def test_vmap_over_keys_equals_separate_runs():
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
     stacked = train_ensemble(init, loss, opt, data, keys, epochs=3, batch_size=8)
     single = jax.jit(lambda k: init_and_train(init, loss, opt, data, k, epochs=3, batch_size=8))
+    # what "vmapped == separate" means on any CPU (issue 15 part 4): the first step's gradients to
+    # float tolerance; after training the losses and the accuracy (not single near-zero parameters)
+    batch = jax.tree.map(lambda a: a[:8], data)
+    grad = jax.grad(lambda p: loss(p, batch, None).mean())
+    g_vm = jax.vmap(lambda k: grad(init(jax.random.split(k)[0])))(keys)
+    acc = lambda p: accuracy(m.apply(p, data["x"]), data["y"])
     for i in range(4):
         one = single(keys[i])
-        for a, b in zip(jax.tree.leaves(ensemble.index(stacked.params, i)), jax.tree.leaves(one.params)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(stacked.losses[i], one.losses, rtol=1e-5, atol=1e-6)
+        g1 = grad(init(jax.random.split(keys[i])[0]))
+        for a, b in zip(jax.tree.leaves(ensemble.index(g_vm, i)), jax.tree.leaves(g1)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(stacked.losses[i], one.losses, rtol=1e-4, atol=1e-5)
+        assert abs(float(acc(ensemble.index(stacked.params, i))) - float(acc(one.params))) <= 1.5 / len(data["y"])
     # victims differ from each other (different seeds) and training reduced the loss
     assert not np.allclose(stacked.losses[0], stacked.losses[1])
     assert float(stacked.losses[:, -3:].mean()) < float(stacked.losses[:, :3].mean())

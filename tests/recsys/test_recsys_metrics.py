@@ -40,7 +40,10 @@ def test_chunked_ensemble_ranker_matches_bruteforce():
         sc = np.asarray(score_all(model, p, jnp.asarray(seqs)))
         for u in range(11):
             cand = [v for v in range(1, V + 1) if v != items[u] and v not in set(hist[u])]
-            assert got[k, u] == sum(sc[u, v] > sc[u, items[u]] for v in cand)
+            # exact unless two scores tie to float precision (chunked and batched programs may
+            # round differently on different CPUs)
+            s0, tol = sc[u, items[u]], 1e-5 * (1.0 + abs(sc[u, items[u]]))
+            assert sum(sc[u, v] > s0 + tol for v in cand) <= got[k, u] <= sum(sc[u, v] > s0 - tol for v in cand)
 
 
 def test_never_interacted():

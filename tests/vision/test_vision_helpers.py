@@ -1,6 +1,6 @@
-"""Unit tests of the gradient-matching engine (poisonjax.core.gradient_matching) and its helpers."""
-import shutil
-
+"""Vision helpers of the gradient-matching attacks: fast conv layers, hashing metrics, Witches' Brew
+problem checks and gradient-norm poison selection (the core engine is tested in
+tests/core/test_gradient_matching.py)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,126 +15,6 @@ from poisonjax.vision.models import FastSmallCNN, MLPNet, PatchConv, SmallCNN, S
 
 MODEL = MLPNet(num_classes=4, hidden=16)
 LOSS = wb.cross_entropy(MODEL.apply)
-
-
-@pytest.fixture(scope="module")
-def problem():
-    k = jax.random.PRNGKey(0)
-    ks = jax.random.split(k, 5)
-    params = jax.vmap(lambda kk: MODEL.init(kk, jnp.zeros((1, 8, 8, 1))))(jax.random.split(ks[0], 2))  # M = 2
-    base = jax.random.uniform(ks[1], (6, 8, 8, 1))
-    base = base.at[0].set(1.0).at[1].set(0.0)  # poisons at the box edges
-    target = jax.random.uniform(ks[2], (1, 8, 8, 1))
-    return gm.GradientMatchingProblem(params, base, jnp.full((6,), 2), target, jnp.array([2]), jnp.float32(0.3))
-
-
-@pytest.fixture(scope="module")
-def crafted(problem):
-    from poisonjax.core.runner import make_chunk_fn
-    attack = gm.gradient_matching_attack(LOSS, steps=15, restarts=3, step_size=0.3, schedule=False)
-    st0 = jax.jit(attack.init)(jax.random.PRNGKey(1), problem)
-    st, _, _ = make_chunk_fn(attack, 15)(st0, problem, jnp.int32(15))
-    return attack, st0, st
-
-
-RESTART_LOSSES = jax.jit(lambda s, p: gm.restart_losses(LOSS, s, p))
-
-
-def test_strict_loss_matches_hand_computation():
-    a = {"w": jnp.array([1.0, 2.0]), "b": jnp.array([[0.5], [-1.0]])}
-    b = {"w": jnp.array([0.0, 1.0]), "b": jnp.array([[2.0], [1.0]])}
-    va, vb = np.array([1, 2, 0.5, -1.0]), np.array([0, 1, 2, 1.0])
-    cos = va @ vb / np.linalg.norm(va) / np.linalg.norm(vb)
-    np.testing.assert_allclose(gm.cosine_alignment_loss(a, b), 1 - cos, rtol=1e-6)
-    alpha = 0.2
-    strict = np.linalg.norm(va - vb) / (np.linalg.norm(va) * np.linalg.norm(vb))
-    np.testing.assert_allclose(gm.strict_alignment_loss(a, b, alpha), (1 - alpha) * (1 - cos) + alpha * strict, rtol=1e-6)
-    # identical gradients: zero loss for every alpha
-    np.testing.assert_allclose(gm.strict_alignment_loss(a, a, 0.3), 0.0, atol=1e-6)
-
-
-def test_projection_keeps_every_poison_within_eps_and_box(problem, crafted):
-    _, st0, st = crafted
-    for s in (st0, st):
-        x = problem.base_images[None] + s.delta
-        assert float(jnp.abs(s.delta).max()) <= float(problem.eps) + 1e-7
-        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-    # the optimiser moves: most coordinates end at the eps boundary or well inside, not all at 0
-    assert float(jnp.abs(st.delta).mean()) > 0.2 * float(problem.eps)
-
-
-def test_crafting_lowers_alignment_loss_and_picks_best_restart(problem, crafted):
-    _, st0, st = crafted
-    l0 = RESTART_LOSSES(st0, problem)
-    l1 = RESTART_LOSSES(st, problem)
-    assert l0.shape == (3,) and float(l1.mean()) < 0.6 * float(l0.mean())
-    delta, i, losses = jax.jit(lambda s, p: gm.select_best(LOSS, s, p))(st, problem)
-    assert int(i) == int(jnp.argmin(losses))
-    np.testing.assert_array_equal(delta, st.delta[int(i)])
-
-
-def test_restarts_are_independent_runs(problem):
-    """Restart r of a vmapped R-restart state equals an R=1 run started from the same delta."""
-    big = gm.gradient_matching_attack(LOSS, steps=4, restarts=2)
-    one = gm.gradient_matching_attack(LOSS, steps=4, restarts=1)
-    sb = jax.jit(big.init)(jax.random.PRNGKey(3), problem)
-    so = jax.jit(one.init)(jax.random.PRNGKey(4), problem)
-    so = so._replace(delta=sb.delta[1:2])
-    # same augmentation-free objective, so the keys do not matter
-    bs, os_ = jax.jit(big.step), jax.jit(one.step)
-    for _ in range(4):
-        sb, so = bs(sb, problem), os_(so, problem)
-    np.testing.assert_allclose(sb.delta[1], so.delta[0], atol=1e-6)
-
-
-def test_craft_resume_equals_uninterrupted(problem, tmp_path):
-    kw = dict(steps=6, key=jax.random.PRNGKey(5), restarts=2, chunk_size=3, progress=False)
-    full = gm.craft(LOSS, problem, workdir=tmp_path / "a", **kw)
-    gm.craft(LOSS, problem, workdir=tmp_path / "b", **kw)
-    shutil.rmtree(tmp_path / "b" / "checkpoints" / "6")  # "killed" after step 3
-    resumed = gm.craft(LOSS, problem, workdir=tmp_path / "b", **kw)
-    np.testing.assert_array_equal(full.delta, resumed.delta)
-
-
-def test_augment_is_a_pixel_selection():
-    x = jax.random.uniform(jax.random.PRNGKey(0), (5, 6, 6, 2))
-    np.testing.assert_array_equal(gm.augment(jax.random.PRNGKey(1), x, flip=False, crop=0), x)
-    y = gm.augment(jax.random.PRNGKey(1), x, flip=True, crop=0)
-    for i in range(5):
-        assert np.allclose(y[i], x[i]) or np.allclose(y[i], x[i, :, ::-1])
-    g = jax.grad(lambda z: gm.augment(jax.random.PRNGKey(2), z, crop=2).sum())(x)
-    assert g.shape == x.shape and float(g.max()) <= 1.0 and float(g.sum()) > 0
-
-
-def test_poisoned_images_adds_deltas_at_indices():
-    x = jnp.zeros((5, 2, 2, 1))
-    d = jnp.ones((2, 2, 2, 1)) * jnp.array([0.1, 0.2])[:, None, None, None]
-    out = gm.poisoned_images(x, jnp.array([3, 1]), d)
-    np.testing.assert_allclose(out[:, 0, 0, 0], [0, 0.2, 0, 0.1, 0])
-    out = gm.poisoned_images(x, jnp.array([3, -1]), d)  # -1 = unused slot
-    np.testing.assert_allclose(out[:, 0, 0, 0], [0, 0, 0, 0.1, 0])
-
-
-def test_chunked_victims_equal_one_vmap():
-    """map_victims over chunks of 2 (with a ragged last chunk) trains the same victims as one vmap."""
-    import optax
-    k = jax.random.split(jax.random.PRNGKey(3), 3)
-    xtr = jax.random.uniform(k[0], (24, 8, 8, 1))
-    ytr = jnp.arange(24) % 4
-    v = 5
-    pidx = jnp.tile(jnp.array([[0, 4]]), (v, 1))
-    pdelta = 0.1 * jax.random.normal(k[1], (v, 2, 8, 8, 1))
-    kw = dict(epochs=2, batch_size=8, poison_index=pidx, poison_delta=pdelta, target_x=xtr[:v],
-              adv_label=jnp.arange(v) % 4, test_x=xtr, test_y=ytr)
-    init = lambda kk: MODEL.init(kk, xtr[:1])
-    keys = jax.random.split(k[2], v)
-    full = gm.victim_success(init, MODEL.apply, optax.adam(0.01), xtr, ytr, keys, **kw)
-    part = gm.victim_success(init, MODEL.apply, optax.adam(0.01), xtr, ytr, keys, chunk=2, **kw)
-    for name in full:
-        np.testing.assert_allclose(np.asarray(full[name], np.float32), np.asarray(part[name], np.float32),
-                                   rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="chunk"):
-        gm.map_victims(lambda a: a, (keys,), chunk=0)
 
 
 def test_fast_models_equal_flax_conv():
@@ -188,21 +68,20 @@ def test_bad_inputs_raise_clear_errors(kwargs, match):
     if args["adv_classes"] == "same":
         args["adv_classes"] = [int(y[3])]
     with pytest.raises(PoisonJaxInputError, match=match):
-        wb.witches_brew_problem(None, x, y, x, y, 4, key=jax.random.PRNGKey(0), **args)
+        wb.witches_brew_problem(None, x, y, x, y, 4, key=jax.random.PRNGKey(0), allow_test_labels=True, **args)
 
 
 def test_bad_images_raise_clear_errors():
     y = np.arange(20) % 4
     good = np.random.default_rng(0).random((20, 8, 8, 1)).astype(np.float32)
-    kw = dict(target_indices=[3], adv_classes=[0], budget=0.1, eps=8 / 255, key=jax.random.PRNGKey(0))
+    kw = dict(target_indices=[3], adv_classes=[0], budget=0.1, eps=8 / 255, key=jax.random.PRNGKey(0),
+              allow_test_labels=True)
     with pytest.raises(PoisonJaxInputError, match=r"\[0, 1\]"):
         wb.witches_brew_problem(None, good * 255, y, good, y, 4, **kw)
     with pytest.raises(PoisonJaxInputError, match="NHWC"):
         wb.witches_brew_problem(None, good.transpose(0, 3, 1, 2).repeat(3, 1), y, good, y, 4, **kw)
     with pytest.raises(PoisonJaxInputError, match="channel axis"):
         wb.witches_brew_problem(None, good[..., 0], y, good, y, 4, **kw)
-    with pytest.raises(PoisonJaxInputError, match="steps"):
-        gm.gradient_matching_attack(LOSS, steps=0)
 
 
 def test_gradient_norm_poison_selection():
@@ -212,7 +91,7 @@ def test_gradient_norm_poison_selection():
     x = jax.random.uniform(jax.random.PRNGKey(1), (7, 8, 8, 1))
     y = jnp.array([0, 1, 2, 3, 0, 1, 0])
     got = np.asarray(wb.gradient_norms(LOSS, params, x, y, batch_size=3))
-    ref = [np.mean([float(gm.tree_norm(jax.grad(lambda q: LOSS(q, x[i:i + 1], y[i:i + 1]).sum())(
+    ref = [np.mean([float(gm.tree_norm(jax.grad(lambda q: LOSS(q, {"x": x[i:i + 1], "y": y[i:i + 1]}, None).sum())(
         jax.tree.map(lambda a: a[m], params)))) for m in range(2)]) for i in range(7)]
     np.testing.assert_allclose(got, ref, rtol=1e-5)
     norms = np.array([0.1, 5, 0, 0, 0.9, 1, 0.5])
@@ -220,3 +99,23 @@ def test_gradient_norm_poison_selection():
     np.testing.assert_array_equal(idx, [[4, 6], [1, 5]])
     with pytest.raises(PoisonJaxInputError, match="budget"):
         wb.choose_poisons(jax.random.PRNGKey(0), np.asarray(y), [3], 2, norms=norms)
+
+
+def test_attacks_cannot_see_test_labels_without_the_flag():
+    """Issue 15 part 1 (vision): Witches' Brew and PADHASH problems refuse test labels unless
+    allow_test_labels=True; without them they still build (targets checked by index only)."""
+    from poisonjax.vision import padhash as ph
+    x = np.random.default_rng(0).random((20, 8, 8, 1)).astype(np.float32)
+    y = np.arange(20) % 4
+    kw = dict(budget=0.1, eps=8 / 255, key=jax.random.PRNGKey(0))
+    with pytest.raises(PoisonJaxInputError, match="y_test.*allow_test_labels"):
+        wb.witches_brew_problem(None, x, y, x, y, 4, target_indices=[3], adv_classes=[0], **kw)
+    with pytest.raises(PoisonJaxInputError, match="y_test.*allow_test_labels"):
+        ph.padhash_problem(None, x, y, x, y, 4, trigger_indices=[3], target_classes=[0], **kw)
+    problem, pidx = wb.witches_brew_problem(None, x, y, x, None, 4, target_indices=[3], adv_classes=[0], **kw)
+    assert problem.target_labels.tolist() == [[0]] and pidx.shape == (1, 2)
+    problem, _ = ph.padhash_problem(None, x, y, x, None, 4, trigger_indices=[3], target_classes=[0], **kw)
+    assert problem.target_labels.tolist() == [[0]]
+    with pytest.raises(PoisonJaxInputError, match="target_index"):
+        wb.witches_brew_problem(None, x, y, x, None, 4, target_indices=[99], adv_classes=[0], **kw)
+    wb.witches_brew_problem(None, x, y, x, y, 4, target_indices=[3], adv_classes=[0], allow_test_labels=True, **kw)
