@@ -113,7 +113,8 @@ def gaussian_sigma(eps, delta: float, sensitivity=1.0, mechanism: str = "classic
 def clip_l2(x, max_norm, axis=-1):
     r"""Per-sample L2 clipping :math:`x \min(1, \Delta/\lVert x\rVert_2)` along ``axis``
     (``x [..., D]``; every vector over the other axes is clipped separately)."""
-    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+    # + tiny inside the sqrt keeps the gradient finite (0) at x = 0 (e.g. an all-blank image strip)
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True) + 1e-24)
     return x * jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
 
 
