@@ -36,7 +36,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.transfer_families = (("famE", 40, 10, 10, 1.0), ("famF", 40, 11, 11, 0.9), ("famG", 40, 12, 12, 0.8))
     c.train = ml_collections.ConfigDict(dict(steps=800 if quick else 2000, learning_rate=3e-3, batch_size=64,
                                              layers=2, heads=2))
-    c.lora = ml_collections.ConfigDict(dict(rank=4, alpha=8.0, steps=150 if quick else 300, learning_rate=5e-3,
+    c.lora = ml_collections.ConfigDict(dict(rank=4, alpha=8.0, steps=150 if quick else 300, learning_rate=1e-2,
                                             batch_size=32))
     c.implant_sizes = (25, 50, 100, 200)
     c.n_targets = 2 if quick else 5     # implant replicates: (model, topic) targets per size
