@@ -79,7 +79,8 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     if pc.init == "meta_self":
         res = _run_greedy(config, prob, cfg, key, wd)
         warm = A.state_to_adj(res.state)
-        sp.save_npz(wd / "warm_start_adj.npz", sp.csr_matrix(warm, dtype=np.float32))  # reusable as pgd.init
+        if study.is_main_process():  # only process 0 writes files
+            sp.save_npz(wd / "warm_start_adj.npz", sp.csr_matrix(warm, dtype=np.float32))  # reusable as pgd.init
         init_flips = A.diff_flips(g.adj, warm)
         extra["greedy_seconds"], extra["greedy_resumed_from_step"] = res.seconds, res.resumed_from
         n_meta = int(np.ceil(int(res.state.n_flips) / cfg.flips_per_step))
@@ -231,7 +232,8 @@ def run(config, workdir) -> dict:
     if attack_seconds is None:
         attack_seconds = time.time() - t0
     info = A.check_perturbation(g.adj, pert, budget)
-    sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
+    if study.is_main_process():  # only process 0 writes files
+        sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
 
     keys = jax.random.split(k_eval, config.n_victims)
     pad = int(g.adj.nnz + n + 2 * budget)
