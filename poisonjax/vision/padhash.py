@@ -77,11 +77,11 @@ def hash_victims(init_fn: Callable, apply_fn: Callable, hash_loss: Callable, opt
     given, :func:`poisonjax.core.parallel.chunked_vmap` via ``map_victims``) and evaluate retrieval.
 
     Args:
-      init_fn ``key -> params``; apply_fn ``(params, x) -> h [B, K]``; hash_loss
-      ``(params, {"x", "y"}, key) -> [B]`` (:func:`poisonjax.vision.hashing.hashing_loss`).
+      init_fn, apply_fn, hash_loss: ``key -> params``; ``(params, x) -> h [B, K]``;
+        ``(params, {"x", "y"}, key) -> [B]`` (:func:`poisonjax.vision.hashing.hashing_loss`).
       train_x ``[N,H,W,C]``, train_y ``[N]``: the clean training set (also the database).
-      keys ``[V, 2]``; poison_index ``[V, P]``; poison_delta ``[V, P, H, W, C]``;
-      trigger_x ``[V, H, W, C]``; target_label ``[V]``.
+      keys, poison_index, poison_delta: ``[V, 2]``; ``[V, P]``; ``[V, P, H, W, C]``.
+      trigger_x, target_label: ``[V, H, W, C]``; ``[V]``.
       query_x ``[Q, H, W, C]``, query_y ``[Q]``: ordinary clean queries for mAP.
 
     Returns:

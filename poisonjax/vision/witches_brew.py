@@ -123,7 +123,7 @@ def witches_brew_problem(surrogate_params, x_train, y_train, x_test, y_test, num
 
     Args:
       surrogate_params: stacked surrogate classifiers ``[M, ...]``.
-      x_train ``[N,H,W,C]``/x_test in [0, 1]; y_train ``[N]`` int labels.
+      x_train, x_test, y_train: images ``[N,H,W,C]`` in [0, 1] (train and test); int labels ``[N]``.
       y_test: ``None`` (default: the attacker sees no test labels); test labels only with
         ``allow_test_labels=True`` (used to check that each adversarial class differs from the
         target's true class).
