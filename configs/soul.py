@@ -54,6 +54,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.soul.blend_alpha = 0.0
     c.soul.finetune_rounds = 5                     # R (also fine-tuning-only's and PGA's post-training)
     c.soul.importance_reference = "clients"        # clients | server (proxy set)
+    c.soul.eps_relative = 0.1                      # ratio floor, relative to the layer's mean retain activation
     # the grid p in {1, 2, 5, 10}%, alpha in {0.3, 0.5, 0.7}, extended by p in {20, 30, 50}%, alpha = 0
     c.sweep_prune_fractions = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
     c.sweep_blend_alphas = (0.0, 0.3, 0.5, 0.7)

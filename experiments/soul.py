@@ -81,7 +81,8 @@ def _validate(c):
 
 def _soul_cfg(c, **over):
     kw = dict(prune_fraction=c.soul.prune_fraction, blend_alpha=c.soul.blend_alpha,
-              finetune_rounds=c.soul.finetune_rounds, importance_reference=c.soul.importance_reference)
+              finetune_rounds=c.soul.finetune_rounds, importance_reference=c.soul.importance_reference,
+              eps_relative=c.soul.eps_relative)
     kw.update(over)
     return U.SoULConfig(**kw)
 
@@ -112,8 +113,13 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
     seed = config.seed
     dt = config.federaser.delta_t
     t0 = time.time()
+    train_keys = ("dataset", "model", "hidden", "channels", "num_clients", "rounds", "local_epochs", "batch_size",
+                  "local_lr", "aux_size", "max_client_size", "malicious_fraction", "backdoor_target",
+                  "backdoor_fraction", "trigger_size", "forget_client", "seed")
+    tcfg = {k: config.to_dict()[k] for k in train_keys} | {"scenario": scenario, "partition": partition_spec,
+                                                          "delta_t": dt}
     orig = U.train_original(sim, sc.data, config.rounds, delta_t=dt, seed=seed, workdir=runs / "original",
-                            config=config.to_dict(), train_fn=tf)
+                            config=tcfg, train_fn=tf)
     base = {"dataset": config.dataset, "scenario": scenario, "partition": part,
             "dirichlet_alpha": dalpha if part == "dirichlet" else None, "n_clients": config.num_clients,
             "forget_clients": sc.forget_ids.tolist(), "seed": seed}

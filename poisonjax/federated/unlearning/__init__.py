@@ -18,11 +18,11 @@ from poisonjax.federated.unlearning.metrics import evaluate, example_losses, mia
 from poisonjax.federated.unlearning.scenario import (SCENARIOS, HistoryState, OriginalRun, Scenario, UnlearningModel,
                                                      check_forget_ids, continue_from, make_model, make_scenario,
                                                      pooled, subset_clients, train_original)
-from poisonjax.federated.unlearning.soul import (SoULConfig, SoULResult, blend, client_unit_stats, server_unit_stats,
-                                                 soul_masks, soul_unlearn)
+from poisonjax.federated.unlearning.soul import (SoULConfig, SoULResult, blend, client_unit_stats, importance_scores,
+                                                 server_unit_stats, soul_masks, soul_unlearn)
 
 __all__ = ["MethodResult", "PGAConfig", "federaser", "finetune_only", "projected_gradient_ascent", "reference_model",
            "retrain", "Cost", "forward_flops", "model_bytes", "num_params", "evaluate", "example_losses", "mia_auc",
            "roc_auc", "SCENARIOS", "HistoryState", "OriginalRun", "Scenario", "UnlearningModel", "check_forget_ids",
            "continue_from", "make_model", "make_scenario", "pooled", "subset_clients", "train_original", "SoULConfig",
-           "SoULResult", "blend", "client_unit_stats", "server_unit_stats", "soul_masks", "soul_unlearn"]
+           "SoULResult", "blend", "client_unit_stats", "importance_scores", "server_unit_stats", "soul_masks", "soul_unlearn"]
