@@ -3,7 +3,7 @@
 Variants:
 
 * ``quick`` -- scikit-learn ``digits`` upsampled to 16x16 (1,347 train / 450 test images, ships with
-  scikit-learn), a two-conv CNN with BatchNorm (``bn_cnn``, 16/32 channels), K=2 victims, short
+  scikit-learn), a two-conv CNN with BatchNorm (``bn_cnn``, 8/16 channels), K=2 victims, short
   training (``narrow_resnet`` is available but about 10x slower on a CPU).
   Minutes on a laptop CPU (much longer on a shared, loaded machine).
 * ``paper`` -- CIFAR-10 ``cifar10_jpeg_20k`` (10,000 train, 10,000 test), PreAct-ResNet-18, K=2,
@@ -35,14 +35,14 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.n_train = 0                       # 0: all training images of the dataset
     c.n_victims = 2
     c.model = "bn_cnn" if quick else "preact_resnet18"   # | narrow_resnet | small_cnn
-    c.width = 16 if quick else 64       # base width (bn_cnn: channels (w, 2w); narrow_resnet: (w, 2w, 4w))
+    c.width = 8 if quick else 64        # base width (bn_cnn: channels (w, 2w); narrow_resnet: (w, 2w, 4w))
     c.target_class = 0
     c.clean_fraction = 0.05             # defender's clean data, as a fraction of the training-set size,
     #                                     taken from the test split (evaluation uses the rest)
     c.attacks = ALL_ATTACKS
     c.defenses = ("none",) + DETECTORS + REPAIRS
     c.train = ml_collections.ConfigDict(dict(
-        epochs=20 if quick else 60, batch_size=64 if quick else 128, learning_rate=0.05 if quick else 0.1,
+        epochs=10 if quick else 60, batch_size=64 if quick else 128, learning_rate=0.05 if quick else 0.1,
         weight_decay=5e-4, augment=not quick))
     r = 0.05 if quick else 0.10         # dirty-label rate (BackdoorBench: 10%)
     c.attack_params = ml_collections.ConfigDict(dict(

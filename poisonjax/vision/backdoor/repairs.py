@@ -11,7 +11,8 @@ they trace).
   (``W_k`` reshaped to ``[C_in, k_h k_w]``); channels with :math:`\mathrm{UCLC}_k > \mu + u\,s` (layer
   mean and std, ``u=3``) are pruned (BatchNorm scale and shift set to 0). No data.
 * :func:`neural_cleanse` -- Wang et al., S&P 2019: per class :math:`t` (all classes at once, ``vmap``)
-  reverse-engineer a trigger :math:`\min_{m,p} \mathrm{CE}(f((1-m)x + m p), t) + \lambda \|m\|_1`;
+  reverse-engineer a trigger :math:`\min_{m,p} \mathrm{CE}(f((1-m)x + m p), t) + \lambda \|m\|_1`
+  (adaptive :math:`\lambda`);
   the MAD anomaly index of the mask norms flags classes with index > 2 below the median; unlearning
   fine-tunes on clean data where ``unlearn_fraction`` of each batch carries the flagged class's
   reversed trigger with the *correct* labels. Unchanged model when no class is flagged.
@@ -167,12 +168,15 @@ def clp(module, variables, *, u: float = 3.0, pairs: Optional[Sequence[Tuple[str
 # ------------------------------------------------------------------ Neural Cleanse ------------
 
 def reverse_engineer_triggers(module, variables, x_clean, key, num_classes: int, *, steps: int = 300,
-                              batch_size: int = 64, lam: float = 1e-3, learning_rate: float = 0.1):
+                              batch_size: int = 64, lam: float = 1e-3, learning_rate: float = 0.1,
+                              lam_factor: float = 1.05, target_success: float = 0.99):
     r"""Neural Cleanse's trigger search for every class at once (``vmap`` over classes):
     :math:`m = \sigma(\mu)\in(0,1)^{H\times W\times 1}`, :math:`p = \sigma(\pi)\in(0,1)^{H\times W\times C}`,
     minimise :math:`\mathrm{CE}(f((1-m)\odot x + m\odot p), t) + \lambda\|m\|_1` with Adam over
-    ``steps`` random clean batches. Simplified: fixed :math:`\lambda` (the paper adapts it to reach a
-    target attack success rate). Returns ``(masks [C, H, W, 1], patterns [C, H, W, C_in])``."""
+    ``steps`` random clean batches. :math:`\lambda` starts at ``lam`` and, as in the paper, adapts:
+    multiplied by ``lam_factor`` after a step whose batch reaches ``target_success`` attack success,
+    divided by it otherwise (the paper changes it every few epochs by factors 2 / 2^1.5; here per
+    step). Returns ``(masks [C, H, W, 1], patterns [C, H, W, C_in])``."""
     n, h, w, c = x_clean.shape
     opt = optax.adam(learning_rate)
 
@@ -181,7 +185,7 @@ def reverse_engineer_triggers(module, variables, x_clean, key, num_classes: int,
         s = opt.init(theta)
 
         def step(carry, kk):
-            th, st = carry
+            th, st, lm = carry
             idx = jax.random.randint(kk, (batch_size,), 0, n)
             xb = x_clean[idx]
 
@@ -189,13 +193,14 @@ def reverse_engineer_triggers(module, variables, x_clean, key, num_classes: int,
                 m, p = jax.nn.sigmoid(th_["m"]), jax.nn.sigmoid(th_["p"])
                 lg = _logits(module, variables, (1 - m) * xb + m * p)
                 ce = optax.softmax_cross_entropy_with_integer_labels(lg, jnp.full((batch_size,), t)).mean()
-                return ce + lam * m.sum()
+                return ce + lm * m.sum(), jnp.mean(jnp.argmax(lg, -1) == t)
 
-            g = jax.grad(loss)(th)
+            (_, succ), g = jax.value_and_grad(loss, has_aux=True)(th)
             upd, st = opt.update(g, st, th)
-            return (optax.apply_updates(th, upd), st), None
+            lm = jnp.clip(jnp.where(succ >= target_success, lm * lam_factor, lm / lam_factor), 1e-5, 10.0)
+            return (optax.apply_updates(th, upd), st, lm), None
 
-        (th, _), _ = jax.lax.scan(step, (theta, s), jax.random.split(k, steps))
+        (th, _, _), _ = jax.lax.scan(step, (theta, s, jnp.asarray(lam, jnp.float32)), jax.random.split(k, steps))
         return jax.nn.sigmoid(th["m"]), jax.nn.sigmoid(th["p"])
 
     return jax.vmap(one)(jnp.arange(num_classes), jax.random.split(key, num_classes))
