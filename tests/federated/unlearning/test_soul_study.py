@@ -1,0 +1,58 @@
+"""The soul study: config checks (fast) and a tiny end-to-end run (slow)."""
+import json
+
+import pytest
+
+from configs.soul import get_config
+from experiments import soul as E
+from poisonjax.core.validation import PoisonJaxInputError
+
+
+@pytest.mark.parametrize("key,value,word", [
+    ("partitions", ("iid", "dirichlet:-1"), "dirichlet_alpha"),
+    ("partitions", ("zipf",), "config.partitions"),
+    ("scenarios", ("poison_everyone",), "config.scenarios"),
+    ("forget_client", 99, "config.forget_client"),
+    ("sweep_prune_fractions", (0.1, 1.5), "config.sweep_prune_fractions"),
+    ("sweep_blend_alphas", (-0.1,), "config.sweep_blend_alphas"),
+])
+def test_study_config_errors(key, value, word):
+    c = get_config("quick")
+    setattr(c, key, value)
+    with pytest.raises(PoisonJaxInputError, match=word):
+        E._validate(c)
+
+
+@pytest.mark.parametrize("key,value,word", [("prune_fraction", 1.2, "prune_fraction"),
+                                            ("blend_alpha", -0.2, "blend_alpha")])
+def test_study_soul_config_errors(key, value, word):
+    c = get_config("quick")
+    setattr(c.soul, key, value)
+    with pytest.raises(PoisonJaxInputError, match=word):
+        E._validate(c)
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end(tmp_path):
+    c = get_config("quick")
+    c.rounds = 8
+    c.num_clients = 6
+    c.malicious_fraction = 0.34
+    c.scenarios = ("backdoor",)
+    c.partitions = ("iid",)
+    c.sweep_prune_fractions = (0.1,)
+    c.sweep_blend_alphas = (0.0, 0.5)
+    c.soul.finetune_rounds = 2
+    res = E.run(c, tmp_path)
+    methods = {r["method"] for r in res["rows"]}
+    assert methods == set(E.METHOD_ORDER)
+    for r in res["rows"]:
+        for k in ("scenario", "partition", "method", "retain_accuracy", "forget_accuracy", "asr", "mia_auc"):
+            assert k in r
+    assert len(res["sweep_rows"]) == 2
+    assert (tmp_path / "report.md").exists() and (tmp_path / "methods.png").exists()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["rows"] == json.loads(json.dumps(res["rows"]))
+    # rerunning the same workdir reuses the cached cell
+    again = E.run(c, tmp_path)
+    assert again["rows"] == on_disk["rows"]
