@@ -17,8 +17,11 @@ One round :math:`t` (FedAvg family, McMahan et al. 2017; server optimisers of Re
 
 Per-client randomness is ``fold_in(round_key, client_id)``, so results do not depend on how clients
 are sharded or chunked. A round is one ``step`` of an :class:`~poisonjax.core.types.AttackOptimizer`,
-so :func:`run_simulation` goes through :func:`poisonjax.core.runner.run` (lax.scan chunks of rounds,
-progress bar, metrics.jsonl, orbax checkpoints, resume).
+so :func:`run_simulation` (and :func:`run_rounds`) go through :func:`poisonjax.core.runner.run`
+(progress bar, metrics.jsonl, orbax checkpoints every few rounds, resume mid-run after a kill): either
+as ``lax.scan`` chunks of whole rounds, or -- with a shared ``train_fn`` (a grid of aggregators x
+attacks on one model) -- as the runner's host loop over two compiled halves of a round, so local
+training compiles once for the grid.
 
 Quick use::
 
