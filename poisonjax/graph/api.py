@@ -59,7 +59,11 @@ def _budget(budget, a) -> int:
     if isinstance(budget, (int, np.integer)):
         check_positive_int("budget", int(budget))
         return int(budget)
-    return budget_from_rate(float(budget), int(sp.triu(a, 1).nnz), n * (n - 1) // 2)
+    rate = float(budget)
+    if not 0.0 < rate <= 1.0:
+        raise PoisonJaxInputError(f"budget must be an int (flips) or a float in (0, 1] (fraction of edges), "
+                                  f"got {budget!r}")
+    return budget_from_rate(rate, int(sp.triu(a, 1).nnz), n * (n - 1) // 2)
 
 
 def _same_kind(pert: sp.spmatrix, like):
@@ -151,7 +155,7 @@ def meta_pgd(adj, features, labels, idx_train, budget: Budget, *, idx_val=None, 
 
 def prbcd(adj, features, labels, idx_train, budget: Budget, *, idx_unlabeled=None, self_labels=None,
           allow_test_labels: bool = False, epochs: int = 100, block_size: Optional[int] = None,
-          inner_steps: int = 20, lr_factor: float = 1.0, seed: int = 0, progress: bool = False, workdir=None):
+          inner_steps: int = 20, lr_factor: float = 0.1, seed: int = 0, progress: bool = False, workdir=None):
     r"""PR-BCD (Geisler et al., NeurIPS 2021) with a Meta-Self poisoning loss in one call: returns the
     poisoned adjacency ``[N, N]`` in :math:`O(|E| + \text{block})` memory (never densified).
 
@@ -160,7 +164,9 @@ def prbcd(adj, features, labels, idx_train, budget: Budget, *, idx_unlabeled=Non
     :math:`\mathcal L(p)` = the attack loss after ``inner_steps`` unrolled SGD steps of a linearised GCN on
     :math:`A(p)`, resampling the candidates whose weight vanished, then keeps the best of the top-:math:`B`
     and a few Bernoulli draws (:mod:`poisonjax.graph.attacks.prbcd`). Node pairs are int32 codes, so
-    :math:`N \le 46{,}340`."""
+    :math:`N \le 46{,}340`. The step is :math:`\text{lr\_factor}\cdot B/\sqrt{t+1}` along the unit gradient;
+    ``lr_factor=0.1`` was the best of 1 / 0.1 / 0.02 on a 150-node SBM at a 25% budget (GCN accuracy 0.80 /
+    0.30 / 0.57, random flips 0.79); it is not tuned on large graphs."""
     a, x, y, tr = _prepare(adj, features, labels, idx_train)
     n = a.shape[0]
     b = _budget(budget, a)

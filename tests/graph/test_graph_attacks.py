@@ -164,7 +164,7 @@ def test_metattack_study_writes_outputs(tmp_path):
     from configs.metattack import get_config
     from experiments.metattack import run
     c = get_config("quick")
-    c.rate, c.flips_per_step, c.inner_steps, c.n_seeds, c.progress = 0.002, 5, 5, 1, False
+    c.rate, c.flips_per_step, c.inner_steps, c.n_victims, c.progress = 0.002, 5, 5, 1, False
     c.gcn.epochs = 20
     r = run(c, tmp_path)
     assert r["n_perturbations"] == 10 and r["test_acc_reference"] is None
@@ -180,7 +180,7 @@ def test_meta_pgd_study_resumes_and_reports(tmp_path):
     from configs.metattack import get_config
     from experiments.metattack import run
     c = get_config("quick")
-    c.attack, c.rate, c.flips_per_step, c.inner_steps, c.n_seeds, c.progress = "meta_pgd", 0.002, 5, 5, 1, False
+    c.attack, c.rate, c.flips_per_step, c.inner_steps, c.n_victims, c.progress = "meta_pgd", 0.002, 5, 5, 1, False
     c.gcn.epochs = 20
     c.pgd.steps, c.pgd.samples, c.pgd.select_seeds = 3, 2, 1
     r = run(c, tmp_path)

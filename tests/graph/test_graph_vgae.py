@@ -77,7 +77,7 @@ def test_vgae_study_writes_outputs(tmp_path):
     from experiments.vgae_attack import run
     c = get_config("quick")
     c.attacks = ("meta_self", "random", "dice")
-    c.inner_steps, c.n_seeds, c.progress = 20, 1, False
+    c.inner_steps, c.n_victims, c.progress = 20, 1, False
     c.victim.epochs = 20
     r = run(c, tmp_path)
     for f in ("results.json", "config.json", "perturbed_adj.npz", "auc_vs_rate.png", "report.md"):
