@@ -64,6 +64,7 @@ def _federation(c, x, y, xte, yte, noise_party=-1):
         val_size=c.val_size, noise_party=noise_party, cost_scale=c.cost_scale, seed=c.seed,
         batch_size=c.batch_size, val_batch=c.val_batch, lr=c.lr, momentum=c.momentum, mechanism=c.mechanism,
         delta=c.delta, clip_norm=c.clip_norm, eps_min=c.eps_min, eps_max=c.eps_max, eps_lr=c.eps_lr, fd_h=c.fd_h,
+        eps_warmup=c.eps_warmup,
         alpha=c.alpha, beta=c.beta, tau=c.tau, drop_mode=c.drop_mode)
 
 

@@ -66,7 +66,9 @@ class Top(nn.Module):
 
 class VFLSpec(NamedTuple):
     """Static (hashable) settings of a vertical federation. ``drop_mode``: "zero" | "mean"
-    (how the LOO drops a party); ``mechanism``: "classic" | "analytic" Gaussian."""
+    (how the LOO drops a party); ``mechanism``: "classic" | "analytic" Gaussian; ``eps_warmup``: rounds before
+    the parties start moving eps (before the model has learned anything every LOO contribution is ~0 and the
+    privacy term alone would drive every eps to ``eps_min``)."""
 
     num_parties: int
     d_max: int
@@ -90,6 +92,7 @@ class VFLSpec(NamedTuple):
     tau: float = 1.0
     drop_mode: str = "zero"
     trigger_value: float = 1.0
+    eps_warmup: int = 0
 
 
 class VFLProblem(NamedTuple):
@@ -119,13 +122,14 @@ class VFLProblem(NamedTuple):
 
 class VFLState(NamedTuple):
     """``params {"bottom": stacked [P, ...], "top": ...}``, ``opt_state``, ``key``, ``eps [P]``, ``aux``
-    (this round's loss, contributions, rewards, utilities, budget sum, bytes)."""
+    (this round's loss, contributions, rewards, utilities, budget sum, bytes), ``round`` (int32)."""
 
     params: Any
     opt_state: Any
     key: Any
     eps: Any
     aux: Any
+    round: Any
 
 
 def _models(spec: VFLSpec):
@@ -178,7 +182,7 @@ def round_bytes(spec: VFLSpec, with_opus: bool) -> int:
     return 4 * n
 
 
-def opus_round(spec: VFLSpec, params, eps, key, pb: VFLProblem):
+def opus_round(spec: VFLSpec, params, eps, key, pb: VFLProblem, rnd=None):
     """Step 5 of the module docstring on one validation batch. Returns ``(new_eps, aux dict)``."""
     kv, kz = jax.random.split(key)
     vidx = jax.random.randint(kv, (spec.val_batch,), 0, pb.yv.shape[0])
@@ -204,8 +208,9 @@ def opus_round(spec: VFLSpec, params, eps, key, pb: VFLProblem):
     rewards = jnp.where(pb.equal > 0, inc.equal_split(pb.passive, spec.tau), opus_r)
     grad_u = inc.reward_eps_gradient(raw, s, dc, pb.cost, eps, pb.passive, spec.alpha, spec.beta,
                                      spec.clip_norm, spec.tau)
+    warm = 1.0 if rnd is None else (rnd >= spec.eps_warmup).astype(jnp.float32)
     new_eps = inc.epsilon_step(eps, grad_u, pb.passive, spec.eps_lr, spec.eps_min, spec.eps_max,
-                               pb.adaptive * pb.dp_on)
+                               pb.adaptive * pb.dp_on * warm)
     aux = {"val_loss": losses[0], "contrib": contrib, "rewards": rewards, "utility": rewards - pb.cost * pb.passive,
            "budget_sum": jnp.sum(rewards), "dc_deps": dc}
     return new_eps, aux
@@ -247,10 +252,10 @@ def make_step(spec: VFLSpec):
         grads = {"bottom": g_bottom, "top": g_top}
         updates, opt_state = tx.update(grads, state.opt_state, params)
         params = optax.apply_updates(params, updates)
-        new_eps, aux = opus_round(spec, params, state.eps, ko, pb)
+        new_eps, aux = opus_round(spec, params, state.eps, ko, pb, state.round)
         acc = jnp.mean(jnp.argmax(top_logits(spec, params["top"], sent), -1) == yb)
         aux = dict(aux, loss=loss, batch_accuracy=acc, eps=state.eps)
-        return VFLState(params, opt_state, key, new_eps, aux)
+        return VFLState(params, opt_state, key, new_eps, aux, state.round + 1)
 
     return step
 
@@ -272,7 +277,8 @@ def make_vfl(spec: VFLSpec) -> AttackOptimizer:
     def init(key, pb: VFLProblem) -> VFLState:
         kp, ks = jax.random.split(key)
         params = init_params(spec, kp)
-        return VFLState(params, tx.init(params), ks, jnp.asarray(pb.eps0, jnp.float32), _empty_aux(spec.num_parties))
+        return VFLState(params, tx.init(params), ks, jnp.asarray(pb.eps0, jnp.float32), _empty_aux(spec.num_parties),
+                        jnp.int32(0))
 
     def metrics(state: VFLState, pb: VFLProblem):
         a = state.aux

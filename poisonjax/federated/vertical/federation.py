@@ -57,6 +57,8 @@ def check_privacy_args(spec: E.VFLSpec, eps0=None) -> None:
         raise PoisonJaxInputError(f"clip_norm (Delta) must be > 0, got {spec.clip_norm}")
     if not (np.isfinite(spec.tau) and spec.tau >= 0):
         raise PoisonJaxInputError(f"tau (the reward budget) must be >= 0, got {spec.tau}")
+    if int(spec.eps_warmup) < 0:
+        raise PoisonJaxInputError(f"eps_warmup must be >= 0 rounds, got {spec.eps_warmup}")
     if spec.drop_mode not in ("zero", "mean"):
         raise PoisonJaxInputError(f"drop_mode must be 'zero' or 'mean', got {spec.drop_mode!r}")
 
