@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 
 import jax
 import numpy as np
@@ -74,7 +75,8 @@ def run(config, workdir) -> dict:
         by_rate[r] = {}
         for name in config.attacks:
             t0 = time.time()
-            ka = jax.random.fold_in(k_att, hash(name) % (2 ** 31))
+            # a stable per-attack key (Python's str hash is salted per process, which made every run differ)
+            ka = jax.random.fold_in(k_att, zlib.crc32(name.encode()) % (2 ** 31))
             if name.startswith(("meta_", "a_meta_")):
                 obj = name.rsplit("_", 1)[1]   # self | train | test (white-box: needs allow_test_labels)
                 fo = name.startswith("a_")
