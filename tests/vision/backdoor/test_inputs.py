@@ -114,3 +114,24 @@ def test_metrics_match_sklearn():
     scores = r.randn(300) + 3 * pm
     thr = np.quantile(scores[~pm], 0.95)
     assert D.tpr_at_fpr(scores, pm, 0.05) == pytest.approx((scores[pm] > thr).mean())
+
+
+@pytest.mark.parametrize("override,match", [
+    (("attack_params", "badnets", "poison_rate", 1.5), "poison_rate"),
+    (("target_class", None, None, 12), "target_class"),
+    (("attack_params", "badnets", "trigger_size", 40), "size"),
+])
+def test_study_checks_inputs_before_writing(tmp_path, override, match):
+    import configs.backdoor as cb
+    import experiments.backdoor as eb
+    c = cb.get_config("quick")
+    c.attacks = ("badnets",)
+    a, b, k, v = override
+    if b is None:
+        c[a] = v
+    else:
+        c[a][b][k] = v
+    wd = tmp_path / "wd"
+    with pytest.raises(PoisonJaxInputError, match=match):
+        eb.run(c, str(wd))
+    assert not wd.exists()
