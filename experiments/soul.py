@@ -194,7 +194,9 @@ def _checks(rows, scenario, void):
         "bytes_at_most_half_of_retrain": so["bytes"] <= 0.5 * rt["bytes"],
         "asr_below_finetune": (so["asr"] < ft["asr"]) if bd else None,
         "retain_accuracy_above_pga": so["retain_accuracy"] > pg["retain_accuracy"],
-        "retain_accuracy_above_pga_before_finetune": so["retain_accuracy"] > by["pga_before_finetune"]["retain_accuracy"],
+        # the unlearning steps alone (neither followed by the R fine-tuning rounds)
+        "retain_accuracy_above_pga_without_post_training": (by["soul_before_finetune"]["retain_accuracy"]
+                                                            > by["pga_before_finetune"]["retain_accuracy"]),
     }
     # "at least as good as FedEraser on the three quality metrics at lower cost": closeness to retraining
     gap = lambda r, k: abs(r[k] - rt[k])  # noqa: E731
