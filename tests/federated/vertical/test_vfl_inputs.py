@@ -138,3 +138,47 @@ def test_engine_sigma_is_the_dp_formula_and_bytes():
     assert float(s[0]) == 0.0                                          # the active party does not noise itself
     assert E.round_bytes(spec, False) == 4 * 2 * 3 * 16 * 3
     assert E.round_bytes(spec, True) == 4 * (2 * 3 * 16 * 3 + 3 * 3 * 8 * 3)
+
+
+@pytest.mark.slow  # compiles the full training round (~4 min on the loaded shared machine)
+def test_opus_round_and_gradient_replacement_step():
+    """``opus_round``'s contributions equal the LOO computed directly; ``make_step``'s gradient replacement
+    (Liu et al. 2020) changes only what the malicious party sends and learns."""
+    x, y = _tab(n=120, f=9)
+    fed = F.build_federation(x, y, x, y, num_parties=3, val_size=40, hidden=8, embed_dim=4, top_hidden=8,
+                             num_classes=2, batch_size=16, val_batch=40, mechanism="analytic", eps_min=0.5,
+                             eps_max=8.0)
+    spec = fed.spec
+    pb = F.make_problem(fed, "opus", eps=4.0)
+    params = E.init_params(spec, jax.random.PRNGKey(0))
+    eps = jnp.full((3,), 4.0)
+    new_eps, aux = jax.jit(lambda p, e, k: E.opus_round(spec, p, e, k, pb))(params, eps, jax.random.PRNGKey(5))
+    assert abs(float(aux["budget_sum"]) - spec.tau) <= 1e-6
+    assert np.all(np.asarray(new_eps)[1:] >= 0.5) and np.all(np.asarray(new_eps)[1:] <= 8.0)
+    # the same contributions by hand: same validation rows, same noise, each party zeroed in turn
+    import optax
+    kv, kz = jax.random.split(jax.random.PRNGKey(5))
+    vidx = jax.random.randint(kv, (spec.val_batch,), 0, len(fed.yv))
+    dpm = pb.passive * pb.dp_on
+    ev = E.privatize(spec, E.embed(spec, params["bottom"], pb.xv[:, vidx], pb.hmask), dpm)
+    sent = np.asarray(ev + E.sigmas(spec, eps, dpm)[:, None, None] * jax.random.normal(kz, ev.shape))
+    ce = lambda s: float(jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        E.top_logits(spec, params["top"], jnp.asarray(s)), pb.yv[vidx])))
+    full = ce(sent)
+    for k in range(3):
+        dropped = sent.copy()
+        dropped[k] = 0.0
+        assert float(aux["contrib"][k]) == pytest.approx((ce(dropped) - full) / full, rel=1e-3, abs=1e-5)
+    step = jax.jit(E.make_step(spec))
+    init = E.make_vfl(spec).init
+    s0 = init(jax.random.PRNGKey(1), pb)
+    every = np.arange(len(fed.y))[:10]
+    pb_bd = F.make_problem(fed, "opus", eps=4.0, backdoor=True, bd_party=2, known_ids=every, bd_gamma=5.0,
+                           trigger_size=1)
+    pb_no = F.make_problem(fed, "opus", eps=4.0, n_known=10)
+    a, b = step(s0, pb_bd), step(s0, pb_no)
+    diff = [float(jnp.max(jnp.abs(u[k] - v[k]))) for k in range(3)
+            for u, v in [(a.params["bottom"]["params"]["Dense_0"]["kernel"], b.params["bottom"]["params"]["Dense_0"]["kernel"])]]
+    assert diff[2] > 0.0                                   # the attacker's bottom update differs
+    assert float(jnp.max(jnp.abs(a.params["top"]["params"]["Dense_0"]["kernel"]
+                                 - b.params["top"]["params"]["Dense_0"]["kernel"]))) > 0.0  # and the top learns it
