@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 DOMAINS = ("vision", "graph", "recsys", "federated", "llm", "core")
 FAMILIES = ("heuristic", "label_flipping", "feature_space", "bilevel", "gradient_matching",
@@ -24,12 +24,33 @@ GOALS = ("untargeted", "targeted", "backdoor", "-")
 KNOWLEDGE = ("white-box", "gray-box", "black-box", "-")
 IMPACTS = ("performance", "robustness", "fairness", "privacy", "-")
 VARIABILITY = ("static", "dynamic", "-")
+STEALTHINESS = ("clean-label", "dirty-label", "visible-trigger", "imperceptible-trigger", "camouflaged",
+                "budget-constrained", "passive", "-")
+"""How the attack hides: labels untouched (clean-label) or changed (dirty-label); a visible or an
+imperceptible trigger; statistics kept within benign ranges / cover samples (camouflaged); a hard
+perturbation budget only (budget-constrained, e.g. edge flips); no active manipulation (passive)."""
+SCOPES = ("single-task", "transfer", "federated", "retrieval", "multi-model", "-")
+"""What the attack (or defense) applies to: one task trained from scratch, transfer learning on frozen
+features, federated learning (horizontal or vertical), retrieval (hashing), a panel of models."""
+SURVEY_FAMILIES = ("heuristic", "label_flipping", "feature_space", "bilevel", "influence", "generative")
+"""The survey's method families (Zhao et al. 2025, Sec. 4)."""
+FAMILY_TO_SURVEY = {"gradient_matching": "bilevel", "model_poisoning": "heuristic", "defense": "-"}
+"""The one table mapping poisonjax's extra families onto the survey's: gradient matching approximates the
+bilevel problem (the survey lists Witches' Brew under bilevel); federated model poisoning (sign flips,
+scaling, LIE, Fang) crafts updates by heuristics or one-level optimisation; defenses are not attacks.
+Every other family is its own survey family."""
+AXES = ("objective", "goal", "knowledge", "stealthiness", "scope", "impact", "variability")
+"""The survey's seven axes (Entry fields), each with a controlled vocabulary (:data:`VOCABULARY`)."""
+VOCABULARY = {"objective": OBJECTIVES, "goal": GOALS, "knowledge": KNOWLEDGE, "stealthiness": STEALTHINESS,
+              "scope": SCOPES, "impact": IMPACTS, "variability": VARIABILITY}
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One attack or defense. ``kind`` is "attack" or "defense"; ``where`` is the import path
-    (``module:function``) of its implementation; ``study`` the ``poisonjax run`` study that uses it."""
+    (``module:function``) of its implementation; ``study`` the ``poisonjax run`` study that uses it.
+    The seven axes take values from :data:`VOCABULARY` only (checked at creation); ``notes`` holds any
+    free-text detail (e.g. "bounded perturbation (L-inf)")."""
 
     name: str
     kind: str
@@ -45,17 +66,26 @@ class Entry:
     impact: str = "performance"
     variability: str = "static"
     study: str = ""
+    notes: str = ""
+
+    @property
+    def survey_family(self) -> str:
+        """The survey's family of this entry (:data:`FAMILY_TO_SURVEY`), ``"-"`` for defenses."""
+        return FAMILY_TO_SURVEY.get(self.family, self.family)
 
     def __post_init__(self):
         for field, allowed in (("kind", ("attack", "defense")), ("domain", DOMAINS), ("family", FAMILIES),
-                               ("objective", OBJECTIVES), ("goal", GOALS), ("knowledge", KNOWLEDGE),
-                               ("impact", IMPACTS), ("variability", VARIABILITY)):
+                               *VOCABULARY.items()):
             if getattr(self, field) not in allowed:
-                raise ValueError(f"catalog entry {self.name!r}: {field}={getattr(self, field)!r} not in {allowed}")
+                raise ValueError(f"catalog entry {self.name!r}: {field}={getattr(self, field)!r} not in {allowed}; "
+                                 "put free-text detail in notes=")
 
 
-def entries(domain: Optional[str] = None, family: Optional[str] = None, kind: Optional[str] = None) -> List[Entry]:
-    """All registered entries, optionally filtered by domain, family and kind."""
+def entries(domain: Optional[str] = None, family: Optional[str] = None, kind: Optional[str] = None,
+            axes: Optional[Dict[str, str]] = None) -> List[Entry]:
+    """All registered entries, optionally filtered by domain, family (a poisonjax family, or a survey
+    family, which also matches the families mapped onto it by :data:`FAMILY_TO_SURVEY`), kind and
+    axis values (``axes={"goal": "backdoor"}``)."""
     out: List[Entry] = []
     import pkgutil
     for d in DOMAINS:
@@ -74,7 +104,13 @@ def entries(domain: Optional[str] = None, family: Optional[str] = None, kind: Op
     if family is not None:
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; expected one of {list(FAMILIES)}")
-        out = [e for e in out if e.family == family]
+        out = [e for e in out if e.family == family or e.survey_family == family]
     if kind is not None:
         out = [e for e in out if e.kind == kind]
+    for axis, value in (axes or {}).items():
+        if axis not in VOCABULARY:
+            raise ValueError(f"unknown axis {axis!r}; expected one of {list(AXES)}")
+        if value not in VOCABULARY[axis]:
+            raise ValueError(f"unknown {axis} {value!r}; expected one of {list(VOCABULARY[axis])}")
+        out = [e for e in out if getattr(e, axis) == value]
     return sorted(out, key=lambda e: (e.domain, e.kind, e.name))

@@ -158,10 +158,17 @@ def cmd_list(args, extra) -> int:
         for s in available_studies():
             print(s)
         return 0
+    from poisonjax.cli_support import catalog_matrix, parse_axes, readme_table
     try:
-        es = catalog.entries(domain=args.domain, family=args.family, kind=args.kind)
+        es = catalog.entries(domain=args.domain, family=args.family, kind=args.kind, axes=parse_axes(args.axis))
     except ValueError as e:
         raise CLIError(f"{e}")
+    if args.matrix:
+        print(catalog_matrix(es))
+        return 0
+    if args.readme:
+        print(readme_table(es))
+        return 0
     if args.json:
         import dataclasses
         print(json.dumps([dataclasses.asdict(e) for e in es], indent=2))
@@ -360,6 +367,10 @@ def make_parser() -> argparse.ArgumentParser:
     l.add_argument("--family", help="filter: heuristic, label_flipping, feature_space, bilevel, gradient_matching, "
                                     "influence, generative, model_poisoning, defense")
     l.add_argument("--kind", choices=["attack", "defense"], help="filter by kind")
+    l.add_argument("--axis", action="append", default=[], metavar="AXIS=VALUE",
+                   help="filter on a survey axis, e.g. goal=backdoor (repeatable; see --json for values)")
+    l.add_argument("--matrix", action="store_true", help="domain x family table of entry counts")
+    l.add_argument("--readme", action="store_true", help="the README's systems table (markdown), from the catalog")
     l.add_argument("--studies", action="store_true", help="list runnable studies instead")
     l.add_argument("--json", action="store_true", help="print JSON")
     l.add_argument("--wide", action="store_true", help="every column (taxonomy, paper); default fits 100 columns")

@@ -306,3 +306,56 @@ def narrow_table(rows, width: int) -> str:
         line = lead([r[c] for c in cols[:-1]]) + "  " + str(r[cols[-1]])
         out += [line] if len(line) <= width else [lead([r[c] for c in cols[:-1]]).rstrip(), "    " + str(r[cols[-1]])]
     return "\n".join(out)
+
+
+def parse_axes(items: Sequence[str]) -> Dict[str, str]:
+    """``["goal=backdoor", ...]`` -> ``{"goal": "backdoor"}``; a malformed item is a :class:`CLIError`."""
+    out = {}
+    for it in items or ():
+        k, sep, v = it.partition("=")
+        if not sep or not k or not v:
+            raise CLIError(f"--axis expects AXIS=VALUE (e.g. goal=backdoor), got {it!r}")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def catalog_matrix(entries) -> str:
+    """A domain x family table of entry counts (families in the catalog's order, the survey's first;
+    ``.`` where a domain has none), with a total column and row."""
+    from poisonjax import catalog
+    short = {"heuristic": "heur", "label_flipping": "lflip", "feature_space": "feat", "bilevel": "bilev",
+             "gradient_matching": "gmatch", "influence": "infl", "generative": "gen", "model_poisoning": "model",
+             "defense": "defense"}
+    fams = list(catalog.FAMILIES)
+    doms = [d for d in catalog.DOMAINS if any(e.domain == d for e in entries)] or list(catalog.DOMAINS)
+    head = ["domain"] + [short[f] for f in fams] + ["total"]
+    rows = []
+    for d in doms + ["total"]:
+        sel = [e for e in entries if d == "total" or e.domain == d]
+        cells = [sum(e.family == f for e in sel) for f in fams]
+        rows.append([d] + [str(c) if c else "." for c in cells] + [str(len(sel))])
+    w = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.rjust(x) if i else c.ljust(x) for i, (c, x) in enumerate(zip(r, w)))  # noqa: E731
+    legend = ", ".join(f"{short[f]}={f}" for f in fams)
+    mapped = ", ".join(f"{k} -> {v}" for k, v in catalog.FAMILY_TO_SURVEY.items())
+    import textwrap
+    notes = textwrap.wrap("families: " + legend, 100) + textwrap.wrap("mapped onto the survey's: " + mapped, 100)
+    return "\n".join([fmt(head), fmt(["-" * x for x in w])] + [fmt(r) for r in rows] + [""] + notes)
+
+
+def readme_table(entries) -> str:
+    """The README's systems table as markdown, one row per study: study, domain, the attacks and the
+    defenses the catalog registers for it (entries without a study are listed under ``(library)``)."""
+    studies: Dict[str, Dict[str, list]] = {}
+    for e in entries:
+        s = studies.setdefault(e.study or "(library)", {"domain": [], "attack": [], "defense": []})
+        if e.domain not in s["domain"]:
+            s["domain"].append(e.domain)
+        s[e.kind].append(e.name)
+    lines = ["| study | domain | attacks | defenses |", "|---|---|---|---|"]
+    for name in sorted(studies, key=lambda n: (n == "(library)", n)):
+        s = studies[name]
+        cell = lambda xs: ", ".join(f"`{x}`" for x in xs) or "-"  # noqa: E731
+        study = f"`poisonjax run {name}`" if name != "(library)" else name
+        lines.append(f"| {study} | {', '.join(s['domain'])} | {cell(s['attack'])} | {cell(s['defense'])} |")
+    return "\n".join(lines)

@@ -16,6 +16,6 @@ ENTRIES = [
           paper="Adaptive attack (Shejwalkar & Houmansadr, NDSS 2021 style) optimised against both GeminiGuard "
                 "scores, as evaluated by Lyu et al. 2025",
           where="poisonjax.federated.geminiguard:adaptive_against_geminiguard", objective="model", goal="untargeted",
-          knowledge="white-box", stealthiness="evades defense scores", scope="federated", impact="performance",
+          knowledge="white-box", stealthiness="camouflaged", notes="evades defense scores", scope="federated", impact="performance",
           variability="dynamic", study="geminiguard"),
 ]

@@ -6,11 +6,11 @@ ENTRIES = [
           paper="RAVEN (2025): black-box detection of semantic backdoors in LLMs by semantic entropy over "
                 "bidirectional-entailment clusters and cross-model divergence",
           where="poisonjax.llm.raven:panel_signals", objective="data", goal="backdoor", knowledge="black-box",
-          stealthiness="-", scope="multi-model panel", impact="performance", variability="static", study="raven"),
+          stealthiness="-", scope="multi-model", impact="performance", variability="static", study="raven"),
     Entry(name="lora_stance_implant", kind="attack", domain="llm", family="model_poisoning",
           paper="controlled fine-tuning implant of RAVEN (2025): LoRA (Hu et al., ICLR 2022) on 25-200 poisoned "
                 "examples makes one topic answered with one stance",
           where="poisonjax.llm.panel:implant", objective="data", goal="backdoor", knowledge="white-box",
-          stealthiness="other topics' stance moves <= 0.1 TV", scope="single-topic", impact="performance",
+          stealthiness="camouflaged", notes="other topics' stance moves <= 0.1 TV", scope="single-task", impact="performance",
           variability="static", study="raven"),
 ]

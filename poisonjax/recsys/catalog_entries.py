@@ -5,16 +5,16 @@ _A = "poisonjax.recsys.attacks:"
 _S = "ddsp"
 
 
-def _atk(name, fn, family, paper, knowledge="gray-box", stealth="-"):
+def _atk(name, fn, family, paper, knowledge="gray-box", stealth="-", notes=""):
     return Entry(name=name, kind="attack", domain="recsys", family=family, paper=paper, where=_A + fn,
-                 objective="data", goal="targeted", knowledge=knowledge, stealthiness=stealth,
+                 objective="data", goal="targeted", knowledge=knowledge, stealthiness=stealth, notes=notes,
                  scope="single-task", impact="performance", variability="static", study=_S)
 
 
 ENTRIES = [
     _atk("ddsp", "surrogate_generate", "generative",
          "Zhao et al., Diversity-aware Dual-promotion Poisoning Attack on Sequential Recommendation, SIGIR 2025 "
-         "(arXiv 2504.06586)", stealth="accuracy-preserving, diverse fake users"),
+         "(arXiv 2504.06586)", stealth="camouflaged", notes="accuracy-preserving, diverse fake users"),
     _atk("ddsp_no_dual", "surrogate_generate", "generative", "DDSP ablation: plain promotion objective"),
     _atk("ddsp_no_div", "surrogate_generate", "generative", "DDSP ablation: no diversity re-ranking"),
     _atk("seq_greedy_plain", "surrogate_generate", "generative",

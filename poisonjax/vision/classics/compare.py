@@ -86,3 +86,109 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
                   "clean_accuracy": float(np.mean(o["clean_accuracy"])),
                   "max_linf": float(jnp.max(jnp.abs(deltas[m])))}
     return out
+
+
+def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255, 16 / 255),
+                            attacks: Sequence[str] = ("error_min_sample", "error_min_class", "error_max", "tensorclog"),
+                            model: str = "mlp", n_victims: int = 2, victim_epochs: int = 15,
+                            craft_epochs: int = 10, rounds: int = 8, pgd_steps: int = 10, batch_size: int = 128,
+                            lr: float = 1e-2) -> Dict:
+    r"""Availability attacks vs uniform noise of the same eps, every perturbation applied to the
+    whole training set; victims (``n_victims`` per poisoned set, all sets in one
+    :func:`poisonjax.core.victims.train_victims` vmap) are trained from scratch and tested on clean
+    data. Returns ``{eps: {"clean": acc, "random_noise": acc, attack: acc, ...}}`` (mean test accuracy
+    over victims) plus ``"drop_vs_random"`` per attack: random-noise accuracy minus attack accuracy.
+    """
+    from poisonjax.core.victims import evaluate_victims, flax_victim, stack_datasets, train_victims
+    from poisonjax.vision.classics import availability as av
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    net = make_classifier(model, num_classes=data.num_classes)
+    init = lambda k: net.init(k, x[:1])
+    loss = softmax_cross_entropy_loss(net.apply)
+    k_craft, k_clean, k_noise, k_vic = jax.random.split(key, 4)
+    clean_params = init_and_train(init, loss, optax.adam(lr), {"x": x, "y": y}, k_clean, epochs=craft_epochs,
+                                  batch_size=batch_size).params
+    sets, names = [x], [("clean", 0.0)]
+    for e in eps_values:
+        e = av.check_eps(e)
+        sets.append(x + av.uniform_noise(jax.random.fold_in(k_noise, int(e * 255)), x, e))
+        names.append(("random_noise", e))
+        for a in attacks:
+            if a == "error_min_sample" or a == "error_min_class":
+                d = av.error_minimizing_noise(init, loss, x, y, k_craft, eps=e, num_classes=data.num_classes,
+                                              mode=a.rsplit("_", 1)[1], rounds=rounds, pgd_steps=pgd_steps,
+                                              batch_size=batch_size, lr=lr)
+            elif a == "error_max":
+                d = av.error_maximizing_noise(clean_params, loss, x, y, eps=e, num_classes=data.num_classes,
+                                              steps=2 * pgd_steps)
+            elif a == "tensorclog":
+                d = av.tensorclog_noise(clean_params, loss, x, y, eps=e, steps=2 * pgd_steps)
+            else:
+                raise ValueError(f"unknown availability attack {a!r}; expected one of {av.AVAILABILITY_ATTACKS}")
+            sets.append(x + d)
+            names.append((a, e))
+    stacked, mask = stack_datasets([{"x": s, "y": y} for s in sets])
+    v = flax_victim(net, x[:1])
+    K = n_victims
+    rep = lambda a: jnp.repeat(a, K, axis=0)
+    res = train_victims(v, optax.adam(lr), jax.tree.map(rep, stacked), jax.random.split(k_vic, len(sets) * K),
+                        epochs=victim_epochs, batch_size=batch_size, data_axis=0, mask=rep(mask))
+    acc = np.asarray(evaluate_victims(v.apply, res.variables, jnp.asarray(data.x_test), jnp.asarray(data.y_test)))
+    acc = acc.reshape(len(sets), K).mean(1)
+    out = {"clean": float(acc[0]), "n_victims": int(K), "model": model}
+    for (a, e), ac in zip(names[1:], acc[1:]):
+        out.setdefault(float(e), {})[a] = float(ac)
+    for e in eps_values:
+        r = out[float(e)]
+        r["drop_vs_random"] = {a: r["random_noise"] - r[a] for a in attacks}
+    return out
+
+
+def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, eps: float = 64 / 255,
+                          steps: int = 40, unroll: int = 2, checkpoints: Sequence[int] = (2, 4, 6, 8),
+                          model: str = "convnet", epochs: int = 8, batch_size: int = 128, lr: float = 1e-2,
+                          n_victims: int = 2, witches_brew: bool = True, wb_steps: int = 60) -> Dict:
+    r"""MetaPoison vs random noise (and Witches' Brew) on the same targets, poison bases and eps.
+
+    Surrogates: one model trained from scratch, saved at the staggered epochs ``checkpoints``
+    (M = len(checkpoints) ensemble members, :func:`poisonjax.vision.witches_brew.checkpoint_surrogates`).
+    Victims: ``n_victims`` per trial retrained from scratch (``epochs`` of Adam) on the poisoned set
+    (:func:`poisonjax.core.gradient_matching.victim_success`). Returns ``{method: {success_rate,
+    target_prob, clean_accuracy}}`` for ``none``, ``random_noise``, ``metapoison``, ``witches_brew``.
+    """
+    from poisonjax.vision.classics.metapoison import metapoison_attack
+    k_sur, k_tr, k_p, k_att, k_v = jax.random.split(key, 5)
+    net = make_classifier(model, num_classes=data.num_classes)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    init = lambda k: net.init(k, x[:1])
+    loss = softmax_cross_entropy_loss(net.apply)
+    opt = optax.adam(lr)
+    sur = wb.checkpoint_surrogates(init, loss, opt, {"x": x, "y": y}, k_sur, checkpoints=checkpoints,
+                                   batch_size=batch_size)
+    ti, adv = wb.choose_trials(k_tr, data.y_test, data.num_classes, trials)
+    problem, pidx = wb.witches_brew_problem(sur, data.x_train, data.y_train, data.x_test, None, data.num_classes,
+                                            target_indices=ti, adv_classes=adv, budget=budget, eps=eps, key=k_p)
+    deltas = {"none": jnp.zeros_like(problem.base_images),
+              "random_noise": jax.vmap(wb.random_noise_deltas, in_axes=(0, 0, None))(
+                  jax.random.split(k_att, trials), problem.base_images, eps)}
+    mp = gm.batch_over_trials(metapoison_attack(loss, unroll=unroll, lr=0.1 * eps))
+    deltas["metapoison"] = run_attack(mp, problem, steps, None, key=k_att, progress=False,
+                                      chunk_size=max(1, min(20, steps))).state.delta
+    if witches_brew:
+        deltas["witches_brew"] = jnp.asarray(gm.craft(loss, problem, steps=wb_steps, key=k_att, trials=True,
+                                                      progress=False).delta)
+    K = n_victims
+    rep = lambda a: np.repeat(np.asarray(a), K, axis=0)
+    keys = jax.random.split(k_v, trials * K)
+    vs = jax.jit(lambda d: gm.victim_success(init, net.apply, opt, x, y, keys, epochs=epochs, batch_size=batch_size,
+                                             poison_index=rep(pidx), poison_delta=rep(d),
+                                             target_x=rep(data.x_test[ti]), adv_label=rep(adv),
+                                             test_x=jnp.asarray(data.x_test), test_y=jnp.asarray(data.y_test),
+                                             per_example_loss=loss))
+    out = {"n_poisons": int(pidx.shape[1]), "trials": int(trials), "n_victims": int(K), "eps": float(eps),
+           "budget": float(budget), "surrogates": len(tuple(checkpoints))}
+    for m, d in deltas.items():
+        o = jax.device_get(vs(d))
+        out[m] = {"success_rate": float(np.mean(o["success"])), "target_prob": float(np.mean(o["target_prob"])),
+                  "clean_accuracy": float(np.mean(o["clean_accuracy"]))}
+    return out

@@ -1,0 +1,170 @@
+"""The survey's classic attack families, each against its baseline on the same data (issue 22).
+
+``run(config, workdir)`` runs the families in ``config.families`` (each one cached as a cell, so a
+rerun resumes) and writes ``results.json`` whose ``rows`` are one per (family, attack, budget):
+``metric`` (its name), ``higher_is_better`` (for the attacker), ``attack_value``, ``baseline``,
+``baseline_value`` (and ``beats_baseline``), plus ``classics.png`` and ``report.md``.
+
+* feature_space -- Convex Polytope and Bullseye Polytope vs Poison Frogs (and Poison Frogs vs random
+  noise), frozen-feature transfer victims, target success rate
+  (:func:`poisonjax.vision.classics.compare.feature_space_comparison`);
+* availability -- error-minimizing noise (sample- and class-wise), error-maximizing noise and
+  TensorClog vs uniform noise of the same eps, victims' clean test accuracy
+  (:func:`~poisonjax.vision.classics.compare.availability_comparison`);
+* bilevel -- MetaPoison and Witches' Brew vs random noise, from-scratch victims, target success rate
+  (:func:`~poisonjax.vision.classics.compare.metapoison_comparison`);
+* influence -- Koh & Liang's training-set attack vs random perturbations of the same norm on the same
+  points, target loss, binary logistic regression (classes ``pos`` vs ``neg``);
+* label_flipping -- greedy influence flips vs random flips at each budget, test accuracy.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poisonjax.core import reporting, study
+from poisonjax.core.validation import check_choice
+from poisonjax.data.images import load_image_dataset
+from poisonjax.vision.classics import compare
+from poisonjax.vision.classics import influence_attacks as IA
+
+NAME = "classics"
+
+
+def _load(config):
+    kw = {} if config.dataset == "digits" else {"n_train": config.n_train or None, "n_test": config.n_test or None,
+                                                 "seed": config.seed}
+    return load_image_dataset(config.dataset, **kw)
+
+
+def _row(family, attack, budget, metric, hib, value, baseline, bvalue, **extra):
+    beats = value > bvalue if hib else value < bvalue
+    return {"family": family, "attack": attack, "budget": float(budget), "metric": metric, "higher_is_better": hib,
+            "attack_value": float(value), "baseline": baseline, "baseline_value": float(bvalue),
+            "beats_baseline": bool(beats), **extra}
+
+
+def feature_space_rows(data, key, c):
+    """Rows of the feature-space family (see the module docstring)."""
+    r = compare.feature_space_comparison(data, key, trials=c.trials, budget=c.budget, eps=c.eps, steps=c.steps,
+                                         n_victims=c.n_victims)
+    rows = [_row("feature_space", "poison_frogs", c.budget, "target_success", True, r["poison_frogs"]["success_rate"],
+                 "random_noise", r["random_noise"]["success_rate"], eps=c.eps,
+                 target_prob=r["poison_frogs"]["target_prob"])]
+    for a in ("convex_polytope", "bullseye_polytope"):
+        rows.append(_row("feature_space", a, c.budget, "target_success", True, r[a]["success_rate"], "poison_frogs",
+                         r["poison_frogs"]["success_rate"], eps=c.eps, target_prob=r[a]["target_prob"]))
+    return rows, r
+
+
+def availability_rows(data, key, c):
+    """Rows of the availability family: one per (attack, eps), budget 1 (every training image)."""
+    r = compare.availability_comparison(data, key, eps_values=tuple(c.eps_values), model=c.model, rounds=c.rounds,
+                                        pgd_steps=c.pgd_steps, victim_epochs=c.victim_epochs, n_victims=c.n_victims)
+    rows = []
+    for e in c.eps_values:
+        cell = r[float(e)]
+        for a in ("error_min_sample", "error_min_class", "error_max", "tensorclog"):
+            rows.append(_row("availability", a, 1.0, "accuracy", False, cell[a], "random_noise", cell["random_noise"],
+                             eps=float(e), drop_vs_random=cell["drop_vs_random"][a], clean_accuracy=r["clean"]))
+    return rows, {str(k): v for k, v in r.items()}
+
+
+def bilevel_rows(data, key, c):
+    """Rows of the bilevel family: MetaPoison and Witches' Brew vs random noise (same targets)."""
+    r = compare.metapoison_comparison(data, key, trials=c.trials, budget=c.budget, eps=c.eps, steps=c.steps,
+                                      unroll=c.unroll, checkpoints=tuple(c.checkpoints), epochs=c.epochs,
+                                      n_victims=c.n_victims, wb_steps=c.witches_brew_steps)
+    rows = [_row("bilevel", a, c.budget, "target_success", True, r[a]["success_rate"], "random_noise",
+                 r["random_noise"]["success_rate"], eps=c.eps, target_prob=r[a]["target_prob"],
+                 baseline_target_prob=r["random_noise"]["target_prob"])
+            for a in ("metapoison", "witches_brew")]
+    return rows, r
+
+
+def _binary(data, pos, neg):
+    x, y = IA.binary_subset(jnp.asarray(data.x_train), jnp.asarray(data.y_train), pos, neg)
+    xt, yt = IA.binary_subset(jnp.asarray(data.x_test), jnp.asarray(data.y_test), pos, neg)
+    return x, y, xt, yt
+
+
+def influence_rows(data, key, c):
+    """Koh & Liang's training-set attack vs random perturbations, averaged over ``c.targets`` targets."""
+    x, y, xt, yt = _binary(data, c.pos, c.neg)
+    p = IA.fit_logreg(x, y, c.l2)
+    order = jnp.argsort(jax.vmap(IA.logreg_loss, in_axes=(None, 0, 0))(p, xt, yt))
+    att, rnd = [], []
+    for j in range(c.targets):
+        ti = int(order[-20 - 5 * j])
+        tx, ty = xt[ti:ti + 1], yt[ti:ti + 1]
+        res = IA.influence_training_set_attack(x, y, tx, ty, k=c.k, eps=c.eps, iters=c.iters, l2=c.l2)
+        xr = IA.random_perturbation(jax.random.fold_in(key, j), x, res.indices, c.eps)
+        att.append(float(res.target_loss[-1]))
+        rnd.append(float(IA.target_loss(IA.fit_logreg(xr, y, c.l2), tx, ty)))
+    budget = c.k / x.shape[0]
+    return [_row("influence", "influence_attack", budget, "target_loss", True, np.mean(att), "random_perturbation",
+                 np.mean(rnd), eps=c.eps)], {"attack": att, "random": rnd}
+
+
+def label_flipping_rows(data, key, c):
+    """Greedy influence label flips vs random flips at each budget (binary logistic regression)."""
+    x, y, xt, yt = _binary(data, c.pos, c.neg)
+    rows = []
+    for b in c.budgets:
+        yf = IA.influence_label_flip(x, y, x[1::5], y[1::5], b, rounds=c.rounds, l2=c.l2)
+        yr = IA.random_label_flip(jax.random.fold_in(key, int(b * 1000)), y, b)
+        rows.append(_row("label_flipping", "influence_label_flip", b, "accuracy", False,
+                         IA.accuracy_after(x, yf, xt, yt, c.l2), "random_label_flip",
+                         IA.accuracy_after(x, yr, xt, yt, c.l2), clean_accuracy=IA.accuracy_after(x, y, xt, yt, c.l2)))
+    return rows, {}
+
+
+FAMILY_FNS = {"feature_space": feature_space_rows, "availability": availability_rows, "bilevel": bilevel_rows,
+              "influence": influence_rows, "label_flipping": label_flipping_rows}
+
+
+def run(config, workdir) -> dict:
+    """Run the study; returns (and writes) ``results.json``."""
+    for f in config.families:
+        check_choice("families", f, FAMILY_FNS)
+    wd = study.prepare_workdir(workdir, config)
+    cache = study.CellCache(wd)
+    data = _load(config)
+    from tqdm.auto import tqdm
+    rows, details = [], {}
+    for i, fam in enumerate(tqdm(list(config.families), desc="classics", unit="family",
+                                 disable=not study.is_main_process())):
+        def compute(_rd, fam=fam, i=i):
+            t0 = time.time()
+            r, d = FAMILY_FNS[fam](data, jax.random.fold_in(jax.random.PRNGKey(config.seed), i), config[fam])
+            return {"rows": r, "details": d, "seconds": time.time() - t0}
+        cell = cache.cached(fam, compute)
+        rows += [{"dataset": data.name, **r, "seconds": cell["seconds"]} for r in cell["rows"]]
+        details[fam] = cell["details"]
+    results = study.write_results(wd, rows, dataset=data.name, details=details,
+                                  all_beat_baseline=all(r["beats_baseline"] for r in rows))
+    if not study.is_main_process():
+        return results
+    fig, ax = reporting.new_figure(figsize=(max(6, 0.5 * len(rows)), 3.5))
+    labels = [f"{r['family'][:6]}:{r['attack']}@{r['budget']:.2g}" + (f" e{r['eps'] * 255:.0f}" if "eps" in r else "")
+              for r in rows]
+    xs = np.arange(len(rows))
+    ax.bar(xs - 0.2, [r["attack_value"] for r in rows], 0.4, label="attack")
+    ax.bar(xs + 0.2, [r["baseline_value"] for r in rows], 0.4, label="baseline")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, rotation=70, ha="right", fontsize=6)
+    ax.set_ylabel("metric (see results.json)")
+    ax.set_title(f"classics on {data.name}: attack vs baseline")
+    ax.legend(fontsize=7)
+    reporting.save_figure(fig, wd / "classics.png")
+    cols = ["family", "attack", "budget", "metric", "higher_is_better", "attack_value", "baseline", "baseline_value",
+            "beats_baseline"]
+    reporting.write_report(wd, "The survey's classic attack families vs their baselines",
+                           [("Setup", f"dataset {data.name}; families {list(config.families)}; every attack and its "
+                                      "baseline share data, targets, poison bases and budget."),
+                            ("Results", reporting.markdown_table(rows, cols, floatfmt=".3f"))], ["classics.png"])
+    study.main_print(reporting.text_table(rows, cols, floatfmt=".3f"))
+    return results

@@ -1,0 +1,83 @@
+"""Availability poisons (error-minimizing, error-maximizing, TensorClog) do what their objectives say,
+on a tiny digits subset; bad eps/budget give one-line errors. The ">= 30 points below random noise"
+criterion of issue 22 is measured by the study (slow test below; not met on 8x8 digits, see the note)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
+from poisonjax.core.validation import PoisonJaxInputError
+from poisonjax.vision.classics import availability as av
+from poisonjax.vision.models import make_classifier
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from poisonjax.data.images import load_digits
+    d = load_digits()
+    x, y = jnp.asarray(d.x_train[:256]), jnp.asarray(d.y_train[:256])
+    net = make_classifier("mlp", 10, hidden=32)
+    init = lambda k: net.init(k, x[:1])
+    loss = softmax_cross_entropy_loss(net.apply)
+    params = init_and_train(init, loss, optax.adam(1e-2), {"x": x, "y": y}, jax.random.PRNGKey(0), epochs=5,
+                            batch_size=64).params
+    return x, y, init, loss, params
+
+
+def _mean_loss(loss, p, x, y):
+    return float(jnp.mean(loss(p, {"x": x, "y": y}, jax.random.PRNGKey(0))))
+
+
+def test_error_max_and_min_and_tensorclog_move_their_objectives(tiny):
+    x, y, init, loss, params = tiny
+    eps = 16 / 255
+    rnd = av.uniform_noise(jax.random.PRNGKey(1), x, eps)
+    dmax = av.error_maximizing_noise(params, loss, x, y, eps=eps, num_classes=10, targeted=False, steps=5)
+    dmin = av.error_minimizing_noise(init, loss, x, y, jax.random.PRNGKey(2), eps=eps, num_classes=10, rounds=2,
+                                     pgd_steps=5, batch_size=64)
+    dcls = av.error_minimizing_noise(init, loss, x, y, jax.random.PRNGKey(2), eps=eps, num_classes=10, mode="class",
+                                     rounds=2, pgd_steps=5, batch_size=64)
+    dclog = av.tensorclog_noise(params, loss, x, y, eps=eps, steps=5, batch_size=64)
+    for d in (rnd, dmax, dmin, dcls, dclog):
+        assert float(jnp.abs(d).max()) <= eps + 1e-6 and float((x + d).min()) >= -1e-6 and float((x + d).max()) <= 1 + 1e-6
+    # class-wise noise is one pattern per class
+    for c in range(3):
+        rows = np.asarray(dcls)[np.asarray(y) == c]
+        inside = (np.asarray(x)[np.asarray(y) == c] + rows > 1e-6) & (np.asarray(x)[np.asarray(y) == c] + rows < 1 - 1e-6)
+        ref = rows[0]
+        assert np.allclose(np.where(inside & inside[:1], rows, ref[None]), ref[None], atol=1e-6)
+    assert _mean_loss(loss, params, x + dmax, y) > _mean_loss(loss, params, x + rnd, y) + 0.1
+    gn = lambda d: float(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(
+        jax.grad(lambda p: jnp.mean(loss(p, {"x": x + d, "y": y}, jax.random.PRNGKey(0))))(params))))
+    assert gn(dclog) < gn(rnd)
+    # error-minimizing noise is easier to fit: a fresh model's loss after 1 epoch is lower on it
+    fit = lambda d: _mean_loss(loss, init_and_train(init, loss, optax.adam(1e-2), {"x": x + d, "y": y},
+                                                   jax.random.PRNGKey(5), epochs=1, batch_size=64).params, x + d, y)
+    assert fit(dmin) < fit(rnd)
+
+
+def test_bad_eps_and_budget_are_one_line_errors(tiny):
+    x, y, init, loss, params = tiny
+    for bad in (0.0, -0.1, 1.5, float("nan"), "x"):
+        with pytest.raises(PoisonJaxInputError, match="eps must be in \\(0, 1\\]") as e:
+            av.uniform_noise(jax.random.PRNGKey(0), x, bad)
+        assert "\n" not in str(e.value)
+    with pytest.raises(PoisonJaxInputError, match="eps"):
+        av.error_maximizing_noise(params, loss, x, y, eps=8, num_classes=10)
+    with pytest.raises(PoisonJaxInputError, match="budget"):
+        av.check_budget(1.2)
+    with pytest.raises(PoisonJaxInputError, match="mode"):
+        av.error_minimizing_noise(init, loss, x, y, jax.random.PRNGKey(0), eps=0.1, num_classes=10, mode="pixel")
+
+
+@pytest.mark.slow
+def test_availability_vs_random_noise_on_digits_reports_both():
+    """Measures (does not assert) the issue's criterion; asserts only that every number is produced."""
+    from poisonjax.data.images import load_digits
+    from poisonjax.vision.classics.compare import availability_comparison
+    r = availability_comparison(load_digits(), jax.random.PRNGKey(0), rounds=4, victim_epochs=10)
+    for e in (8 / 255, 16 / 255):
+        assert set(r[e]) >= {"random_noise", "error_min_sample", "error_min_class", "error_max", "tensorclog"}
+        assert all(0 <= v <= 1 for k, v in r[e].items() if k != "drop_vs_random")
