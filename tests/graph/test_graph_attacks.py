@@ -83,6 +83,9 @@ def test_metattack_invariants_and_ll_filter():
 
 @pytest.mark.slow
 def test_metattack_beats_random_on_gcn_accuracy():
+    """Scored on test nodes whose labels the attack never saw: make_meta_problem's default gives it the
+    training labels plus self-training labels (it used to default to every true label). One flip per
+    meta-gradient: with 8, Meta-Self on attacker labels lands within seed noise of random here."""
     adj, y = sbm_graph(150, 3, 0.1, 0.01, seed=3)
     x = np.eye(150, dtype=np.float32)
     rng = np.random.default_rng(0)
@@ -91,7 +94,7 @@ def test_metattack_beats_random_on_gcn_accuracy():
     un = np.setdiff1d(np.arange(150), tr)
     prob = A.make_meta_problem(adj, x, y, tr, un)
     budget = int(0.25 * sp.triu(adj, 1).nnz)
-    cfg = A.MetattackConfig(budget=budget, num_classes=3, inner_steps=40, flips_per_step=8, ll_constraint=False)
+    cfg = A.MetattackConfig(budget=budget, num_classes=3, inner_steps=40, flips_per_step=1, ll_constraint=False)
     st = A.run_metattack(prob, cfg, jax.random.PRNGKey(0), progress=False)
     keys = jax.random.split(jax.random.PRNGKey(1), 4)
     cfg_g = models.GCNConfig(epochs=100)
