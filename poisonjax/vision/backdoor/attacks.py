@@ -196,6 +196,7 @@ def wanet_noise_grid(key, h: int, w: int, k: int = 4) -> jax.Array:
     return jax.image.resize(ins, (h, w, 2), "cubic")
 
 
+@jax.jit
 def warp_images(x: jax.Array, noise_grid: jax.Array, s: float = 0.5, grid_rescale: float = 1.0,
                 extra: Optional[jax.Array] = None) -> jax.Array:
     r"""Warp ``x [B, H, W, C]`` by the sampling grid :math:`G = \mathrm{clip}(( I + s\,\Phi / H)\, r)`
