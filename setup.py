@@ -27,6 +27,7 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3"],
         "docs": ["mkdocs>=1.6,<2", "mkdocstrings[python]>=0.26,<2"],  # mkdocs build --strict
         "tensorboard": ["tensorboardX>=2.6"],
+        "flower": ["flwr>=1.8"],  # poisonjax.federated.flower.PoisonjaxStrategy
     },
     entry_points={"console_scripts": ["poisonjax=poisonjax.cli:main"]},
 )
