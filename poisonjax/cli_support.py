@@ -19,6 +19,7 @@ class CLIError(SystemExit):
 
 
 def parse_value(text: str, current):
+    """Parse the text of a ``--config.KEY=VALUE`` override into the type of the key's ``current`` value."""
     if isinstance(current, bool):
         low = text.lower()
         if low in ("true", "1", "yes"):
@@ -153,6 +154,7 @@ class _nullctx:
 
 
 def split_overrides(extra: Sequence[str]) -> List[Tuple[str, str]]:
+    """``["--config.a=1", "--config.b", "2"]`` -> ``[("a", "1"), ("b", "2")]``; anything else is an error."""
     out, i = [], 0
     extra = list(extra)
     while i < len(extra):

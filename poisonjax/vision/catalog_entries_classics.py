@@ -37,10 +37,10 @@ ENTRIES = [
     _e("influence_attack", "influence_attacks:influence_training_set_attack", "influence",
        "Koh & Liang, Understanding Black-box Predictions via Influence Functions, ICML 2017",
        stealthiness="camouflaged", notes="binary logistic regression, exact Hessian; L-inf bounded inputs"),
-    _e("influence_label_flip", "influence_attacks:influence_label_flip", "label_flipping",
+    _e("adversarial_label_flip", "influence_attacks:adversarial_label_flip", "label_flipping",
        "greedy label flips by influence on the attacker's validation error (Koh & Liang 2017 influence; "
-       "the issue's alternative to ALFA, Xiao et al. 2012)", objective="label", goal="untargeted",
-       stealthiness="dirty-label"),
+       "the issue's alternative to ALFA, Xiao et al. 2012), best of class-concentrated candidates",
+       objective="label", goal="untargeted", stealthiness="dirty-label"),
     _e("random_label_flip", "influence_attacks:random_label_flip", "label_flipping",
        "baseline: uniformly random label flips (poisonjax.core.poisoning.flip_labels)", objective="label",
        goal="untargeted", knowledge="black-box", stealthiness="dirty-label"),
