@@ -181,7 +181,7 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
     rep = lambda a: np.repeat(np.asarray(a), K, axis=0)
     keys = jax.random.split(k_v, trials * K)
     vs = jax.jit(lambda d: gm.victim_success(init, net.apply, opt, x, y, keys, epochs=epochs, batch_size=batch_size,
-                                             poison_index=rep(pidx), poison_delta=rep(d),
+                                             poison_index=rep(pidx), poison_delta=jnp.repeat(d, K, axis=0),
                                              target_x=rep(data.x_test[ti]), adv_label=rep(adv),
                                              test_x=jnp.asarray(data.x_test), test_y=jnp.asarray(data.y_test),
                                              per_example_loss=loss))
