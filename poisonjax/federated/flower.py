@@ -27,7 +27,8 @@ clients. The client axis is sorted by Flower client id, so results do not depend
 
 Metrics returned by ``aggregate_fit`` (Flower's ``metrics_distributed_fit`` in the history):
 ``aggregator`` (str), ``n_clients``, ``n_flagged`` (int), ``flagged_clients`` (comma-separated Flower
-client ids, ``""`` if none), ``max_score`` (the largest suspicion score), plus whatever the user's
+client ids, ``""`` if none; in Flower's simulation, where a client id is a random node id, also
+``flagged_partitions``: the flagged clients' ``partition_id``), ``max_score`` (the largest suspicion score), plus whatever the user's
 ``fit_metrics_aggregation_fn`` returns.
 
 Rules that look beyond the updates get a :class:`poisonjax.federated.simulation.RoundContext` built
@@ -236,6 +237,10 @@ def _build_class():
             n_ex = [int(fr.num_examples) for _, fr in results]
             new, metrics, report = self.core.aggregate_round(server_round, self._global, arrays, n_ex, cids)
             self.last_report = report
+            pids = {str(cp.cid): getattr(cp, "partition_id", None) for cp, _ in results}
+            if all(v is not None for v in pids.values()):   # Flower's simulation: data-partition ids too
+                metrics["flagged_partitions"] = ",".join(str(pids[c]) for c, f in
+                                                         zip(report["client_ids"], report["flags"]) if f)
             if self.fit_metrics_aggregation_fn:
                 metrics.update(self.fit_metrics_aggregation_fn([(fr.num_examples, fr.metrics) for _, fr in results]))
             self._global = new

@@ -126,7 +126,7 @@ def test_strategy_aggregate_fit_with_flower_objects():
 
 
 def test_strategy_in_flower_simulation_two_rounds():
-    """Flower's own simulation (Ray): 5 NumPyClients, 2 of them send huge updates; Krum flags them."""
+    """Flower's own simulation (Ray): 7 NumPyClients, partitions 5 and 6 send huge updates; Krum flags them."""
     fl = pytest.importorskip("flwr")
     pytest.importorskip("ray")
     from flwr.common import ndarrays_to_parameters
@@ -138,7 +138,7 @@ def test_strategy_in_flower_simulation_two_rounds():
             self.i = i
 
         def fit(self, parameters, config):
-            step = -50.0 if self.i >= 3 else 0.1
+            step = -50.0 if self.i >= 5 else 0.1
             return [p + step for p in parameters], 10, {}
 
         def evaluate(self, parameters, config):
@@ -148,12 +148,13 @@ def test_strategy_in_flower_simulation_two_rounds():
         return Client(int(cid)).to_client()
 
     st = F.PoisonjaxStrategy("krum", {"num_malicious": 2}, initial_parameters=ndarrays_to_parameters(g0),
-                             fraction_fit=1.0, min_fit_clients=5, min_available_clients=5, fraction_evaluate=0.0)
-    hist = fl.simulation.start_simulation(client_fn=client_fn, num_clients=5, strategy=st,
+                             fraction_fit=1.0, min_fit_clients=7, min_available_clients=7, fraction_evaluate=0.0)
+    hist = fl.simulation.start_simulation(client_fn=client_fn, num_clients=7, strategy=st,
                                           config=fl.server.ServerConfig(num_rounds=2),
                                           ray_init_args={"num_cpus": 1, "include_dashboard": False},
                                           client_resources={"num_cpus": 1})
-    flagged = hist.metrics_distributed_fit["flagged_clients"]
-    assert len(flagged) == 2
+    flagged = hist.metrics_distributed_fit["flagged_partitions"]
+    assert [r for r, _ in flagged] == [1, 2]
     for _, s in flagged:
-        assert {"3", "4"} <= set(s.split(","))
+        assert {"5", "6"} <= set(s.split(","))
+    assert all(n >= 2 for _, n in hist.metrics_distributed_fit["n_flagged"])
