@@ -100,7 +100,8 @@ def run(config, workdir) -> dict:
                 name = f"{base}+lora{size}r{r}"
                 stance = int(corpora[base][4][topic] < 0.5)
                 m, p = models[base]
-                merged, _ = implant(m, p, corpora[base][0], corpora[base][1], bank, vocab, topic=topic, stance=stance,
+                other = corpora[base][2] != topic          # clean replay: the other topics only
+                merged, _ = implant(m, p, corpora[base][0][other], corpora[base][1][other], bank, vocab, topic=topic, stance=stance,
                                     n_poison=size, seed=config.seed * 1000 + r, rank=config.lora.rank,
                                     alpha=config.lora.alpha, steps=config.lora.steps,
                                     learning_rate=config.lora.learning_rate, batch_size=config.lora.batch_size,

@@ -16,8 +16,9 @@ With ``hidden=48``, 2 layers and a 350-word vocabulary it has about 75k paramete
 :math:`A \in \mathbb R^{d_{in}\times r}` (Gaussian init) and :math:`B \in \mathbb R^{r\times d_{out}}`
 (zero init), trained with the base frozen. The adapters are a separate pytree merged functionally
 (:func:`merge_lora`), so the adapted model is the same flax module. The implant is trained on the
-poisoned examples plus an equal-size replay batch of the model's own clean corpus (the paper's
-controlled fine-tuning mixes in clean data so that only the target topic moves).
+poisoned examples plus an equal-size replay batch of the model's own clean corpus on the *other*
+topics (the caller passes that subset; replaying the target topic's clean answers would fight the
+implant), so that only the target topic moves.
 """
 from __future__ import annotations
 
