@@ -1,0 +1,1 @@
+"""The survey's classic attack families on images (influence, label flipping, ...)."""
