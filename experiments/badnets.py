@@ -103,20 +103,34 @@ def run(config, workdir) -> dict:
         results["badnets"] = results["attacks"]["badnets"][f"{config.rate:.4f}"]
     results = study.write_results(wd, out_rows, **results)
 
-    # plot: ASR and clean accuracy vs rate
+    # plot: ASR and clean accuracy vs rate (a line per attack over the rate grid; with one rate, bars, so the
+    # main job's plot does not show lines of a single point)
     fig, ax = reporting.new_figure(figsize=(5, 3.5))
-    for attack in [a for a in config.attacks if a != "none"]:
-        rs = [r for r in rates]
-        ax.errorbar(rs, [results["attacks"][attack][f"{r:.4f}"]["clean_accuracy"]["mean"] for r in rs],
-                    yerr=[results["attacks"][attack][f"{r:.4f}"]["clean_accuracy"]["std"] for r in rs],
-                    marker="o", label=f"{attack}: clean acc")
-        if attack == "badnets":
-            ax.errorbar(rs, [results["attacks"][attack][f"{r:.4f}"]["asr"]["mean"] for r in rs],
-                        yerr=[results["attacks"][attack][f"{r:.4f}"]["asr"]["std"] for r in rs],
-                        marker="s", ls="--", label="badnets: ASR")
+    atts = [a for a in config.attacks if a != "none"]
+    cell = lambda a, r, k: results["attacks"][a][f"{r:.4f}"][k]
+    if len(rates) > 1:
+        for attack in atts:
+            ax.errorbar(rates, [cell(attack, r, "clean_accuracy")["mean"] for r in rates],
+                        yerr=[cell(attack, r, "clean_accuracy")["std"] for r in rates],
+                        marker="o", label=f"{attack}: clean acc")
+            if attack == "badnets":
+                ax.errorbar(rates, [cell(attack, r, "asr")["mean"] for r in rates],
+                            yerr=[cell(attack, r, "asr")["std"] for r in rates],
+                            marker="s", ls="--", label="badnets: ASR")
+        ax.set_xlabel("poison rate")
+    else:
+        r = rates[0]
+        names, vals, errs, colors = [], [], [], []
+        for attack in atts:
+            for k, c in (("clean_accuracy", "tab:blue"), ("asr", "tab:red")):
+                names.append(f"{attack}\n{'clean acc' if k == 'clean_accuracy' else 'ASR'}")
+                vals.append(cell(attack, r, k)["mean"]); errs.append(cell(attack, r, k)["std"]); colors.append(c)
+        ax.bar(range(len(vals)), vals, yerr=errs, color=colors)
+        ax.set_xticks(range(len(vals)), names, fontsize=7)
+        ax.set_xlabel(f"poison rate {r:g} (set config.rates for a curve)")
     if base:
         ax.axhline(base["clean_accuracy"]["mean"], color="gray", ls=":", label="no attack: clean acc")
-    ax.set_xlabel("poison rate"); ax.set_ylabel("fraction"); ax.set_ylim(0, 1.02); ax.legend(fontsize=7)
+    ax.set_ylabel("fraction"); ax.set_ylim(0, 1.02); ax.legend(fontsize=7)
     ax.set_title(f"digits, SmallCNN, K={config.n_victims} victims")
     reporting.save_figure(fig, wd / "accuracy_vs_rate.png")
     cols = ["attack", "poison_rate", "clean_accuracy", "asr"]

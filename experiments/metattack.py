@@ -221,7 +221,7 @@ def run(config, workdir) -> dict:
             timed_flips = min(int(st.n_flips), (res.steps - (resumed_from or 0)) * cfg.flips_per_step)
             attack_seconds = res.seconds
             pert = A.state_to_adj(st)
-            n_meta = int(np.ceil(int(st.n_flips) / cfg.flips_per_step))  # meta-gradients actually used (approx.)
+            n_meta = int(res.steps)  # runner steps = meta-gradients (the progress bar counts the same)
     elif config.attack == "random":
         pert = A.flips_to_adj(g.adj, A.random_attack(g.adj, budget, seed=config.seed))
     elif config.attack == "prbcd":
@@ -287,12 +287,15 @@ def run(config, workdir) -> dict:
     reporting.write_report(wd, f"Metattack on {config.dataset} at {config.rate:g}", [
         ("Setup", f"GCN (hidden {gcfg.hidden}, {gcfg.epochs} epochs) over {config.n_victims} seeds on the Pro-GNN "
                   f"split; attack `{config.attack}`, {info['n_flips']} flips ({info['added']} added, "
-                  f"{info['removed']} removed), {n_meta} meta-gradients, {config.flips_per_step} flip(s) per "
-                  f"meta-gradient, {config.inner_steps} inner steps, LL constraint {config.ll_constraint}. "
+                  f"{info['removed']} removed), {n_meta} meta-gradients (= the progress bar's steps), "
+                  f"{config.flips_per_step} flip(s) per meta-gradient, {config.inner_steps} inner steps, LL constraint {config.ll_constraint}. "
                   f"Labels the attack saw: {labels_used}." + _speed_note(config)),
         ("Test accuracy (mean ± std)", table),
         ("Time", f"{attack_seconds:.1f} s for the attack ({results['seconds_per_perturbation']:.2f} s per "
-                 "perturbation, compilation included)."),
+                 "perturbation, compilation included)."
+                 + (f" This invocation resumed from step {resumed_from}: the time covers only the steps run "
+                    "after the resume, and the per-perturbation figure divides by the flips made in them."
+                    if resumed_from else "")),
     ] + ([("Meta-PGD", f"Warm start `{config.pgd.init}`, {config.pgd.steps} PGD steps on the `{config.pgd.loss}` "
                        f"loss, {config.pgd.samples} Bernoulli samples; selected `{extra['selected']}` by the "
                        "attacker-side proxy (mean accuracy of GCNs trained on the candidate graph, against the "

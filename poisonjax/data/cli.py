@@ -95,6 +95,7 @@ def studies_using() -> dict:
 
 
 def cmd_list(args) -> int:
+    """``poisonjax data list``: every dataset with its files, size, licence, source and the studies using it."""
     root, why = data_root_and_source(args.data_dir)
     rows = []
     using = studies_using()
@@ -126,6 +127,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
+    """``poisonjax data check [NAME ...]``: verify files against the shipped SHA-256 table; exit 1 on a mismatch."""
     from poisonjax.data.fetch import check
     root, why = data_root_and_source(args.data_dir)
     names = args.names or [n for n in registry.DATASETS if (root / n).is_dir()]
@@ -152,6 +154,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_fetch(args) -> int:
+    """``poisonjax data fetch NAME [--mirror URL]``: download, verify the checksum and install atomically."""
     from poisonjax.data.fetch import FetchError, fetch
     for n in args.names:
         registry.get(n)

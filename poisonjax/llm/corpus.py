@@ -122,6 +122,8 @@ class Vocab:
 
 
 def make_vocab(bank: Bank, topics: Sequence[str] = TOPICS) -> Vocab:
+    """The word-level vocabulary of the corpus: every word of the stance sentences, question openers, perspectives and
+    topic names, plus the four special tokens (first)."""
     words = set()
     for s in bank.pro + bank.con:
         words.update(s.replace("{e}", "").split())
