@@ -4,7 +4,10 @@ Modules: :mod:`~poisonjax.core.types` (protocols), :mod:`~poisonjax.core.trainin
 :mod:`~poisonjax.core.ensemble`, :mod:`~poisonjax.core.projections`, :mod:`~poisonjax.core.parallel`,
 :mod:`~poisonjax.core.runner`, :mod:`~poisonjax.core.bilevel`, :mod:`~poisonjax.core.gradient_matching`,
 :mod:`~poisonjax.core.autoregressive`, :mod:`~poisonjax.core.layers` (``PatchConv``),
-:mod:`~poisonjax.core.validation`, :mod:`~poisonjax.core.reporting`.
+:mod:`~poisonjax.core.validation`, :mod:`~poisonjax.core.reporting`, :mod:`~poisonjax.core.victims` (K victims),
+:mod:`~poisonjax.core.poisoning`, :mod:`~poisonjax.core.pruning`, :mod:`~poisonjax.core.influence`,
+:mod:`~poisonjax.core.privacy`, :mod:`~poisonjax.core.transformer`, :mod:`~poisonjax.core.study`,
+:mod:`~poisonjax.core.names`.
 """
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.training import (TrainResult, accuracy, init_and_train, softmax_cross_entropy_loss,
@@ -12,7 +15,8 @@ from poisonjax.core.training import (TrainResult, accuracy, init_and_train, soft
 from poisonjax.core.ensemble import ensemble_apply, mean_std, stack, unstack
 from poisonjax.core.projections import (project_box, project_capped_simplex, project_l2, project_linf,
                                         project_linf_box, topk_indices, topk_mask)
-from poisonjax.core.parallel import initialize_distributed, is_main_process, make_mesh, sharded_vmap
+from poisonjax.core.parallel import chunked_vmap, initialize_distributed, is_main_process, make_mesh, sharded_vmap
+from poisonjax.core.victims import evaluate_victims, flax_victim, predict_victims, train_victims
 from poisonjax.core.runner import RunResult, run
 from poisonjax.core.validation import PoisonJaxInputError
 
@@ -20,6 +24,7 @@ __all__ = [
     "AttackOptimizer", "TrainResult", "accuracy", "init_and_train", "softmax_cross_entropy_loss", "train_ensemble",
     "train_full_batch", "train_minibatch", "ensemble_apply", "mean_std", "stack", "unstack", "project_box",
     "project_capped_simplex", "project_l2", "project_linf", "project_linf_box", "topk_indices", "topk_mask",
-    "initialize_distributed", "is_main_process", "make_mesh", "sharded_vmap", "RunResult", "run",
+    "initialize_distributed", "is_main_process", "make_mesh", "sharded_vmap", "chunked_vmap",
+    "train_victims", "evaluate_victims", "predict_victims", "flax_victim", "RunResult", "run",
     "PoisonJaxInputError",
 ]
