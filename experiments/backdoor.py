@@ -168,8 +168,8 @@ def run(config, workdir) -> dict:
     def train_masked(x, y, keep, keys):
         # removing rows = zero weight (one compiled program for every filtered set); keep [K, N]
         from poisonjax.core.victims import flax_victim, train_victims as core_train
-        from poisonjax.vision.backdoor.victim import _accepts_train, augment_batch
-        vic = flax_victim(model, x[:1], train_kwarg="train" if _accepts_train(model) else None)
+        from poisonjax.vision.backdoor.victim import accepts_train, augment_batch
+        vic = flax_victim(model, x[:1], train_kwarg="train" if accepts_train(model) else None)
         xs = jnp.broadcast_to(x, (keep.shape[0],) + x.shape)
         ys = jnp.broadcast_to(y, (keep.shape[0],) + y.shape)
         return core_train(vic, opt, {"x": xs, "y": ys}, keys, epochs=tc.epochs, batch_size=tc.batch_size,

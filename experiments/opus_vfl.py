@@ -47,7 +47,7 @@ def _load(name, c):
         root = require("cifar10_jpeg_20k", None, what="the CIFAR-10 20k JPEG set (shared/data/cifar10_jpeg_20k)")
         xtr, ytr, _ = I.read_image_folder(root / "train", I.CIFAR10_CLASSES)
         xte, yte, _ = I.read_image_folder(root / "test", I.CIFAR10_CLASSES)
-        xte, yte = I._stratified_subset(xte, yte, c.n_test, c.seed + 1) if c.n_test < len(yte) else (xte, yte)
+        xte, yte = I.stratified_subset(xte, yte, c.n_test, c.seed + 1) if c.n_test < len(yte) else (xte, yte)
         return xtr.astype(np.float32) / 255, ytr, xte.astype(np.float32) / 255, yte
     return d.x_train, d.y_train, d.x_test, d.y_test
 

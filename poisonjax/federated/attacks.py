@@ -60,7 +60,9 @@ def _sqd(a, b):
     return jnp.maximum(jnp.sum(a * a, 1)[:, None] + jnp.sum(b * b, 1)[None, :] - 2.0 * a @ b.T, 0.0)
 
 
-def _direction(mu, sd, direction):
+def attack_direction(mu, sd, direction):
+    r"""The perturbation direction :math:`p` of the Min-Max / Min-Sum family (Shejwalkar & Houmansadr 2021):
+    ``"unit"`` :math:`-\mu/\|\mu\|`, ``"std"`` :math:`-\sigma`, ``"sign"`` :math:`-\mathrm{sign}(\mu)`."""
     check_choice("direction", direction, ("unit", "std", "sign"))
     if direction == "unit":
         return -mu / jnp.maximum(jnp.linalg.norm(mu), 1e-12)
@@ -156,7 +158,7 @@ def min_max(updates, malicious, key, *, context=None, aggregator=None, direction
     :math:`\max_{i,j}\|x_i-x_j\| / \|p\|`, which brackets every feasible :math:`\gamma` (the paper
     uses a fixed 10 for its scale of gradients)."""
     ben, mu, sd = _benign_stats(updates, malicious)
-    p = _direction(mu, sd, direction)
+    p = attack_direction(mu, sd, direction)
     pair = ben[:, None] & ben[None, :]
     dmax = jnp.max(jnp.where(pair, _sqd(updates, updates), 0.0))
 
@@ -174,7 +176,7 @@ def min_sum(updates, malicious, key, *, context=None, aggregator=None, direction
     r"""Min-Sum (Shejwalkar & Houmansadr, NDSS 2021): like :func:`min_max` with the condition
     :math:`\sum_i \|\mu+\gamma p - x_i\|^2 \le \max_i \sum_j \|x_i - x_j\|^2` over benign :math:`x`."""
     ben, mu, sd = _benign_stats(updates, malicious)
-    p = _direction(mu, sd, direction)
+    p = attack_direction(mu, sd, direction)
     pair = ben[:, None] & ben[None, :]
     d2 = jnp.where(pair, _sqd(updates, updates), 0.0)
     smax = jnp.max(jnp.where(ben, jnp.sum(d2, axis=1), 0.0))
@@ -281,7 +283,7 @@ def adaptive(updates, malicious, key, *, context=None, aggregator=None, directio
     if aggregator is None:
         raise PoisonJaxInputError("adaptive attack needs aggregator=callable(updates) -> (aggregate, report)")
     _, mu, sd = _benign_stats(updates, malicious)
-    p = _direction(mu, sd, direction)
+    p = attack_direction(mu, sd, direction)
     gammas = jnp.concatenate([jnp.zeros((1,)), gamma_max * 2.0 ** -jnp.arange(num_candidates - 1, dtype=jnp.float32)[::-1]])
     mun = mu / jnp.maximum(jnp.linalg.norm(mu), 1e-12)
     obj = objective or (lambda agg, mu_, rep: -jnp.dot(agg, mun))

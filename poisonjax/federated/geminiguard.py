@@ -341,7 +341,7 @@ def adaptive_against_geminiguard(tau_weight: float = 4.0, tau_latent: float = 4.
         nb = jnp.maximum(jnp.sum(ben), 1)
         mu = jnp.sum(jnp.where(ben[:, None], updates, 0.0), 0) / nb
         sd = jnp.sqrt(jnp.sum(jnp.where(ben[:, None], (updates - mu) ** 2, 0.0), 0) / nb)
-        p = T._direction(mu, sd, direction)
+        p = T.attack_direction(mu, sd, direction)
         if decorrelate:
             d2 = pairwise_sq_distances(updates)
             pair = ben[:, None] & ben[None, :] & ~jnp.eye(n, dtype=bool)

@@ -63,7 +63,7 @@ class _Head(nn.Module):
 @functools.partial(jax.jit, static_argnames=("spec", "steps", "batch_u", "num_classes", "finetune_bottom"))
 def _mixmatch(spec, key, bottom_k, hmask_k, x_lab, y_lab, x_unl, steps, batch_u, num_classes, lr, noise, lambda_u,
               finetune_bottom):
-    bottom, _ = E._models(spec)
+    bottom, _ = E.build_models(spec)
     head = _Head(64, num_classes)
     kh, key = jax.random.split(key)
     params = {"bottom": bottom_k, "head": head.init(kh, jnp.zeros((1, spec.embed_dim)))}
@@ -118,7 +118,7 @@ def model_completion(spec: E.VFLSpec, key, bottom_k, hmask_k, x_lab, y_lab, x_un
     p = _mixmatch(spec, key, bottom_k, jnp.asarray(hmask_k), jnp.asarray(x_lab), jnp.asarray(y_lab, jnp.int32),
                   jnp.asarray(x_unl), int(steps), int(batch_u), int(spec.num_classes), lr, noise, lambda_u,
                   bool(finetune_bottom))
-    bottom, _ = E._models(spec)
+    bottom, _ = E.build_models(spec)
     head = _Head(64, spec.num_classes)
     lg = head.apply(p["head"], bottom.apply(p["bottom"], jnp.asarray(x_test), jnp.asarray(hmask_k)))
     return float(jnp.mean(jnp.argmax(lg, -1) == jnp.asarray(y_test)))
@@ -158,7 +158,7 @@ def _grn_train(spec, key, params, hmask, dp_mask, eps, x_parts, target, width, s
     prior_logit = jnp.log(prior / (1 - prior))
     gp = gen.init(kg, zin[:1], prior_logit)
     tx = optax.adam(lr)
-    bottom, _ = E._models(spec)
+    bottom, _ = E.build_models(spec)
     pk = party_params(params["bottom"], target)
 
     def recon_loss(gp, ib):

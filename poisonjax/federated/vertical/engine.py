@@ -132,13 +132,14 @@ class VFLState(NamedTuple):
     round: Any
 
 
-def _models(spec: VFLSpec):
+def build_models(spec: VFLSpec):
+    """The bottom (per-party) and top (active party) flax modules of a vertical federation ``spec``."""
     return Bottom(spec.hidden, spec.embed_dim), Top(spec.top_hidden, spec.num_classes)
 
 
 def init_params(spec: VFLSpec, key):
     """Stacked bottom params (``vmap`` of ``init`` over ``P`` keys) and top params."""
-    bottom, top = _models(spec)
+    bottom, top = build_models(spec)
     kb, kt = jax.random.split(key)
     x0 = jnp.zeros((1, spec.d_max))
     pb = jax.vmap(lambda k: bottom.init(k, x0, jnp.ones((spec.hidden,))))(jax.random.split(kb, spec.num_parties))
@@ -148,13 +149,13 @@ def init_params(spec: VFLSpec, key):
 
 def embed(spec: VFLSpec, bottom_params, x_parts, hmask):
     """All parties' embeddings ``[P, B, E]`` from ``x_parts [P, B, d_max]`` (one vmap)."""
-    bottom, _ = _models(spec)
+    bottom, _ = build_models(spec)
     return jax.vmap(bottom.apply)(bottom_params, x_parts, hmask)
 
 
 def top_logits(spec: VFLSpec, top_params, sent):
     """Logits ``[B, C]`` from the received embeddings ``sent [P, B, E]`` (concatenated per sample)."""
-    _, top = _models(spec)
+    _, top = build_models(spec)
     p, b, e = sent.shape
     return top.apply(top_params, jnp.transpose(sent, (1, 0, 2)).reshape(b, p * e))
 

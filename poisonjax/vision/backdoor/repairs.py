@@ -38,7 +38,7 @@ import optax
 from poisonjax.core.bilevel import implicit_meta_grad
 from poisonjax.core.pruning import apply_unit_mask, capture_activations, unit_param_mask
 from poisonjax.core.validation import PoisonJaxInputError, check_fraction
-from poisonjax.vision.backdoor.victim import (_accepts_train, apply_victim, fit, has_bn, make_optimizer)
+from poisonjax.vision.backdoor.victim import (accepts_train, apply_victim, fit, has_bn, make_optimizer)
 
 
 def _logits(module, variables, x):
@@ -84,7 +84,7 @@ def fine_pruning(module, variables, x_clean, y_clean, key, *, layer: Optional[st
 
     Returns ``(variables, {"ratio": r})``."""
     layer = layer or last_feature_layer(module)
-    kw = {"train": False} if _accepts_train(module) else {}
+    kw = {"train": False} if accepts_train(module) else {}
     acts = capture_activations(module, variables, x_clean, layers=[layer], **kw)[layer]
     a = jnp.mean(jax.nn.relu(acts).reshape(-1, acts.shape[-1]), 0)
     u = a.shape[0]

@@ -32,7 +32,8 @@ def has_bn(variables: PyTree) -> bool:
     return isinstance(variables, dict) and "batch_stats" in variables and bool(jax.tree.leaves(variables["batch_stats"]))
 
 
-def _accepts_train(module) -> bool:
+def accepts_train(module) -> bool:
+    """True when the flax module's ``__call__`` takes a ``train`` flag (BatchNorm / dropout models)."""
     import inspect
     return "train" in inspect.signature(type(module).__call__).parameters
 
@@ -48,7 +49,7 @@ def apply_victim(module, variables: PyTree, x: jax.Array, *, train: bool = False
     """Logits ``[B, C]`` (or features) of a victim. With ``train=True`` and BatchNorm, returns
     ``(out, new_batch_stats)``; otherwise just ``out``."""
     kw = {"return_features": return_features}
-    if _accepts_train(module):
+    if accepts_train(module):
         kw["train"] = train
     if train and has_bn(variables):
         out, upd = module.apply(variables, x, mutable=["batch_stats"], **kw)
@@ -130,7 +131,7 @@ def train_victims(module, keys: jax.Array, x: jax.Array, y: jax.Array, *, epochs
     sets). Returns stacked variables (leading axis K)."""
     from poisonjax.core.victims import flax_victim, train_victims as core_train
     sample = x[0, :1] if data_axis == 0 else x[:1]
-    vic = flax_victim(module, sample, train_kwarg="train" if _accepts_train(module) else None)
+    vic = flax_victim(module, sample, train_kwarg="train" if accepts_train(module) else None)
     res = core_train(vic, optimizer, {"x": x, "y": y}, keys, epochs=epochs, batch_size=batch_size,
                      data_axis=data_axis, augment=augment_batch if augment else None, chunk=chunk)
     return res.variables
