@@ -10,9 +10,12 @@ Two mechanisms (the data root is resolved as everywhere else, see :func:`poisonj
 
 ``POISONJAX_REQUIRE_DATA=1`` (CI sets it: CI has the data) turns both off, so a missing dataset fails there.
 
-``pytest --fetch-data`` (opt-in) first tries to fetch the missing datasets that tests need (from their pinned
-sources, or from ``$POISONJAX_DATA_MIRROR`` laid out as ``URL/<name>/<file>``), with a 10 s timeout per request and
-giving up on a dataset after 3 failures in a row; when everything is present (CI) it does nothing.
+Before the tests run, missing datasets that the tests need are **fetched automatically** into the data root, with
+their checksums verified (from their pinned sources, or from ``$POISONJAX_DATA_MIRROR`` laid out as
+``URL/<name>/<file>``): first one probe of the source host (5 s timeout); if it is unreachable (no network) nothing
+is fetched and one line says so; otherwise each request has a 10 s timeout and a dataset is given up after 3
+failures in a row. When everything is present (CI) nothing happens. ``--no-fetch-data`` (or
+``POISONJAX_NO_FETCH=1``) turns the fetch off; ``--fetch-data`` is accepted for compatibility (it is the default).
 """
 from __future__ import annotations
 
@@ -46,21 +49,22 @@ def _find_dnf(exc):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fetch-data", action="store_true", default=False,
-                     help="poisonjax: before the tests, try to fetch missing test datasets into the data root "
-                          "(short timeout; nothing happens when all are present)")
+    parser.addoption("--fetch-data", action="store_true", default=True,
+                     help="poisonjax: before the tests, fetch missing test datasets into the data root (the default; "
+                          "short timeouts; nothing happens when all are present or the network is unreachable)")
+    parser.addoption("--no-fetch-data", action="store_false", dest="fetch_data",
+                     help="poisonjax: do not fetch missing test datasets (their tests are skipped, naming the fetch "
+                          "command); the same as POISONJAX_NO_FETCH=1")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "requires_data(*names): skip (naming the fetch command) unless the "
                                        "named datasets are present under the data root")
-    if config.getoption("--fetch-data") and not hasattr(config, "workerinput"):  # controller only, not xdist workers
-        from poisonjax.data.registry import missing_files
-        missing = sorted({d for d, _ in missing_files(TEST_DATASETS)})
-        if missing:
-            import os
-            from poisonjax.data.fetch import fetch_many
-            fetch_many(missing, timeout=10.0, quiet_errors=True, mirror=os.environ.get("POISONJAX_DATA_MIRROR") or None)
+    import os
+    wanted = config.getoption("fetch_data") and os.environ.get("POISONJAX_NO_FETCH", "") in ("", "0")
+    if wanted and not hasattr(config, "workerinput"):  # controller only, not xdist workers
+        from poisonjax.data.fetch import fetch_missing
+        fetch_missing(TEST_DATASETS, mirror=os.environ.get("POISONJAX_DATA_MIRROR") or None)
 
 
 def _data_required() -> bool:

@@ -195,3 +195,58 @@ def check(name: str, data_dir=None) -> CheckResult:
             ok.append(rel)
     return CheckResult(name, ok, missing, bad)
 
+
+
+def source_reachable(url: str, timeout: float = 5.0) -> Optional[str]:
+    """``None`` if the host of ``url`` answers an HTTP request within ``timeout`` seconds (any HTTP status counts:
+    the host is reachable), else a one-line reason (DNS failure, refused connection, timeout). ``file://`` URLs are
+    reachable when the path exists."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        return None if Path(urllib.parse.unquote(parts.path)).exists() else f"{url} does not exist"
+    probe = f"{parts.scheme}://{parts.netloc}/"
+    try:
+        urllib.request.urlopen(urllib.request.Request(probe, method="HEAD", headers={"User-Agent": USER_AGENT}),
+                               timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None
+    except Exception as e:  # URLError, socket.timeout, OSError
+        return f"{probe} unreachable ({getattr(e, 'reason', e)})"
+    return None
+
+
+def fetch_missing(datasets: Sequence[str], data_dir=None, *, mirror: Optional[str] = None, timeout: float = 10.0,
+                  probe_timeout: float = 5.0, log: Callable[[str], None] = print) -> Dict[str, Optional[str]]:
+    """Fetch the missing or corrupt files of ``datasets`` into the data root, verifying every checksum.
+
+    What the test command runs first (``tests/conftest.py``). The source (``mirror`` if given, else the canonical
+    host of the first missing file) is probed once with ``probe_timeout``; if it is unreachable, nothing is
+    fetched and one line on stderr says so, so a machine without network pays a few seconds, not a timeout per
+    file. Otherwise :func:`fetch_many` runs with ``timeout`` per request, errors reported one line each.
+
+    Returns:
+      ``{dataset: None if it is now complete, else the reason}`` for the datasets that were missing files (an
+      empty dict when nothing was missing).
+    """
+    missing = sorted({d for d, _ in registry.missing_files(datasets, data_dir)})
+    if not missing:
+        return {}
+    probe_url = mirror
+    if probe_url is None:
+        probe_url = "https://raw.githubusercontent.com/"
+        for d in missing:
+            try:
+                first = next(iter(registry.checksums(d, None, data_dir)), None)
+                origin = registry.origin_of(d, first) if first is not None else None
+            except (DataNotFoundError, ValueError):  # manifest-only dataset without its manifest
+                origin = None
+            if origin is not None:
+                probe_url = origin[0]
+                break
+    why = source_reachable(probe_url, probe_timeout)
+    if why is not None:
+        print(f"poisonjax: not fetching {len(missing)} missing dataset(s) ({', '.join(missing)}): {why}; "
+              f"their tests are skipped", file=sys.stderr)
+        return {d: why for d in missing}
+    log(f"poisonjax: fetching missing datasets into {data_root(data_dir)}: {', '.join(missing)}")
+    return fetch_many(missing, data_dir, mirror=mirror, timeout=timeout, quiet_errors=True)
