@@ -27,6 +27,7 @@ import numpy as np
 from poisonjax.core import reporting
 from poisonjax.core.validation import PoisonJaxInputError, check_choice
 from poisonjax.federated.vertical import attacks as A
+from poisonjax.federated.vertical import engine as E
 from poisonjax.federated.vertical import federation as F
 
 DATASETS = ("mnist", "cifar10_20k", "cifar10", "digits")
@@ -64,7 +65,7 @@ def _federation(c, x, y, xte, yte, noise_party=-1):
         val_size=c.val_size, noise_party=noise_party, cost_scale=c.cost_scale, seed=c.seed,
         batch_size=c.batch_size, val_batch=c.val_batch, lr=c.lr, momentum=c.momentum, mechanism=c.mechanism,
         delta=c.delta, clip_norm=c.clip_norm, eps_min=c.eps_min, eps_max=c.eps_max, eps_lr=c.eps_lr, fd_h=c.fd_h,
-        eps_warmup=c.eps_warmup,
+        eps_warmup=c.eps_warmup, grad_clip=c.grad_clip,
         alpha=c.alpha, beta=c.beta, tau=c.tau, drop_mode=c.drop_mode)
 
 
@@ -111,7 +112,8 @@ def _train_eval(c, fed, wd, ds, defense, run, eps, progress):
         known = np.flatnonzero(fed.y == c.target_class)[:c.n_known]
         kw.update(backdoor=True, bd_party=c.bd_party, known_ids=known, bd_gamma=c.bd_gamma,
                   trigger_size=c.trigger_size, n_known=c.n_known)
-    pb = F.make_problem(fed, defense, eps=eps, n_known=c.n_known, **{k: v for k, v in kw.items() if k != "n_known"})
+    pb = F.make_problem(fed, defense, eps=eps, n_known=c.n_known, grad_dp=bool(c.grad_dp),
+                        **{k: v for k, v in kw.items() if k != "n_known"})
     res = F.train(fed, pb, c.rounds, wd / "runs" / f"{ds}__{defense}__{run}", seed=c.seed,
                   config={"cfg": c.to_dict(), "ds": ds, "defense": defense, "run": run, "eps": eps},
                   progress=progress, desc=f"{ds}/{defense}/{run}")
@@ -119,22 +121,34 @@ def _train_eval(c, fed, wd, ds, defense, run, eps, progress):
     key = jax.random.PRNGKey(c.seed + 17)
     dpm = np.asarray(F.dp_mask(pb))
     traj, means, budget_err, nbytes = _summary(res.metrics, p)
-    cell = {"dataset": ds, "defense": defense, "run": run, "accuracy": F.test_accuracy(fed, st, pb, key),
+    noised = bool(c.eval_noise)
+    cell = {"dataset": ds, "defense": defense, "run": run,
+            "accuracy": F.test_accuracy(fed, st, pb, key, noised=noised),
+            "accuracy_noised_inference": F.test_accuracy(fed, st, pb, key, noised=True),
             "final_eps": np.asarray(st.eps).tolist(), "budget_max_error": budget_err, "bytes_per_round": nbytes,
             "trajectories": traj, **means}
     aux = A.aux_indices(fed.y, c.lia_aux_per_class, fed.spec.num_classes, c.seed)
     unl = slice(0, min(c.lia_unlabelled, len(fed.y)))
 
-    def completion(k, bottom_params):
+    def completion(k, bottom_params, finetune=c.lia_finetune_bottom):
         return A.model_completion(fed.spec, jax.random.fold_in(key, 100 + k), A.party_params(bottom_params, k),
                                   fed.hmask[k], fed.x[k, aux], fed.y[aux], fed.x[k, unl], fed.xte[k], fed.yte,
-                                  steps=c.lia_steps, finetune_bottom=c.lia_finetune_bottom)
+                                  steps=c.lia_steps, finetune_bottom=finetune)
 
     if run == "clean":
         parties = list(c.lia_parties) or list(range(1, p))
         lia = {f"lia_accuracy_p{k}": completion(k, st.params["bottom"]) for k in parties}
         cell.update(lia)
         cell["lia_accuracy"] = float(np.mean(list(lia.values())))
+        # the attack with the bottom model frozen (head only): what the federation's training taught the bottom
+        fro = {f"lia_frozen_accuracy_p{k}": completion(k, st.params["bottom"], False) for k in parties}
+        cell.update(fro)
+        cell["lia_frozen_accuracy"] = float(np.mean(list(fro.values())))
+        if c.lia_floor and defense == "vanilla":
+            # the floor no defense of the exchanged tensors can go below: the same attack from a never-trained bottom
+            fresh = E.init_params(fed.spec, jax.random.PRNGKey(c.seed + 991))["bottom"]
+            cell["lia_floor_accuracy"] = float(np.mean([completion(k, fresh) for k in parties]))
+            cell["lia_frozen_floor_accuracy"] = float(np.mean([completion(k, fresh, False) for k in parties]))
         fr = slice(0, min(c.fia_rows, len(fed.y)))
         fia_aux = A.aux_indices(fed.y[fr], max(c.fia_aux // fed.spec.num_classes, 1), fed.spec.num_classes,
                                 c.seed) if c.fia_aux else None
@@ -147,7 +161,8 @@ def _train_eval(c, fed, wd, ds, defense, run, eps, progress):
     elif run == "lia_active":
         cell["lia_accuracy"] = completion(c.lia_active_party, st.params["bottom"])
     elif run == "backdoor":
-        cell["asr"] = A.backdoor_asr(fed.spec, jax.random.fold_in(key, 9), st.params, fed.hmask, dpm, st.eps,
+        cell["asr"] = A.backdoor_asr(fed.spec, jax.random.fold_in(key, 9), st.params, fed.hmask,
+                                     dpm if noised else np.zeros_like(dpm), st.eps,
                                      fed.xte, fed.yte, bd_party=c.bd_party, strip_shape=fed.vd.strip_shapes[c.bd_party],
                                      target_class=c.target_class, trigger_size=c.trigger_size)
     cell["seconds"] = time.time() - t0
@@ -161,9 +176,12 @@ def _rows(cells, p):
         base = {"dataset": cell["dataset"], "defense": cell["defense"]}
         rew = {f"reward_p{k}": cell[f"reward_p{k}"] for k in range(1, p)}
         if cell["run"] == "clean":
-            rows.append({**base, "attack": "none", "accuracy": cell["accuracy"], **rew})
+            rows.append({**base, "attack": "none", "accuracy": cell["accuracy"],
+                         "accuracy_noised_inference": cell["accuracy_noised_inference"], **rew})
             rows.append({**base, "attack": "lia_passive", "accuracy": cell["accuracy"],
                          "lia_accuracy": cell["lia_accuracy"], **rew})
+            rows.append({**base, "attack": "lia_passive_frozen", "accuracy": cell["accuracy"],
+                         "lia_accuracy": cell["lia_frozen_accuracy"], **rew})
             rows.append({**base, "attack": "fia", "accuracy": cell["accuracy"], "fia_mse": cell["fia_mse"],
                          "fia_mse_mean_image": cell["fia_mse_mean_image"], **rew})
         elif cell["run"] == "lia_active":
@@ -178,15 +196,24 @@ def _claims(ds, by, noise_cell, p, tau):
     """The issue's "what must hold", measured on one dataset."""
     v, o, f = by[("vanilla", "clean")], by[("opus", "clean")], by[("fixed_dp", "clean")]
     cl = {"dataset": ds}
-    for name, key in (("lia_passive", "clean"), ("lia_active", "lia_active")):
-        lv, lo = by[("vanilla", key)]["lia_accuracy"], by[("opus", key)]["lia_accuracy"]
+    for name, key, col in (("lia_passive", "clean", "lia_accuracy"), ("lia_active", "lia_active", "lia_accuracy"),
+                           ("lia_passive_frozen", "clean", "lia_frozen_accuracy")):
+        lv, lo = by[("vanilla", key)][col], by[("opus", key)][col]
+        cl[f"{name}_vanilla"], cl[f"{name}_opus"], cl[f"{name}_fixed_dp"] = lv, lo, by[("fixed_dp", key)][col]
         cl[f"{name}_drop_abs"] = lv - lo
         cl[f"{name}_drop_rel"] = (lv - lo) / lv if lv else None
         cl[f"{name}_holds"] = bool(lv - lo >= 0.10)
+    for name, col in (("lia_passive", "lia_floor_accuracy"), ("lia_passive_frozen", "lia_frozen_floor_accuracy")):
+        if col in v:  # the largest drop any defense of the exchanged tensors could give
+            cl[f"{name}_floor"] = v[col]
+            cl[f"{name}_max_possible_drop"] = v[name == "lia_passive" and "lia_accuracy" or "lia_frozen_accuracy"] - v[col]
     cl["fia_mse_increase_rel"] = (o["fia_mse"] - v["fia_mse"]) / v["fia_mse"]
     cl["fia_holds"] = bool(cl["fia_mse_increase_rel"] >= 0.30)
     cl["fia_vanilla_beats_mean_image"] = bool(v["fia_mse"] < v["fia_mse_mean_image"])
+    cl["accuracy_vanilla"], cl["accuracy_fixed_dp"], cl["accuracy_opus"] = v["accuracy"], f["accuracy"], o["accuracy"]
     cl["accuracy_gap_opus_vs_vanilla"] = v["accuracy"] - o["accuracy"]
+    cl["accuracy_gap_opus_vs_vanilla_noised_inference"] = (v["accuracy_noised_inference"]
+                                                           - o["accuracy_noised_inference"])
     cl["accuracy_within_3pts_holds"] = bool(v["accuracy"] - o["accuracy"] <= 0.03)
     cl["opus_avg_eps"] = float(np.mean([o[f"eps_p{k}"] for k in range(1, p)]))
     cl["fixed_dp_eps"] = float(f["final_eps"][1])
@@ -280,11 +307,14 @@ def _smooth(v, w=20):
 
 
 def _report(wd, c, rows, claims, plots, p):
-    cols = ["dataset", "defense", "attack", "accuracy", "lia_accuracy", "fia_mse", "fia_mse_mean_image", "asr"] + \
+    cols = ["dataset", "defense", "attack", "accuracy", "accuracy_noised_inference", "lia_accuracy", "fia_mse",
+            "fia_mse_mean_image", "asr"] + \
         [f"reward_p{k}" for k in range(1, p)]
     setting = (f"datasets={list(c.datasets)}, {p} parties (vertical strips), bottom MLP {c.hidden} -> {c.embed_dim}, "
                f"{c.rounds} rounds of batch {c.batch_size}; DP: {c.mechanism} Gaussian, delta={c.delta}, "
-               f"Delta={c.clip_norm}, OPUS eps in [{c.eps_min}, {c.eps_max}] from {c.eps}; fixed DP at OPUS's "
+               f"Delta={c.clip_norm}, OPUS eps in [{c.eps_min}, {c.eps_max}] from {c.eps}; gradient perturbation on "
+               f"the returned gradients: {bool(c.grad_dp)} (per-sample clip {c.grad_clip}); test-time noise: "
+               f"{bool(c.eval_noise)} (accuracy_noised_inference: with it); fixed DP at OPUS's "
                f"average eps; LIA: model completion with {10 * c.lia_aux_per_class} labels + MixMatch "
                f"(fine-tune bottom: {c.lia_finetune_bottom}); FIA: GRN on party {c.fia_party}; backdoor: party "
                f"{c.bd_party}, {c.n_known} known target IDs, gamma={c.bd_gamma}. CIFAR-100 is not available here.")

@@ -177,7 +177,23 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
                 r["rounds_vs_retrain"] = r["rounds"] / ref["rounds"]
                 r["bytes_vs_retrain"] = r["bytes"] / ref["bytes"]
                 sweep.append(r)
-    return {"rows": rows, "sweep_rows": sweep, "checks": _checks(rows, scenario, void), "void": bool(void)}
+    return {"rows": rows, "sweep_rows": sweep, "checks": _checks(rows, scenario, void), "void": bool(void),
+            "selection": select_soul_config(sweep) if sweep else None}
+
+
+def select_soul_config(sweep_rows):
+    r"""Choose SoUL's ``(prune_fraction, blend_alpha)`` from a sweep WITHOUT test data: maximise
+    :math:`J = \mathrm{retain\_accuracy} - \mathrm{forget\_accuracy}`, both measured on clients' own training
+    data (the remaining clients report their local accuracy, the forgotten clients' data are the ones SoUL's
+    statistics already read), i.e. keep the most utility while fitting the data to forget the least. Ties go to
+    the smaller ``p`` then the larger ``alpha`` (the milder edit). Test accuracy, ASR and MIA are not read.
+    Returns ``{"prune_fraction", "blend_alpha", "criterion", "table": [{p, alpha, J}]}``."""
+    table = [{"prune_fraction": r["prune_fraction"], "blend_alpha": r["blend_alpha"],
+              "J": r["retain_accuracy"] - r["forget_accuracy"]} for r in sweep_rows]
+    best = max(table, key=lambda t: (round(t["J"], 6), -t["prune_fraction"], t["blend_alpha"]))
+    return {"prune_fraction": best["prune_fraction"], "blend_alpha": best["blend_alpha"],
+            "criterion": "max retain_accuracy - forget_accuracy (clients' training data; no test data)",
+            "table": table}
 
 
 def _checks(rows, scenario, void):
@@ -217,7 +233,7 @@ def run(config, workdir) -> dict:
     model = U.make_model(config.model, arrays[4], arrays[2][:1], hidden=config.hidden, channels=tuple(config.channels))
     from tqdm.auto import tqdm
     cells = [(s, p) for s in config.scenarios for p in config.partitions]
-    rows, sweep, checks = [], [], {}
+    rows, sweep, checks, selections = [], [], {}, {}
     for scenario, part in tqdm(cells, desc="soul", unit="cell"):
         key = f"{scenario}/{part.split(':')[0]}"
         do_sweep = "all" in config.sweep_cells or key in config.sweep_cells or f"{scenario}/{part}" in config.sweep_cells
@@ -230,8 +246,12 @@ def run(config, workdir) -> dict:
         rows += cell["rows"]
         sweep += cell["sweep_rows"]
         checks[f"{scenario}/{part}"] = cell["checks"]
+        if cell.get("selection"):
+            selections[f"{scenario}/{part}"] = cell["selection"]
     results = {"dataset": config.dataset, "model": config.model, "n_clients": config.num_clients,
                "rounds": config.rounds, "rows": rows, "sweep_rows": sweep, "checks": checks,
+               "soul_selection": selections,
+               "soul_defaults": {"prune_fraction": config.soul.prune_fraction, "blend_alpha": config.soul.blend_alpha},
                "note": "clients stand for SoUL's drones; there is no drone data"}
     reporting.write_json(wd / "results.json", results)
     plots = [_plot_methods(wd, rows)]
@@ -255,6 +275,11 @@ def run(config, workdir) -> dict:
                            [("Setting", setting), ("Results", reporting.markdown_table(rows, cols)),
                             ("What must hold (per cell)", reporting.markdown_table(chk_rows)),
                             ("SoUL sweep", reporting.markdown_table(sweep, scols) if sweep else "(none)"),
+                            ("SoUL (p, alpha) selected without test data",
+                             "\n".join(f"- {k}: p={v['prune_fraction']}, alpha={v['blend_alpha']} ({v['criterion']}); "
+                                       f"config defaults p={config.soul.prune_fraction}, "
+                                       f"alpha={config.soul.blend_alpha}" for k, v in selections.items())
+                             or "(no sweep)"),
                             ("Notes", "retain_accuracy: on the remaining clients' training data; forget_accuracy: on "
                                       "the forgotten clients' data with their labels; accuracy: clean test; mia_auc: "
                                       "loss-threshold membership inference, forget set vs label-matched held-out test "

@@ -11,6 +11,8 @@ One round (= one mini-batch, as in split learning / VFL with a shared user index
    with :math:`\sigma_k = \sigma(\varepsilon_k, \delta, \Delta)` (:mod:`poisonjax.core.privacy`).
 3. The active party (labels, top model :math:`g`) computes :math:`L = \mathrm{CE}(g([\tilde h_0, ..,
    \tilde h_{P-1}]), y)`, updates :math:`g`, and sends back :math:`\partial L / \partial \tilde h_k`.
+   Optionally (``gdp_on``) the returned gradients of DP parties are clipped per sample and noised at the same
+   noise multiplier (:func:`privatize_grads`).
 4. Each party back-propagates the received gradient through its own bottom model (``jax.vjp``) and
    updates it (SGD with momentum). Bytes exchanged: the ``(P-1) B E`` float32 embeddings and as many
    gradients, plus the validation embeddings of step 5.
@@ -68,7 +70,8 @@ class VFLSpec(NamedTuple):
     """Static (hashable) settings of a vertical federation. ``drop_mode``: "zero" | "mean"
     (how the LOO drops a party); ``mechanism``: "classic" | "analytic" Gaussian; ``eps_warmup``: rounds before
     the parties start moving eps (before the model has learned anything every LOO contribution is ~0 and the
-    privacy term alone would drive every eps to ``eps_min``)."""
+    privacy term alone would drive every eps to ``eps_min``); ``grad_clip``: per-sample L2 bound ``G`` of the
+    gradients returned to a passive party when gradient perturbation is on (``VFLProblem.gdp_on``)."""
 
     num_parties: int
     d_max: int
@@ -93,12 +96,14 @@ class VFLSpec(NamedTuple):
     drop_mode: str = "zero"
     trigger_value: float = 1.0
     eps_warmup: int = 0
+    grad_clip: float = 1.0
 
 
 class VFLProblem(NamedTuple):
     """Arrays of one run (a pytree). ``x [P, N, d_max]``, ``y [N]``; ``xv [P, Nv, d_max]``, ``yv [Nv]``
     (validation, for LOO); ``hmask [P, hidden]``; ``cost [P]``; ``passive [P]``; ``dp_on``, ``adaptive``,
-    ``equal`` (equal-split incentive) scalars in {0, 1}; ``eps0 [P]``; ``grad_scale [P]``; backdoor:
+    ``equal`` (equal-split incentive), ``gdp_on`` (the active party also clips and noises the gradients it returns
+    to DP parties, see :func:`privatize_grads`) scalars in {0, 1}; ``eps0 [P]``; ``grad_scale [P]``; backdoor:
     ``bd_on``, ``bd_party`` (int), ``known_ids [n_known]``, ``trig_mask [d_max]``, ``bd_gamma``."""
 
     x: Any
@@ -118,6 +123,7 @@ class VFLProblem(NamedTuple):
     known_ids: Any
     trig_mask: Any
     bd_gamma: Any
+    gdp_on: Any = 0.0
 
 
 class VFLState(NamedTuple):
@@ -168,6 +174,20 @@ def sigmas(spec: VFLSpec, eps, dp_mask):
 def privatize(spec: VFLSpec, emb, dp_mask):
     """Clip passive DP parties' per-sample embeddings to ``clip_norm`` (others unchanged)."""
     return jnp.where(dp_mask[:, None, None] > 0, privacy.clip_l2(emb, spec.clip_norm), emb)
+
+
+def privatize_grads(spec: VFLSpec, g_sent, eps, gdp_mask, key):
+    r"""Gradient perturbation on the backward channel (our reading of OPUS-VFL's "noise on what is exchanged",
+    see the module docstring of :mod:`experiments.opus_vfl`): for parties with ``gdp_mask [P] == 1`` the active
+    party clips each per-sample gradient :math:`B\,\partial L/\partial\tilde h_{k,i}` to L2 norm
+    :math:`G` (``spec.grad_clip``) and adds :math:`\mathcal N(0, (\sigma_k G/\Delta)^2)`, i.e. the same noise
+    multiplier :math:`\sigma(\varepsilon_k,\delta,\Delta)/\Delta` as party ``k``'s forward channel; then rescales
+    by :math:`1/B`. ``g_sent [P, B, E]`` (the mean-loss gradient); others unchanged."""
+    b = g_sent.shape[1]
+    mult = sigmas(spec, eps, gdp_mask) / spec.clip_norm
+    ps = privacy.clip_l2(g_sent * b, spec.grad_clip)
+    noisy = (ps + (mult * spec.grad_clip)[:, None, None] * jax.random.normal(key, g_sent.shape)) / b
+    return jnp.where(gdp_mask[:, None, None] > 0, noisy, g_sent)
 
 
 def _ce(logits, y):
@@ -227,6 +247,7 @@ def make_step(spec: VFLSpec):
 
     def step(state: VFLState, pb: VFLProblem) -> VFLState:
         key, kb, kn, kt, ko = jax.random.split(state.key, 5)
+        kg = jax.random.fold_in(kn, 7)
         params = state.params
         n = pb.y.shape[0]
         idx = jax.random.randint(kb, (spec.batch_size,), 0, n)
@@ -246,6 +267,7 @@ def make_step(spec: VFLSpec):
         sent = emb + sigmas(spec, state.eps, dp_mask)[:, None, None] * jax.random.normal(kn, emb.shape)
         loss, (g_top, g_sent) = jax.value_and_grad(
             lambda pt, s: _ce(top_logits(spec, pt, s), yb), argnums=(0, 1))(params["top"], sent)
+        g_sent = privatize_grads(spec, g_sent, state.eps, dp_mask * pb.gdp_on, kg)  # before it leaves the active party
         amp = jnp.where(sub, pb.bd_gamma, 1.0)[:, None]
         g_sent = g_sent.at[pb.bd_party].multiply(amp)
         (g_bottom,) = vjp(g_sent)
@@ -315,4 +337,4 @@ def accuracy(spec, params, x_parts, y, hmask, eps, dp_mask, key, chunk: int = 40
 
 
 __all__ = ["Bottom", "Top", "VFLProblem", "VFLSpec", "VFLState", "accuracy", "embed", "init_params", "make_step",
-           "make_vfl", "opus_round", "predict", "privatize", "round_bytes", "sigmas", "top_logits"]
+           "make_vfl", "opus_round", "predict", "privatize", "privatize_grads", "round_bytes", "sigmas", "top_logits"]

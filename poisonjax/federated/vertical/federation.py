@@ -53,6 +53,8 @@ def check_privacy_args(spec: E.VFLSpec, eps0=None) -> None:
         raise PoisonJaxInputError(f"eps_min={spec.eps_min} must be <= eps_max={spec.eps_max}")
     if eps0 is not None:
         privacy.check_eps_delta(eps0, spec.delta, spec.mechanism, name="eps")
+    if not (np.isfinite(spec.grad_clip) and spec.grad_clip > 0):
+        raise PoisonJaxInputError(f"grad_clip (per-sample bound of returned gradients) must be > 0, got {spec.grad_clip}")
     if not spec.clip_norm > 0:
         raise PoisonJaxInputError(f"clip_norm (Delta) must be > 0, got {spec.clip_norm}")
     if not (np.isfinite(spec.tau) and spec.tau >= 0):
@@ -112,11 +114,12 @@ def build_federation(x_train, y_train, x_test, y_test, *, num_parties: int = 4,
 
 def make_problem(fed: Federation, defense: str = "vanilla", *, eps=None, grad_scale=None,
                  backdoor: bool = False, bd_party: int = 1, known_ids=(), bd_gamma: float = 5.0,
-                 trigger_size: int = 3, n_known: int = 10) -> E.VFLProblem:
+                 trigger_size: int = 3, n_known: int = 10, grad_dp: bool = False) -> E.VFLProblem:
     """The run's arrays. ``defense``: "vanilla" (no DP, equal-split incentive), "fixed_dp" (DP at a fixed
     ``eps``, equal split), "opus" (adaptive DP starting at ``eps``, OPUS rewards). ``eps`` scalar or ``[P]``.
     ``grad_scale [P]``: per-party gradient multipliers (malicious local optimizer). Backdoor: ``bd_party``
-    (passive) knows the training-set indices ``known_ids`` of target-class samples."""
+    (passive) knows the training-set indices ``known_ids`` of target-class samples. ``grad_dp``: with a DP
+    defense, the active party also clips and noises the gradients it returns (:func:`.engine.privatize_grads`)."""
     check_choice("defense", defense, DEFENSES)
     p = fed.spec.num_parties
     e = np.full((p,), fed.spec.eps_max, np.float32) if eps is None else np.broadcast_to(
@@ -139,7 +142,8 @@ def make_problem(fed: Federation, defense: str = "vanilla", *, eps=None, grad_sc
         hmask=jnp.asarray(fed.hmask), cost=jnp.asarray(fed.cost), passive=jnp.asarray(fed.passive),
         dp_on=f32(defense != "vanilla"), adaptive=f32(defense == "opus"), equal=f32(defense != "opus"),
         eps0=jnp.asarray(e), grad_scale=jnp.asarray(gs), bd_on=f32(bool(backdoor)), bd_party=jnp.int32(bd_party),
-        known_ids=jnp.asarray(kid), trig_mask=jnp.asarray(tmask), bd_gamma=f32(bd_gamma))
+        known_ids=jnp.asarray(kid), trig_mask=jnp.asarray(tmask), bd_gamma=f32(bd_gamma),
+        gdp_on=f32(bool(grad_dp) and defense != "vanilla"))
 
 
 def train(fed: Federation, problem: E.VFLProblem, steps: int, workdir=None, *, seed: int = 0, config=None,
@@ -155,9 +159,13 @@ def dp_mask(problem: E.VFLProblem):
     return problem.passive * problem.dp_on
 
 
-def test_accuracy(fed: Federation, state, problem: E.VFLProblem, key=None, x=None, y=None) -> float:
-    """Accuracy of the deployed model (passive DP parties noised at their final eps) on the test split."""
+def test_accuracy(fed: Federation, state, problem: E.VFLProblem, key=None, x=None, y=None,
+                  noised: bool = False) -> float:
+    """Test accuracy of the trained model. By default the embeddings are NOT noised at test time (the DP mechanism
+    protects what is exchanged during training; the authors' code also evaluates on clean embeddings);
+    ``noised=True`` gives the accuracy when every test query is also privatised at the party's final eps."""
     key = jax.random.PRNGKey(123) if key is None else key
     x = fed.xte if x is None else x
     y = fed.yte if y is None else y
-    return E.accuracy(fed.spec, state.params, x, y, problem.hmask, state.eps, dp_mask(problem), key)
+    dpm = dp_mask(problem) if noised else jnp.zeros_like(problem.passive)
+    return E.accuracy(fed.spec, state.params, x, y, problem.hmask, state.eps, dpm, key)

@@ -56,3 +56,19 @@ def test_tiny_study_end_to_end(tmp_path):
     # rerunning the same workdir reuses the cached cell
     again = E.run(c, tmp_path)
     assert again["rows"] == on_disk["rows"]
+
+
+def test_selection_reads_no_test_metric():
+    """select_soul_config picks max(retain_accuracy - forget_accuracy) and never looks at test-set columns."""
+    rows = [dict(prune_fraction=0.05, blend_alpha=0.3, retain_accuracy=0.97, forget_accuracy=0.60, asr=0.0,
+                 accuracy=0.99, mia_auc=0.5),
+            dict(prune_fraction=0.10, blend_alpha=0.3, retain_accuracy=0.96, forget_accuracy=0.50, asr=0.9,
+                 accuracy=0.10, mia_auc=0.9),
+            dict(prune_fraction=0.10, blend_alpha=0.7, retain_accuracy=0.97, forget_accuracy=0.70, asr=0.0,
+                 accuracy=0.99, mia_auc=0.5)]
+    sel = E.select_soul_config(rows)
+    assert (sel["prune_fraction"], sel["blend_alpha"]) == (0.10, 0.3)
+    assert abs(sel["table"][1]["J"] - 0.46) < 1e-9
+    # same J: the milder edit (smaller p) wins
+    tie = [dict(rows[0], forget_accuracy=0.61), dict(rows[1], retain_accuracy=0.97, forget_accuracy=0.61)]
+    assert E.select_soul_config(tie)["prune_fraction"] == 0.05
