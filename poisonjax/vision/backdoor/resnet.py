@@ -18,6 +18,9 @@ r"""CIFAR ResNets with BatchNorm for the backdoor suite (flax.linen).
   axis and ``jax.vmap`` trains them at once, running statistics included.
 * ``return_features=True`` gives the penultimate ``[B, w_last]`` representation (after the final
   BN + ReLU + pooling), the features of Activation Clustering / Spectral Signatures.
+* ``return_stages=True`` gives a list of pooled ``[B, w_i]`` outputs, one per stage (the residual stream
+  after stage ``i``, spatially averaged; the last entry is the ``return_features`` representation):
+  the multi-depth features of T-Core's seed sifting.
 * Convolutions are :class:`poisonjax.core.layers.PatchConv` (same parameters as ``nn.Conv``, fast on
   CPU and under ``vmap``). Module names are stable (``stem``, ``s{i}b{j}/conv1``, ``.../bn2``,
   ``bn_final``, ``linear``) so that pruning defenses (fine-pruning, CLP) address units by path.
@@ -65,13 +68,17 @@ class PreActResNet(nn.Module):
     blocks: Sequence[int] = (2, 2, 2, 2)
 
     @nn.compact
-    def __call__(self, x, train: bool = False, return_features: bool = False):
+    def __call__(self, x, train: bool = False, return_features: bool = False, return_stages: bool = False):
         x = PatchConv(self.widths[0], (3, 3), name="stem")(x)
+        stages = []
         for i, (w, nb) in enumerate(zip(self.widths, self.blocks)):
             for j in range(nb):
                 x = PreActBlock(w, stride=2 if (i > 0 and j == 0) else 1, name=f"s{i}b{j}")(x, train)
+            stages.append(x.mean(axis=(1, 2)))
         x = nn.relu(_bn(train, "bn_final")(x))
         h = x.mean(axis=(1, 2))
+        if return_stages:   # pooled residual stream after each stage; the last entry = the features h
+            return stages[:-1] + [h]
         if return_features:
             return h
         return nn.Dense(self.num_classes, name="linear")(h)
