@@ -14,7 +14,8 @@
    :func:`poisonjax.core.gradient_matching.craft` (checkpointed under ``workdir/craft``);
 4. retrains ``victims`` models from scratch per trial on the clean set, on random-noise poisons and on
    Witches' Brew poisons (one vmap each; surrogates and victims train with the same flips/crops as
-   crafting) and reports the success rate (target classified as the adversarial class), the
+   crafting; victims are split over all devices of all processes, see
+   :func:`poisonjax.core.parallel.victim_mesh`) and reports the success rate (target classified as the adversarial class), the
    adversarial-class probability and clean accuracy; it also re-measures the gradient cosine of
    each poison set at ``alignment_models`` fresh clean models (does the alignment transfer?);
 5. transfer setting (frozen surrogate features, retrained linear head): Poison Frogs feature
@@ -32,7 +33,7 @@ import numpy as np
 import optax
 
 from poisonjax.core import gradient_matching as gm
-from poisonjax.core import reporting, study
+from poisonjax.core import parallel, reporting, study
 from poisonjax.core.ensemble import mean_std
 from poisonjax.core.training import accuracy, init_and_train
 from poisonjax.core.validation import check_choice
@@ -135,15 +136,18 @@ def run(config, workdir) -> dict:
     T, K = config.trials, config.n_victims
     rep = lambda a: np.repeat(np.asarray(a), K, axis=0)
     vkeys = jax.random.split(k_vic, T * K)
+    # the T*K victims are split over every device of every process (one mesh; None on one device):
+    # each process trains its own rows and the metrics are all-gathered back to every process
+    mesh = parallel.victim_mesh()
     vs = jax.jit(lambda keys, pi, pd, tx, al: gm.victim_success(
         init_fn, model.apply, opt, xtr, ytr, keys, epochs=ep, batch_size=bs, poison_index=pi,
         poison_delta=pd, target_x=tx, adv_label=al, test_x=xte, test_y=yte, per_example_loss=train_loss,
-        chunk=config.get("victim_chunk", 0) or None))
+        chunk=config.get("victim_chunk", 0) or None, mesh=mesh))
     outs = {}
     t1 = time.perf_counter()
     for name, d in (("none", np.zeros_like(delta)), ("random_noise", rnd), ("witches_brew", delta)):
-        o = jax.device_get(vs(vkeys, rep(pidx), rep(d), rep(data.x_test[ti]), rep(adv)))
-        outs[name] = o
+        args, nv = parallel.shard_leading((vkeys, rep(pidx), rep(d), rep(data.x_test[ti]), rep(adv)), mesh)
+        outs[name] = parallel.gather_to_host(vs(*args), rows=nv)
     victim_seconds = time.perf_counter() - t1
 
     # alignment at fresh clean models (independent seeds): does crafting transfer to new victims?

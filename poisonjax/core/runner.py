@@ -230,8 +230,11 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         if latest is not None:
             import orbax.checkpoint as ocp
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+            if jax.process_count() > 1:  # multi-host: saved as NumPy (below), restored as NumPy
+                abstract = jax.tree.map(np.asarray, state)
             try:
                 state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+                state = jax.tree.map(jnp.asarray, state) if jax.process_count() > 1 else state
             except Exception as e:  # noqa: BLE001 -- report any failure to read as corruption
                 raise CorruptCheckpointError(
                     f"checkpoint at step {latest} in {str(wd / 'checkpoints')!r} cannot be restored "
@@ -293,7 +296,10 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
             if manager is not None and ((done - last_saved >= checkpoint_every and done < steps)
                                         or (done == steps and save_final)):
                 import orbax.checkpoint as ocp
-                manager.save(done, args=ocp.args.StandardSave(state))
+                # multi-host: every process holds the same host-local state; orbax refuses host-local
+                # jax.Arrays there, so it is saved as NumPy (written by process 0 only)
+                manager.save(done, args=ocp.args.StandardSave(
+                    state if jax.process_count() == 1 else jax.tree.map(np.asarray, state)))
                 manager.wait_until_finished()
                 last_saved = done
             if bar is not None:

@@ -70,4 +70,15 @@ ens_ref = jax.vmap(m.apply, in_axes=(0, None))(victims, xe)
 for c, msh in ((4, mesh), (None, mesh), (6, None)):
     ens = jax.jit(chunked_vmap(m.apply, chunk=c, mesh=msh, in_axes=(0, None)))(victims, xe)
     np.testing.assert_allclose(ens, ens_ref, rtol=1e-5, atol=1e-6)
+# multi-host helpers in one process: shard_leading pads 13 -> 16 rows and puts them over the 8 devices;
+# the mapped function on those global arrays, gathered and trimmed, equals the plain vmap
+from poisonjax.core.parallel import gather_to_host, process_rows, shard_leading, victim_mesh
+vm = victim_mesh()
+assert vm is not None and vm.shape == {"victims": 8}
+(gk, gx, gy, gm_), nv = shard_leading((np.asarray(keys), np.asarray(x), np.asarray(y), np.asarray(mask)), vm)
+assert nv == n_clients and gk.shape[0] == 16 and len(gk.addressable_shards) == 8
+assert process_rows(vm, 16) == slice(0, 16)
+got = gather_to_host(jax.jit(chunked_vmap(client_run, mesh=vm))(gk, gx, gy, gm_), rows=nv)
+np.testing.assert_allclose(got.losses, ref_run.losses, rtol=1e-4, atol=1e-5)
+assert rel(got.params, ref) < 1e-4
 print("OK")

@@ -41,3 +41,29 @@ def test_chunked_vmap_equals_vmap_and_checks_chunk():
         chunked_vmap(f, 0)
     with pytest.raises(ValueError, match="leading size"):
         chunked_vmap(f, 2)(w, x)
+
+
+def test_multihost_helpers_in_one_process():
+    """shard_leading / gather_to_host / host_local_to_global on this process's devices (the
+    two-process run is tests/core/test_parallel_multihost.py)."""
+    import jax.numpy as jnp
+    import numpy as np
+    import pytest
+    from poisonjax.core.parallel import gather_to_host, host_local_to_global, shard_leading, victim_mesh
+
+    a, b = np.arange(10.0).reshape(5, 2), np.arange(5)
+    (ja, jb), v = shard_leading((a, b), None)          # no mesh: unchanged
+    assert v == 5 and isinstance(ja, jax.Array)
+    np.testing.assert_array_equal(gather_to_host({"a": ja * 2}, rows=3)["a"], a[:3] * 2)
+    with pytest.raises(ValueError, match="leading size"):
+        shard_leading((a, b[:4]), None)
+    if jax.device_count() == 1:
+        assert victim_mesh() is None
+    mesh = make_mesh("victims")
+    (ga,), v = shard_leading((a,), mesh)
+    assert v == 5 and ga.shape[0] % jax.device_count() == 0 and ga.shape[0] >= 5
+    np.testing.assert_array_equal(gather_to_host(jax.jit(lambda z: z + 1)(ga), rows=v), a + 1)
+    g = host_local_to_global(jnp.ones((jax.device_count(), 3)), mesh, jax.device_count())
+    assert g.shape == (jax.device_count(), 3)
+    with pytest.raises(ValueError, match="got a block of"):
+        host_local_to_global(np.ones((jax.device_count() + 1, 3)), mesh, jax.device_count())
