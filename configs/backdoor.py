@@ -21,7 +21,7 @@ from poisonjax.core.validation import check_choice
 VARIANTS = ("quick", "paper")
 
 ALL_ATTACKS = ("badnets", "blended", "sig", "wanet", "tact", "adap_blend", "adap_patch", "label_consistent")
-DETECTORS = ("activation_clustering", "spectral_signatures", "strip", "abl_isolation")
+DETECTORS = ("activation_clustering", "spectral_signatures", "spectre", "strip", "abl_isolation", "confusion_training")
 REPAIRS = ("fine_pruning", "clp", "neural_cleanse", "abl", "i_bau")
 
 
@@ -62,7 +62,13 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.defense_params = ml_collections.ConfigDict(dict(
         activation_clustering=dict(n_components=10, size_threshold=0.35),
         spectral_signatures=dict(multiplier=1.5),           # poison budget = the attack's total rate
+        spectre=dict(multiplier=1.5, k=16, alpha=4.0),           # flags 1.5 x the poison budget, like SS
         strip=dict(n_overlay=8 if quick else 16, frr=0.05),
+        # confusion factor and lr measured to work on digits16 (BadNets TPR 1.0 / FPR 0.01); the paper
+        # uses lambda 20-30 with lr 1e-3 over 6,000 iterations per round on CIFAR-10
+        confusion_training=dict(distillation_ratios=(0.2, 0.05) if quick else (0.5, 0.2, 0.04, 0.02, 0.01),
+                                lam=3.0, pretrain_epochs=2, confusion_epochs=4 if quick else 10,
+                                confusion_copies=8, learning_rate=0.005, confidence=0.5),
         abl_isolation=dict(epochs=5 if quick else 20, isolation_ratio=0.05 if quick else 0.01, gamma=0.5,
                            learning_rate=0.05 if quick else 0.1),
         fine_pruning=dict(max_acc_drop=0.10, finetune_epochs=10 if quick else 20, learning_rate=0.01),

@@ -6,9 +6,10 @@ Clean victims are trained first: they give the clean-model accuracy, the clean-m
 trigger (the baseline an attack must beat) and the model the label-consistent attack's PGD runs
 against. Then every defense runs on every attack's poisoned set and victims:
 
-* detectors (Activation Clustering and Spectral Signatures on the victim's penultimate features of
-  the poisoned training set, STRIP on the victim's predictions, ABL's isolation on a fresh
-  LGA-trained model) report per-victim detection TPR/FPR of their flags and TPR at 5% FPR of their
+* detectors (Activation Clustering, Spectral Signatures and SPECTRE on the victim's penultimate
+  features of the poisoned training set, STRIP on the victim's predictions, ABL's isolation on a
+  fresh LGA-trained model, Confusion Training from the victim with the defender's clean data as the
+  confusion base set) report per-victim detection TPR/FPR of their flags and TPR at 5% FPR of their
   scores; K victims are then retrained with the flagged rows removed (a mask, so one compiled
   program serves all) and evaluated;
 * repairs (fine-pruning, CLP, Neural Cleanse, ABL = isolation + unlearning, I-BAU) act on each of
@@ -38,11 +39,13 @@ from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_f
 from poisonjax.vision.backdoor import attacks as A
 from poisonjax.vision.backdoor import detectors as D
 from poisonjax.vision.backdoor import repairs as R
+from poisonjax.vision.backdoor.confusion import confusion_training
+from poisonjax.vision.backdoor.spectre import spectre
 from poisonjax.vision.backdoor.victim import init_victim, make_optimizer, predict, train_victims
 
 DATASETS = ("digits16", "mnist16", "cifar10", "cifar10_20k")
 MODELS = ("bn_cnn", "narrow_resnet", "preact_resnet18", "small_cnn")
-DETECTORS = ("activation_clustering", "spectral_signatures", "strip", "abl_isolation")
+DETECTORS = ("activation_clustering", "spectral_signatures", "spectre", "strip", "abl_isolation", "confusion_training")
 REPAIRS = ("fine_pruning", "clp", "neural_cleanse", "abl", "i_bau")
 DEFENSES = ("none",) + DETECTORS + REPAIRS
 
@@ -249,6 +252,18 @@ def _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, 
                 elif dname == "spectral_signatures":
                     r = D.spectral_signatures(feats[k], bd.y, C, poison_budget=budget,
                                               multiplier=dp.spectral_signatures.multiplier)
+                elif dname == "spectre":
+                    p = dp.spectre
+                    r = spectre(feats[k], bd.y, C, poison_budget=budget, multiplier=p.multiplier, k=p.k,
+                                alpha=p.alpha)
+                elif dname == "confusion_training":
+                    p = dp.confusion_training
+                    r = confusion_training(model, index(vs, k), bd.x, bd.y, xc, yc, kk, num_classes=C,
+                                           distillation_ratios=tuple(p.distillation_ratios), lam=p.lam,
+                                           pretrain_epochs=p.pretrain_epochs, confusion_epochs=p.confusion_epochs,
+                                           confusion_copies=p.confusion_copies, learning_rate=p.learning_rate,
+                                           batch_size=config.train.batch_size, confidence=p.confidence)
+                    r = r._replace(info={})
                 elif dname == "strip":
                     vk = index(vs, k)
                     r = D.strip(lambda x: predict(model, vk, x), bd.x, xc, kk, n_overlay=dp.strip.n_overlay,

@@ -18,7 +18,8 @@ r"""Poison-sample detectors: each a pure function returning a :class:`DetectionR
 
 Metrics: :func:`detection_rates` (TPR/FPR of flags), :func:`tpr_at_fpr` (TPR at a fixed FPR of the
 scores), :func:`flag_top_k`.
-Not implemented: SPECTRE (robust covariance) and Confusion Training (Qi et al. USENIX Sec 2023).
+SPECTRE (robust covariance + QUE) is :func:`poisonjax.vision.backdoor.spectre.spectre`; Confusion Training
+(Qi et al. USENIX Sec 2023) is :func:`poisonjax.vision.backdoor.confusion.confusion_training`.
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ class DetectionReport(NamedTuple):
     info: Dict
 
 
-def _check_features(features, labels, num_classes):
+def check_features(features, labels, num_classes):
+    """Validate ``features [N, D]`` (finite) and ``labels [N]`` in ``[0, num_classes)``; returns jnp arrays."""
     f = jnp.asarray(features, jnp.float32)
     if f.ndim != 2:
         raise PoisonJaxInputError(f"features must be [N, D], got shape {tuple(f.shape)}")
@@ -52,6 +54,9 @@ def _check_features(features, labels, num_classes):
     if not np.all(np.isfinite(np.asarray(f))):
         raise PoisonJaxInputError("features contain NaN/inf")
     return f, jnp.asarray(labels)
+
+
+_check_features = check_features
 
 
 def flag_top_k(scores: jax.Array, k: int, name: str = "k") -> jax.Array:

@@ -135,3 +135,45 @@ def test_study_checks_inputs_before_writing(tmp_path, override, match):
     with pytest.raises(PoisonJaxInputError, match=match):
         eb.run(c, str(wd))
     assert not wd.exists()
+
+
+def test_spectre_and_confusion_training_bad_input(data):
+    from poisonjax.vision.backdoor.confusion import confusion_training
+    from poisonjax.vision.backdoor.spectre import spectre
+    r = np.random.RandomState(3)
+    f = r.randn(100, 8).astype(np.float32)
+    y = np.repeat(np.arange(10), 10)
+    with pytest.raises(PoisonJaxInputError, match="asks for 135 flags"):
+        spectre(f, y, 10, poison_budget=0.9)                                   # 1.5 x 0.9 x 100 > 100 rows
+    with pytest.raises(PoisonJaxInputError, match="poison_budget"):
+        spectre(f, y, 10, poison_budget=1.5)
+    with pytest.raises(PoisonJaxInputError, match="labels must lie"):
+        spectre(f, y + 1, 10, poison_budget=0.05)
+    x, yy = data
+    bad = dict(num_classes=10, key=KEY)
+    with pytest.raises(PoisonJaxInputError, match="x must lie in"):
+        confusion_training(None, None, x * 2, yy, x[:20], yy[:20], **bad)
+    with pytest.raises(PoisonJaxInputError, match="x_clean must be NHWC"):
+        confusion_training(None, None, x, yy, x[:20, :, :, 0], yy[:20], **bad)
+    with pytest.raises(PoisonJaxInputError, match="y_clean must hold labels"):
+        confusion_training(None, None, x, yy, x[:20], yy[:20] + 10, **bad)
+    with pytest.raises(PoisonJaxInputError, match="distillation_ratios must decrease"):
+        confusion_training(None, None, x, yy, x[:20], yy[:20], distillation_ratios=(0.1, 0.5), **bad)
+    with pytest.raises(PoisonJaxInputError, match="lam"):
+        confusion_training(None, None, x, yy, x[:20], yy[:20], lam=1.0, **bad)
+
+
+def test_spectre_finds_a_planted_cluster_with_few_poisons():
+    """SPECTRE's QUE scores rank a small planted cluster (5% of one class, the regime of the paper)
+    above SS-level chance: TPR at 5% FPR well above 0.05."""
+    from poisonjax.vision.backdoor.spectre import spectre
+    r = np.random.RandomState(0)
+    n, dim = 2000, 8
+    f = r.randn(n, dim).astype(np.float32) * np.linspace(3, 0.5, dim).astype(np.float32)
+    y = np.repeat(np.arange(4), n // 4)
+    pm = np.zeros(n, bool)
+    pm[:25] = True                                    # 25 of class 0's 500 rows
+    f[:25] += 2.0 * r.randn(dim).astype(np.float32) + 1.5
+    rep = spectre(f, y, 4, poison_budget=25 / n, k=8)
+    assert rep.flags.sum() == round(1.5 * 25)
+    assert D.tpr_at_fpr(rep.scores, pm, 0.05) > 0.6
