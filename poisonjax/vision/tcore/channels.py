@@ -65,7 +65,7 @@ def unlearn_norm(classifier, variables, x, y, *, target_accuracy: float = 0.2, l
     check_fraction("target_accuracy", target_accuracy)
     check_positive_int("max_steps", max_steps)
     return _unlearn_jit(classifier, variables, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32),
-                        float(target_accuracy), float(learning_rate), int(max_steps))
+                        jnp.float32(target_accuracy), jnp.float32(learning_rate), jnp.int32(max_steps))
 
 
 def _unlearn_impl(classifier, variables, x, y, target_accuracy, learning_rate, max_steps):
@@ -91,7 +91,7 @@ def _unlearn_impl(classifier, variables, x, y, target_accuracy, learning_rate, m
     return {"params": _merge_bn(params, bn), "batch_stats": variables["batch_stats"]}, info
 
 
-_unlearn_jit = jax.jit(_unlearn_impl, static_argnums=(0, 4, 5, 6))
+_unlearn_jit = jax.jit(_unlearn_impl, static_argnums=(0,))
 
 
 def learn_channel_mask(classifier, variables, x, y, *, l1: float = 1e-3, steps: int = 200,
