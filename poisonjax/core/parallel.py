@@ -14,7 +14,7 @@ r"""Devices: meshes, sharding a leading "clients"/"victims" axis, multi-host sta
   only process 0 writes results.
 * Multi-process victim ensembles: :func:`victim_mesh` (one mesh over the devices of *all*
   processes), :func:`shard_leading` / :func:`host_local_to_global` (host numpy arrays -> global
-  ``jax.Array``\ s split over that mesh, each process holding only its rows) and
+  ``jax.Array`` objects split over that mesh, each process holding only its rows) and
   :func:`gather_to_host` (a global result back to numpy on every process, through
   :func:`jax.experimental.multihost_utils.process_allgather`). A jitted ``chunked_vmap(fn,
   mesh=victim_mesh())`` applied to :func:`shard_leading` inputs trains each process's victims on its
