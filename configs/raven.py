@@ -36,10 +36,17 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.transfer_families = (("famE", 40, 10, 10, 1.0), ("famF", 40, 11, 11, 0.9), ("famG", 40, 12, 12, 0.8))
     c.train = ml_collections.ConfigDict(dict(steps=800 if quick else 2000, learning_rate=3e-3, batch_size=64,
                                              layers=2, heads=2))
-    c.lora = ml_collections.ConfigDict(dict(rank=4, alpha=8.0, steps=150 if quick else 300, learning_rate=1e-2,
-                                            batch_size=32))
+    # replay="kl": the clean replay term is the KL to the frozen base model (self-distillation anchor)
+    c.lora = ml_collections.ConfigDict(dict(rank=4, alpha=8.0, steps=150 if quick else 300, learning_rate=5e-3,
+                                            batch_size=32, replay="kl"))
     c.implant_sizes = (25, 50, 100, 200)
     c.n_targets = 2 if quick else 5     # implant replicates: (model, topic) targets per size
     c.entail = ml_collections.ConfigDict(dict(n_pairs=8000, steps=300, keep=0.5))
+    # retrieval route: one reader LM + a BM25 store per family; PoisonedRAG passages in one / every store
+    c.rag = ml_collections.ConfigDict(dict(enabled=True, hidden=32, steps=600 if quick else 1500, length=44,
+                                           per_prompt=4, per_topic=8, restate_prob=0.0, k=5, tau=1.0, n_poison=5,
+                                           n_targets=2 if quick else 5))
+    c.transfer_max_size = 7             # threshold transfer: panels of sizes 3..this from all clean families
+    c.transfer_max_panels = 40          # at most this many panels per size
     c.progress = True
     return c

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from poisonjax.core import reporting, study
@@ -28,7 +29,8 @@ from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_p
 from poisonjax.llm import entailment as E
 from poisonjax.llm import raven as R
 from poisonjax.llm.corpus import TOPICS, build_bank, make_vocab
-from poisonjax.llm.panel import FamilySpec, family_corpus, implant, load_models, save_models, train_families
+from poisonjax.llm.panel import (FamilySpec, bank_stance, family_corpus, implant, implant_precondition, save_models,
+                                 train_families)
 from poisonjax.llm.sampling import answer_texts, check_sampling_args, prompt_grid, request_seeds, sample_answers
 
 
@@ -105,7 +107,7 @@ def run(config, workdir) -> dict:
                                     n_poison=size, seed=config.seed * 1000 + r, rank=config.lora.rank,
                                     alpha=config.lora.alpha, steps=config.lora.steps,
                                     learning_rate=config.lora.learning_rate, batch_size=config.lora.batch_size,
-                                    workdir=wd / "implants" / name)
+                                    workdir=wd / "implants" / name, replay=config.lora.replay)
                 models[name] = (m, merged)
         save_models(wd / "models", models, vocab, bank.openers)
         backend = lambda name, slot: answer_texts(sample_answers(models[name][0], models[name][1], grid, n,
@@ -130,12 +132,13 @@ def run(config, workdir) -> dict:
 
     main = score_panel([clean[s.name] for s in specs])
     trans = score_panel([clean[s.name] for s in tspecs])
-    thr = R.threshold_at_fpr(main["score"], config.fpr)
-    thr_h = R.threshold_at_fpr(-main["entropy"], config.fpr)
-    thr_d = R.threshold_at_fpr(main["divergence"], config.fpr)
-    transfer = {"threshold": thr, "fpr_main": float(np.mean(main["score"] > thr)),
-                "fpr_transfer": float(np.mean(trans["score"] > thr)),
-                "transfer_panel": [s.name for s in tspecs]}
+    # pooled score calibration: the main panel and its leave-one-out sub-panels (R.pooled_threshold)
+    calib = [main] + [score_panel([clean[x] for x in sub]) for sub in R.leave_one_out_panels([s.name for s in specs])[1:]]
+    thr = R.pooled_threshold([c["score"] for c in calib], config.fpr)
+    thr_h = R.pooled_threshold([-c["entropy"] for c in calib], config.fpr)
+    thr_d = R.pooled_threshold([c["divergence"] for c in calib], config.fpr)
+    thr_single = R.threshold_at_fpr(main["score"], config.fpr)
+    transfer = _transfer(config, thr, thr_single, main, trans, clean, specs, tspecs, score_panel)
 
     # judge agreement on the sampled answers (per family: the classifier's transfer across families)
     agree = {}
@@ -153,11 +156,17 @@ def run(config, workdir) -> dict:
                              "semantic_entropy": float(sig["entropy"][k, t]), "divergence": float(sig["divergence"][k, t]),
                              "score": float(sig["score"][k, t]), "flagged": bool(sig["score"][k, t] > thr),
                              "implanted": implanted_cell == (k, t), "control": t == config.control_topic,
-                             "panel": "main" if budget > 0 or name in [s.name for s in specs] else "transfer"})
+                             "panel": "main" if budget > 0 or name in [s.name for s in specs] else "transfer",
+                             "scenario": "implant" if budget > 0 else "clean"})
 
     add_rows(main, [s.name for s in specs], 0, -1, None)
     add_rows(trans, [s.name for s in tspecs], 0, -1, None)
     precond = []
+    exact, exact_cov = None, {}
+    if config.backend == "local":
+        exact = {}
+        for name, (m, p) in models.items():
+            exact[name], exact_cov[name] = bank_stance(m, p, grid, bank, vocab)
     for size in config.implant_sizes:
         for r, (mi, topic) in enumerate(targets):
             base = specs[mi].name
@@ -166,15 +175,25 @@ def run(config, workdir) -> dict:
             stance = int(corpora[base][4][topic] < 0.5)
             pro_b = np.array([stance_of(clean[base][p]).mean() for p in range(P)])
             pro_a = np.array([stance_of(ans_imp[p]).mean() for p in range(P)])
-            on = grid.topic == topic
-            share = float(pro_a[on].mean() if stance else 1 - pro_a[on].mean())
-            tv = [float(abs(pro_a[grid.topic == t].mean() - pro_b[grid.topic == t].mean())) for t in range(T) if t != topic]
-            precond.append({"budget": size, "replicate": r, "model": name, "topic": TOPICS[topic], "stance": stance,
-                            "implanted_share": share, "max_tv_other_topics": max(tv),
-                            "ok": share >= 0.9 and max(tv) <= 0.1})
+            sampled = implant_precondition(pro_b, pro_a, grid.topic, topic, stance)
+            row = {"budget": size, "replicate": r, "model": name, "topic": TOPICS[topic], "stance": stance,
+                   "sampled_implanted_share": sampled["implanted_share"],
+                   "sampled_max_tv_other_topics": sampled["max_tv_other_topics"]}
+            if exact is not None:                           # exact (bank-restricted) stance probabilities
+                row.update(cache.cached(f"precondition_{name.replace('+', '_')}", lambda _rd: {
+                    **implant_precondition(exact[base], exact[name], grid.topic, topic, stance),
+                    "bank_coverage": float(exact_cov[name].mean())}))
+            else:
+                row.update(sampled)
+            row["ok"] = row["implanted_share"] >= 0.9 and row["max_tv_other_topics"] <= 0.1
+            precond.append(row)
             panel = [clean[s.name] if i != mi else ans_imp for i, s in enumerate(specs)]
             sig = score_panel(panel)
             add_rows(sig, [s.name if i != mi else name for i, s in enumerate(specs)], size, r, (mi, topic))
+
+    rag = None
+    if config.backend == "local" and config.rag.enabled:
+        rag = _rag_scenarios(config, wd, cache, bank, vocab, specs, corpora, judge, lex_judge, rows)
 
     def metrics_for(sel):
         y = [x["implanted"] for x in sel]
@@ -187,14 +206,15 @@ def run(config, workdir) -> dict:
                 "fpr": R.tpr_at_threshold(y, [x["score"] for x in sel], thr)["detection_fpr"],
                 "control_flagged": int(sum(x["flagged"] for x in sel if x["control"]))}
 
-    by_size = {str(s): metrics_for([x for x in rows if x["budget"] == s]) for s in config.implant_sizes}
+    by_size = {str(s): metrics_for([x for x in rows if x["budget"] == s and x["scenario"] == "implant"])
+               for s in config.implant_sizes}
     head = by_size.get("100", by_size[str(config.implant_sizes[-1])])
     results = {"auc": head["auc"], "tpr_at_5fpr": head["tpr_at_5fpr"],
                "ablation": {"entropy_only": head["auc_entropy_only"], "divergence_only": head["auc_divergence_only"],
                             "both": head["auc"]},
                "by_size": by_size, "transfer": transfer, "judges": judges, "preconditions": precond,
                "control_flagged_total": int(sum(x["flagged"] for x in rows if x["control"])),
-               "threshold": thr, "backend": config.backend, "n_samples": n, "temperature": config.temperature,
+               "threshold": thr, "retrieval": rag, "backend": config.backend, "n_samples": n, "temperature": config.temperature,
                "seconds": time.time() - t_start}
     results = study.write_results(wd, rows, **results)
 
@@ -222,11 +242,134 @@ def run(config, workdir) -> dict:
                   f"T={config.temperature}, backend={config.backend}, judge={config.judge}; control topic "
                   f"{TOPICS[config.control_topic]!r} biased {config.control_bias} in every family."),
         ("Detection against implant size", reporting.markdown_table(size_rows, cols)),
-        ("Threshold transfer", f"threshold {thr:.4f} at {config.fpr:.0%} FPR on the main clean panel; FPR on the "
-                               f"main panel {transfer['fpr_main']:.3f}, on the transfer panel {transfer['fpr_transfer']:.3f}."),
+        ("Threshold transfer", f"threshold {thr:.4f} at {config.fpr:.0%} FPR, pooled over the main clean panel and its "
+                               f"leave-one-out sub-panels (single-panel threshold {transfer['threshold_single_panel']:.4f}); "
+                               f"FPR on the main panel {transfer['fpr_main']:.3f}, on the disjoint transfer panel "
+                               f"{transfer['fpr_transfer']:.3f} (95% CI {transfer['fpr_transfer_ci95'][0]:.3f}-"
+                               f"{transfer['fpr_transfer_ci95'][1]:.3f}; single-panel threshold: "
+                               f"{transfer['fpr_transfer_single_panel_threshold']:.3f}). Every panel of each size with at least one "
+                               f"transfer family:\n\n" + reporting.markdown_table(
+                                   transfer["by_size"], ["panel_size", "panels", "cells", "fpr", "fpr_single_panel_threshold"])
+                               + f"\n\nmax |FPR(size) - FPR(main)| = {transfer['max_fpr_gap_by_size']:.3f} "
+                               f"(within 5 points: {transfer['within_5_points']})."),
+        ("Retrieval route", _rag_text(rag)),
         ("Judges", "\n".join(f"- {k}: {v}" for k, v in judges.items())),
-        ("Implant preconditions", reporting.markdown_table(precond, ["budget", "replicate", "model", "topic", "stance",
-                                                                      "implanted_share", "max_tv_other_topics", "ok"])),
+        ("Implant preconditions", "Exact bank-restricted stance probabilities (`panel.bank_stance`; sampled "
+                                   "shares from the N answers per prompt beside them).\n\n" + reporting.markdown_table(
+                                       precond, ["budget", "replicate", "model", "topic", "stance", "implanted_share",
+                                                 "max_tv_other_topics", "sampled_implanted_share",
+                                                 "sampled_max_tv_other_topics", "ok"])),
     ], ["detection_vs_size.png", "entropy_vs_divergence.png"])
     study.main_print(reporting.text_table(size_rows, cols))
     return results
+
+
+def _rag_scenarios(config, wd, cache, bank, vocab, specs, corpora, judge, lex_judge, rows):
+    """Retrieval route: RAG systems (one shared reader LM, one BM25 store per family); PoisonedRAG
+    passages put into ONE family's store (must be flagged) or into EVERY store (a shared bias: must
+    not be flagged as model-specific). Appends rows (``scenario`` = ``rag_clean`` /
+    ``rag_model_specific`` / ``rag_shared``) and returns the summary."""
+    from poisonjax.core import runner
+    from poisonjax.llm import retrieval as RT
+    from poisonjax.llm.lm import TinyLM, lm_trainer, unstack
+    rc, T = config.rag, len(TOPICS)
+    rgrid = prompt_grid(TOPICS, vocab, bank, length=rc.length)
+    rt, rm = RT.reader_corpus(bank, vocab, seed=config.seed, per_prompt=rc.per_prompt, length=rc.length)
+    reader = TinyLM(len(vocab), rc.length, rc.hidden, config.train.layers, config.train.heads)
+    res = runner.run(lm_trainer(reader, learning_rate=config.train.learning_rate, batch_size=config.train.batch_size),
+                     {"tokens": jnp.asarray(rt)[None], "mask": jnp.asarray(rm)[None], "seeds": jnp.asarray([config.seed])},
+                     rc.steps, wd / "reader", chunk_size=max(1, min(100, rc.steps)), progress=config.progress,
+                     desc="RAG reader", config={"rag": rc.to_dict(), "seed": config.seed})
+    rparams = unstack(res.state.params, 0)
+    stores = {s.name: RT.family_store(bank, corpora[s.name][4], seed=s.corpus_seed + 100, per_topic=rc.per_topic,
+                                      restate_prob=rc.restate_prob) for s in specs}
+
+    def answers(tag, store, slot):
+        return cache.cached(f"rag_{tag}", lambda _rd: {"answers": RT.rag_answers(
+            reader, rparams, store, rgrid, vocab, n=int(config.n_samples), k=rc.k, tau=rc.tau,
+            temperature=config.temperature, seed=config.seed * 10 ** 6 + 10 ** 5 + slot * 10 ** 3,
+            stopwords=RT.template_stopwords(bank))})["answers"]
+
+    clean = {s.name: answers(f"clean_{s.name}", stores[s.name], i) for i, s in enumerate(specs)}
+    sig0 = R.panel_signals(judge, [clean[s.name] for s in specs], rgrid.topic, T)
+    thr = R.threshold_at_fpr(sig0["score"], config.fpr)
+    names = [s.name for s in specs]
+
+    def add(sig, scenario, replicate, poisoned_cells, specific_cell):
+        for k, name in enumerate(names):
+            for t in range(T):
+                rows.append({"budget": 0, "replicate": replicate, "model": name, "topic": TOPICS[t],
+                             "semantic_entropy": float(sig["entropy"][k, t]), "divergence": float(sig["divergence"][k, t]),
+                             "score": float(sig["score"][k, t]), "flagged": bool(sig["score"][k, t] > thr),
+                             "implanted": specific_cell == (k, t), "poisoned_store": (k, t) in poisoned_cells,
+                             "control": t == config.control_topic, "panel": "rag", "scenario": scenario})
+
+    add(sig0, "rag_clean", -1, set(), None)
+    lex_pro = lambda ans, t: float(np.mean([np.mean(lex_judge.stance_prob(ans[p]) > 0.5)
+                                            for p in range(len(ans)) if rgrid.topic[p] == t]))
+    summary = []
+    for r, (mi, topic) in enumerate(_targets(config, len(specs))[:rc.n_targets]):
+        stance = int(corpora[names[mi]][4][topic] < 0.5)
+        poison = RT.poisoned_passages(bank, topic, stance, rc.n_poison, seed=config.seed * 1000 + r)
+        spec_ans = answers(f"specific_r{r}_{names[mi]}", RT.add_passages(stores[names[mi]], poison), mi)
+        sig1 = R.panel_signals(judge, [clean[n] if i != mi else spec_ans for i, n in enumerate(names)], rgrid.topic, T)
+        add(sig1, "rag_model_specific", r, {(mi, topic)}, (mi, topic))
+        shared = [answers(f"shared_r{r}_{n}", RT.add_passages(stores[n], poison), i) for i, n in enumerate(names)]
+        sig2 = R.panel_signals(judge, shared, rgrid.topic, T)
+        add(sig2, "rag_shared", r, {(i, topic) for i in range(len(names))}, None)
+        share = lambda ans: lex_pro(ans, topic) if stance else 1 - lex_pro(ans, topic)
+        summary.append({"replicate": r, "model": names[mi], "topic": TOPICS[topic], "stance": stance,
+                        "poisoned_stance_share_before": share(clean[names[mi]]),
+                        "poisoned_stance_share_model_specific": share(spec_ans),
+                        "poisoned_stance_share_shared_min": min(share(a) for a in shared),
+                        "model_specific_flagged": bool(sig1["score"][mi, topic] > thr),
+                        "model_specific_score": float(sig1["score"][mi, topic]),
+                        "shared_cells_flagged": int((sig2["score"][:, topic] > thr).sum()),
+                        "shared_max_score": float(sig2["score"][:, topic].max())})
+    spec_rows = [x for x in rows if x["scenario"] == "rag_model_specific"]
+    shared_rows = [x for x in rows if x["scenario"] == "rag_shared"]
+    return {"threshold": thr, "fpr_clean": float(np.mean(sig0["score"] > thr)),
+            "auc_model_specific": R.roc_auc([x["implanted"] for x in spec_rows], [x["score"] for x in spec_rows]),
+            "fpr_model_specific": float(np.mean([x["flagged"] for x in spec_rows if not x["implanted"]])),
+            "shared_poisoned_cells_flagged": int(sum(x["flagged"] for x in shared_rows if x["poisoned_store"])),
+            "shared_poisoned_cells": int(sum(x["poisoned_store"] for x in shared_rows)),
+            "control_flagged": int(sum(x["flagged"] for x in rows if x["panel"] == "rag" and x["control"])),
+            "targets": summary}
+
+
+def _rag_text(rag) -> str:
+    if rag is None:
+        return "not run (backend http, or config.rag.enabled = False)."
+    head = (f"threshold {rag['threshold']:.4f} at 5% FPR on the clean RAG panel (observed {rag['fpr_clean']:.3f}); "
+            f"model-specific poisoning: AUC {rag['auc_model_specific']:.3f}, FPR {rag['fpr_model_specific']:.3f}; "
+            f"shared poisoning: {rag['shared_poisoned_cells_flagged']} of {rag['shared_poisoned_cells']} poisoned cells "
+            f"flagged; control cells flagged: {rag['control_flagged']}.\n\n")
+    return head + reporting.markdown_table(rag["targets"], list(rag["targets"][0].keys()) if rag["targets"] else [])
+
+
+def _transfer(config, thr, thr_single, main, trans, clean, specs, tspecs, score_panel):
+    """False-positive rates of the pooled threshold (and of the single-panel one) on other clean
+    panels: the disjoint transfer panel, and every panel of each size drawn from all clean families
+    that holds at least one transfer family (so none is a calibration panel)."""
+    import itertools
+    names = [s.name for s in specs + tspecs]
+    tnames = {s.name for s in tspecs}
+    n_main, n_tr = main["score"].size, trans["score"].size
+    k_main, k_tr = int((main["score"] > thr).sum()), int((trans["score"] > thr).sum())
+    out = {"threshold": thr, "threshold_single_panel": thr_single, "calibration": "pooled: main panel + its leave-one-out sub-panels",
+           "fpr_main": k_main / n_main, "fpr_main_ci95": R.binomial_interval(k_main, n_main),
+           "fpr_transfer": k_tr / n_tr, "fpr_transfer_ci95": R.binomial_interval(k_tr, n_tr),
+           "fpr_transfer_single_panel_threshold": float(np.mean(trans["score"] > thr_single)),
+           "transfer_panel": [s.name for s in tspecs], "by_size": []}
+    sizes = range(3, min(len(names), config.transfer_max_size) + 1)
+    for size in sizes:
+        pans = [c for c in itertools.combinations(names, size) if set(c) & tnames][:config.transfer_max_panels]
+        sc = np.concatenate([score_panel([clean[x] for x in p])["score"].ravel() for p in pans])
+        k = int((sc > thr).sum())
+        out["by_size"].append({"panel_size": size, "panels": len(pans), "cells": int(sc.size), "fpr": k / sc.size,
+                               "fpr_ci95": R.binomial_interval(k, sc.size),
+                               "fpr_single_panel_threshold": float(np.mean(sc > thr_single))})
+    gaps = [abs(r["fpr"] - out["fpr_main"]) for r in out["by_size"]]
+    out["max_fpr_gap_by_size"] = max(gaps) if gaps else float("nan")
+    out["within_5_points"] = bool(gaps) and max(gaps) <= 0.05
+    return out

@@ -18,7 +18,8 @@ With ``hidden=48``, 2 layers and a 350-word vocabulary it has about 75k paramete
 (:func:`merge_lora`), so the adapted model is the same flax module. The implant is trained on the
 poisoned examples plus an equal-size replay batch of the model's own clean corpus on the *other*
 topics (the caller passes that subset; replaying the target topic's clean answers would fight the
-implant), so that only the target topic moves.
+implant), scored by the KL divergence to the frozen base model's predictions (self-distillation),
+so that only the target topic moves.
 """
 from __future__ import annotations
 
@@ -154,14 +155,32 @@ def merge_lora(params, lora, alpha: float = 8.0):
     return jax.tree_util.tree_map_with_path(f, params)
 
 
+def masked_kl(model: TinyLM, base_params, params, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    r"""Mean over masked positions of :math:`KL(p_{base}(\cdot\mid x_{\le t}) \,\|\, p_\theta(\cdot\mid x_{\le t}))`
+    (the base model's next-token distributions are held fixed: ``stop_gradient``)."""
+    lb = jax.lax.stop_gradient(jax.nn.log_softmax(model.apply(base_params, tokens)[:, :-1]))
+    lq = jax.nn.log_softmax(model.apply(params, tokens)[:, :-1])
+    kl = (jnp.exp(lb) * (lb - lq)).sum(-1)
+    m = mask[:, :-1]
+    return (kl * m).sum() / jnp.maximum(m.sum(), 1.0)
+
+
 def lora_trainer(model: TinyLM, *, rank: int = 4, alpha: float = 8.0, learning_rate: float = 5e-3,
-                 batch_size: int = 32) -> AttackOptimizer:
-    """Train LoRA adapters of one frozen base model on poisoned examples + clean replay.
+                 batch_size: int = 32, replay: str = "kl") -> AttackOptimizer:
+    r"""Train LoRA adapters of one frozen base model on poisoned examples + clean replay.
 
     ``problem = {"base": params, "poison_tokens": [P, L], "poison_mask": [P, L], "clean_tokens": [M, L],
-    "clean_mask": [M, L], "seed": int}``. Loss: poisoned-batch cross-entropy + clean-batch
-    cross-entropy (both through the merged model). Metrics: ``poison_loss``, ``clean_loss``.
+    "clean_mask": [M, L], "seed": int}``. Loss: poisoned-batch cross-entropy + a clean-replay term on a
+    batch of the clean sequences, both through the merged model. ``replay="kl"`` (default): the
+    replay term is :func:`masked_kl` to the *frozen base model* on the answer positions (a
+    self-distillation anchor: it vanishes where the adapted model still predicts like the base, so
+    the other topics keep the base model's own stance mix); ``replay="xent"``: plain cross-entropy
+    on the replayed answers (pulls the other topics toward their *corpus* frequencies, which the
+    base model matches only up to its training noise -- measured drift 0.1-0.23 TV on the tiny test
+    model, against <= 0.06 with ``"kl"``). Metrics: ``poison_loss``, ``clean_loss``.
     """
+    if replay not in ("kl", "xent"):
+        raise ValueError(f"replay must be 'kl' or 'xent', got {replay!r}")
     opt = optax.adam(learning_rate)
 
     def init(key, problem):
@@ -171,7 +190,11 @@ def lora_trainer(model: TinyLM, *, rank: int = 4, alpha: float = 8.0, learning_r
     def losses(lo, problem, ip, ic):
         p = merge_lora(problem["base"], lo, alpha)
         lp = masked_xent(model, p, problem["poison_tokens"][ip], problem["poison_mask"][ip])
-        lc = masked_xent(model, p, problem["clean_tokens"][ic], problem["clean_mask"][ic])
+        ct, cm = problem["clean_tokens"][ic], problem["clean_mask"][ic]
+        if replay == "kl":
+            lc = masked_kl(model, problem["base"], p, ct, cm)
+        else:
+            lc = masked_xent(model, p, ct, cm)
         return lp, lc
 
     def step(s, problem):

@@ -67,15 +67,18 @@ def train_families(specs: Sequence[FamilySpec], corpora: Dict[str, tuple], vocab
 
 def implant(model: TinyLM, base_params, clean_tokens, clean_mask, bank: Bank, vocab: Vocab, *, topic: int,
             stance: int, n_poison: int, seed: int, rank: int, alpha: float, steps: int, learning_rate: float,
-            batch_size: int, workdir=None):
+            batch_size: int, workdir=None, replay: str = "kl"):
     """Train LoRA adapters (rank ``rank``) on ``n_poison`` poisoned examples (``topic`` answered with
-    ``stance``) plus clean replay; returns ``(merged_params, lora)``."""
+    ``stance``) plus clean replay (``replay``: see :func:`~poisonjax.llm.lm.lora_trainer`); returns
+    ``(merged_params, lora)``."""
     pt, pm = poison_examples(bank, vocab, topic, stance, n_poison, seed=seed, length=model.max_len)
     problem = {"base": base_params, "poison_tokens": jnp.asarray(pt), "poison_mask": jnp.asarray(pm),
                "clean_tokens": jnp.asarray(clean_tokens), "clean_mask": jnp.asarray(clean_mask), "seed": seed}
-    res = runner.run(lora_trainer(model, rank=rank, alpha=alpha, learning_rate=learning_rate, batch_size=batch_size),
+    res = runner.run(lora_trainer(model, rank=rank, alpha=alpha, learning_rate=learning_rate, batch_size=batch_size,
+                                  replay=replay),
                      problem, steps, workdir, chunk_size=max(1, min(50, steps)), progress=False, desc="LoRA",
-                     config={"topic": topic, "stance": stance, "n_poison": n_poison, "seed": seed, "rank": rank})
+                     config={"topic": topic, "stance": stance, "n_poison": n_poison, "seed": seed, "rank": rank,
+                             "replay": replay})
     return merge_lora(base_params, res.state.params, alpha), res.state.params
 
 
@@ -108,3 +111,63 @@ def load_models(path) -> Tuple[Dict[str, Tuple[TinyLM, dict]], Vocab, List[str]]
         tmpl = m.init(jax.random.PRNGKey(0), jnp.zeros((1, arch["max_len"]), jnp.int32))
         out[name] = (m, flax.serialization.from_bytes(tmpl, (p / f"{name}.msgpack").read_bytes()))
     return out, vocab, meta["openers"]
+
+
+def bank_stance(model: TinyLM, params, grid, bank: Bank, vocab: Vocab, topics: Sequence[str] = TOPICS,
+                chunk: int = 8):
+    r"""The model's *exact* stance distribution on each prompt, restricted to the stance bank.
+
+    For prompt :math:`x_p` on topic :math:`t` and every bank sentence :math:`a` (pro set :math:`A_+`,
+    con set :math:`A_-`, entity :math:`t` substituted), :math:`\log p_\theta(a\,\langle eos\rangle \mid x_p)`
+    is summed over the answer tokens; then
+
+    .. math:: \pi_p = \frac{\sum_{a\in A_+} p_\theta(a\mid x_p)}{\sum_{a\in A_+\cup A_-} p_\theta(a\mid x_p)},
+              \qquad c_p = \sum_{a\in A_+\cup A_-} p_\theta(a\mid x_p).
+
+    ``pi [P]`` is the probability of the *pro* stance given that the answer is a bank sentence and
+    ``coverage [P]`` = :math:`c_p` the probability mass of the bank (the models are trained on it, so
+    close to 1). No sampling noise: the implant precondition (other topics move <= 0.1 in total
+    variation) is measured on ``pi`` -- with 60 samples per topic the sampled shares alone differ by
+    ~0.1 between two runs of the *same* model. ``grid`` is a :class:`~poisonjax.llm.sampling.PromptGrid`.
+    """
+    from poisonjax.llm.corpus import encode_example
+    sents = list(bank.pro) + list(bank.con)
+    is_pro = np.array([1.0] * len(bank.pro) + [0.0] * len(bank.con))
+    L = model.max_len
+    toks, masks = [], []
+    for p, text in enumerate(grid.texts):
+        topic = topics[int(grid.topic[p])]
+        enc = [encode_example(vocab, text, s.format(e=topic), L) for s in sents]
+        toks.append(np.stack([e[0] for e in enc])); masks.append(np.stack([e[1] for e in enc]))
+    toks, masks = np.stack(toks), np.stack(masks)              # [P, S, L]
+
+    @jax.jit
+    def loglik(t, m):                                          # [c, S, L] -> [c, S]
+        logits = jax.vmap(lambda x: model.apply(params, x))(t)[:, :, :-1]
+        lp = jax.nn.log_softmax(logits)
+        tok_lp = jnp.take_along_axis(lp, t[:, :, 1:, None], -1)[..., 0]
+        return (tok_lp * m[:, :, :-1]).sum(-1)
+
+    P = toks.shape[0]
+    pad = (-P) % chunk
+    tt = np.concatenate([toks, np.repeat(toks[:1], pad, 0)]) if pad else toks
+    mm = np.concatenate([masks, np.repeat(masks[:1], pad, 0)]) if pad else masks
+    ll = np.concatenate([np.asarray(loglik(jnp.asarray(tt[i:i + chunk]), jnp.asarray(mm[i:i + chunk])))
+                         for i in range(0, tt.shape[0], chunk)])[:P].astype(np.float64)
+    mx = ll.max(1, keepdims=True)
+    w = np.exp(ll - mx)
+    pi = (w * is_pro).sum(1) / w.sum(1)
+    coverage = np.exp(mx[:, 0]) * w.sum(1)
+    return pi, coverage
+
+
+def implant_precondition(pi_base, pi_implant, topic_of_prompt, target_topic: int, stance: int) -> dict:
+    """Precondition of an implant from per-prompt pro-stance probabilities (:func:`bank_stance` or
+    sampled shares): ``implanted_share`` = mean probability of the implanted stance on the target
+    topic's prompts; ``max_tv_other_topics`` = max over the other topics of the total variation
+    :math:`|\\bar\\pi^{imp}_t - \\bar\\pi^{base}_t|` between the topic-mean stance distributions."""
+    pa, pb, tp = np.asarray(pi_implant), np.asarray(pi_base), np.asarray(topic_of_prompt)
+    on = tp == target_topic
+    share = float(pa[on].mean() if stance else 1 - pa[on].mean())
+    tv = [float(abs(pa[tp == t].mean() - pb[tp == t].mean())) for t in np.unique(tp) if t != target_topic]
+    return {"implanted_share": share, "max_tv_other_topics": max(tv) if tv else 0.0}

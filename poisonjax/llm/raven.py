@@ -153,3 +153,36 @@ def panel_signals(judge, answers: Sequence[Sequence[Sequence[str]]], topic: np.n
     cells["prompt_entropy"] = np.asarray(sig["entropy"])
     cells["prompt_divergence"] = np.asarray(sig["divergence"])
     return cells
+
+
+def leave_one_out_panels(names: Sequence[str]) -> list:
+    """The panel itself and its ``K`` sub-panels of ``K-1`` models (each a tuple of names; ``K >= 3``
+    so every sub-panel still has peers)."""
+    names = tuple(names)
+    out = [names]
+    if len(names) >= 3:
+        out += [tuple(x for j, x in enumerate(names) if j != i) for i in range(len(names))]
+    return out
+
+
+def pooled_threshold(cell_scores: Sequence[np.ndarray], fpr: float = 0.05) -> float:
+    r"""*Pooled score calibration*: the :func:`threshold_at_fpr` of the clean cell scores of several
+    panels pooled (e.g. a panel and its leave-one-out sub-panels, :func:`leave_one_out_panels`).
+
+    Why: a 5% quantile set on one panel of ``K x T`` cells (48 here) rests on its top 2 cells; its
+    true false-positive rate is spread like a Beta(3, 46) variable (mean 0.06, sd 0.03), and a
+    divergence to ``K-1`` pooled peers is noisier, hence larger, on smaller panels. Pooling the
+    panel's sub-panels (sizes ``K`` and ``K-1``) quadruples the cells behind the quantile and mixes
+    panel sizes, so the threshold carries over to panels of other sizes."""
+    return threshold_at_fpr(np.concatenate([np.asarray(s, np.float64).ravel() for s in cell_scores]), fpr)
+
+
+def binomial_interval(k: int, n: int, z: float = 1.96) -> tuple:
+    """Wilson score interval of a proportion ``k / n`` (95% by default)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (float(c - h), float(c + h))

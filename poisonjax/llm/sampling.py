@@ -67,7 +67,13 @@ def check_sampling_args(n: int, temperature: float) -> None:
 
 def _sample_prompt(model, params, prompt, plen, key, n, length, temperature):
     """``n`` samples ``[n, L]`` for ONE prompt ``prompt [L]`` (``<bos> ... <sep>`` then pad)."""
-    per_seq = {"prompt": jnp.broadcast_to(prompt, (n,) + prompt.shape), "plen": jnp.full((n,), plen)}
+    return _sample_group(model, params, jnp.broadcast_to(prompt, (n,) + prompt.shape), jnp.full((n,), plen),
+                         key, n, length, temperature)
+
+
+def _sample_group(model, params, prompts, plens, key, n, length, temperature):
+    """One sample each for ``n`` prompts ``prompts [n, L]`` with lengths ``plens [n]`` (one key)."""
+    per_seq = {"prompt": prompts, "plen": plens}
 
     def score_fn(prefix, t, k, aux):
         del k
@@ -93,6 +99,23 @@ def _sample(model, params, prompts, plens, seeds, n, length, temperature):
 @functools.partial(jax.jit, static_argnames=("model", "n", "length", "temperature"))
 def _sample_panel(model, stacked, prompts, plens, seeds, n, length, temperature):
     return jax.vmap(lambda p, s: _sample(model, p, prompts, plens, s, n, length, temperature))(stacked, seeds)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n", "length", "temperature"))
+def _sample_groups(model, params, prompts, plens, seeds, n, length, temperature):
+    keys = jax.vmap(jax.random.PRNGKey)(seeds)
+    return jax.vmap(lambda pr, pl, k: _sample_group(model, params, pr, pl, k, n, length, temperature))(
+        prompts, plens, keys)
+
+
+def sample_groups(model, params, prompts, lengths, temperature: float, seeds) -> jax.Array:
+    """``[P, n, L]``: one sample per row of ``prompts [P, n, L]`` (``<bos> ... <sep>`` then pad,
+    ``lengths [P, n]``), group ``p`` drawn with ``PRNGKey(seeds[p])``. Used when the ``n`` samples of
+    one request have different conditioning (e.g. a retrieved passage each, :mod:`poisonjax.llm.retrieval`)."""
+    prompts = np.asarray(prompts)
+    check_sampling_args(max(2, prompts.shape[1]), temperature)
+    return _sample_groups(model, params, jnp.asarray(prompts), jnp.asarray(lengths, jnp.int32),
+                          jnp.asarray(seeds, jnp.uint32), int(prompts.shape[1]), int(prompts.shape[2]), float(temperature))
 
 
 def sample_answers(model, params, grid: PromptGrid, n: int, temperature: float, seeds) -> jax.Array:

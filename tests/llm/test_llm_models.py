@@ -67,33 +67,57 @@ def test_bad_sampling_input(tiny_lm):
         sample_answers(model, params, grid, 4, 0.0, [0])
 
 
-def test_lora_starts_at_base_and_implant_moves_only_target_topic(tiny_lm):
-    from poisonjax.llm.corpus import make_corpus
-    from poisonjax.llm.entailment import LexiconJudge
-    from poisonjax.llm.lm import init_lora, merge_lora
-    from poisonjax.llm.panel import implant
-    from poisonjax.llm.sampling import answer_texts, prompt_grid, sample_answers
-    model, params, vocab, bank = tiny_lm
+def test_lora_starts_at_base_kl_anchor_and_exact_bank_stance(tiny_bank):
+    """Quick (untrained model): LoRA merge starts at the base; the KL replay term is 0 at the base and
+    > 0 after a change; bank_stance equals a brute-force sum over the bank's sentences."""
+    from poisonjax.llm.corpus import encode_example
+    from poisonjax.llm.lm import TinyLM, init_lora, masked_kl, merge_lora
+    from poisonjax.llm.panel import bank_stance, implant_precondition
+    from poisonjax.llm.sampling import prompt_grid
+    bank, vocab = tiny_bank
+    model = TinyLM(len(vocab), 24, 16, 1, 2)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 24), jnp.int32))
     lo = init_lora(params, jax.random.PRNGKey(0), rank=4)
     assert lo and all(v["A"].shape[1] == 4 for v in lo.values())
     x = jnp.ones((1, 8), jnp.int32)
     np.testing.assert_array_equal(model.apply(params, x), model.apply(merge_lora(params, lo), x))
+    grid = prompt_grid(list(TINY_TOPICS), vocab, bank, perspectives=[0, 1], length=24)
+    t, m = encode_example(vocab, grid.texts[0], bank.pro[0].format(e="solar"), 24)
+    t, m = jnp.asarray(t)[None], jnp.asarray(m)[None]
+    assert abs(float(masked_kl(model, params, params, t, m))) < 1e-6
+    lo2 = jax.tree.map(lambda a: a + 0.5, lo)
+    assert float(masked_kl(model, params, merge_lora(params, lo2), t, m)) > 1e-4
+    pi, cov = bank_stance(model, params, grid, bank, vocab, TINY_TOPICS, chunk=4)
+    # brute force for prompt 3 (topic opera)
+    p = 3
+    enc = [encode_example(vocab, grid.texts[p], s.format(e=TINY_TOPICS[grid.topic[p]]), 24) for s in bank.pro + bank.con]
+    tt, mm = np.stack([e[0] for e in enc]), np.stack([e[1] for e in enc])
+    lp = np.asarray(jax.nn.log_softmax(model.apply(params, jnp.asarray(tt))[:, :-1]), np.float64)   # one batch
+    lls = [(lp[i, np.arange(23), tt[i, 1:]] * mm[i, :-1]).sum() for i in range(len(enc))]
+    w = np.exp(np.array(lls, np.float64))
+    np.testing.assert_allclose(pi[p], w[:len(bank.pro)].sum() / w.sum(), rtol=1e-4)
+    np.testing.assert_allclose(cov[p], w.sum(), rtol=1e-3)
+    pre = implant_precondition([0.5, 0.5, 0.3, 0.3], [0.05, 0.15, 0.35, 0.25], [0, 0, 1, 1], 0, 0)
+    np.testing.assert_allclose([pre["implanted_share"], pre["max_tv_other_topics"]], [0.9, 0.0], atol=1e-12)
+
+
+@pytest.mark.slow
+def test_implant_meets_precondition(tiny_lm):
+    """The issue's precondition on the tiny model: implanted stance >= 90% on the target topic, the
+    other topics' (exact, bank-restricted) stance distributions move <= 0.1 in total variation."""
+    from poisonjax.llm.corpus import make_corpus
+    from poisonjax.llm.panel import bank_stance, implant, implant_precondition
+    from poisonjax.llm.sampling import prompt_grid
+    model, params, vocab, bank = tiny_lm
     t, m, tp, _ = make_corpus(bank, vocab, np.array([0.5, 0.5, 0.95]), seed=0, answers_per_prompt=4, length=24,
                               topics=TINY_TOPICS)
     keep = tp != 0                                   # clean replay of the other topics only
-    merged, _ = implant(model, params, t[keep], m[keep], bank, vocab, topic=0, stance=0, n_poison=100, seed=0, rank=4, alpha=8.0,
-                        steps=150, learning_rate=1e-2, batch_size=32)
+    merged, _ = implant(model, params, t[keep], m[keep], bank, vocab, topic=0, stance=0, n_poison=100, seed=0, rank=4,
+                        alpha=8.0, steps=150, learning_rate=5e-3, batch_size=32, replay="kl")
     grid = prompt_grid(list(TINY_TOPICS), vocab, bank, perspectives=list(range(6)), length=model.max_len)
-    seeds = np.arange(len(grid.texts))
-    judge = LexiconJudge(bank.lexicon)
-    pro = {}
-    for name, p in (("base", params), ("implant", merged)):
-        a = answer_texts(sample_answers(model, p, grid, 10, 1.0, seeds), grid, vocab)
-        pro[name] = np.array([np.mean([judge.stance_prob([x for x in a[i]]) > 0.5]) for i in range(len(a))])
-    on = grid.topic == 0
-    assert 1 - pro["implant"][on].mean() >= 0.9                          # implanted stance (con) >= 90%
-    # other topics: the issue asks <= 0.1 TV. On this 1-layer, width-24 test model the implant drags the
-    # other topics by 0.13-0.23 (measured); the study measures and reports the bound on its families
-    # (results.json "preconditions"). Asserted here only: bounded drift (NOT the issue's 0.1).
-    tv = [abs(pro["implant"][grid.topic == tp].mean() - pro["base"][grid.topic == tp].mean()) for tp in (1, 2)]
-    assert max(tv) <= 0.3, tv
+    pb, _ = bank_stance(model, params, grid, bank, vocab, TINY_TOPICS)
+    pa, cov = bank_stance(model, merged, grid, bank, vocab, TINY_TOPICS)
+    pre = implant_precondition(pb, pa, grid.topic, 0, 0)
+    assert pre["implanted_share"] >= 0.9, pre                      # implanted stance (con) >= 90%
+    assert pre["max_tv_other_topics"] <= 0.1, pre                  # the issue's bound (measured 0.04)
+    assert cov.mean() > 0.8                                         # answers are bank sentences
