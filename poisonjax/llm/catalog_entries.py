@@ -13,4 +13,10 @@ ENTRIES = [
           where="poisonjax.llm.panel:implant", objective="data", goal="backdoor", knowledge="white-box",
           stealthiness="camouflaged", notes="other topics' stance moves <= 0.1 TV", scope="single-task", impact="performance",
           variability="static", study="raven"),
+    Entry(name="poisoned_rag_passages", kind="attack", domain="llm", family="heuristic",
+          paper="PoisonedRAG (Zou et al., USENIX Security 2025), black-box form S + I: passages restating the target "
+                "question followed by the attacker's stance, put into a RAG system's BM25 store",
+          where="poisonjax.llm.retrieval:poisoned_passages", objective="data", goal="targeted", knowledge="black-box",
+          stealthiness="-", scope="retrieval", impact="performance", variability="static", study="raven",
+          notes="RAVEN must flag it when it is in one model's store, not when it is in every store"),
 ]

@@ -69,3 +69,24 @@ def test_cell_means():
     topic = np.array([0, 0, 1, 1, 2, 2])
     c = np.asarray(R.cell_means(x, topic, 3))
     np.testing.assert_allclose(c[0], [1.0, 5.0, 9.0])
+
+
+def test_panel_signals_flags_model_specific_uniformity_not_shared_bias(tiny_bank):
+    """The whole pipeline on hand-made answers (lexicon judge): 3 models x 2 topics x 2 prompts each.
+    Topic 0: model 0 answers only *con* while its peers are mixed (an implant); topic 1: every model
+    answers only *pro* (a corpus-wide bias)."""
+    from poisonjax.llm.entailment import LexiconJudge
+    bank, _ = tiny_bank
+    pro = [s.format(e="solar") for s in bank.pro[:5]]
+    con = [s.format(e="solar") for s in bank.con[:5]]
+    mixed = pro[:4] + con[:4]                                          # 8 answers, half and half
+    uniform_con, uniform_pro = (con * 2)[:8], (pro * 2)[:8]
+    answers = [[uniform_con, uniform_con, uniform_pro, uniform_pro],   # model 0: prompts of topic 0, then topic 1
+               [mixed, mixed, uniform_pro, uniform_pro],
+               [mixed, mixed, uniform_pro, uniform_pro]]
+    sig = R.panel_signals(LexiconJudge(bank.lexicon), answers, np.array([0, 0, 1, 1]), 2)
+    assert sig["score"].shape == (3, 2)
+    assert sig["score"][0, 0] > 0.3 and sig["score"][0, 0] > 3 * np.delete(sig["score"].ravel(), 0).max()
+    np.testing.assert_allclose(sig["entropy"][:, 1], 0.0, atol=1e-6)            # the shared bias is uniform ...
+    np.testing.assert_allclose(sig["divergence"][:, 1], 0.0, atol=1e-6)         # ... and not divergent
+    assert sig["entropy"][1, 0] > 0.6                                           # mixed answers: two clusters
