@@ -119,13 +119,107 @@ def merge_variables(params: PyTree, state) -> PyTree:
     return {"params": params, **state}
 
 
+def prepare_optimizer(optimizer: optax.GradientTransformation, trainable=None) -> optax.GradientTransformation:
+    """``optimizer`` restricted to the ``trainable`` leaves (``None``: all leaves); see :func:`train_minibatch`."""
+    return optimizer if trainable is None else _trainable_optimizer(optimizer, trainable)
+
+
+def init_train_carry(params: PyTree, optimizer: optax.GradientTransformation, *, stateful: bool = False):
+    """``(theta, opt_state, state)``: the optimised ``"params"`` (or the whole pytree), the optimiser
+    state and the other collections of ``params`` (see :func:`split_variables`); ``optimizer`` as
+    returned by :func:`prepare_optimizer`. The carry of :func:`make_train_step`."""
+    theta, state = split_variables(params)
+    if stateful and not state:
+        raise ValueError("stateful=True needs variables {'params': ..., <collections>} with at least one "
+                         "non-'params' collection (e.g. 'batch_stats')")
+    return theta, optimizer.init(theta), state
+
+
+def minibatch_schedule(key: jax.Array, mask: jax.Array, epochs: int, batch_size: Optional[int]):
+    r"""The per-step inputs of :func:`train_minibatch`: ``(idx [T, B], w [T, B], keys [T, 2])``.
+
+    Mini-batches (``batch_size`` = ``B``): epoch ``e`` shuffles with ``split(key, epochs)[e]``
+    (:func:`epoch_batches`), ``T = epochs * ceil(N / B)`` and the step keys are
+    ``split(fold_in(key, 1), T)``. Full batch (``batch_size=None``): every step sees the whole
+    dataset in its stored order, ``idx`` and ``w`` are ``None`` (the mask is the weight), ``T = epochs``
+    and the step keys are ``split(key, epochs)`` (as :func:`train_full_batch`).
+    """
+    if batch_size is None:
+        return None, None, jax.random.split(key, epochs)
+    ekeys = jax.random.split(key, epochs)
+    idx, w = jax.vmap(lambda k: epoch_batches(k, mask, batch_size))(ekeys)
+    idx = idx.reshape(-1, batch_size)
+    w = w.reshape(-1, batch_size)
+    return idx, w, jax.random.split(jax.random.fold_in(key, 1), idx.shape[0])
+
+
+def epoch_schedule(key: jax.Array, mask: jax.Array, epochs: int, batch_size: int, epoch):
+    """Epoch ``epoch`` (may be traced) of :func:`minibatch_schedule`: ``(idx [S, B], w [S, B], keys [S, 2])``
+    with ``S = ceil(N / B)``; concatenating epochs ``0..epochs-1`` gives the whole schedule bit for bit."""
+    idx, w = epoch_batches(jax.random.split(key, epochs)[epoch], mask, batch_size)
+    s = idx.shape[0]
+    skeys = jax.random.split(jax.random.fold_in(key, 1), epochs * s)
+    return idx, w, jax.lax.dynamic_slice_in_dim(skeys, epoch * s, s)
+
+
+def make_train_step(per_example_loss: Callable, optimizer: optax.GradientTransformation, data: PyTree,
+                    mask: jax.Array, *, stateful: bool = False,
+                    augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
+                    augment_key: str = "x", select: Optional[Callable[[PyTree], jax.Array]] = None):
+    r"""The one optimiser step of :func:`train_minibatch`, for ``lax.scan``.
+
+    ``step(carry, (idx [B] | None, w [B] | None, key)) -> (carry, loss)`` with
+    ``carry = (theta, opt_state, state)`` (:func:`init_train_carry`), plus ``(best_theta, best_state,
+    best_score)`` when ``select`` is given. ``idx=None`` is a full-batch step on ``data`` with weights
+    ``mask`` (``mask=None``: the plain mean over the dataset). ``optimizer`` as returned by
+    :func:`prepare_optimizer`.
+    """
+    def step(carry, xs):
+        p, s, st = carry[:3]
+        bidx, bw, k = xs
+        batch = data if bidx is None else jax.tree.map(lambda a: a[bidx], data)
+        bw = mask if bw is None else bw
+        denom = None if bw is None else jnp.maximum(bw.sum(), 1.0)
+        if augment is not None:
+            batch = dict(batch)
+            batch[augment_key] = augment(jax.random.fold_in(k, 0x61756720), batch[augment_key])
+        # full batch without a mask: the plain mean (the same program as a hand-written full-batch loss)
+        reduce = (lambda per: jnp.mean(per)) if bw is None else (lambda per: jnp.sum(per * bw) / denom)
+
+        def loss(p_):
+            if stateful:
+                per, new_st = per_example_loss(merge_variables(p_, st), batch, k)
+                return reduce(per), new_st
+            return reduce(per_example_loss(merge_variables(p_, st), batch, k)), st
+
+        (l, st2), g = jax.value_and_grad(loss, has_aux=True)(p)
+        upd, s2 = optimizer.update(g, s, p)
+        p2 = optax.apply_updates(p, upd)
+        if stateful:
+            st2 = {**st, **st2}
+        if bw is None:
+            new = (p2, s2, st2)
+        else:
+            has = bw.sum() > 0
+            new = (_masked_update(has, p2, p), _masked_update(has, s2, s), _masked_update(has, st2, st))
+        if select is not None:
+            best_p, best_st, best_v = carry[3:]
+            v = select(merge_variables(new[0], new[2]))
+            better = v < best_v
+            new = new + (_masked_update(better, new[0], best_p), _masked_update(better, new[2], best_st),
+                         jnp.minimum(v, best_v))
+        return new, l
+
+    return step
+
+
 def train_minibatch(per_example_loss: Callable[[PyTree, PyTree, jax.Array], jax.Array], params: PyTree,
                     optimizer: optax.GradientTransformation, data: PyTree, key: jax.Array, *,
-                    epochs: int, batch_size: int, mask: Optional[jax.Array] = None,
+                    epochs: int, batch_size: Optional[int], mask: Optional[jax.Array] = None,
                     remat: bool = False, stateful: bool = False, trainable=None,
                     augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
-                    augment_key: str = "x") -> TrainResult:
-    r"""Mini-batch training over a (possibly padded) dataset, shuffled each epoch.
+                    augment_key: str = "x", select: Optional[Callable[[PyTree], jax.Array]] = None) -> TrainResult:
+    r"""Mini-batch (or full-batch) training over a (possibly padded) dataset, shuffled each epoch.
 
     The objective of a step is the weighted mean
     :math:`\sum_{i\in B} w_i \ell_i / \max(1, \sum_{i\in B} w_i)` of
@@ -138,12 +232,15 @@ def train_minibatch(per_example_loss: Callable[[PyTree, PyTree, jax.Array], jax.
       params: initial parameters: any pytree, or flax variables ``{"params": ..., <other
         collections>}``, of which only the ``"params"`` collection is optimised (and ``trainable``
         refers to it); the loss always receives the full variables.
-      optimizer: optax transformation.
+      optimizer: optax transformation (weight decay: ``optax.chain(optax.add_decayed_weights(wd), ...)``).
       data: pytree whose leaves all have leading size ``N`` (e.g. ``{"x": [N,H,W,C], "y": [N]}``).
-      key: PRNG key (shuffling and per-step keys).
+      key: PRNG key (shuffling and per-step keys, :func:`minibatch_schedule`).
       epochs: number of passes; the scan has ``epochs * ceil(N / batch_size)`` steps.
-      batch_size: ``B`` (static).
-      mask: ``[N]`` validity mask or example weights; all ones if ``None``.
+      batch_size: ``B`` (static); ``None``: full batch -- one step per epoch on the whole dataset in
+        its order (transductive training: e.g. ``data = {"node": idx_train, "y": labels[idx_train]}``
+        whose loss runs a GCN on the whole graph and reads the rows ``node``).
+      mask: ``[N]`` validity mask or example weights; all ones if ``None`` (full batch without a
+        mask: the objective is ``mean(loss)``, the same numbers as the weighted mean with unit weights).
       remat: ``jax.checkpoint`` each step (for differentiating through long training).
       stateful: the loss updates non-parameter collections (BatchNorm running statistics): the
         state returned by the loss replaces the old one after every non-empty step.
@@ -151,54 +248,34 @@ def train_minibatch(per_example_loss: Callable[[PyTree, PyTree, jax.Array], jax.
         False leaves get zero updates and stay bit-identical (``optax.multi_transform``).
       augment: optional ``augment(key, x) -> x`` applied to ``batch[augment_key]`` at every step
         (fresh key per step; the loss's key is unchanged).
+      select: optional model selection ``select(variables) -> scalar`` (e.g. a validation loss),
+        evaluated after every step: the variables of the step with the lowest value are returned
+        instead of the last ones (the first such step on ties; the initial variables if no step is
+        below ``inf``).
 
     Returns:
       :class:`TrainResult`; ``losses`` has one entry per step (0 for skipped empty batches).
     """
     n = jax.tree.leaves(data)[0].shape[0]
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    batch_size = min(batch_size, n)
-    mask = jnp.ones((n,), jnp.float32) if mask is None else mask.astype(jnp.float32)
-    ekeys = jax.random.split(key, epochs)
-    idx, w = jax.vmap(lambda k: epoch_batches(k, mask, batch_size))(ekeys)
-    idx = idx.reshape(-1, batch_size)
-    w = w.reshape(-1, batch_size)
-    skeys = jax.random.split(jax.random.fold_in(key, 1), idx.shape[0])
-    if trainable is not None:
-        optimizer = _trainable_optimizer(optimizer, trainable)
-    theta, state = split_variables(params)
-    if stateful and not state:
-        raise ValueError("stateful=True needs variables {'params': ..., <collections>} with at least one "
-                         "non-'params' collection (e.g. 'batch_stats')")
-    opt_state = optimizer.init(theta)
-
-    def step(carry, xs):
-        p, s, st = carry
-        bidx, bw, k = xs
-        batch = jax.tree.map(lambda a: a[bidx], data)
-        if augment is not None:
-            batch = dict(batch)
-            batch[augment_key] = augment(jax.random.fold_in(k, 0x61756720), batch[augment_key])
-        denom = jnp.maximum(bw.sum(), 1.0)
-
-        def loss(p_):
-            if stateful:
-                per, new_st = per_example_loss(merge_variables(p_, st), batch, k)
-                return jnp.sum(per * bw) / denom, new_st
-            return jnp.sum(per_example_loss(merge_variables(p_, st), batch, k) * bw) / denom, st
-
-        (l, st2), g = jax.value_and_grad(loss, has_aux=True)(p)
-        upd, s2 = optimizer.update(g, s, p)
-        p2 = optax.apply_updates(p, upd)
-        has = bw.sum() > 0
-        if stateful:
-            st2 = {**st, **st2}
-        return (_masked_update(has, p2, p), _masked_update(has, s2, s), _masked_update(has, st2, st)), l
-
+    if batch_size is not None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {batch_size}")
+        batch_size = min(batch_size, n)
+    if mask is not None:
+        mask = mask.astype(jnp.float32)
+    elif batch_size is not None:
+        mask = jnp.ones((n,), jnp.float32)
+    idx, w, skeys = minibatch_schedule(key, mask, epochs, batch_size)
+    optimizer = prepare_optimizer(optimizer, trainable)
+    carry = init_train_carry(params, optimizer, stateful=stateful)
+    if select is not None:
+        carry = carry + (carry[0], carry[2], jnp.asarray(jnp.inf, jnp.float32))
+    step = make_train_step(per_example_loss, optimizer, data, mask, stateful=stateful, augment=augment,
+                           augment_key=augment_key, select=select)
     if remat:
         step = jax.checkpoint(step)
-    (theta, _, state), losses = jax.lax.scan(step, (theta, opt_state, state), (idx, w, skeys))
+    carry, losses = jax.lax.scan(step, carry, (idx, w, skeys))
+    theta, state = (carry[3], carry[4]) if select is not None else (carry[0], carry[2])
     return TrainResult(merge_variables(theta, state), losses)
 
 

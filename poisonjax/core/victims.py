@@ -151,46 +151,19 @@ def _axes_of(name, axis):
     return axis
 
 
-def train_victims(victim: Victim, optimizer: optax.GradientTransformation, data: PyTree, keys: jax.Array, *,
-                  epochs: int, batch_size: int, mask: Optional[jax.Array] = None,
-                  data_axis: Optional[int] = None, variables: Optional[PyTree] = None,
-                  variables_axis: Optional[int] = 0, trainable=None,
-                  augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None, augment_key: str = "x",
-                  chunk: Optional[int] = None, mesh=None, remat: bool = False) -> VictimsResult:
-    r"""Train K victims, one per key, as one vmapped (chunked, optionally sharded) program.
-
-    Victim ``k`` starts from ``victim.init(split(keys[k])[0])`` (or from ``variables``) and runs
-    ``epochs`` passes of mini-batch training (:func:`poisonjax.core.training.train_minibatch`) on its
-    dataset with the key ``split(keys[k])[1]``; see the module docstring for the update.
-
-    Args:
-      victim: :class:`Victim` (e.g. :func:`flax_victim`).
-      optimizer: optax transformation (SGD, Adam, ...), the same for every victim.
-      data: dataset pytree, leaves ``[N, ...]`` (shared, ``data_axis=None``) or ``[K, N, ...]``
-        (one dataset per victim, ``data_axis=0``; pad to a common ``N`` and mask the padding).
-      keys: ``[K, 2]`` PRNG keys, one per victim (``jax.random.split(key, K)``).
-      epochs, batch_size: passes and mini-batch size ``B`` (static).
-      mask: validity mask / example weights, ``[N]`` or ``[K, N]`` (following ``data_axis``).
-      data_axis: ``None`` (shared dataset) or ``0`` (stacked per victim).
-      variables: optional starting variables (fine-tuning): one model's (``variables_axis=None``,
-        shared) or stacked ``[K, ...]`` (``variables_axis=0``). ``keys`` then only drive shuffling.
-      trainable: optional pytree of bools over the ``"params"`` collection (or a function
-        ``params -> pytree of bools``); frozen leaves keep their exact value.
-      augment: optional ``augment(key, x) -> x`` applied to ``batch[augment_key]`` at every step.
-      chunk: victims per vmapped chunk (``None``: all K at once).
-      mesh: optional 1-D device mesh: each chunk's victims are sharded over its devices.
-      remat: checkpoint each training step (when differentiating through training).
-
-    Returns:
-      :class:`VictimsResult` with stacked ``variables`` (leaves ``[K, ...]``) and ``losses [K, steps]``.
-    """
-    epochs = check_positive_int("epochs", epochs)
-    batch_size = check_positive_int("batch_size", batch_size)
+def _check_keys(keys):
     keys = jnp.asarray(keys)
     if keys.ndim != 2:
         raise PoisonJaxInputError(f"keys must be [K, 2] PRNG keys (jax.random.split(key, K)), got shape {keys.shape}")
+    return keys
+
+
+def _check_batch_size(batch_size):
+    return None if batch_size is None else check_positive_int("batch_size", batch_size)
+
+
+def _check_data(data, mask, k, data_axis):
     data_axis = _axes_of("data_axis", data_axis)
-    k = keys.shape[0]
     if data_axis == 0:
         sizes = {l.shape[0] for l in jax.tree.leaves(data)}
         if sizes != {k}:
@@ -199,23 +172,93 @@ def train_victims(victim: Victim, optimizer: optax.GradientTransformation, data:
         want = (k, jax.tree.leaves(data)[0].shape[1]) if data_axis == 0 else jax.tree.leaves(data)[0].shape[:1]
         if tuple(jnp.shape(mask)) != tuple(want):
             raise PoisonJaxInputError(f"mask must have shape {tuple(want)} (following data_axis), got {jnp.shape(mask)}")
-    kw = dict(epochs=epochs, batch_size=batch_size, remat=remat, stateful=victim.stateful,
-              trainable=trainable, augment=augment, augment_key=augment_key)
+    return data_axis
 
+
+def train_victim(victim: Victim, optimizer: optax.GradientTransformation, data: PyTree, key: jax.Array, *,
+                 epochs: int, batch_size: Optional[int], mask: Optional[jax.Array] = None,
+                 variables: Optional[PyTree] = None, split_key: bool = True, trainable=None,
+                 augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None, augment_key: str = "x",
+                 select: Optional[Callable[[PyTree], jax.Array]] = None, remat: bool = False) -> VictimsResult:
+    r"""Train one victim (no victim axis): the per-victim program that :func:`train_victims` maps.
+
+    From scratch (``variables=None``): ``k_init, k_train = split(key)``, ``victim.init(k_init)``,
+    then :func:`poisonjax.core.training.train_minibatch` with ``k_train``. From given ``variables``
+    (fine-tuning, a federated client starting from the global model): training key
+    ``split(key)[1]`` (``split_key=True``) or ``key`` itself (``split_key=False``: the caller derived
+    the victim's key already). ``batch_size=None`` is full-batch training (one step per epoch on the
+    whole dataset; transductive models), ``select`` keeps the variables of the step with the lowest
+    ``select(variables)`` (validation-loss model selection). Returns :class:`VictimsResult` without a
+    leading K axis (``losses [steps]``).
+    """
+    kw = dict(epochs=check_positive_int("epochs", epochs), batch_size=_check_batch_size(batch_size), mask=mask,
+              remat=remat, stateful=victim.stateful, trainable=trainable, augment=augment, augment_key=augment_key,
+              select=select)
     if variables is None:
-        def one(key, d, m):
-            return init_and_train(victim.init, victim.loss, optimizer, d, key, mask=m, **kw)
-        fn = chunked_vmap(one, chunk=chunk, mesh=mesh, in_axes=(0, data_axis, data_axis if mask is not None else None))
-        res = fn(keys, data, mask)
+        res = init_and_train(victim.init, victim.loss, optimizer, data, key, **kw)
     else:
-        variables_axis = _axes_of("variables_axis", variables_axis)
-
-        def one(key, d, m, v):
-            return train_minibatch(victim.loss, v, optimizer, d, jax.random.split(key)[1], mask=m, **kw)
-        fn = chunked_vmap(one, chunk=chunk, mesh=mesh,
-                          in_axes=(0, data_axis, data_axis if mask is not None else None, variables_axis))
-        res = fn(keys, data, mask, variables)
+        res = train_minibatch(victim.loss, variables, optimizer, data,
+                              jax.random.split(key)[1] if split_key else key, **kw)
     return VictimsResult(res.params, res.losses)
+
+
+def train_victims(victim: Victim, optimizer: optax.GradientTransformation, data: PyTree, keys: jax.Array, *,
+                  epochs: int, batch_size: Optional[int], mask: Optional[jax.Array] = None,
+                  data_axis: Optional[int] = None, variables: Optional[PyTree] = None,
+                  variables_axis: Optional[int] = 0, split_keys: bool = True, trainable=None,
+                  augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None, augment_key: str = "x",
+                  select: Optional[Callable[[PyTree], jax.Array]] = None,
+                  chunk: Optional[int] = None, mesh=None, remat: bool = False) -> VictimsResult:
+    r"""Train K victims, one per key, as one vmapped (chunked, optionally sharded) program.
+
+    Victim ``k`` starts from ``victim.init(split(keys[k])[0])`` (or from ``variables``) and runs
+    ``epochs`` passes of mini-batch training (:func:`poisonjax.core.training.train_minibatch`) on its
+    dataset with the key ``split(keys[k])[1]``; see the module docstring for the update and
+    :func:`train_victim` for the single-victim program.
+
+    Args:
+      victim: :class:`Victim` (e.g. :func:`flax_victim`).
+      optimizer: optax transformation (SGD, Adam, ..., weight decay via ``optax.chain``), the same for
+        every victim.
+      data: dataset pytree, leaves ``[N, ...]`` (shared, ``data_axis=None``) or ``[K, N, ...]``
+        (one dataset per victim, ``data_axis=0``; pad to a common ``N`` and mask the padding).
+      keys: ``[K, 2]`` PRNG keys, one per victim (``jax.random.split(key, K)``).
+      epochs, batch_size: passes and mini-batch size ``B`` (static); ``batch_size=None``: full batch
+        (one step per epoch on the whole dataset, e.g. the training nodes of a transductive GCN).
+      mask: validity mask / example weights, ``[N]`` or ``[K, N]`` (following ``data_axis``).
+      data_axis: ``None`` (shared dataset) or ``0`` (stacked per victim).
+      variables: optional starting variables (fine-tuning, federated clients): one model's
+        (``variables_axis=None``, broadcast to every victim) or stacked ``[K, ...]`` (``variables_axis=0``).
+        ``keys`` then only drive shuffling and the loss's randomness.
+      split_keys: with ``variables``, victim ``k`` trains with ``split(keys[k])[1]`` (True) or with
+        ``keys[k]`` itself (False).
+      trainable: optional pytree of bools over the ``"params"`` collection (or a function
+        ``params -> pytree of bools``); frozen leaves keep their exact value.
+      augment: optional ``augment(key, x) -> x`` applied to ``batch[augment_key]`` at every step.
+      select: optional ``select(variables) -> scalar`` evaluated after every step; each victim returns
+        its variables of the lowest value (e.g. the validation loss: best-validation model selection).
+      chunk: victims per vmapped chunk (``None``: all K at once).
+      mesh: optional 1-D device mesh: each chunk's victims are sharded over its devices.
+      remat: checkpoint each training step (when differentiating through training).
+
+    Returns:
+      :class:`VictimsResult` with stacked ``variables`` (leaves ``[K, ...]``) and ``losses [K, steps]``.
+    """
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = _check_batch_size(batch_size)
+    keys = _check_keys(keys)
+    data_axis = _check_data(data, mask, keys.shape[0], data_axis)
+    kw = dict(epochs=epochs, batch_size=batch_size, remat=remat, trainable=trainable, augment=augment,
+              augment_key=augment_key, select=select, split_key=split_keys)
+    m_axis = data_axis if mask is not None else None
+    if variables is None:
+        fn = chunked_vmap(lambda key, d, m: train_victim(victim, optimizer, d, key, mask=m, **kw),
+                          chunk=chunk, mesh=mesh, in_axes=(0, data_axis, m_axis))
+        return fn(keys, data, mask)
+    variables_axis = _axes_of("variables_axis", variables_axis)
+    fn = chunked_vmap(lambda key, d, m, v: train_victim(victim, optimizer, d, key, mask=m, variables=v, **kw),
+                      chunk=chunk, mesh=mesh, in_axes=(0, data_axis, m_axis, variables_axis))
+    return fn(keys, data, mask, variables)
 
 
 def _test_batches(x, batch_size):
@@ -320,3 +363,135 @@ def stack_datasets(datasets, pad_to: Optional[int] = None):
     data = jax.tree.map(lambda *ls: jnp.asarray(np.stack([pad(l, s) for l, s in zip(ls, sizes)])), *datasets)
     mask = jnp.asarray(np.stack([np.arange(n) < s for s in sizes]).astype(np.float32))
     return data, mask
+
+
+# ------------------------------------------------------------------ resumable K-victim training ----
+
+class VictimTrainingState(NamedTuple):
+    """State of :class:`VictimTraining` (a pytree; checkpointed by :mod:`poisonjax.core.runner`).
+
+    ``params``/``opt_state``/``collections``: every victim's optimised parameters, optimiser state and
+    other variable collections (BatchNorm statistics; ``{}`` or ``None`` without), leaves ``[K, ...]``;
+    ``keys [K, 2]``: each victim's training key; ``epoch``: epochs done (int32);
+    ``losses [K, S]``: the last epoch's per-step training losses."""
+
+    params: PyTree
+    opt_state: PyTree
+    collections: PyTree
+    keys: jax.Array
+    epoch: jax.Array
+    losses: jax.Array
+
+
+class VictimTraining(NamedTuple):
+    r"""K-victim mini-batch training as a resumable iterative process (an
+    :class:`~poisonjax.core.types.AttackOptimizer`: ``init``/``step``/``metrics``), one ``step`` = one
+    epoch of every victim, so :func:`poisonjax.core.runner.run` can checkpoint it every few epochs and
+    resume a killed run from its last checkpointed epoch.
+
+    The steps are those of :func:`train_victims` (same keys, shuffles, per-step keys and update:
+    :func:`poisonjax.core.training.epoch_schedule` is the slice of the whole schedule for one epoch),
+    so running ``epochs`` steps gives the victims of ``train_victims(victim, optimizer, data, keys,
+    epochs=epochs, ...)``; a resumed run is the same program as an uninterrupted one (bit-equal).
+
+    The problem (a pytree: :meth:`problem`) holds the dataset, the mask, the victims' keys ``[K, 2]``
+    and optionally starting variables; the runner's own key is not used (the victims' keys are).
+    Mini-batches only (no ``select``; full-batch training of a small graph is cheap enough not to resume).
+
+    Fields: ``victim``, ``optimizer``, ``epochs``, ``batch_size`` (as :func:`train_victims`),
+    ``data_axis`` (``None`` shared / ``0`` per victim), ``variables_axis``, ``split_keys``,
+    ``trainable``, ``augment``, ``augment_key``, ``chunk``, ``mesh``.
+
+    Example::
+
+        vt = VictimTraining(flax_victim(model, x[:1]), optax.adam(1e-3), epochs=30, batch_size=64)
+        res = runner.run(vt.as_attack_optimizer(), vt.problem({"x": x, "y": y}, keys), vt.epochs,
+                         workdir="cell", checkpoint_every=5, chunk_size=5)
+        variables = vt.variables(res.state)            # leaves [K, ...]
+    """
+
+    victim: Victim
+    optimizer: optax.GradientTransformation
+    epochs: int
+    batch_size: int
+    data_axis: Optional[int] = None
+    variables_axis: Optional[int] = 0
+    split_keys: bool = True
+    trainable: Any = None
+    augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None
+    augment_key: str = "x"
+    chunk: Optional[int] = None
+    mesh: Any = None
+
+    def problem(self, data: PyTree, keys: jax.Array, mask: Optional[jax.Array] = None,
+                variables: Optional[PyTree] = None) -> dict:
+        """The runner's problem: ``{"data", "mask", "keys", "variables"}`` (checked as in :func:`train_victims`)."""
+        keys = _check_keys(keys)
+        _check_data(data, mask, keys.shape[0], self.data_axis)
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
+        if variables is not None:
+            _axes_of("variables_axis", self.variables_axis)
+        return {"data": data, "mask": None if mask is None else jnp.asarray(mask, jnp.float32), "keys": keys,
+                "variables": variables}
+
+    def _opt(self):
+        from poisonjax.core.training import prepare_optimizer
+        return prepare_optimizer(self.optimizer, self.trainable)
+
+    def init(self, key, problem) -> VictimTrainingState:
+        """Every victim initialised (``victim.init(split(keys[k])[0])`` or the given variables)."""
+        from poisonjax.core.training import init_train_carry
+        opt = self._opt()
+        has_v = problem["variables"] is not None
+
+        def one(k, v):
+            if has_v:
+                kt = jax.random.split(k)[1] if self.split_keys else k
+            else:
+                k_init, kt = jax.random.split(k)
+                v = self.victim.init(k_init)
+            return init_train_carry(v, opt, stateful=self.victim.stateful) + (kt,)
+
+        v_axis = self.variables_axis if has_v else None
+        p, s, c, kt = chunked_vmap(one, chunk=self.chunk, mesh=self.mesh, in_axes=(0, v_axis))(
+            problem["keys"], problem["variables"])
+        n = jax.tree.leaves(problem["data"])[0].shape[1 if self.data_axis == 0 else 0]
+        steps = -(-n // min(int(self.batch_size), n))
+        return VictimTrainingState(p, s, c, kt, jnp.int32(0), jnp.zeros((kt.shape[0], steps), jnp.float32))
+
+    def step(self, st: VictimTrainingState, problem) -> VictimTrainingState:
+        """One epoch of every victim (:func:`poisonjax.core.training.make_train_step` scanned over the
+        epoch's mini-batches)."""
+        from poisonjax.core.training import epoch_schedule, make_train_step
+        opt = self._opt()
+        has_mask = problem["mask"] is not None
+
+        def one(p, s, c, kt, d, m):
+            n = jax.tree.leaves(d)[0].shape[0]
+            m = jnp.ones((n,), jnp.float32) if m is None else m
+            idx, w, skeys = epoch_schedule(kt, m, self.epochs, min(int(self.batch_size), n), st.epoch)
+            step = make_train_step(self.victim.loss, opt, d, m, stateful=self.victim.stateful,
+                                   augment=self.augment, augment_key=self.augment_key)
+            (p, s, c), losses = jax.lax.scan(step, (p, s, c), (idx, w, skeys))
+            return p, s, c, losses
+
+        axes = (0, 0, 0, 0, self.data_axis, self.data_axis if has_mask else None)
+        p, s, c, losses = chunked_vmap(one, chunk=self.chunk, mesh=self.mesh, in_axes=axes)(
+            st.params, st.opt_state, st.collections, st.keys, problem["data"], problem["mask"])
+        return VictimTrainingState(p, s, c, st.keys, st.epoch + 1, losses)
+
+    def metrics(self, st: VictimTrainingState, problem) -> dict:
+        """``loss``: the last epoch's mean training loss over victims and non-empty steps; ``epoch``."""
+        nz = jnp.maximum(jnp.sum(st.losses != 0), 1)
+        return {"loss": jnp.sum(st.losses) / nz, "epoch": st.epoch.astype(jnp.float32)}
+
+    def variables(self, st: VictimTrainingState) -> PyTree:
+        """The victims' variables (leaves ``[K, ...]``), as ``train_victims(...).variables``."""
+        from poisonjax.core.training import merge_variables
+        return merge_variables(st.params, st.collections)
+
+    def as_attack_optimizer(self):
+        """``AttackOptimizer(init, step, metrics)`` for :func:`poisonjax.core.runner.run` (steps = epochs)."""
+        from poisonjax.core.types import AttackOptimizer
+        return AttackOptimizer(self.init, self.step, self.metrics)

@@ -5,8 +5,8 @@ One round :math:`t` (FedAvg family, McMahan et al. 2017; server optimisers of Re
 
 1. sample :math:`m = \mathrm{round}(q N)` of the N clients without replacement (``client_fraction`` q);
 2. each sampled client runs ``local_epochs`` epochs of mini-batch SGD from :math:`w_t` on its padded
-   local data (:func:`poisonjax.core.training.train_minibatch`, vmapped over clients, the client axis
-   sharded and chunked by :func:`poisonjax.core.parallel.chunked_vmap`, ``client_chunk_size``
+   local data (the clients are victims of :func:`poisonjax.core.victims.train_victims`, started from
+   :math:`w_t`; the client axis sharded and chunked by :func:`poisonjax.core.parallel.chunked_vmap`, ``client_chunk_size``
    clients at a time to bound memory) giving flattened updates
    :math:`\Delta_i = w_i - w_t` ``[m, d]``;
 3. malicious clients' rows are rewritten by the model-poisoning attack (which may query the aggregator);
@@ -185,24 +185,43 @@ class FLSimulation:
     def _loss(self):
         return training.softmax_cross_entropy_loss(self.model.apply)
 
+    def victim(self):
+        """The clients' model as a :class:`poisonjax.core.victims.Victim` (softmax cross-entropy)."""
+        from poisonjax.core.victims import Victim
+        return Victim(self.model.init, self._loss(), self.model.apply)
+
+    def _local_kw(self):
+        return dict(epochs=self.local_epochs, batch_size=self.batch_size)
+
     def client_update(self, global_params, x, y, mask, key):
-        """One client's local training -> (update ``[d]``, mean loss). Pure, vmappable."""
-        res = training.train_minibatch(self._loss(), global_params, self.local_optimizer, {"x": x, "y": y}, key,
-                                       epochs=self.local_epochs, batch_size=self.batch_size, mask=mask)
-        delta = flatten_params(res.params) - flatten_params(global_params)
+        """One client's local training -> (update ``[d]``, mean loss). Pure, vmappable.
+
+        :func:`poisonjax.core.victims.train_victim` from ``global_params`` with the client's own
+        ``key`` (``split_key=False``)."""
+        from poisonjax.core.victims import train_victim
+        res = train_victim(self.victim(), self.local_optimizer, {"x": x, "y": y}, key, mask=mask,
+                           variables=global_params, split_key=False, **self._local_kw())
+        delta = flatten_params(res.variables) - flatten_params(global_params)
         nsteps = jnp.maximum(jnp.sum(res.losses != 0), 1)
         return delta, jnp.sum(res.losses) / nsteps
 
     def local_updates(self, params, data: FederatedData, ids: jax.Array, key: jax.Array):
         """Train clients ``ids [m]`` from ``params``: ``(updates [m, d], losses [m])``.
 
-        Sharded over ``mesh`` and processed ``client_chunk_size`` clients at a time; client ``i``'s
-        key is ``fold_in(key, i)`` so the result is independent of sharding and chunking."""
-        def per_client(i, p):
-            return self.client_update(p, data.x[i], data.y[i], data.mask[i], jax.random.fold_in(key, i))
-
+        The m clients are m victims of :func:`poisonjax.core.victims.train_victims`, trained from the
+        broadcast global ``params`` (``variables_axis=None``) on their own padded datasets
+        (``data_axis=0``), sharded over ``mesh`` and processed ``client_chunk_size`` clients at a time;
+        client ``i``'s key is ``fold_in(key, i)`` (``split_keys=False``) so the result is independent
+        of sharding and chunking."""
+        from poisonjax.core.victims import train_victims
         mesh = make_mesh() if self.mesh is None else self.mesh
-        return chunked_vmap(per_client, self.client_chunk_size, mesh, in_axes=(0, None))(ids, params)
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(ids)
+        res = train_victims(self.victim(), self.local_optimizer, {"x": data.x[ids], "y": data.y[ids]}, keys,
+                            mask=data.mask[ids], data_axis=0, variables=params, variables_axis=None,
+                            split_keys=False, chunk=self.client_chunk_size, mesh=mesh, **self._local_kw())
+        deltas = jax.vmap(flatten_params)(res.variables) - flatten_params(params)
+        nsteps = jnp.maximum(jnp.sum(res.losses != 0, axis=1), 1)
+        return deltas, jnp.sum(res.losses, axis=1) / nsteps
 
     def evaluate(self, params, data: FederatedData) -> Dict[str, jax.Array]:
         """``test_accuracy`` and (with backdoor data) ``backdoor_asr`` of the global model."""

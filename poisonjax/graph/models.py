@@ -220,9 +220,30 @@ class VGAEConfig(NamedTuple):
     variational: bool = True
 
 
+GRAPH_EXAMPLE = {"graph": np.zeros((1,), np.float32)}
+"""The dataset of a whole-graph victim (one example: the graph the loss closes over)."""
+
+
+def vgae_victim(a_hat, x, adj_label, cfg: VGAEConfig = VGAEConfig()):
+    r"""``(encoder, victim)``: a (V)GAE on the graph ``(a_hat, x)`` as a :class:`poisonjax.core.victims.Victim`
+    whose dataset is one example, :data:`GRAPH_EXAMPLE`: the per-example loss is :func:`vgae_loss`
+    ``[1]`` (labels ``adj_label`` = :math:`A + I`); ``victim.apply(variables, _)`` gives :math:`\mu` ``[N, latent]``.
+    Train it full batch (``batch_size=None``) with Adam."""
+    from poisonjax.core.victims import Victim
+    enc = GraphEncoder(cfg.hidden, cfg.latent, cfg.variational)
+    return enc, Victim(lambda k: enc.init(k, a_hat, x),
+                       lambda v, batch, k: vgae_loss(enc, v, a_hat, x, adj_label, k, cfg.variational)[None],
+                       lambda v, _: enc.apply(v, a_hat, x)[0])
+
+
 def train_vgae(a: jax.Array, x, key, cfg: VGAEConfig = VGAEConfig()):
     """Train a (V)GAE on the dense 0/1 adjacency ``a`` ``[N, N]`` (the training graph) with Adam for
-    ``cfg.epochs`` full-batch steps; returns ``(encoder, params)``. Differentiable in ``a``."""
+    ``cfg.epochs`` full-batch steps; returns ``(encoder, params)``. Differentiable in ``a``.
+
+    This is the *attacker's surrogate* (:func:`poisonjax.graph.vgae_attacks.surrogate_vgae`), an
+    attack internal like Metattack's inner training, kept on
+    :func:`poisonjax.core.training.train_full_batch`; the *victims* of the VGAE study are trained by
+    :func:`poisonjax.core.victims.train_victims` (:func:`vgae_victim`, same steps and keys)."""
     from poisonjax.core.training import train_full_batch
     enc = GraphEncoder(cfg.hidden, cfg.latent, cfg.variational)
     a_hat = normalize_adj(a)
@@ -260,40 +281,64 @@ class GCNConfig(NamedTuple):
     weight_init: str = "glorot"
 
 
-def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: GCNConfig = GCNConfig()):
-    """Train a :class:`GCN` (full batch, ``lax.scan``) and return ``(model, params)`` at the epoch with
-    the lowest validation loss (the last epoch if ``cfg.val_selection`` is False). ``a_hat``:
-    normalised adjacency (dense or BCOO); ``labels`` ``[N]``;
-    ``idx_*`` int index arrays. ``jax.vmap`` over ``key`` trains several seeds at once."""
+def gcn_victim(a_hat, x, num_classes: int, cfg: GCNConfig = GCNConfig()):
+    r"""``(model, victim)``: a :class:`GCN` on the graph ``(a_hat, x)`` as a transductive
+    :class:`poisonjax.core.victims.Victim`.
+
+    The dataset of this victim is a set of nodes, ``{"node": idx [B], "y": labels[idx]}``; its
+    per-example loss runs the GCN on the whole graph (training mode, dropout key = the step key) and
+    returns :math:`-\log\mathrm{softmax}(f_\theta(\hat A, X)_{i})_{y_i}` for the nodes ``i`` of the batch;
+    ``victim.apply(variables, nodes)`` gives the eval-mode logits ``[len(nodes), C]``. Train it full
+    batch (``batch_size=None``) with :func:`gcn_optimizer` and :func:`gcn_val_loss` selection.
+    """
+    from poisonjax.core.victims import Victim
     model = GCN(cfg.hidden, num_classes, cfg.dropout, cfg.with_relu, cfg.with_bias, weight_init=cfg.weight_init)
-    k0, k1 = jax.random.split(key)
-    params = model.init(k0, a_hat, x)
-    opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(cfg.lr))
-    y_tr, y_va = labels[idx_train], labels[idx_val]
 
-    def loss_fn(p, k):
-        out = model.apply(p, a_hat, x, train=True, rngs={"dropout": k})
-        return optax.softmax_cross_entropy_with_integer_labels(out[idx_train], y_tr).mean()
+    def loss(v, batch, k):
+        out = model.apply(v, a_hat, x, train=True, rngs={"dropout": k})
+        return optax.softmax_cross_entropy_with_integer_labels(out[batch["node"]], batch["y"])
 
-    def step(carry, k):
-        p, s, best_p, best_v = carry
-        g = jax.grad(loss_fn)(p, k)
-        u, s = opt.update(g, s, p)
-        p = optax.apply_updates(p, u)
-        out = model.apply(p, a_hat, x)
-        v = optax.softmax_cross_entropy_with_integer_labels(out[idx_val], y_va).mean()
-        better = v < best_v
-        best_p = jax.tree.map(lambda a, b: jnp.where(better, a, b), p, best_p)
-        return (p, s, best_p, jnp.minimum(v, best_v)), v
+    return model, Victim(lambda k: model.init(k, a_hat, x), loss, lambda v, nodes: model.apply(v, a_hat, x)[nodes])
 
-    carry = (params, opt.init(params), params, jnp.inf)
-    (p, _, best_p, _), _ = jax.lax.scan(step, carry, jax.random.split(k1, cfg.epochs))
-    return model, (best_p if cfg.val_selection else p)
+
+def gcn_optimizer(cfg: GCNConfig = GCNConfig()) -> optax.GradientTransformation:
+    """DeepRobust's Adam with L2 weight decay: ``chain(add_decayed_weights(wd), adam(lr))``."""
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(cfg.lr))
+
+
+def gcn_val_loss(model: GCN, a_hat, x, labels, idx_val):
+    """``variables -> mean cross-entropy on idx_val`` (eval mode): the model-selection score."""
+    y_va = labels[idx_val]
+    return lambda v: optax.softmax_cross_entropy_with_integer_labels(model.apply(v, a_hat, x)[idx_val], y_va).mean()
+
+
+def _gcn_training(a_hat, x, labels, idx_train, idx_val, num_classes, cfg):
+    model, victim = gcn_victim(a_hat, x, num_classes, cfg)
+    kw = dict(epochs=cfg.epochs, batch_size=None,
+              select=gcn_val_loss(model, a_hat, x, labels, idx_val) if cfg.val_selection else None)
+    return model, victim, {"node": idx_train, "y": labels[idx_train]}, kw
+
+
+def train_gcn(a_hat, x, labels, idx_train, idx_val, key, num_classes: int, cfg: GCNConfig = GCNConfig()):
+    """Train one :class:`GCN` and return ``(model, params)`` at the epoch with the lowest validation
+    loss (the last epoch if ``cfg.val_selection`` is False).
+
+    Full-batch training of :func:`gcn_victim` on the nodes ``idx_train`` by the one victim engine,
+    :func:`poisonjax.core.victims.train_victim` (``batch_size=None``, :func:`gcn_optimizer`,
+    ``select=`` :func:`gcn_val_loss`): ``k_init, k_train = split(key)``, dropout key of epoch ``t`` =
+    ``split(k_train, epochs)[t]``. ``a_hat``: normalised adjacency (dense or BCOO); ``labels`` ``[N]``;
+    ``idx_*`` int index arrays. ``jax.vmap`` over ``key`` trains several seeds at once (or
+    :func:`gcn_test_accuracy`, which uses :func:`poisonjax.core.victims.train_victims`)."""
+    from poisonjax.core.victims import train_victim
+    model, victim, data, kw = _gcn_training(a_hat, x, labels, idx_train, idx_val, num_classes, cfg)
+    return model, train_victim(victim, gcn_optimizer(cfg), data, key, **kw).variables
 
 
 def gcn_test_accuracy(a_hat, x, labels, idx_train, idx_val, idx_test, keys, num_classes: int,
                       cfg: GCNConfig = GCNConfig()) -> jax.Array:
-    """Test accuracy ``[K]`` of ``K = len(keys)`` GCNs trained (vmapped over keys) on ``a_hat``.
+    """Test accuracy ``[K]`` of ``K = len(keys)`` GCNs trained on ``a_hat`` by
+    :func:`poisonjax.core.victims.train_victims` (vmapped over keys; each as :func:`train_gcn`) and
+    scored by :func:`poisonjax.core.victims.evaluate_victims` on ``idx_test``.
     Compiled once per ``(num_classes, cfg)`` and array shapes (arrays are arguments, not constants)."""
     return _gcn_acc_fn(int(num_classes), cfg)(a_hat, x, jnp.asarray(labels), jnp.asarray(idx_train),
                                               jnp.asarray(idx_val), jnp.asarray(idx_test), keys)
@@ -301,12 +346,12 @@ def gcn_test_accuracy(a_hat, x, labels, idx_train, idx_val, idx_test, keys, num_
 
 @functools.lru_cache(maxsize=None)
 def _gcn_acc_fn(num_classes, cfg):
+    from poisonjax.core.victims import evaluate_victims, train_victims
+
     def acc(a_hat, x, labels, idx_train, idx_val, idx_test, keys):
-        def one(k):
-            model, p = train_gcn(a_hat, x, labels, idx_train, idx_val, k, num_classes, cfg)
-            pred = jnp.argmax(model.apply(p, a_hat, x)[idx_test], -1)
-            return jnp.mean(pred == labels[idx_test])
-        return jax.vmap(one)(keys)
+        _, victim, data, kw = _gcn_training(a_hat, x, labels, idx_train, idx_val, num_classes, cfg)
+        res = train_victims(victim, gcn_optimizer(cfg), data, keys, **kw)
+        return evaluate_victims(victim.apply, res.variables, idx_test, labels[idx_test], batch_size=None)
     return jax.jit(acc)
 
 

@@ -393,18 +393,13 @@ _EVAL_CACHE = {}
 
 def _eval_fn(victim):
     if victim not in _EVAL_CACHE:
-        from poisonjax.core.training import train_full_batch
+        from poisonjax.core.victims import train_victims
+        from poisonjax.graph.models import GRAPH_EXAMPLE, vgae_victim
 
         def f(a_hat, label, x, pos, neg, keys):
-            enc = GraphEncoder(victim.hidden, victim.latent, victim.variational)
-
-            def one(k):
-                k0, k1 = jax.random.split(k)
-                p0 = enc.init(k0, a_hat, x)
-                res = train_full_batch(lambda p, kk: vgae_loss(enc, p, a_hat, x, label, kk, victim.variational),
-                                       p0, optax.adam(victim.lr), victim.epochs, k1)
-                return link_auc_ap(enc.apply(res.params, a_hat, x)[0], pos, neg)
-            return jax.vmap(one)(keys)
+            _, vic = vgae_victim(a_hat, x, label, victim)
+            res = train_victims(vic, optax.adam(victim.lr), GRAPH_EXAMPLE, keys, epochs=victim.epochs, batch_size=None)
+            return jax.vmap(lambda v: link_auc_ap(vic.apply(v, None), pos, neg))(res.variables)
         _EVAL_CACHE[victim] = jax.jit(f)
     return _EVAL_CACHE[victim]
 
