@@ -44,7 +44,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.entail = ml_collections.ConfigDict(dict(n_pairs=8000, steps=300, keep=0.5))
     # retrieval route: one reader LM + a BM25 store per family; PoisonedRAG passages in one / every store
     c.rag = ml_collections.ConfigDict(dict(enabled=True, hidden=32, steps=600 if quick else 1500, length=44,
-                                           per_prompt=4, per_topic=8, restate_prob=0.0, k=5, tau=1.0, n_poison=5,
+                                           per_prompt=4, per_topic=8, restate_prob=0.0, k=5, tau=1.0, n_poison=10,
                                            n_targets=2 if quick else 5))
     c.transfer_max_size = 7             # threshold transfer: panels of sizes 3..this from all clean families
     c.transfer_max_panels = 40          # at most this many panels per size

@@ -176,10 +176,15 @@ def family_store(bank: Bank, p_pro, *, seed: int, per_topic: int = 8, restate_pr
 
 
 def poisoned_passages(bank: Bank, topic: int, stance: int, n: int, *, seed: int, paraphrase: int = 0,
-                      topics: Sequence[str] = TOPICS) -> Store:
-    """``n`` PoisonedRAG passages ``S + I`` (module doc) on ``topics[topic]`` with ``stance``."""
+                      n_shortest: int = 3, topics: Sequence[str] = TOPICS) -> Store:
+    """``n`` PoisonedRAG passages ``S + I`` (module doc) on ``topics[topic]`` with ``stance``. The
+    attacker optimises retrieval: ``I`` is drawn from the ``n_shortest`` shortest stance sentences
+    (BM25 normalises by length, so a short passage that repeats the topic word outranks the clean
+    ones; ``n_shortest=0`` draws from all)."""
     rng = np.random.RandomState(seed)
     pool = bank.pro if stance else bank.con
+    if n_shortest:
+        pool = sorted(pool, key=lambda x: (len(x.split()), x))[:n_shortest]
     q = question_of(topics[topic], bank, paraphrase)
     texts = [f"{q} {pool[rng.randint(len(pool))].format(e=topics[topic])}" for _ in range(n)]
     return Store(texts, np.full(n, topic), np.full(n, stance))

