@@ -58,22 +58,44 @@ def _tiny_images(n=96, seed=0, classes=C):
     return jnp.asarray(x), jnp.asarray(y, jnp.int32)
 
 
-def test_stage2_unlearning_stops_at_threshold_and_flags_channels():
-    # 8 classes: a collapsed model (one class for every input) scores 1/8 < 0.2, as CIFAR-10's 1/10 does
-    enc = _tiny_encoder()
-    x, y = _tiny_images(classes=8)
+# One small BadNets case shared by the stage-2, "beats no defense" and resume tests (one compilation):
+# scikit-learn digits at 12x12x3 (300 training rows, 5% poisoned towards class 0), a randomly initialised
+# PreAct ResNet 8/16/16 as the "pre-trained" encoder, linear-probe adaptation.
+FAST = TCoreConfig(head_epochs=30, confusion_steps=100, mask_steps=20, max_unlearn_steps=100, per_class_rounds=1,
+                   global_rounds=1, loss_growth=0.1, seed_fraction=0.02, max_seed_batch=64)
+
+
+@pytest.fixture(scope="module")
+def digits_case(tmp_path_factory):
+    from poisonjax.data.images import load_digits
+    from poisonjax.vision.backdoor import attacks as A
+    d = load_digits(seed=0)
+    up = lambda a: np.repeat(np.clip(np.asarray(jax.image.resize(a, (a.shape[0], 12, 12, 1), "linear")), 0, 1), 3, -1)
+    x, y = up(d.x_train)[:300], d.y_train[:300].astype(np.int32)
+    xe, ye = jnp.asarray(up(d.x_test)[:300]), jnp.asarray(d.y_test[:300].astype(np.int32))
+    enc = PreActResNet(10, widths=(8, 16, 16), blocks=(1, 1, 1))
     v = enc.init(jax.random.PRNGKey(0), x[:2])
-    clf = as_classifier(enc, 8)
-    head = train_head(features(enc, v, x), y, jnp.ones(len(y)), jax.random.PRNGKey(1), 8, epochs=40)
+    bd = A.badnets(jax.random.PRNGKey(1), jnp.asarray(x), jnp.asarray(y), num_classes=10, target_class=0,
+                   poison_rate=0.05, trigger_size=3)
+    wd = tmp_path_factory.mktemp("tcore")
+    res = run_tcore(enc, v, bd.x, bd.y, 10, jax.random.PRNGKey(2), cfg=FAST, workdir=str(wd / "full"))
+    return dict(enc=enc, v=v, bd=bd, xe=xe, ye=ye, res=res, wd=wd, A=A)
+
+
+def test_stage2_unlearning_stops_at_threshold_and_flags_channels(digits_case):
+    enc, v, bd = digits_case["enc"], digits_case["v"], digits_case["bd"]
+    x, y = bd.x[:40], bd.y[:40]          # 40 rows: the shape of the process's seed batch (no recompilation)
+    clf = as_classifier(enc, 10)
+    head = train_head(features(enc, v, bd.x), bd.y, jnp.ones(300), jax.random.PRNGKey(1), 10, epochs=30)
     model = with_head(v, head)
-    unl, info = unlearn_norm(clf, model, x, y, target_accuracy=0.2, learning_rate=0.02, max_steps=200)
-    assert float(info["initial_accuracy"]) > 0.5
+    unl, info = unlearn_norm(clf, model, x, y, target_accuracy=0.2, learning_rate=0.002, max_steps=100)
+    assert float(info["initial_accuracy"]) > 0.4
     steps = int(info["steps"])
-    assert float(info["accuracy"]) <= 0.2 and 0 < steps < 200
-    _, before = unlearn_norm(clf, model, x, y, target_accuracy=0.2, learning_rate=0.02, max_steps=steps - 1) \
-        if steps > 1 else (None, {"accuracy": info["initial_accuracy"]})
-    assert float(before["accuracy"]) > 0.2                             # it stopped at the first step below
-    filt, keep, finfo = filter_channels(clf, model, x, y, unlearn_lr=0.02, max_unlearn_steps=200, mask_steps=20,
+    assert np.float32(info["accuracy"]) <= np.float32(0.2) and 0 < steps < 100      # float32 compare, as the loop
+    if steps > 1:                                                      # it stopped at the first step below
+        _, before = unlearn_norm(clf, model, x, y, target_accuracy=0.2, learning_rate=0.002, max_steps=steps - 1)
+        assert np.float32(before["accuracy"]) > np.float32(0.2)
+    filt, keep, finfo = filter_channels(clf, model, x, y, unlearn_lr=0.002, max_unlearn_steps=100, mask_steps=20,
                                         fraction=0.1)
     for path, k in keep.items():
         c = k.shape[0]
@@ -84,6 +106,24 @@ def test_stage2_unlearning_stops_at_threshold_and_flags_channels():
         assert np.all(np.asarray(layer["scale"])[np.asarray(k) == 0] == 0)
         assert np.all(np.asarray(layer["bias"])[np.asarray(k) == 0] == 0)
     assert 0 < finfo["flagged_channel_fraction"] < 0.5
+
+
+def test_tcore_beats_no_defense_on_small_badnets(digits_case):
+    from poisonjax.vision.tcore.common import logits
+    enc, v, bd, xe, ye, A = (digits_case[k] for k in ("enc", "v", "bd", "xe", "ye", "A"))
+    clf = as_classifier(enc, 10)
+    f = features(enc, v, bd.x)
+    none = with_head(v, train_head(f, bd.y, jnp.ones(300), jax.random.PRNGKey(3), 10, epochs=30))
+    asr = lambda vv: float(A.asr(logits(clf, vv, bd.trigger(xe)).argmax(-1), ye, bd))
+    acc = lambda vv: float((logits(clf, vv, xe).argmax(-1) == ye).mean())
+    res = digits_case["res"]
+    pm = np.asarray(bd.poison_mask)
+    assert pm[res.seed_mask].mean() <= 0.01 and pm[res.expanded_mask].mean() < pm.mean()
+    assert pm[res.trusted].mean() < pm.mean()
+    assert res.trusted.sum() == round(0.9 * 300)
+    # measured: undefended ASR 0.43 / acc 0.60, T-Core ASR 0.13 / acc 0.55
+    assert asr(res.variables) < asr(none) - 0.15
+    assert acc(res.variables) > acc(none) - 0.15
 
 
 def test_stage3_growth_schedule_and_stop_at_90_percent():
@@ -110,27 +150,19 @@ def test_stage3_growth_schedule_and_stop_at_90_percent():
     assert grow(t, "reduction", rs.rand(n), prev, y, C).sum() == round(0.9 * n)     # stops at 90%
 
 
-_FAST = TCoreConfig(head_epochs=5, confusion_steps=20, mask_steps=5, max_unlearn_steps=20, per_class_rounds=1,
-                    global_rounds=1, loss_growth=0.2, seed_fraction=0.05, max_seed_batch=32)
-
-
-def test_resumed_process_equals_uninterrupted(tmp_path):
+def test_resumed_process_equals_uninterrupted(digits_case):
     from poisonjax.core.runner import run
-    enc = _tiny_encoder()
-    x, y = _tiny_images(64)
-    v = enc.init(jax.random.PRNGKey(0), x[:2])
-    key = jax.random.PRNGKey(3)
-    full = run_tcore(enc, v, x, y, C, key, cfg=_FAST, workdir=str(tmp_path / "a"))
-    opt, n_steps = tcore_process(enc, v, C, y, _FAST)
-    cfg_id = {"tcore": dataclasses.asdict(_FAST), "mode": "linear", "run": None}
-    run(opt, {"x": x, "y": y}, n_steps - 2, str(tmp_path / "b"), key=key, chunk_size=1, host_loop=True,
+    enc, v, bd, full, wd = (digits_case[k] for k in ("enc", "v", "bd", "res", "wd"))
+    key = jax.random.PRNGKey(2)
+    opt, n_steps = tcore_process(enc, v, 10, bd.y, FAST)
+    cfg_id = {"tcore": dataclasses.asdict(FAST), "mode": "linear", "run": None}
+    run(opt, {"x": bd.x, "y": bd.y}, n_steps - 2, str(wd / "cut"), key=key, chunk_size=1, host_loop=True,
         progress=False, desc="tcore", config=cfg_id)                       # "killed" two steps early
-    resumed = run_tcore(enc, v, x, y, C, key, cfg=_FAST, workdir=str(tmp_path / "b"))
+    resumed = run_tcore(enc, v, bd.x, bd.y, 10, key, cfg=FAST, workdir=str(wd / "cut"))
     assert resumed.run.resumed_from == n_steps - 2
     assert np.array_equal(full.trusted, resumed.trusted) and np.array_equal(full.seed_mask, resumed.seed_mask)
     for a, b in zip(jax.tree.leaves(full.variables), jax.tree.leaves(resumed.variables)):
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert full.trusted.sum() == round(0.9 * len(y))
 
 
 def test_bad_input_one_line_errors():
