@@ -87,7 +87,7 @@ def _validate(config):
     check_positive_int("config.n_victims", config.n_victims)
     check_positive_int("config.n_adapt", config.n_adapt, minimum=10)
     check_positive_int("config.n_eval", config.n_eval, minimum=10)
-    check_choice("config.encoder.source", config.encoder.source, ("simclr", "random"))
+    check_choice("config.encoder.source", config.encoder.source, ("simclr", "auto", "random"))
     for k in ("target_class", "encoder_target_class"):
         if not 0 <= config[k] < 10:
             raise PoisonJaxInputError(f"config.{k} must be a CIFAR-10 label in [0, 10), got {config[k]}")
@@ -101,9 +101,19 @@ def _cache_dir(config) -> Path:
     return Path(os.environ.get("POISONJAX_CACHE", Path.home() / ".cache" / "poisonjax")) / "encoders"
 
 
-def _clean_encoder(config, image_shape):
+def _simclr_cached(config) -> bool:
     e = config.encoder
-    if e.source == "random":
+    ep = e.epochs or {"quick": 15, "paper": 30}[e.variant]
+    name = f"simclr_{e.arch}_w{e.width}_e{ep}" if e.arch == "narrow" else f"simclr_{e.arch}_e{ep}"
+    return (_cache_dir(config) / name / "meta.json").exists()
+
+
+def _clean_encoder(config, image_shape):
+    """``(module, variables, meta, bundle)``: ``simclr`` = the cached SimCLR encoder (pre-trained first if
+    absent); ``auto`` = the cached SimCLR encoder if present, else a randomly initialised narrow ResNet
+    (``meta["trained_by"] == "random"``, said in the report); ``random`` = the latter."""
+    e = config.encoder
+    if e.source == "random" or (e.source == "auto" and not _simclr_cached(config)):
         from poisonjax.vision.backdoor.resnet import narrow_resnet
         m = narrow_resnet(10, width=e.width)
         v = m.init(jax.random.PRNGKey(config.seed), jnp.zeros((1,) + tuple(image_shape)))
