@@ -84,6 +84,9 @@ def _validate(config):
         raise PoisonJaxInputError("config.encoder_attacks must be non-empty for the encoder / both_* threats")
     if any(t != "encoder" for t in config.threats) and not config.attacks:
         raise PoisonJaxInputError("config.attacks must be non-empty for the dataset / both_* threats")
+    if any(t != "dataset" for t in config.threats) and config.encoder.source == "random":
+        raise PoisonJaxInputError("config.encoder.source must be 'simclr' or 'auto' for the encoder / both_* threats "
+                                  "(BadEncoder / DRUPE poison a pre-trained SimCLR encoder)")
     check_positive_int("config.n_victims", config.n_victims)
     check_positive_int("config.n_adapt", config.n_adapt, minimum=10)
     check_positive_int("config.n_eval", config.n_eval, minimum=10)
@@ -174,6 +177,9 @@ def run(config, workdir) -> dict:
     cache = CellCache(wd)
     t_start = time.time()
     enc = _clean_encoder(config, xa.shape[1:])
+    if enc[3] is None and any(t != "dataset" for t in config.threats):
+        raise PoisonJaxInputError("config.encoder.source='auto' found no cached SimCLR encoder under "
+                                  f"{_cache_dir(config)}; the encoder / both_* threats need one (use source='simclr')")
     rows, cells = [], _cells(config)
     from tqdm.auto import tqdm
     for ci, (threat, attack, enc_attack) in enumerate(tqdm(cells, desc="tcore study", unit="cell")):
