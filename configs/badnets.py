@@ -23,6 +23,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.attacks = ("none", "label_flip", "badnets")
     c.train = ml_collections.ConfigDict(dict(epochs=30 if variant == "quick" else 60, batch_size=64,
                                              learning_rate=1e-2, channels=(16, 32), hidden=64))
+    c.checkpoint_every = 5              # epochs between checkpoints of a cell's victim training (resume mid-cell)
     c.rates = (0.10,) if variant == "quick" else (0.01, 0.05, 0.10, 0.20)
     return c
 

@@ -1,11 +1,15 @@
 """BadNets and label-flipping poisoning of a small CNN on scikit-learn ``digits``.
 
 For each attack (``none``, ``label_flip``, ``badnets``) and poison rate, K victims are trained from
-scratch *at once* (``jax.vmap`` over seeds, :func:`poisonjax.core.training.train_ensemble`) on the
+scratch *at once* (``jax.vmap`` over seeds, :class:`poisonjax.core.victims.VictimTraining`) on the
 poisoned training set; we report clean test accuracy and, for BadNets, the attack success rate (ASR:
 non-target test images with the trigger classified as the target), each as mean ± std over victims.
 
-Finished (attack, rate) cells are cached in ``workdir/cells/`` so an interrupted run resumes.
+Finished (attack, rate) cells are cached in ``workdir/cells/``; inside an unfinished cell the victims'
+training runs through :func:`poisonjax.core.runner.run` (one step = one epoch of all K victims) and is
+checkpointed every ``config.checkpoint_every`` epochs under ``workdir/cells/<cell>/``, so a killed run
+resumes mid-cell from its last checkpointed epoch and ends bit-identical to an uninterrupted run (the
+cell records ``resumed_from_epoch``).
 ``results.json`` holds the table as ``rows`` (``attack``, ``poison_rate``, ``clean_accuracy``, ``asr``,
 each ``*_std`` over the ``n_victims`` victims, ``seconds``).
 """
@@ -17,9 +21,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from poisonjax.core import reporting, study
+from poisonjax.core import reporting, runner, study
 from poisonjax.core.ensemble import ensemble_apply, mean_std
-from poisonjax.core.training import softmax_cross_entropy_loss, train_ensemble
+from poisonjax.core.training import softmax_cross_entropy_loss
+from poisonjax.core.victims import Victim, VictimTraining
 from poisonjax.core.validation import check_choice, check_fraction, check_positive_int
 from poisonjax.data.images import load_digits
 from poisonjax.vision.models import FastSmallCNN
@@ -37,6 +42,7 @@ def _validate(config):
     for r in config.rates:
         check_fraction("config.rates entry", r)
     check_positive_int("config.n_victims", config.n_victims)
+    check_positive_int("config.checkpoint_every", config.get("checkpoint_every", 5))
     if not 0 <= config.target_class < 10:
         raise ValueError(f"config.target_class must be in [0, 9] for digits, got {config.target_class}")
 
@@ -51,16 +57,15 @@ def run(config, workdir) -> dict:
     xtr, ytr = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     xte, yte = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
     model = FastSmallCNN(num_classes=ds.num_classes, channels=tuple(config.train.channels), hidden=config.train.hidden)
-    init_fn = lambda k: model.init(k, xtr[:1])
-    loss = softmax_cross_entropy_loss(model.apply)
-    opt = optax.adam(config.train.learning_rate)
+    victim = Victim(lambda k: model.init(k, xtr[:1]), softmax_cross_entropy_loss(model.apply), model.apply)
+    training = VictimTraining(victim, optax.adam(config.train.learning_rate), epochs=config.train.epochs,
+                              batch_size=config.train.batch_size)
     trigger = patch_trigger(xtr.shape[1:], size=config.trigger_size)
     keys = jax.random.split(jax.random.PRNGKey(config.seed), config.n_victims)
+    every = int(config.get("checkpoint_every", 5))
 
     @jax.jit
-    def train_and_eval(x, y, keys):
-        params = train_ensemble(init_fn, loss, opt, {"x": x, "y": y}, keys,
-                                epochs=config.train.epochs, batch_size=config.train.batch_size).params
+    def evaluate(params):
         logits = ensemble_apply(model.apply, params, xte)                      # [K, N, C]
         acc = (jnp.argmax(logits, -1) == yte).mean(-1)
         pred_trig = jnp.argmax(ensemble_apply(model.apply, params, apply_trigger(xte, trigger)), -1)
@@ -73,7 +78,7 @@ def run(config, workdir) -> dict:
     pkey = jax.random.PRNGKey(config.seed + 1)
     out_rows, results = [], {"attacks": {}}
     from tqdm.auto import tqdm
-    def compute(attack, rate):
+    def compute(attack, rate, run_dir):
         t0 = time.time()
         if attack == "none":
             x, y = xtr, ytr
@@ -82,12 +87,16 @@ def run(config, workdir) -> dict:
             x = xtr
         else:
             x, y, _ = badnets_poison(pkey, xtr, ytr, rate, config.target_class, trigger)
-        acc, asr = jax.device_get(train_and_eval(x, y, keys))
+        res = runner.run(training.as_attack_optimizer(), training.problem({"x": x, "y": y}, keys),
+                         config.train.epochs, run_dir, chunk_size=every, checkpoint_every=every,
+                         save_final=False, config={"cell": [attack, rate]}, progress=study.is_main_process(),
+                         desc=f"{attack}@{rate:g} epochs")
+        acc, asr = jax.device_get(evaluate(training.variables(res.state)))
         return {"attack": attack, "poison_rate": rate, "clean_accuracy": mean_std(acc), "asr": mean_std(asr),
-                "seconds": time.time() - t0}
+                "seconds": time.time() - t0, "resumed_from_epoch": res.resumed_from}
 
     for attack, rate in tqdm(cells, desc="badnets study", unit="cell", disable=not study.is_main_process()):
-        cell = cache.cached(f"{attack}_{rate:.4f}", lambda _rd: compute(attack, rate))
+        cell = cache.cached(f"{attack}_{rate:.4f}", lambda rd: compute(attack, rate, rd))
         results["attacks"].setdefault(attack, {})[f"{rate:.4f}"] = cell
         out_rows.append({"dataset": config.dataset, "attack": attack, "poison_rate": rate,
                          "target_class": config.target_class, "n_victims": config.n_victims,
