@@ -76,7 +76,7 @@ def _summary(out, T, K):
     s = {k: np.asarray(v, np.float64).reshape(T, K) for k, v in out.items()}
     return {"asr": mean_std(s["success"].mean(0)), "t_map": mean_std(s["t_ap"].mean(0)),
             "map": mean_std(s["map"].mean(0)), "precision_top_k": float(s["precision"].mean()),
-            "asr_per_trigger": s["success"].mean(1).tolist()}
+            "asr_per_trigger": s["success"].mean(1).tolist(), "t_map_per_trigger": s["t_ap"].mean(1).tolist()}
 
 
 def run(config, workdir) -> dict:

@@ -1,4 +1,4 @@
-"""PADHASH quick study: beats no attack and matches/beats Witches' Brew on ASR; mAP stays put."""
+"""PADHASH quick study: beats no attack, matches/beats Witches' Brew on ASR and t-mAP; mAP stays put."""
 import json
 
 import numpy as np
@@ -29,6 +29,27 @@ def test_padhash_beats_no_attack_and_witches_brew(study):
     assert asr["padhash"] >= asr["witches_brew"] - 1.0 / (cfg.triggers * cfg.n_victims) - 1e-9
     # stealth: mAP of ordinary queries within a few points
     assert abs(res["map_poisoned"] - res["map_clean"]) < 0.05
+
+
+def test_padhash_t_map_at_least_witches_brew(study):
+    """The README's PADHASH row on its metric, t-mAP: on the same triggers, poison bases, budget, surrogate
+    and victim seeds, PADHASH's targeted mAP is at least Witches' Brew's. Paired over the triggers,
+    "at least" is: not below by more than two standard errors of the per-trigger difference (the
+    margin capped at 0.03). At this size the two are statistically tied -- measured t-mAP WB / PADHASH:
+    0.253 / 0.246 (this fixture, seed 0), 0.158 / 0.164 (seed 1), 0.244 / 0.242 (seed 0, 10% surrogate),
+    per-trigger standard error 0.009-0.015 -- so a strict ``>=`` would pass or fail with the seed; a
+    PADHASH that loses its targeting (t-mAP toward no attack's 0.12) or falls clearly behind fails."""
+    cfg, res, _ = study
+    per = {m: np.asarray(res["details"][m]["t_map_per_trigger"]) for m in ("none", "witches_brew", "padhash")}
+    assert all(len(v) == cfg.triggers for v in per.values())
+    assert per["padhash"].mean() == pytest.approx(res["t_map"]["padhash"])
+    d = per["padhash"] - per["witches_brew"]
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    margin = min(2.0 * se, 0.03)
+    assert per["padhash"].mean() >= per["witches_brew"].mean() - margin, (res["t_map"], se)
+    # PADHASH's gain over no attack on t-mAP is significant, paired over the same triggers
+    g = per["padhash"] - per["none"]
+    assert g.mean() > 2.0 * g.std(ddof=1) / np.sqrt(len(g)), g
 
 
 def test_padhash_outputs(study):
