@@ -9,7 +9,10 @@ from poisonjax.llm.corpus import EOS, PAD, SEP
 from tests.llm.conftest import TINY_TOPICS
 
 
+@pytest.mark.slow
 def test_training_resume_is_bit_identical(tmp_path, tiny_bank):
+    """Slow (3 compilations of the vmapped trainer, ~25 CPU-s): the resume machinery itself is
+    tested quickly in tests/core/test_runner.py; this checks lm_trainer through it."""
     from poisonjax.core import runner
     from poisonjax.llm.corpus import make_corpus
     from poisonjax.llm.lm import TinyLM, lm_trainer
