@@ -161,20 +161,21 @@ def pretrain_simclr(x, key: jax.Array, *, arch: str = "narrow", width: int = 16,
 
 def get_or_pretrain(cache_dir, *, variant: str = "quick", key: Optional[jax.Array] = None, x=None,
                     epochs: Optional[int] = None, arch: Optional[str] = None, width: Optional[int] = None,
-                    batch_size: int = 256, lr: float = 1e-3, data_dir=None, progress: bool = True,
+                    batch_size: int = 128, lr: float = 2e-3, data_dir=None, progress: bool = True,
                     probe: bool = False) -> EncoderBundle:
     """The clean SimCLR encoder of ``variant``, loaded from ``cache_dir/<name>`` when present, else pre-trained
     (resumably, in ``cache_dir/<name>.run``) on ``x`` (default: the 10,000 training images of
     ``cifar10_jpeg_20k``, labels unused) and saved there.
 
-    ``variant``: ``"quick"`` (narrow width 16, 15 epochs) or ``"paper"`` (PreAct-ResNet-18, 30 epochs);
+    ``variant``: ``"quick"`` (narrow width 8, 1 epoch: what a busy 2-core CPU affords; width 16 costs 4x per
+    step) or ``"paper"`` (PreAct-ResNet-18, 30 epochs);
     ``epochs`` / ``arch`` / ``width`` override. ``<name>`` is ``simclr_<arch>_w<width>_e<epochs>``. A cached
     checkpoint of another architecture than asked raises :class:`PoisonJaxInputError` (``arch``).
     ``probe=True`` measures the clean linear-probe accuracy (CIFAR-10 test split, 8,000 / 2,000) before saving
     and stores it as ``meta["probe_accuracy"]``."""
     from poisonjax.core.validation import check_choice
     check_choice("variant", variant, ("quick", "paper"))
-    defaults = {"quick": ("narrow", 16, 15), "paper": ("preact18", 64, 30)}[variant]
+    defaults = {"quick": ("narrow", 8, 1), "paper": ("preact18", 64, 30)}[variant]
     arch = arch or defaults[0]
     width = int(width or defaults[1])
     epochs = int(epochs or defaults[2])
