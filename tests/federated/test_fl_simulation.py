@@ -156,3 +156,26 @@ def test_cnn_client_model_matches_flax_conv_and_trains(small):
     sim = S.build_simulation(model, "fedavg", local_lr=0.1, batch_size=16)
     _, ms = S.run_rounds(sim, data, 3, seed=0)
     assert ms[-1]["test_accuracy"] > ms[0]["test_accuracy"] and ms[-1]["test_accuracy"] > 0.3, ms
+
+
+def test_clients_are_core_victims_from_the_global_model(small):
+    """Local training = core.victims.train_victims from the broadcast global params (split_keys=False):
+    equal to each client trained on its own by train_minibatch with key fold_in(key, id) (the
+    pre-core.victims formulation), and the single-client client_update agrees with its row."""
+    from poisonjax.core.training import softmax_cross_entropy_loss, train_minibatch
+    data, model = small
+    sim = S.build_simulation(model, "fedavg", batch_size=16, client_chunk_size=3)
+    st = sim.init(jax.random.PRNGKey(0), data)
+    ids, key = jnp.array([0, 2, 5, 7]), jax.random.PRNGKey(4)
+    upd, losses = jax.jit(sim.local_updates)(st.params, data, ids, key)
+    loss = softmax_cross_entropy_loss(model.apply)
+    for r, i in enumerate(np.asarray(ids)):
+        res = jax.jit(lambda p, x, y, m, k: train_minibatch(loss, p, sim.local_optimizer, {"x": x, "y": y}, k,
+                                                             epochs=1, batch_size=16, mask=m))(
+            st.params, data.x[i], data.y[i], data.mask[i], jax.random.fold_in(key, int(i)))
+        ref = _flat(res.params) - _flat(st.params)
+        np.testing.assert_allclose(np.asarray(upd[r]), ref, rtol=1e-4, atol=1e-6)
+        n = max(int(np.sum(np.asarray(res.losses) != 0)), 1)
+        assert float(losses[r]) == pytest.approx(float(np.sum(res.losses)) / n, rel=1e-5)
+    one, _ = jax.jit(sim.client_update)(st.params, data.x[5], data.y[5], data.mask[5], jax.random.fold_in(key, 5))
+    np.testing.assert_allclose(np.asarray(one), np.asarray(upd[2]), rtol=1e-4, atol=1e-6)
