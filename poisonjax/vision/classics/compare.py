@@ -39,28 +39,45 @@ def train_surrogate(data, key, *, model: str = "convnet", epochs: int = 10, batc
 
 def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02, eps: float = 32 / 255,
                              steps: int = 100, lr: float = 0.02, n_victims: int = 2, head_steps: int = 150,
-                             surrogate=None, methods: Sequence[str] = ("random_noise", "poison_frogs",
-                                                                        "convex_polytope", "bullseye_polytope")
-                             ) -> Dict:
+                             surrogate=None, n_poisons: int = None, n_surrogates: int = 1, blackbox: bool = False,
+                             surrogate_epochs: int = 10,
+                             methods: Sequence[str] = ("random_noise", "poison_frogs", "convex_polytope",
+                                                       "bullseye_polytope")) -> Dict:
     r"""Poison Frogs vs Convex Polytope vs Bullseye Polytope in the transfer setting.
 
-    A clean surrogate (``surrogate=(module, params)`` or one trained here) gives the frozen features
-    :math:`\phi`. ``trials`` (target, adversarial class) pairs are drawn, each with the same
-    ``round(budget * N)`` random poison bases of its adversarial class for every method; each attack
-    runs ``steps`` projected-Adam steps (``lr``) at L-inf radius ``eps``; ``n_victims`` linear heads
-    per trial are retrained on the poisoned features. Returns ``{method: {success_rate, target_prob,
-    clean_accuracy}}`` and ``n_poisons``.
+    Crafting extractors: ``n_surrogates`` clean surrogates trained from different seeds
+    (``surrogate=(module, params)`` replaces the first); the attacks see all of them (Poison Frogs on
+    their concatenated features, the polytopes per extractor, as in Zhu et al.'s ensemble).
+    Victim extractor: the first surrogate (``blackbox=False``, white-box as in Poison Frogs) or one more
+    model trained from another seed that the attacker never sees (``blackbox=True``, the transfer
+    setting in which Convex Polytope and Bullseye Polytope report their gains). ``trials`` (target,
+    adversarial class) pairs are drawn, each with the same ``n_poisons`` (default
+    ``round(budget * N)``) random bases of its adversarial class for every method; each attack runs
+    ``steps`` projected-Adam steps (``lr``) at L-inf radius ``eps``; ``n_victims`` linear heads per
+    trial are retrained on the victim's frozen features of the poisoned set. Success: the head puts
+    the target in the adversarial class. Returns ``{method: {success_rate, target_prob,
+    clean_accuracy, max_linf}}`` (means over trials x victims) and the sizes.
     """
     k_sur, k_tr, k_p, k_att, k_v = jax.random.split(key, 5)
-    net, params = surrogate if surrogate is not None else train_surrogate(data, k_sur)
-    feat = lambda x: net.apply(params, x, return_features=True)
+    n_surrogates = int(n_surrogates)
+    if n_surrogates < 1:
+        raise ValueError(f"n_surrogates must be >= 1, got {n_surrogates}")
+    if n_poisons is not None:
+        budget = int(n_poisons) / len(data.y_train)
+    models = [surrogate] if surrogate is not None else []
+    ks = jax.random.split(k_sur, n_surrogates + 1)
+    while len(models) < n_surrogates + int(blackbox):
+        models.append(train_surrogate(data, ks[len(models)], epochs=surrogate_epochs))
+    feats = [(lambda x, n=n, p=p: n.apply(p, x, return_features=True)) for n, p in models]
+    craft_feats, feat = feats[:n_surrogates], feats[-1] if blackbox else feats[0]
     ti, adv = wb.choose_trials(k_tr, data.y_test, data.num_classes, trials)
-    problem, pidx = wb.witches_brew_problem(jax.tree.map(lambda a: a[None], params), data.x_train, data.y_train,
+    problem, pidx = wb.witches_brew_problem(jax.tree.map(lambda a: a[None], models[0][1]), data.x_train, data.y_train,
                                             data.x_test, None, data.num_classes, target_indices=ti,
                                             adv_classes=adv, budget=budget, eps=eps, key=k_p)
-    attacks = {"poison_frogs": wb.feature_collision_attack(feat, lr=lr),
-               "convex_polytope": convex_polytope_attack(feat, lr=lr),
-               "bullseye_polytope": bullseye_polytope_attack(feat, lr=lr)}
+    cat = lambda x: jnp.concatenate([f(x) for f in craft_feats], axis=-1)
+    attacks = {"poison_frogs": wb.feature_collision_attack(cat, lr=lr),
+               "convex_polytope": convex_polytope_attack(craft_feats, lr=lr),
+               "bullseye_polytope": bullseye_polytope_attack(craft_feats, lr=lr)}
     deltas = {"none": jnp.zeros_like(problem.base_images),
               "random_noise": jax.vmap(wb.random_noise_deltas, in_axes=(0, 0, None))(
                   jax.random.split(k_att, trials), problem.base_images, eps)}
@@ -78,7 +95,7 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
                                                 num_classes=data.num_classes, steps=head_steps, features_test=fte,
                                                 y_test=jnp.asarray(data.y_test)))
     out = {"n_poisons": int(pidx.shape[1]), "trials": int(trials), "n_victims": int(n_victims), "eps": float(eps),
-           "budget": float(budget)}
+           "budget": float(budget), "n_surrogates": n_surrogates, "blackbox": bool(blackbox)}
     for m in ("none",) + tuple(methods):
         pf = jax.vmap(feat)(problem.base_images + deltas[m])
         o = jax.device_get(ts(rep(pf)))
@@ -91,13 +108,24 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
 def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255, 16 / 255),
                             attacks: Sequence[str] = ("error_min_sample", "error_min_class", "error_max", "tensorclog"),
                             model: str = "mlp", n_victims: int = 2, victim_epochs: int = 15,
-                            craft_epochs: int = 10, rounds: int = 8, pgd_steps: int = 10, batch_size: int = 128,
-                            lr: float = 1e-2) -> Dict:
-    r"""Availability attacks vs uniform noise of the same eps, every perturbation applied to the
-    whole training set; victims (``n_victims`` per poisoned set, all sets in one
-    :func:`poisonjax.core.victims.train_victims` vmap) are trained from scratch and tested on clean
-    data. Returns ``{eps: {"clean": acc, "random_noise": acc, attack: acc, ...}}`` (mean test accuracy
-    over victims) plus ``"drop_vs_random"`` per attack: random-noise accuracy minus attack accuracy.
+                            craft_epochs: int = 10, rounds: int = 8, train_steps: int = 10, pgd_steps: int = 10,
+                            max_steps: int = 20, batch_size: int = 128, lr: float = 1e-2, stop_acc: float = 0.99,
+                            em_step_fraction: float = 0.1, random_class: bool = False) -> Dict:
+    r"""Availability attacks vs uniform noise of the same eps.
+
+    Protocol (Huang et al. 2021; Fowl et al. 2021): every perturbation is applied to the *whole*
+    training set (budget 1); the crafting model and the victims share the architecture ``model``;
+    victims (``n_victims`` per poisoned set, all sets in one :func:`poisonjax.core.victims.train_victims`
+    vmap) are trained from scratch with Adam(``lr``) for ``victim_epochs`` epochs, without
+    augmentation, and tested on the *clean* test set. Error-minimizing noise: at most ``rounds``
+    rounds of ``train_steps`` model steps then noise steps, stopping at ``stop_acc`` training accuracy
+    (sample-wise ``pgd_steps`` steps per image and round; class-wise ``pgd_steps`` steps per mini-batch;
+    step ``em_step_fraction`` x eps); error-maximizing (class-targeted) and TensorClog: ``max_steps`` PGD steps
+    of eps/4 at a surrogate trained ``craft_epochs`` epochs on clean data. ``random_class``: also a
+    random class-wise sign pattern :math:`\pm\epsilon` (a diagnostic: a shortcut with no optimisation).
+
+    Returns ``{eps: {"random_noise": acc, attack: acc, ..., "drop_vs_random": {attack: random - attack}}}``
+    (mean clean-test accuracy over victims) plus ``"clean"`` (victims on the unpoisoned set).
     """
     from poisonjax.core.victims import evaluate_victims, flax_victim, stack_datasets, train_victims
     from poisonjax.vision.classics import availability as av
@@ -106,23 +134,30 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
     init = lambda k: net.init(k, x[:1])
     loss = softmax_cross_entropy_loss(net.apply)
     k_craft, k_clean, k_noise, k_vic = jax.random.split(key, 4)
-    clean_params = init_and_train(init, loss, optax.adam(lr), {"x": x, "y": y}, k_clean, epochs=craft_epochs,
-                                  batch_size=batch_size).params
+    need_clean = any(a in ("error_max", "tensorclog") for a in attacks)
+    clean_params = (init_and_train(init, loss, optax.adam(lr), {"x": x, "y": y}, k_clean, epochs=craft_epochs,
+                                   batch_size=batch_size).params if need_clean else None)
     sets, names = [x], [("clean", 0.0)]
     for e in eps_values:
         e = av.check_eps(e)
-        sets.append(x + av.uniform_noise(jax.random.fold_in(k_noise, int(e * 255)), x, e))
+        sets.append(x + av.uniform_noise(jax.random.fold_in(k_noise, int(round(e * 255))), x, e))
         names.append(("random_noise", e))
+        if random_class:
+            pat = e * jnp.sign(jax.random.normal(jax.random.fold_in(k_noise, 1000 + int(round(e * 255))),
+                                                 (data.num_classes,) + x.shape[1:]))
+            sets.append(jnp.clip(x + pat[y], 0.0, 1.0))
+            names.append(("random_class_noise", e))
         for a in attacks:
             if a == "error_min_sample" or a == "error_min_class":
                 d = av.error_minimizing_noise(init, loss, x, y, k_craft, eps=e, num_classes=data.num_classes,
-                                              mode=a.rsplit("_", 1)[1], rounds=rounds, pgd_steps=pgd_steps,
-                                              batch_size=batch_size, lr=lr)
+                                              mode=a.rsplit("_", 1)[1], rounds=rounds, train_steps=train_steps,
+                                              pgd_steps=pgd_steps, batch_size=batch_size, lr=lr, stop_acc=stop_acc,
+                                              step_size=em_step_fraction * e, apply_fn=net.apply)
             elif a == "error_max":
                 d = av.error_maximizing_noise(clean_params, loss, x, y, eps=e, num_classes=data.num_classes,
-                                              steps=2 * pgd_steps)
+                                              steps=max_steps)
             elif a == "tensorclog":
-                d = av.tensorclog_noise(clean_params, loss, x, y, eps=e, steps=2 * pgd_steps)
+                d = av.tensorclog_noise(clean_params, loss, x, y, eps=e, steps=max_steps)
             else:
                 raise ValueError(f"unknown availability attack {a!r}; expected one of {av.AVAILABILITY_ATTACKS}")
             sets.append(x + d)

@@ -72,12 +72,44 @@ def test_bad_eps_and_budget_are_one_line_errors(tiny):
         av.error_minimizing_noise(init, loss, x, y, jax.random.PRNGKey(0), eps=0.1, num_classes=10, mode="pixel")
 
 
+def test_class_wise_unlearnable_noise_beats_uniform_noise_on_victim_accuracy():
+    """The availability metric itself: from-scratch victims trained on class-wise error-minimizing
+    noise test worse on clean data than victims trained on uniform noise of the same eps (digits, 512
+    images, MLP; measured 0.898 vs 0.949 on a busy Xeon: digits is the weak setting, see CL note)."""
+    from poisonjax.data.images import ImageDataset, load_digits
+    from poisonjax.vision.classics.compare import availability_comparison
+    d = load_digits()
+    sub = ImageDataset(d.x_train[:512], d.y_train[:512], d.x_test, d.y_test, 10, "digits")
+    e = 16 / 255
+    r = availability_comparison(sub, jax.random.PRNGKey(0), eps_values=(e,), attacks=("error_min_class",),
+                                model="mlp", n_victims=1, victim_epochs=10, rounds=5, pgd_steps=2, batch_size=64)
+    assert r[e]["drop_vs_random"]["error_min_class"] >= 0.02, r
+
+
+@pytest.mark.slow
+@pytest.mark.requires_data("cifar10_jpeg_subset")
+def test_availability_on_cifar10_convnet_vs_random_noise():
+    """The papers' setting (CIFAR-10, a CNN victim, 100 % of the training set perturbed, eps 8/255).
+    Measured (busy Xeon, 2,000 train images, ConvNet, 12 epochs): random noise 0.409, class-wise
+    error-minimizing 0.265, class-targeted error-maximizing 0.234; see the CL note for the other attacks. The issue's 30-point criterion
+    is not reachable here (clean accuracy ~0.41, chance 0.10), so this asserts a 8-point drop."""
+    from poisonjax.data.images import load_image_dataset
+    from poisonjax.vision.classics.compare import availability_comparison
+    data = load_image_dataset("cifar10")
+    e = 8 / 255
+    r = availability_comparison(data, jax.random.PRNGKey(0), eps_values=(e,), attacks=("error_min_class", "error_max"),
+                                model="convnet", n_victims=1, victim_epochs=12, rounds=10, pgd_steps=1, lr=1e-3,
+                                em_step_fraction=0.25, max_steps=10)
+    assert r[e]["drop_vs_random"]["error_min_class"] >= 0.08, r
+    assert r[e]["drop_vs_random"]["error_max"] >= 0.08, r
+
+
 @pytest.mark.slow
 def test_availability_vs_random_noise_on_digits_reports_both():
     """Measures (does not assert) the issue's criterion; asserts only that every number is produced."""
     from poisonjax.data.images import load_digits
     from poisonjax.vision.classics.compare import availability_comparison
-    r = availability_comparison(load_digits(), jax.random.PRNGKey(0), rounds=4, victim_epochs=10)
+    r = availability_comparison(load_digits(), jax.random.PRNGKey(0), rounds=4, victim_epochs=10, max_steps=5)
     for e in (8 / 255, 16 / 255):
         assert set(r[e]) >= {"random_noise", "error_min_sample", "error_min_class", "error_max", "tensorclog"}
         assert all(0 <= v <= 1 for k, v in r[e].items() if k != "drop_vs_random")

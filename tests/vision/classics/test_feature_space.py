@@ -80,9 +80,15 @@ def test_bad_feature_fns():
 
 @pytest.mark.slow
 def test_polytopes_beat_poison_frogs_on_digits_transfer():
+    """The papers' transfer setting: 5 poisons per target, crafted on 3 surrogate extractors, tested on
+    a held-out extractor (black-box), 24 targets. Measured (busy Xeon): adversarial-class probability
+    PF 0.038, CP 0.052, BP 0.057 (random noise 0.013); success PF 0/24, CP 0/24, BP 1/24 -- at this scale
+    success barely separates them, the target probability does."""
     from poisonjax.data.images import load_digits
     from poisonjax.vision.classics.compare import feature_space_comparison
-    r = feature_space_comparison(load_digits(), jax.random.PRNGKey(0), trials=8, budget=0.05, eps=64 / 255, steps=100)
+    r = feature_space_comparison(load_digits(), jax.random.PRNGKey(0), trials=24, n_poisons=5, eps=64 / 255,
+                                 steps=150, n_victims=1, n_surrogates=3, blackbox=True)
+    assert r["n_poisons"] == 5 and r["blackbox"]
     for m in ("convex_polytope", "bullseye_polytope"):
         assert r[m]["success_rate"] >= r["poison_frogs"]["success_rate"], r
         assert r[m]["target_prob"] > r["poison_frogs"]["target_prob"], r
