@@ -5,6 +5,9 @@ One module-scoped fixture trains a clean victim and one victim per attack (all a
 ``vmap`` over the poisoned sets) with a small BatchNorm CNN; detectors and repairs act on the
 BadNets victim.
 
+The quick, 8x8 version that runs partly in CI (stronger victims, target class 3) is
+``test_behaviour_quick.py``; it explains why this 16x16 setting fails several claims.
+
 Measured on the shared 2-core machine (load 25-40, 30 min for this module, hence ``slow``); cases that
 did NOT hold at this scale are ``xfail`` with the measured values in the reason (see the H5 note).
 """
