@@ -111,6 +111,19 @@ def _validate(config):
         raise PoisonJaxInputError("config.defenses must include 'none' (the undefended row of every attack)")
     for k in ("epochs", "batch_size"):
         check_positive_int(f"config.train.{k}", config.train[k])
+    dp = config.defense_params
+    if "spectre" in config.defenses:
+        check_positive_int("config.defense_params.spectre.k", dp.spectre.k)
+    if "confusion_training" in config.defenses:
+        p = dp.confusion_training
+        ratios = [check_fraction("config.defense_params.confusion_training.distillation_ratios entry", r)
+                  for r in p.distillation_ratios]
+        if any(b >= a for a, b in zip(ratios, ratios[1:])):
+            raise PoisonJaxInputError(f"config.defense_params.confusion_training.distillation_ratios must decrease, "
+                                      f"got {list(p.distillation_ratios)}")
+        if not p.lam > 1:
+            raise PoisonJaxInputError(f"config.defense_params.confusion_training.lam must be > 1, got {p.lam}")
+        check_fraction("config.defense_params.confusion_training.confidence", p.confidence)
 
 
 def _build_attack(name, config, key, xtr, ytr, num_classes, logits_fn=None):

@@ -120,6 +120,7 @@ def test_metrics_match_sklearn():
     (("attack_params", "badnets", "poison_rate", 1.5), "poison_rate"),
     (("target_class", None, None, 12), "target_class"),
     (("attack_params", "badnets", "trigger_size", 40), "size"),
+    (("defense_params", "confusion_training", "lam", 0.5), "lam"),
 ])
 def test_study_checks_inputs_before_writing(tmp_path, override, match):
     import configs.backdoor as cb
