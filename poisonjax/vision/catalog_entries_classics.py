@@ -15,13 +15,15 @@ def _e(name, where, family, paper, *, objective="input", goal="targeted", knowle
 ENTRIES = [
     _e("convex_polytope", "feature_space:convex_polytope_attack", "feature_space",
        "Zhu et al., Transferable Clean-Label Poisoning Attacks on Deep Neural Nets, ICML 2019", scope="transfer",
-       notes="L-inf bounded; target feature in the convex hull of the poisons' features"),
+       notes="L-inf bounded; target feature in the convex hull of the poisons' features; measured "
+             "black-box (ensemble of 3 extractors, held-out victim extractor, 5 poisons)"),
     _e("bullseye_polytope", "feature_space:bullseye_polytope_attack", "feature_space",
        "Aghakhani et al., Bullseye Polytope: A Scalable Clean-Label Poisoning Attack with Improved "
        "Transferability, EuroS&P 2021", scope="transfer", notes="L-inf bounded; target at the poisons' centroid"),
     _e("unlearnable_examples", "availability:error_minimizing_noise", "bilevel",
        "Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021", goal="untargeted",
-       notes="error-minimizing noise, sample-wise and class-wise, L-inf 8/255 and 16/255"),
+       notes="error-minimizing noise (min-min, stop at 99% train accuracy), sample-wise and class-wise, "
+             "L-inf 8/255 and 16/255; measured on CIFAR-10 + ConvNet"),
     _e("adversarial_poisoning", "availability:error_maximizing_noise", "heuristic",
        "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021", goal="untargeted",
        notes="class-targeted PGD at a clean model, L-inf"),
