@@ -47,9 +47,10 @@ def test_padhash_t_map_at_least_witches_brew(study):
     se = d.std(ddof=1) / np.sqrt(len(d))
     margin = min(2.0 * se, 0.03)
     assert per["padhash"].mean() >= per["witches_brew"].mean() - margin, (res["t_map"], se)
-    # PADHASH's gain over no attack on t-mAP is significant, paired over the same triggers
+    # PADHASH raises t-AP over no attack on all but at most one trigger (sign test, p = 0.035 for 7 of 8;
+    # measured: 8 of 8 in every run above) and by more than 0.05 on average (measured 0.087-0.126)
     g = per["padhash"] - per["none"]
-    assert g.mean() > 2.0 * g.std(ddof=1) / np.sqrt(len(g)), g
+    assert (g > 0).sum() >= len(g) - 1 and g.mean() > 0.05, g
 
 
 def test_padhash_outputs(study):
