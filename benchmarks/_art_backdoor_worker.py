@@ -22,12 +22,14 @@ class BNConvNet(nn.Module):
         self.conv0, self.bn0 = nn.Conv2d(cin, c0, 3, padding=1), nn.BatchNorm2d(c0, eps=1e-5)
         self.conv1, self.bn1 = nn.Conv2d(c0, c1, 3, padding=1), nn.BatchNorm2d(c1, eps=1e-5)
         self.linear = nn.Linear(c1, classes)
+        self.probabilities = True           # ART's STRIP takes the entropy of the classifier's outputs
 
     def forward(self, x):
         x = torch.relu(self.bn0(self.conv0(x)))
         x = nn.functional.avg_pool2d(x, 2)
         x = torch.relu(self.bn1(self.conv1(x)))
-        return self.linear(x.mean(dim=(2, 3)))
+        logits = self.linear(x.mean(dim=(2, 3)))
+        return torch.softmax(logits, dim=1) if self.probabilities else logits
 
 
 def load_jax_weights(m, w):
@@ -79,7 +81,9 @@ def main(inp, out):
     m.eval()
     clf = PyTorchClassifier(model=m, loss=nn.CrossEntropyLoss(), input_shape=x.shape[1:], nb_classes=C,
                             clip_values=(0.0, 1.0))
+    m.probabilities = False
     res["logits_check"] = clf.predict(x[:8])
+    m.probabilities = True
     np.random.seed(cfg["seed"])
     t0 = time.perf_counter()
     defended = STRIP(clf)(num_samples=cfg["n_overlay"], false_acceptance_rate=cfg["frr"])
