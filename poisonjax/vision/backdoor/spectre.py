@@ -38,7 +38,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from poisonjax.core.validation import check_fraction, check_positive_int
 from poisonjax.vision.backdoor.detectors import DetectionReport, check_features, flag_top_k

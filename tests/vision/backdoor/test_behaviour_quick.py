@@ -20,7 +20,6 @@ Cases that did not hold at this scale are ``xfail`` with the measured values (In
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from poisonjax.core.ensemble import index
