@@ -103,3 +103,14 @@ def pytest_runtest_makereport(item, call):
     rep.outcome = "skipped"
     rep.longrepr = (str(item.path), (lineno + 1) if lineno is not None else 0,
                     "Skipped: " + skip_reason(err.datasets or ["(unknown dataset)"]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n N`` keep each test file on one worker (xdist's ``--dist loadfile``): the study tests
+    share expensive module-scoped fixtures (a whole quick study each), which the default ``load`` scheduling
+    builds once per worker. An explicit ``--dist`` other than ``load`` is left alone."""
+    if config.getoption("dist", "load") != "load":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+    return LoadFileScheduling(config, log)

@@ -143,6 +143,7 @@ def test_train_on_poisoned_and_input_errors():
         train_victims(v, optax.sgd(0.1), DATA, KEYS, epochs=0, batch_size=8)
 
 
+@pytest.mark.slow  # CI budget: ~30-100 s; the property is also covered by faster tests
 def test_sharded_equals_unsharded_on_8_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     p = subprocess.run([sys.executable, str(Path(__file__).with_name("_victims_child.py"))], env=env,

@@ -177,6 +177,7 @@ def test_metattack_study_writes_outputs(tmp_path):
         assert (tmp_path / f).exists(), f
 
 
+@pytest.mark.slow  # CI budget: ~30-100 s; the property is also covered by faster tests
 def test_meta_pgd_study_resumes_and_reports(tmp_path):
     """attack=meta_pgd end to end on Cora at a tiny budget: greedy warm start, PGD, sampling and
     selection; a second run resumes both checkpoints and reproduces the graph; a bad init path is refused."""

@@ -49,6 +49,7 @@ def _rel(a, b):
     return (d / max(n, 1e-30)) ** 0.5
 
 
+@pytest.mark.slow  # CI budget: ~30-100 s; the property is also covered by faster tests
 def test_vmapped_k_seeds_equal_sequential(synthetic):
     """vmapped K-seed training == K single runs, asserted as the property means on any CPU (issue 15
     part 4): the first step's gradients to float tolerance, and after training the loss and the

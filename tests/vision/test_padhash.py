@@ -92,6 +92,7 @@ def test_padhash_full_quick_variant(tmp_path):
     assert set(res["settings"]) >= {"gray_box_0.1", "gray_box_0.2", "black_box"}
 
 
+@pytest.mark.slow  # CI budget: ~30-100 s; the property is also covered by faster tests
 def test_padhash_settings_written_stage_by_stage(tmp_path):
     """The settings stage (gray-box fractions and black-box) on a tiny budget of steps: results.json
     holds every setting and ends complete."""

@@ -59,6 +59,7 @@ def test_views_keep_shape_range_and_differ():
     assert float(jnp.abs(v1 - x).mean()) > 0.02           # not the identity
 
 
+@pytest.mark.slow  # CI budget: ~30-100 s; the property is also covered by faster tests
 def test_pretraining_resumed_equals_uninterrupted(tmp_path):
     module, d = build_encoder("narrow", W)
     opt = simclr_optimizer(module, ProjectionHead(d), n=N, batch_size=BS, epochs=2, temperature=0.5, lr=1e-3,
