@@ -148,6 +148,21 @@ def load_cifar10_jpeg(data_dir=None, *, n_train: int | None = None, n_test: int 
     return ImageDataset(f(xtr), ytr, f(xte), yte, 10, "cifar10_jpeg")
 
 
+CIFAR10_20K_DIR = "cifar10_jpeg_20k"
+
+
+def load_cifar10_20k_split(split: str = "train", data_dir=None):
+    """One split of the shared ``cifar10_jpeg_20k`` set: ``"train"`` (10,000 images, 1,000 per class) or ``"test"``
+    (the full 10,000-image CIFAR-10 test set). Returns ``(x float32 [N, 32, 32, 3] in [0, 1], y int32 [N])``,
+    labels in CIFAR-10 order; raises :class:`poisonjax.data.DataNotFoundError` when the folder is absent."""
+    from poisonjax.core.validation import check_choice
+    from poisonjax.data._base import require
+    check_choice("split", split, ("train", "test"))
+    root = require(f"{CIFAR10_20K_DIR}/{split}", data_dir, what="the CIFAR-10 20k JPEG set")
+    x, y, _ = read_image_folder(root, CIFAR10_CLASSES)
+    return x.astype(np.float32) / 255.0, y
+
+
 def load_image_dataset(name: str, data_dir=None, **kw) -> ImageDataset:
     """By name: ``digits`` (scikit-learn), ``mnist`` (5k subset + official test), ``cifar10`` (JPEG subset)."""
     from poisonjax.core.validation import check_choice

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_positive_int
+from poisonjax.data.images import CIFAR10_20K_DIR  # noqa: F401  (kept importable from here)
 
 ARCHS = ("narrow", "preact18")
 
@@ -159,17 +160,8 @@ def load_encoder(path, *, arch: Optional[str] = None, width: Optional[int] = Non
 
 # ----------------------------------------------------------------------------------------------- data ---
 
-CIFAR10_20K_DIR = "cifar10_jpeg_20k"
-
-
 def load_cifar10_20k(split: str = "train", data_dir=None):
-    """The shared ``cifar10_jpeg_20k`` set: ``split="train"`` (10,000 images, 1,000 per class, the SSL
-    pre-training set) or ``"test"`` (the full 10,000-image CIFAR-10 test set). Returns ``(x float32
-    [N, 32, 32, 3] in [0, 1], y int32 [N])`` with labels in CIFAR-10 order; raises
-    :class:`poisonjax.data.DataNotFoundError` when the folder is absent."""
-    from poisonjax.data import require
-    from poisonjax.data.images import CIFAR10_CLASSES, read_image_folder
-    check_choice("split", split, ("train", "test"))
-    root = require(f"{CIFAR10_20K_DIR}/{split}", data_dir, what="the CIFAR-10 20k JPEG set")
-    x, y, _ = read_image_folder(root, CIFAR10_CLASSES)
-    return x.astype(np.float32) / 255.0, y
+    """The shared ``cifar10_jpeg_20k`` set, one split (``"train"``: the SSL pre-training set; ``"test"``: the
+    downstream set): :func:`poisonjax.data.images.load_cifar10_20k_split`, which this delegates to."""
+    from poisonjax.data.images import load_cifar10_20k_split
+    return load_cifar10_20k_split(split, data_dir)
