@@ -54,7 +54,7 @@ DEFENSES = ("none",) + DETECTORS + REPAIRS
 
 def load_dataset(name: str, seed: int = 0, n_train: int = 0):
     """``(x_train, y_train, x_test, y_test, num_classes)`` NHWC float32 in [0, 1]."""
-    from poisonjax.data.images import load_cifar10_jpeg, load_digits, load_mnist, read_image_folder, CIFAR10_CLASSES
+    from poisonjax.data.images import load_cifar10_jpeg, load_digits, load_mnist
     if name == "digits8":                                 # native 8x8 resolution (4x cheaper per step)
         d = load_digits(seed=seed)
         xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
@@ -70,11 +70,9 @@ def load_dataset(name: str, seed: int = 0, n_train: int = 0):
         d = load_cifar10_jpeg(n_train=n_train or None, seed=seed)
         xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
     else:
-        from poisonjax.data import require
-        root = require("cifar10_jpeg_20k", what="the CIFAR-10 JPEG 20k set (shared/data/cifar10_jpeg_20k)")
-        xtr, ytr, _ = read_image_folder(root / "train", CIFAR10_CLASSES)
-        xte, yte, _ = read_image_folder(root / "test", CIFAR10_CLASSES)
-        xtr, xte = xtr.astype(np.float32) / 255.0, xte.astype(np.float32) / 255.0
+        from poisonjax.data.images import load_cifar10_20k_split
+        xtr, ytr = load_cifar10_20k_split("train")
+        xte, yte = load_cifar10_20k_split("test")
     if n_train and name in ("digits8", "digits16", "cifar10_20k") and n_train < len(ytr):
         rs = np.random.RandomState(seed)
         idx = np.sort(rs.choice(len(ytr), n_train, replace=False))

@@ -44,12 +44,10 @@ def _load(name, c):
     elif name == "cifar10":
         d = I.load_cifar10_jpeg(n_test=c.n_test, seed=c.seed)
     else:  # the 20k CIFAR-10 set (1,000/class train, full test)
-        from poisonjax.data._base import require
-        root = require("cifar10_jpeg_20k", None, what="the CIFAR-10 20k JPEG set (shared/data/cifar10_jpeg_20k)")
-        xtr, ytr, _ = I.read_image_folder(root / "train", I.CIFAR10_CLASSES)
-        xte, yte, _ = I.read_image_folder(root / "test", I.CIFAR10_CLASSES)
+        xtr, ytr = I.load_cifar10_20k_split("train")
+        xte, yte = I.load_cifar10_20k_split("test")
         xte, yte = I.stratified_subset(xte, yte, c.n_test, c.seed + 1) if c.n_test < len(yte) else (xte, yte)
-        return xtr.astype(np.float32) / 255, ytr, xte.astype(np.float32) / 255, yte
+        return xtr, ytr, xte, yte
     return d.x_train, d.y_train, d.x_test, d.y_test
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -40,12 +39,10 @@ def load_dataset(name: str, seed: int = 0):
     check_choice("config.dataset", name, DATASETS)
     if name != "cifar10_20k":
         return S.load_centralised(name, seed=seed)
-    from poisonjax.data import require
-    from poisonjax.data.images import CIFAR10_CLASSES, read_image_folder
-    root = require("cifar10_jpeg_20k", what="the CIFAR-10 20k JPEG set")
-    xtr, ytr, _ = read_image_folder(Path(root) / "train", CIFAR10_CLASSES)
-    xte, yte, _ = read_image_folder(Path(root) / "test", CIFAR10_CLASSES)
-    return xtr.astype(np.float32) / 255.0, ytr, xte.astype(np.float32) / 255.0, yte, 10
+    from poisonjax.data.images import load_cifar10_20k_split
+    xtr, ytr = load_cifar10_20k_split("train")
+    xte, yte = load_cifar10_20k_split("test")
+    return xtr, ytr, xte, yte, 10
 
 
 def _parse_partition(p: str):
