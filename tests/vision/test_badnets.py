@@ -57,39 +57,25 @@ def test_bad_inputs():
 
 # ---------------------------------------------------------------- resume mid-cell after a kill -----
 
-def _badnets_child(workdir, sleep="0"):
-    import subprocess
-    import sys
-    from pathlib import Path
-    child = str(Path(__file__).with_name("_badnets_child.py"))
-    return subprocess.Popen([sys.executable, child, str(workdir), sleep],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 @pytest.mark.slow
 def test_killed_badnets_study_resumes_mid_cell_with_same_results(tmp_path):
     """SIGKILL the study once epoch >= 4 of its cell is checkpointed; the rerun starts from that
     epoch (not 0) and its results equal an uninterrupted run's bit for bit (same program)."""
     import json
-    import signal
-    import time
-    p = _badnets_child(tmp_path / "wd", "1.0")               # slow chunks, killed mid-cell
+    from pathlib import Path
+
+    from tests._multiproc import kill_when_checkpointed, metric_steps, spawn, wait_ok
+    child = Path(__file__).with_name("_badnets_child.py")
+    p = spawn(child, tmp_path / "wd", "1.0")                  # slow chunks, killed mid-cell
     name = "badnets_0.1000"
     ckpt = tmp_path / "wd" / "cells" / name / "checkpoints"
-    deadline = time.time() + 600
-    while time.time() < deadline and p.poll() is None:
-        steps = [int(d.name) for d in ckpt.glob("*") if d.name.isdigit()] if ckpt.exists() else []
-        if steps and max(steps) >= 4:
-            break
-        time.sleep(0.2)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    kill_when_checkpointed(p, ckpt, min_step=4, timeout=600)
     cell = tmp_path / "wd" / "cells" / f"{name}.json"
     assert not cell.exists(), "the study finished before it could be killed"
-    ref = _badnets_child(tmp_path / "ref")                   # uninterrupted (runs while we resume)
-    resumed = _badnets_child(tmp_path / "wd")
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
-    assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-2000:]
+    ref = spawn(child, tmp_path / "ref", "0")                 # uninterrupted (runs while we resume)
+    resumed = spawn(child, tmp_path / "wd", "0")
+    wait_ok(resumed, 600)
+    wait_ok(ref, 600)
     c = json.loads(cell.read_text())
     assert c["resumed_from_epoch"] is not None and c["resumed_from_epoch"] >= 4     # not from epoch 0
     r = json.loads((tmp_path / "ref" / "cells" / f"{name}.json").read_text())
@@ -99,6 +85,5 @@ def test_killed_badnets_study_resumes_mid_cell_with_same_results(tmp_path):
     rows = lambda wd: [{k: v for k, v in row.items() if k != "seconds"}
                        for row in json.loads((wd / "results.json").read_text())["rows"]]
     assert rows(tmp_path / "wd") == rows(tmp_path / "ref")
-    steps = [json.loads(l)["step"] for l in (tmp_path / "wd" / "cells" / name / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 9))                                              # each epoch written once
+    assert metric_steps(tmp_path / "wd" / "cells" / name / "metrics.jsonl") == list(range(1, 9))  # each epoch once
     assert not ckpt.exists()                                                       # removed when the cell finished
