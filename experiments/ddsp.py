@@ -25,7 +25,9 @@ target merely taking a top-k slot.
 """
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -40,12 +42,30 @@ from poisonjax.data.synthetic import interaction_logs
 from poisonjax.recsys import attacks as A
 from poisonjax.recsys import metrics as M
 from poisonjax.recsys.models import make_model
-from poisonjax.recsys.training import make_trainer
+from poisonjax.recsys.training import early_stopping_trainer, make_trainer, train_early_stopping
 
 KS = (5, 10, 20)
 
 
-def prepare(config):
+def early_stopping_maker(config, model, num_items):
+    """:func:`poisonjax.recsys.training.early_stopping_trainer` from ``config.train``."""
+    tc = config.train
+    return early_stopping_trainer(model, num_items, max_epochs=tc.epochs, batch_size=tc.batch_size,
+                                  lr=tc.learning_rate, loss=tc.loss, num_negatives=tc.num_negatives,
+                                  eval_every=tc.eval_every, patience=tc.patience,
+                                  victim_chunk=tc.victim_chunk or None, val_chunk=config.eval_chunk)
+
+
+def val_subset(split, n_users: int, seed: int, which: str = "valid"):
+    """``(seqs, items, exclude)`` of the validation items of ``n_users`` users drawn reproducibly
+    (0 = all): early stopping ranks every item for these users every ``eval_every`` epochs."""
+    U = split.valid_y.shape[0]
+    idx = np.arange(U) if not n_users or n_users >= U else np.sort(
+        np.random.default_rng(seed).choice(U, int(n_users), replace=False))
+    return split.valid_x[idx], split.valid_y[idx], split.valid_x[idx]
+
+
+def prepare(config, workdir=None):
     """Data, split, model, trainer, ranker, surrogate, targets (everything but the attacks)."""
     data_dir = config.data_dir or None
     if config.dataset == "synthetic":
@@ -77,12 +97,26 @@ def prepare(config):
         sur_model = make_model(sur_name, ds.num_items, mc.max_len, mc.hidden, mc.dropout, mc.num_blocks, mc.num_heads)
         sur_trainer = make_trainer(sur_model, ds.num_items, epochs=tc.epochs, batch_size=tc.batch_size,
                                    lr=tc.learning_rate, loss=tc.loss, num_negatives=tc.num_negatives)
-    sur_params = sur_trainer.train_single(jnp.asarray(split.train_x), jnp.asarray(split.train_y),
-                                          jax.random.PRNGKey(config.surrogate_seed))
+    if tc.get("early_stopping", False):
+        # the attacker's own early stopping: its validation item is each user's LAST TRAINING item
+        # (s[-3]); it trains on s[:-3] and never reads the victims' validation (s[-2]) or test (s[-1]) items
+        att = leave_one_out([s[:-1] for s in ds.sequences if len(s) >= 4], mc.max_len)
+        mk = early_stopping_maker(config, sur_model, ds.num_items)
+        sur_p, sur_info = train_early_stopping(
+            mk, jnp.asarray(att.train_x)[None], jnp.asarray(att.train_y)[None],
+            jnp.ones((1, att.train_x.shape[0]), jnp.float32), jax.random.PRNGKey(config.surrogate_seed)[None],
+            val_subset(att, tc.val_users, config.seed + 3, "valid"),
+            workdir=None if workdir is None else Path(workdir) / "checkpoints" / "surrogate",
+            checkpoint_every=tc.checkpoint_every, config=dict(role="surrogate"))
+        sur_params = jax.tree.map(lambda a: a[0, 0], sur_p)
+    else:
+        sur_info = None
+        sur_params = sur_trainer.train_single(jnp.asarray(split.train_x), jnp.asarray(split.train_y),
+                                              jax.random.PRNGKey(config.surrogate_seed))
     sur = A.build_surrogate(sur_model, sur_params, *A.attacker_view(split), config.attack.num_preferred)
     ranker = M.make_ensemble_ranker(model, config.eval_chunk)
     return dict(ds=ds, split=split, model=model, trainer=trainer, pop=pop, sur=sur, targets=targets,
-                ranker=ranker, train_seqs=train_seqs)
+                ranker=ranker, train_seqs=train_seqs, sur_info=sur_info)
 
 
 def evaluate(ctx, params, targets):
@@ -108,6 +142,33 @@ def train_groups(trainer, xs, ys, ws, keys, group: int):
     J = xs.shape[0]
     p = trainer.train_many(xs, ys, keys, ws, chunk=None if not group or group >= J else int(group))
     return [jax.tree.map(lambda l, i=i: l[i], p) for i in range(J)]
+
+
+def train_groups_es(config, ctx, xs, ys, ws, keys, wd, tag):
+    """Early-stopped ``J x K`` victims (:func:`poisonjax.recsys.training.train_early_stopping`), in
+    groups of ``config.train_group`` datasets (one compiled program: the last group is padded with
+    copies of dataset 0 and those are dropped), each group checkpointed under
+    ``wd/checkpoints/<tag>_g<i>`` so a killed study resumes mid-cell from the group's last checkpoint.
+    Returns ``(list of J stacked [K, ...] variables, info per group)``."""
+    J = xs.shape[0]
+    G = int(config.train_group) if config.train_group and config.train_group < J else J
+    n_groups = -(-J // G)
+    G = -(-J // n_groups)                                  # balanced groups, one shape
+    mk = early_stopping_maker(config, ctx["model"], ctx["ds"].num_items)
+    val = val_subset(ctx["split"], config.train.val_users, config.seed + 3)
+    out, infos = [], []
+    for g in range(n_groups):
+        idx = np.arange(g * G, min(J, (g + 1) * G))
+        pad = np.concatenate([idx, np.zeros(G - idx.size, int)])
+        p, info = train_early_stopping(mk, xs[pad], ys[pad], ws[pad], keys, val,
+                                       workdir=wd / "checkpoints" / f"{tag}_g{g}",
+                                       checkpoint_every=config.train.checkpoint_every,
+                                       config=dict(tag=tag, group=g, of=n_groups))
+        out += [jax.tree.map(lambda l, i=i: l[i], p) for i in range(idx.size)]
+        infos.append(dict(info, datasets=idx.tolist()))
+        study.main_print(f"{tag} group {g + 1}/{n_groups}: stopped after {info['epochs']} epochs, best epochs "
+                         f"{np.asarray(info['best_epoch'])[:idx.size].min()}..{np.asarray(info['best_epoch'])[:idx.size].max()}")
+    return out, infos
 
 
 def fake_metrics(ctx, fake, target, use_length=False):
@@ -152,7 +213,7 @@ def run(config, workdir) -> dict:
             raise PoisonJaxInputError(f"unknown method {m!r} in attack.methods; expected some of {list(A.METHODS)}")
     wd = study.prepare_workdir(workdir, config)   # refuses a workdir of another config
     t0 = time.time()
-    ctx = prepare(config)
+    ctx = prepare(config, wd)
     ds, sp = ctx["ds"], ctx["split"]
     targets = [int(t) for t in ctx["targets"]]
     fake_len = A.check_fake_length(ac.fake_length or int(round(float(ds.lengths().mean()))))
@@ -186,7 +247,10 @@ def run(config, workdir) -> dict:
         xs, ys, ws = (jnp.stack([d[i] for d in data]) for i in range(3))
         study.main_print(f"training {len(data)} x {config.n_victims} victims (vmapped, groups of {config.train_group or len(data)})")
         tt = time.time()
-        params = train_groups(ctx["trainer"], xs, ys, ws, keys, config.train_group)
+        if config.train.get("early_stopping", False):
+            params, es_info = train_groups_es(config, ctx, xs, ys, ws, keys, wd, f"ratio{ratio}")
+        else:
+            params, es_info = train_groups(ctx["trainer"], xs, ys, ws, keys, config.train_group), None
         train_s = time.time() - tt
         # clean victims of this ratio's data shape: the same init and batch order as the poisoned ones
         # (fake rows weight 0), so poisoned - clean is a paired difference per seed
@@ -199,25 +263,56 @@ def run(config, workdir) -> dict:
         by_ratio[ratio] = {m: summarize(res[m], clean_r, ctx["pop"]) for m in ac.methods}
         paired_vs_ddsp(by_ratio[ratio])
         by_ratio[ratio]["_train_seconds"] = train_s
-    clean_sum = summarize_clean(clean, targets, ctx["pop"])
-    results = dict(by_ratio[ac.fake_ratio])
-    results["clean"] = clean_sum
-    train_seconds = results.pop("_train_seconds")
-    results["meta"] = dict(dataset=config.dataset, train_seconds=train_seconds, num_users=ds.num_users, num_items=ds.num_items,
-                           num_interactions=ds.num_interactions, num_fake=A.num_fake_users(ds.num_users, ac.fake_ratio),
-                           fake_ratio=ac.fake_ratio, fake_length=fake_len, length_dist=ac.length_dist,
-                           fake_length_mean=float(np.mean(lengths)) if ac.length_dist == "real" else fake_len,
+        by_ratio[ratio]["_clean"] = summarize_clean(clean_r, targets, ctx["pop"])
+        if es_info is not None:
+            be = np.concatenate([np.asarray(i["best_epoch"])[:len(i["datasets"])] for i in es_info])   # [J, K]
+            by_ratio[ratio]["_early_stopping"] = dict(
+                clean_best_epoch=be[0].tolist(), best_epoch_mean=float(be.mean()), best_epoch_max=int(be.max()),
+                epochs_run=[i["epochs"] for i in es_info], resumed_from=[i["resumed_from"] for i in es_info])
+        if len(ratios) > 1 and ratio != ratios[-1]:      # partial results: every finished ratio
+            _assemble_and_write(wd, config, by_ratio, ratios, ctx, t0,
+                                lengths if ac.length_dist == "real" else None, fake_len)
+    return _assemble_and_write(wd, config, by_ratio, ratios, ctx, t0, lengths if ac.length_dist == "real" else None,
+                               fake_len)
+
+
+BY_RATIO_KEYS = ("target_hr@10", "target_ndcg@10", "target_hr@10_std", "overall_hr@10", "overall_ndcg@10",
+                 "paired_ndcg@10_drop", "paired_ndcg@10_drop_std", "paired_ndcg@10_drop_se", "paired_hr@10_drop",
+                 "paired_hr@10_drop_se", "paired_ndcg@10_excl_target_drop", "paired_ndcg@10_excl_target_drop_std",
+                 "paired_ndcg@10_excl_target_drop_se", "paired_ndcg@10_drop_all",
+                 "paired_ndcg@10_excl_target_drop_all", "paired_ndcg@10_minus_ddsp", "paired_ndcg@10_minus_ddsp_se",
+                 "detector_auc", "target_repetition", "distinct_ratio", "usage_entropy", "popularity_distance",
+                 "per_bucket_hr@10", "per_bucket_ndcg@10", "target_displacement_ndcg@10")
+
+
+def _assemble_and_write(wd, config, by_ratio, ratios, ctx, t0, lengths, fake_len):
+    """``results`` (main ratio = the first finished; ``by_ratio`` = every finished ratio, with its
+    clean victims, training seconds and early-stopping epochs), written to ``wd`` (results.json,
+    report.md, plot). Called after every ratio, so a stopped run leaves its finished ratios."""
+    ac, ds, targets = config.attack, ctx["ds"], [int(t) for t in ctx["targets"]]
+    done = [r for r in ratios if r in by_ratio]
+    main = done[0]
+    results = {m: v for m, v in by_ratio[main].items() if not m.startswith("_")}
+    results["clean"] = by_ratio[main]["_clean"]
+    results["meta"] = dict(dataset=config.dataset, train_seconds=by_ratio[main]["_train_seconds"],
+                           num_users=ds.num_users, num_items=ds.num_items,
+                           num_interactions=ds.num_interactions, num_fake=A.num_fake_users(ds.num_users, main),
+                           fake_ratio=main, fake_length=fake_len, length_dist=ac.length_dist,
+                           fake_length_mean=float(np.mean(lengths)) if lengths is not None else fake_len,
                            targets=targets,
                            target_popularity={str(t): int(ctx["pop"][t]) for t in targets},
                            buckets={str(t): A.popularity_bucket(t, ctx["pop"]) for t in targets},
-                           n_victims=config.n_victims, seconds=time.time() - t0)
+                           n_victims=config.n_victims, seconds=time.time() - t0, ratios_done=done,
+                           ratios_planned=list(ratios), surrogate_early_stopping=ctx.get("sur_info"),
+                           early_stopping=by_ratio[main].get("_early_stopping"))
     if len(ratios) > 1:
-        keep = ("target_hr@10", "target_ndcg@10", "overall_ndcg@10", "paired_ndcg@10_drop", "paired_ndcg@10_drop_std",
-                "paired_ndcg@10_excl_target_drop", "paired_ndcg@10_excl_target_drop_std", "paired_ndcg@10_drop_all",
-                "paired_ndcg@10_excl_target_drop_all", "paired_ndcg@10_minus_ddsp", "paired_ndcg@10_minus_ddsp_se",
-                "detector_auc")
-        results["by_ratio"] = {str(r): {m: {k: v[k] for k in keep if k in v}
-                                        for m, v in by_ratio[r].items() if m in ac.methods} for r in ratios}
+        results["by_ratio"] = {
+            str(r): dict({m: {k: v[k] for k in BY_RATIO_KEYS if k in v} for m, v in by_ratio[r].items()
+                          if m in ac.methods},
+                         clean=by_ratio[r]["_clean"], train_seconds=by_ratio[r]["_train_seconds"],
+                         num_fake=A.num_fake_users(ds.num_users, r),
+                         early_stopping=by_ratio[r].get("_early_stopping"))
+            for r in done}
     write_outputs(results, ac.methods, wd)
     return results
 
@@ -242,6 +337,12 @@ def summarize_clean(clean, targets, pop):
     per_t = {t: _avg(clean["targets"][t]) for t in targets}
     out.update({f"target_{k}": float(np.mean([p[k] for p in per_t.values()])) for k in next(iter(per_t.values()))})
     out["per_target"] = {str(t): per_t[t] for t in targets}
+    out["overall_per_seed"] = [{k: d[k] for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20")} for d in ov]
+    for key, col in (("per_bucket_hr@10", "hr@10"), ("per_bucket_ndcg@10", "ndcg@10")):
+        b = {}
+        for t in targets:
+            b.setdefault(A.popularity_bucket(t, pop), []).append(per_t[t][col])
+        out[key] = {k: float(np.mean(v)) for k, v in b.items()}
     return out
 
 
@@ -276,6 +377,9 @@ def summarize(per_target, clean, pop):
     for name, d in (("ndcg@10", d_nd), ("hr@10", d_hr), ("ndcg@10_excl_target", d_ex)):
         out[f"paired_{name}_drop"] = float(d.mean())
         out[f"paired_{name}_drop_std"] = float(d.mean(1).std())
+        # standard error of the mean drop: over the K seeds of the target-averaged drop (targets share a
+        # clean victim per seed, so seeds are the independent units)
+        out[f"paired_{name}_drop_se"] = float(d.mean(1).std(ddof=1) / np.sqrt(K)) if K > 1 else float("nan")
         out[f"paired_{name}_drop_all"] = d.tolist()
     for f in ("target_repetition", "distinct_ratio", "usage_entropy", "popularity_distance", "length_distance",
               "detector_auc"):
@@ -287,10 +391,12 @@ def summarize(per_target, clean, pop):
                                       ndcg10=_avg(per_target[t]["eval"]["targets"][t])["ndcg@10"],
                                       bucket=A.popularity_bucket(t, pop), example=per_target[t]["example"])
                          for t in targets}
-    buckets = {}
+    buckets, bnd = {}, {}
     for t in targets:
         buckets.setdefault(A.popularity_bucket(t, pop), []).append(out["per_target"][str(t)]["hr10"])
+        bnd.setdefault(A.popularity_bucket(t, pop), []).append(out["per_target"][str(t)]["ndcg10"])
     out["per_bucket_hr@10"] = {b: float(np.mean(v)) for b, v in buckets.items()}
+    out["per_bucket_ndcg@10"] = {b: float(np.mean(v)) for b, v in bnd.items()}
     return out
 
 

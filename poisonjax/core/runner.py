@@ -35,7 +35,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -178,7 +178,8 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         key: Optional[jax.Array] = None, seed: int = 0, chunk_size: int = 10,
         checkpoint_every: Optional[int] = None, max_to_keep: int = 2, config: Any = None,
         progress: bool = True, desc: str = "attack", metrics_file: str = "metrics.jsonl",
-        tensorboard: bool = False, host_loop: bool = False, save_final: bool = True) -> RunResult:
+        tensorboard: bool = False, host_loop: bool = False, save_final: bool = True,
+        stop_when: Optional[Callable[[Any], bool]] = None) -> RunResult:
     """Run ``attack`` for ``steps`` steps on ``problem``, resumable from ``workdir``.
 
     Args:
@@ -199,6 +200,8 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
         one compiled ``lax.scan`` per chunk; see the module docstring.
       save_final: also checkpoint the last step (so a rerun returns at once). A caller that stores the
         finished result itself (a study's cell cache) passes False and saves one checkpoint write.
+      stop_when: optional ``stop_when(state) -> bool``, checked on the host after every chunk (and after a
+        restore): True ends the run early (e.g. early stopping), checkpointed as a final step would be.
 
     Returns:
       :class:`RunResult`.
@@ -269,7 +272,7 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
     last_saved = start
     t_start = time.perf_counter()
     try:
-        while done < steps:
+        while done < steps and not (stop_when is not None and stop_when(state)):
             n = min(chunk_size, steps - done)
             state, ms, finite = chunk_fn(state, problem, jnp.int32(n))
             ms = jax.device_get(ms)
@@ -293,8 +296,9 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
                     for k, v in r.items():
                         if k != "step":
                             tb.add_scalar(f"{desc}/{k}", v, r["step"])
-            if manager is not None and ((done - last_saved >= checkpoint_every and done < steps)
-                                        or (done == steps and save_final)):
+            stopping = stop_when is not None and done < steps and stop_when(state)
+            if manager is not None and ((done - last_saved >= checkpoint_every and done < steps and not stopping)
+                                        or ((done == steps or stopping) and save_final)):
                 import orbax.checkpoint as ocp
                 # multi-host: every process holds the same host-local state; orbax refuses host-local
                 # jax.Arrays there, so it is saved as NumPy (written by process 0 only)

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from poisonjax.core import training as core_training
@@ -106,3 +107,162 @@ def make_trainer(model: nn.Module, num_items: int, *, epochs: int, batch_size: i
 
     return VictimTrainer(model, jax.jit(_train), jax.jit(_train_single),
                          jax.jit(_train_many, static_argnames=("chunk",)))
+
+
+# ------------------------------------------------------------- early stopping (resumable) ----
+
+class EarlyStoppingState(NamedTuple):
+    """State of :class:`EarlyStoppingTraining` (a pytree, checkpointed by :mod:`poisonjax.core.runner`).
+
+    ``train``: the :class:`poisonjax.core.victims.VictimTrainingState` of all ``M`` victims;
+    ``best``: each victim's variables at its best validation score (leaves ``[M, ...]``);
+    ``best_val [M]``, ``best_epoch [M]`` (0 = the initial model), ``bad [M]``: evaluations since the
+    last improvement; ``done``: every victim has ``bad >= patience`` (or ``max_epochs`` reached)."""
+
+    train: object
+    best: object
+    best_val: jax.Array
+    best_epoch: jax.Array
+    bad: jax.Array
+    done: jax.Array
+
+
+class EarlyStoppingTraining(NamedTuple):
+    r"""K-seed victim training to convergence: early stopping on the validation item, as SASRec's
+    protocol (Kang & McAuley 2018; S3-Rec / CL4SRec / DuoRec select the epoch on validation NDCG).
+
+    One runner step = one epoch of every victim (:class:`poisonjax.core.victims.VictimTraining`). Every
+    ``eval_every`` epochs each victim :math:`m` is scored on the validation items,
+    :math:`v_m = \mathrm{NDCG@10}` over full ranking (:func:`validation_ndcg`); if
+    :math:`v_m > \text{best}_m` its variables are kept as ``best``, else its ``bad`` counter grows.
+    Once **every** victim has ``bad >= patience`` (or ``max_epochs`` epochs ran) the process is done
+    and further steps are no-ops (``lax.cond`` on a scalar, so they cost nothing); the victims used
+    afterwards are ``best`` (the early-stopped models). Victims that stopped earlier than the last
+    one keep training but their ``best`` no longer changes once they are past patience (the usual
+    "train to the last improvement + patience, keep the best" rule, per victim).
+
+    Fields: ``vt`` (the epoch process; ``vt.epochs`` = ``max_epochs``), ``val_fn(variables [M, ...],
+    val_problem) -> [M]`` (higher is better), ``eval_every``, ``patience`` (in evaluations).
+    Run with :func:`poisonjax.core.runner.run` (``stop_when=lambda s: s.done``) for checkpoints and
+    resume mid-training (:func:`train_early_stopping`).
+    """
+
+    vt: object
+    val_fn: callable
+    eval_every: int
+    patience: int
+
+    def init(self, key, problem) -> EarlyStoppingState:
+        st = self.vt.init(key, problem["train"])
+        M = st.keys.shape[0]
+        return EarlyStoppingState(st, self.vt.variables(st), jnp.full((M,), -jnp.inf, jnp.float32),
+                                  jnp.zeros((M,), jnp.int32), jnp.zeros((M,), jnp.int32), jnp.array(False))
+
+    def step(self, s: EarlyStoppingState, problem) -> EarlyStoppingState:
+        def go(s):
+            t = self.vt.step(s.train, problem["train"])
+            ep = t.epoch
+
+            def evaluate(s):
+                v = self.val_fn(self.vt.variables(t), problem["val"]).astype(jnp.float32)
+                active = s.bad < self.patience
+                better = (v > s.best_val) & active
+                pick = lambda b, n: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, b)
+                best = jax.tree.map(pick, s.best, self.vt.variables(t))
+                bad = jnp.where(better, 0, s.bad + active.astype(jnp.int32))
+                return EarlyStoppingState(t, best, jnp.where(better, v, s.best_val),
+                                          jnp.where(better, ep, s.best_epoch), bad, s.done)
+
+            do_eval = (ep % self.eval_every == 0) | (ep >= self.vt.epochs)
+            s = jax.lax.cond(do_eval, evaluate, lambda s: s._replace(train=t), s)
+            return s._replace(done=jnp.all(s.bad >= self.patience) | (ep >= self.vt.epochs))
+
+        return jax.lax.cond(s.done, lambda s: s, go, s)
+
+    def metrics(self, s: EarlyStoppingState, problem) -> dict:
+        m = self.vt.metrics(s.train, problem["train"])
+        return dict(m, best_val=jnp.mean(jnp.where(jnp.isfinite(s.best_val), s.best_val, 0.0)),
+                    stopped=jnp.mean((s.bad >= self.patience).astype(jnp.float32)))
+
+    def as_attack_optimizer(self):
+        from poisonjax.core.types import AttackOptimizer
+        return AttackOptimizer(self.init, self.step, self.metrics)
+
+
+def validation_ndcg(model: nn.Module, chunk: int = 256, victim_chunk: int = 16):
+    r"""``val_fn(variables [M, ...], (seqs [U, L], items [U], exclude [U, H])) -> [M]``: full-ranking
+    NDCG@10 of each victim on the validation items,
+    :math:`\frac1{|U|}\sum_u [r_u < 10]/\log_2(r_u + 2)` with :math:`r_u` the 0-based rank of the
+    validation item among all items not in the user's history (:mod:`poisonjax.recsys.metrics`);
+    ``chunk`` users and ``victim_chunk`` victims at a time (memory ``O(victim_chunk * chunk * V)``)."""
+    from poisonjax.core.parallel import chunked_vmap
+    from poisonjax.recsys.metrics import make_ranker
+    rank = make_ranker(model, chunk)
+
+    def val(variables, vp):
+        seqs, items, exclude = vp
+        M = jax.tree.leaves(variables)[0].shape[0]
+        r = chunked_vmap(lambda p: rank(p, seqs, items, exclude), chunk=min(int(victim_chunk), M))(variables)
+        return jnp.mean(jnp.where(r < 10, 1.0 / jnp.log2(r.astype(jnp.float32) + 2.0), 0.0), axis=1)
+
+    return val
+
+
+def early_stopping_trainer(model: nn.Module, num_items: int, *, max_epochs: int, batch_size: int, lr: float = 1e-3,
+                           loss: str = "bce", num_negatives: int = 100, eval_every: int = 5, patience: int = 4,
+                           victim_chunk=None, val_chunk: int = 256, val_victim_chunk: int = 16):
+    """The :class:`EarlyStoppingTraining` of ``model`` (Adam, the same per-example loss as
+    :func:`make_trainer`), its victims trained ``victim_chunk`` at a time (``None`` = all at once)."""
+    from poisonjax.core.validation import check_positive_int
+    check_positive_int("max_epochs", max_epochs)
+    check_positive_int("eval_every", eval_every)
+    check_positive_int("patience", patience)
+    per_example = next_item_loss(model, num_items, loss, num_negatives)
+
+    def init_fn(key, L):
+        return model.init(key, jnp.ones((1, L), jnp.int32), True)
+
+    class _Init(NamedTuple):          # hashable init (the runner caches compiled chunks by the process)
+        L: int
+
+        def __call__(self, key):
+            return init_fn(key, self.L)
+
+    def make(L):
+        victim = core_victims.Victim(_Init(L), per_example, None)
+        vt = core_victims.VictimTraining(victim, optax.adam(lr), int(max_epochs), int(batch_size), data_axis=0,
+                                         chunk=victim_chunk)
+        return EarlyStoppingTraining(vt, validation_ndcg(model, val_chunk, val_victim_chunk), int(eval_every),
+                                     int(patience))
+
+    return make
+
+
+def train_early_stopping(make, xs, ys, ws, keys, val, *, workdir=None, checkpoint_every: int = 20,
+                         progress: bool = False, config=None):
+    r"""Train ``J x K`` victims (``J`` datasets ``xs, ys [J, N, L]``, weights ``ws [J, N]``, ``K`` seeds
+    ``keys [K, 2]``) to convergence with :class:`EarlyStoppingTraining` through
+    :func:`poisonjax.core.runner.run` (checkpoints in ``workdir`` every ``checkpoint_every`` epochs; a
+    killed run resumes from the last one, and a finished one returns at once).
+
+    Victim ``(j, k)`` is initialised and shuffled with ``keys[k]`` for every ``j`` (paired clean /
+    poisoned comparisons). ``val = (seqs [U, L], items [U], exclude [U, H])``: the validation users.
+
+    Returns ``(variables, info)``: the best (early-stopped) variables, leaves ``[J, K, ...]``, and
+    ``info = {"best_epoch": [J, K], "best_val": [J, K], "epochs": int, "resumed_from": int | None}``.
+    """
+    from poisonjax.core import runner
+    J, K = xs.shape[0], keys.shape[0]
+    es = make(int(xs.shape[2]))
+    rep = lambda a: jnp.repeat(jnp.asarray(a), K, axis=0)               # [J*K, ...], victim (j, k) at j*K + k
+    tkeys = jnp.tile(jnp.asarray(keys), (J, 1))
+    problem = {"train": es.vt.problem({"x": rep(xs), "y": rep(ys)}, tkeys, rep(ws)),
+               "val": tuple(jnp.asarray(a) for a in val)}
+    res = runner.run(es.as_attack_optimizer(), problem, es.vt.epochs, workdir, chunk_size=es.eval_every,
+                     checkpoint_every=checkpoint_every, progress=progress, desc="victims", config=config,
+                     stop_when=lambda s: bool(s.done))
+    s = res.state
+    unflat = lambda a: a.reshape((J, K) + a.shape[1:])
+    info = {"best_epoch": np.asarray(unflat(s.best_epoch)).tolist(), "best_val": np.asarray(unflat(s.best_val)).tolist(),
+            "epochs": int(s.train.epoch), "resumed_from": res.resumed_from}
+    return jax.tree.map(unflat, s.best), info
