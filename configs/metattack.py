@@ -23,6 +23,16 @@ flips with the bounded ``tanh_margin`` attack loss, then the best of ``pgd.sampl
 (:func:`poisonjax.graph.attacks.select_flip_set`). ``results.json`` also reports the warm start's
 accuracy (``test_acc_init``) and every candidate's proxy score (``meta_pgd``).
 
+``pgd.lr="auto"`` (the default) and ``pgd.steps="auto"`` choose Meta-PGD's step size and number of steps
+without test labels (:func:`poisonjax.graph.attacks.metapgd.tune_meta_pgd`): one PGD run per lr of
+``pgd.lr_grid`` (vmapped together, same warm start), snapshotted at each of ``pgd.steps_grid`` (when it
+is non-empty or ``pgd.steps="auto"``; else at ``pgd.steps`` alone); each snapshot's top-B flip set is scored by GCNs the attacker
+trains on the poisoned graph -- their agreement with the self-training labels of the unlabelled nodes
+(``select_by="self_labels"``), their accuracy on a held-out ``pgd.holdout_frac`` of the training labels
+when trained on the rest (``"holdout"``), or the mean of both -- and the lowest score wins. The
+chosen lr / steps and every candidate's scores are in ``results.json`` (``meta_pgd.tuning``) and the
+report. ``--config.pgd.lr=2`` fixes the step size (the earlier default, chosen with test accuracy).
+
 ``attack="prbcd"`` is PR-BCD (Geisler et al., NeurIPS 2021) with the Meta-Self loss, in O(|E| + block)
 memory: ``--config.dataset=pubmed --config.attack=prbcd`` runs on PubMed (dense Metattack is refused where
 its ``[N, N]`` arrays cannot fit; the study prints its memory / time estimate first).
@@ -59,12 +69,20 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.gcn = ml_collections.ConfigDict(dict(hidden=16, dropout=0.5, lr=0.01, weight_decay=5e-4, epochs=200,
                                            weight_init="deeprobust"))
     # attack="meta_pgd" (Meta-PGD, Mujkanovic et al. 2022): PGD on relaxed flips driven by the meta-gradient
+    # (type_safe=False: lr and steps take a number or "auto")
     c.pgd = ml_collections.ConfigDict(dict(
         init="meta_self",      # warm start: "meta_self" (greedy run first), "none", or a perturbed_adj.npz path
-        steps=80, lr=2.0,      # PGD steps; step norm lr * sqrt(budget / (t + 1)) along the unit gradient
+        steps=80,              # PGD steps; "auto" (or a non-empty steps_grid): the best of steps_grid
+        lr="auto",             # step norm lr * sqrt(budget / (t + 1)) along the unit gradient; a number, or
+                               # "auto": the best of lr_grid by the attacker-side protocol (no test labels)
+        lr_grid=(0.5, 1.0, 2.0, 4.0),  # candidates of lr="auto" (one vmapped PGD run per lr)
+        steps_grid=(),         # candidates of the steps (snapshots of the same runs, so the largest costs);
+                               # () with steps="auto": (40, 80, 160); CLI: --config.pgd.steps_grid=40,80,160
+        select_by="self_labels",       # self_labels | holdout | mean: the auto protocol's score
+        holdout_frac=0.3,      # share of the training labels held out of the scoring GCNs (holdout score)
         loss="tanh_margin",    # ce | tanh_margin | mce (attack loss of the PGD stage)
         samples=20,            # Bernoulli draws from the relaxed flips (plus top-B and the warm start)
-        select_seeds=3))       # GCN seeds of the attacker-side selection proxy
+        select_seeds=3), type_safe=False)  # GCN seeds of the attacker-side selection proxy
     # attack="prbcd" (PR-BCD, Geisler et al. 2021): O(|E| + block) memory, e.g. --config.dataset=pubmed
     c.prbcd = ml_collections.ConfigDict(dict(
         epochs=100,            # projected ascent epochs (resampling until 75% of them)

@@ -11,7 +11,10 @@ and ``report.md``. The greedy loop runs through ``poisonjax.core.runner.run`` in
 greedy warm start, then samples candidate flip sets and keeps the one an
 attacker-side proxy rates strongest (no test labels). ``results.json`` then also has ``test_acc_init``
 (the warm start, evaluated like the others) and ``meta_pgd`` (per-stage seconds, every candidate's
-proxy accuracy, the selected one), and ``warm_start_adj.npz`` holds the greedy graph: pass it as
+proxy accuracy, the selected one; with ``pgd.lr="auto"`` also ``lr`` / ``steps`` as chosen and ``tuning``,
+every (lr, steps) candidate's attacker-side scores, see :func:`poisonjax.graph.attacks.metapgd.tune_meta_pgd`;
+the ``ours`` row of ``rows`` carries ``pgd_lr``, ``pgd_steps``, ``pgd_lr_auto`` and ``pgd_select_score``),
+and ``warm_start_adj.npz`` holds the greedy graph: pass it as
 ``--config.pgd.init`` to try other PGD settings in a new workdir without rerunning greedy. When
 ``pgd.init`` is a file, ``attack_seconds`` excludes the time that made it.
 """
@@ -63,16 +66,22 @@ def _run_greedy(config, prob, cfg, key, wd):
 
 def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     """Meta-PGD stage: warm start (greedy Meta-Self in ``wd/attack``, a given ``perturbed_adj.npz``, or
-    none), ``config.pgd.steps`` PGD steps in ``wd/pgd-<hash>`` (checkpointed), then Bernoulli sampling and the
-    attacker-side selection of :func:`poisonjax.graph.attacks.select_flip_set`."""
+    none), PGD in ``wd/pgd-<hash>`` (checkpointed) -- ``config.pgd.steps`` steps at ``config.pgd.lr``, or with
+    ``lr="auto"`` / a steps grid the candidates of :func:`pgd_candidates` chosen by
+    :func:`poisonjax.graph.attacks.metapgd.tune_meta_pgd` (attacker-side scores, no test labels) -- then
+    Bernoulli sampling and the attacker-side selection of :func:`poisonjax.graph.attacks.select_flip_set`."""
     from poisonjax.core.runner import config_fingerprint, run as run_steps
     from poisonjax.core.validation import check_positive_int
+    from poisonjax.graph.attacks import metapgd as MP
     pc = config.pgd
     # checked before the (long) greedy stage, with the config's key names
     check_choice("pgd.loss", pc.loss, A.ATTACK_LOSSES)
-    check_positive_int("pgd.steps", pc.steps)
+    lrs, steps_grid, tuned = pgd_candidates(pc)
     check_positive_int("pgd.samples", pc.samples, minimum=0)
     check_positive_int("pgd.select_seeds", pc.select_seeds)
+    if tuned:
+        check_choice("pgd.select_by", pc.get("select_by", "self_labels"), MP.SELECT_BY)
+        MP.holdout_split(g.idx_train, pc.get("holdout_frac", 0.3))  # raises on a bad holdout_frac
     n = g.num_nodes
     extra = {"greedy_seconds": 0.0, "init": pc.init}
     init_flips, n_meta = None, 0
@@ -101,13 +110,29 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     # one PGD folder per PGD config, so that PGD settings can be swept on one greedy warm start
     pgd_dir = wd / f"pgd-{config_fingerprint(fp)[:8]}"
     extra["pgd_dir"] = pgd_dir.name
-    res = run_steps(A.meta_pgd(pcfg, pc.steps, lr=pc.lr, p0=p0), prob, pc.steps, pgd_dir,
-                    key=jax.random.fold_in(key, 1), chunk_size=config.chunk_size, progress=config.progress,
-                    desc="meta-pgd", config=fp)
-    extra["pgd_seconds"], extra["pgd_resumed_from_step"] = res.seconds, res.resumed_from
-    n_meta += pc.steps
+    if tuned:  # lr / steps chosen by the attacker-side protocol (no test labels), see tune_meta_pgd
+        tune = MP.tune_meta_pgd(prob, pcfg, lrs, steps_grid, jax.random.fold_in(key, 1), g.adj, feats, self_labels,
+                                g.idx_train, g.idx_val, idx_un, g.num_classes, select_seeds=pc.select_seeds,
+                                select_by=pc.get("select_by", "self_labels"),
+                                holdout_frac=pc.get("holdout_frac", 0.3), gcn_cfg=gcfg, p0=p0, workdir=pgd_dir,
+                                chunk_size=config.chunk_size, progress=config.progress, config=fp, seed=config.seed)
+        p_final = tune["p"]
+        extra["pgd_seconds"], extra["pgd_resumed_from_step"] = tune["seconds"], tune["resumed_from"]
+        extra["lr"], extra["steps"] = tune["lr"], tune["steps"]
+        extra["tuning"] = {"lr_grid": list(lrs), "steps_grid": list(steps_grid), "select_by": tune["select_by"],
+                           "holdout_nodes": tune["holdout_nodes"], "pgd_seconds": tune["pgd_seconds"],
+                           "chosen": {"lr": tune["lr"], "steps": tune["steps"]}, "scores": tune["scores"]}
+        n_meta += max(steps_grid) * len(lrs)
+    else:
+        res = run_steps(A.meta_pgd(pcfg, steps_grid[0], lr=lrs[0], p0=p0), prob, steps_grid[0], pgd_dir,
+                        key=jax.random.fold_in(key, 1), chunk_size=config.chunk_size, progress=config.progress,
+                        desc="meta-pgd", config=fp)
+        p_final = np.asarray(res.state.p)
+        extra["pgd_seconds"], extra["pgd_resumed_from_step"] = res.seconds, res.resumed_from
+        extra["lr"], extra["steps"] = lrs[0], steps_grid[0]
+        n_meta += steps_grid[0]
     t0 = time.time()
-    sets = A.sample_flip_sets(np.asarray(res.state.p), g.adj.toarray().astype(np.float32), cfg.budget,
+    sets = A.sample_flip_sets(p_final, g.adj.toarray().astype(np.float32), cfg.budget,
                               pc.samples, seed=config.seed)
     names = ["top_b"] + [f"sample_{i}" for i in range(pc.samples)]
     if init_flips is not None:
@@ -123,6 +148,47 @@ def _meta_pgd(config, g, feats, prob, cfg, self_labels, idx_un, key, gcfg, wd):
     return A.flips_to_adj(g.adj, sets[best]), init_flips, n_meta, extra
 
 
+def pgd_candidates(pc) -> tuple:
+    """``(lrs, steps_grid, tuned)`` of the ``pgd`` config: ``lr`` a number > 0 or ``"auto"`` (the candidates of
+    ``lr_grid``); ``steps`` a positive integer, or ``"auto"`` / a non-empty ``steps_grid`` (the candidates of
+    ``steps_grid``, default ``(40, 80, 160)``). ``tuned``: lr is ``"auto"`` or there is more than one
+    candidate, so :func:`poisonjax.graph.attacks.metapgd.tune_meta_pgd` chooses. Bad values raise
+    :class:`~poisonjax.core.validation.PoisonJaxInputError` naming the key."""
+    from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
+    from poisonjax.graph.attacks.metapgd import check_pgd_lr
+
+    def is_auto(v):
+        return isinstance(v, str) and v.strip().lower() == "auto"
+
+    lr_auto = is_auto(pc.lr)
+    if lr_auto:
+        grid = pc.get("lr_grid", ())
+        if isinstance(grid, (int, float)) and not isinstance(grid, bool):
+            grid = (grid,)
+        if not isinstance(grid, (tuple, list)) or not grid:
+            raise PoisonJaxInputError(f"pgd.lr_grid must be a non-empty list of step sizes > 0 for pgd.lr='auto', "
+                                      f"got {grid!r}")
+        lrs = tuple(check_pgd_lr("pgd.lr_grid", v) for v in grid)
+    else:
+        lrs = (check_pgd_lr("pgd.lr", pc.lr),)
+    grid = pc.get("steps_grid", ()) or ()
+    if isinstance(grid, int) and not isinstance(grid, bool):
+        grid = (grid,)
+    if not isinstance(grid, (tuple, list)):
+        raise PoisonJaxInputError(f"pgd.steps_grid must be a list of positive integers, got {grid!r}")
+    if is_auto(pc.steps):
+        grid = tuple(grid) or (40, 80, 160)
+    elif isinstance(pc.steps, str):
+        raise PoisonJaxInputError(f"pgd.steps must be a positive integer or 'auto', got {pc.steps!r}")
+    else:
+        check_positive_int("pgd.steps", pc.steps)
+    for v in grid:
+        check_positive_int("pgd.steps_grid", v)
+    steps_grid = tuple(sorted(set(int(v) for v in grid))) if grid else (int(pc.steps),)
+    lrs = tuple(dict.fromkeys(lrs))
+    return lrs, steps_grid, lr_auto or len(lrs) * len(steps_grid) > 1
+
+
 def _speed_note(config) -> str:
     """The report's note on the greedy setting: k flips per meta-gradient is the speed setting."""
     if not config.attack.startswith(("meta", "a_meta")) or config.flips_per_step <= 1:
@@ -132,13 +198,19 @@ def _speed_note(config) -> str:
             "paper setting with `poisonjax run metattack --variant paper` (or `--config.flips_per_step=1`).")
 
 
+def _pgd_meta_gradients(config) -> int:
+    """Meta-gradients of the PGD stage: the largest steps candidate times the number of lr candidates."""
+    lrs, steps_grid, _ = pgd_candidates(config.pgd)
+    return max(steps_grid) * len(lrs)
+
+
 def _check_dense_fits(config, n, budget):
     """Estimate memory and time of the dense attacks (Metattack / Meta-PGD hold several ``[N, N]`` float32
     arrays); print the estimate, and refuse where the memory cannot fit, pointing to ``attack=prbcd``."""
     if not config.attack.startswith(("meta", "a_meta")):
         return None
     est = A.dense_attack_estimate(n, budget, config.flips_per_step, config.inner_steps,
-                                  pgd_steps=config.pgd.steps if config.attack == "meta_pgd" else 0)
+                                  pgd_steps=_pgd_meta_gradients(config) if config.attack == "meta_pgd" else 0)
     avail = A.available_memory_bytes()
     study.main_print(f"dense {config.attack} on {n} nodes: about {est['memory_gib']:.1f} GiB of memory and "
           f"{est['meta_gradients']} meta-gradients of ~{est['gflop_per_meta_gradient']:.0f} GFLOP each"
@@ -150,6 +222,20 @@ def _check_dense_fits(config, n, budget):
             f"{n} nodes, more than the {avail / 2 ** 30:.1f} GiB available; use --config.attack=prbcd (PR-BCD, "
             "O(|E| + block) memory) for a graph this size")
     return est
+
+
+def _tuning_text(tun) -> str:
+    """The report's paragraph and table on the attacker-side choice of Meta-PGD's lr and steps."""
+    what = {"self_labels": "the mean agreement of the attacker's GCNs with the self-training labels of the "
+                           "unlabelled nodes",
+            "holdout": f"the mean accuracy of the attacker's GCNs on {tun['holdout_nodes']} held-out training "
+                       "nodes (trained on the other training labels)",
+            "mean": "the mean of the self-label agreement and the held-out training accuracy"}[tun["select_by"]]
+    return (f"lr candidates {tun['lr_grid']}, steps candidates {tun['steps_grid']} (one vmapped PGD run per lr, "
+            f"scored at each steps value by its top-B flip set); score = {what} (lower is stronger). Chosen: "
+            f"lr {tun['chosen']['lr']:g}, {tun['chosen']['steps']} steps. No test label is read.\n\n"
+            + reporting.markdown_table([{k: r[k] for k in ("lr", "steps", "self_label_acc", "holdout_acc", "score",
+                                                           "flips")} for r in tun["scores"]]))
 
 
 def _prbcd(config, g, budget, self_labels, idx_un, key, wd):
@@ -272,9 +358,19 @@ def run(config, workdir) -> dict:
         rows.insert(1, {"graph": "Pro-GNN (DeepRobust Metattack)", "test_acc": results["test_acc_reference"]})
     if acc_init is not None:
         rows.insert(-1, {"graph": f"warm start ({config.pgd.init})", "test_acc": results["test_acc_init"]})
-    results = study.write_results(wd, [{"dataset": config.dataset, "attack": config.attack, "budget": config.rate,
-                                        "n_victims": config.n_victims, "graph": r["graph"], "accuracy": r["test_acc"]}
-                                       for r in rows], **results)
+    out_rows = [{"dataset": config.dataset, "attack": config.attack, "budget": config.rate,
+                 "n_victims": config.n_victims, "graph": r["graph"], "accuracy": r["test_acc"]} for r in rows]
+    if config.attack == "meta_pgd":  # the PGD settings used (chosen by the attacker-side protocol when tuned)
+        tun = extra.get("tuning")
+        chosen = None if tun is None else next(x for x in tun["scores"] if x["lr"] == extra["lr"]
+                                                and x["steps"] == extra["steps"])
+        for r in out_rows:
+            ours = r["graph"].startswith("ours")
+            r["pgd_lr"] = extra["lr"] if ours else None
+            r["pgd_steps"] = extra["steps"] if ours else None
+            r["pgd_lr_auto"] = (tun is not None) if ours else None
+            r["pgd_select_score"] = chosen["score"] if ours and chosen else None
+    results = study.write_results(wd, out_rows, **results)
     fig, ax = reporting.new_figure(figsize=(5, 3.2))
     ax.bar([r["graph"].split(" (")[0] for r in rows], [r["test_acc"]["mean"] for r in rows],
            yerr=[r["test_acc"]["std"] for r in rows],
@@ -296,11 +392,14 @@ def run(config, workdir) -> dict:
                  + (f" This invocation resumed from step {resumed_from}: the time covers only the steps run "
                     "after the resume, and the per-perturbation figure divides by the flips made in them."
                     if resumed_from else "")),
-    ] + ([("Meta-PGD", f"Warm start `{config.pgd.init}`, {config.pgd.steps} PGD steps on the `{config.pgd.loss}` "
-                       f"loss, {config.pgd.samples} Bernoulli samples; selected `{extra['selected']}` by the "
-                       "attacker-side proxy (mean accuracy of GCNs trained on the candidate graph, against the "
-                       "self-training labels of unlabelled nodes; lower is stronger):\n\n"
-                       + reporting.markdown_table(extra["candidates"]))] if config.attack == "meta_pgd" else []),
+    ] + ([("Meta-PGD", f"Warm start `{config.pgd.init}`, {extra['steps']} PGD steps with lr {extra['lr']:g} on "
+                       f"the `{config.pgd.loss}` loss, {config.pgd.samples} Bernoulli samples; selected "
+                       f"`{extra['selected']}` by the attacker-side proxy (mean accuracy of GCNs trained on the "
+                       "candidate graph, against the self-training labels of unlabelled nodes; lower is "
+                       "stronger):\n\n" + reporting.markdown_table(extra["candidates"]))]
+         if config.attack == "meta_pgd" else [])
+      + ([("Meta-PGD step size and steps (no test labels)", _tuning_text(extra["tuning"]))]
+         if config.attack == "meta_pgd" and extra.get("tuning") else []),
         plots=["accuracy.png"])
     study.main_print(reporting.text_table(rows))
     study.main_print(f"seconds/perturbation: {results['seconds_per_perturbation']:.3f}")

@@ -127,3 +127,88 @@ def test_select_flip_set_takes_the_lowest_proxy():
     assert proxy.shape == (2,) and best == int(np.argmin(proxy)) == 1 and proxy[1] < proxy[0]
     with pytest.raises(PoisonJaxInputError, match="flip_sets"):
         A.select_flip_set(adj, [], x, y, tr, va, un, keys, 3)
+
+
+def _auto_choice(y, tmp_path=None):
+    """The study's lr / steps auto-selection pipeline from the full label vector ``y``: self-training labels
+    (from the training labels only), the Meta-Self problem, the vmapped PGD runs and the attacker's scores."""
+    from poisonjax.graph.attacks.metapgd import tune_meta_pgd
+    adj, _ = sbm_graph(60, 3, 0.25, 0.01, seed=4)
+    x = np.eye(60, dtype=np.float32)
+    tr, va = np.arange(0, 60, 4), np.arange(1, 60, 4)
+    un = np.setdiff1d(np.arange(60), tr)
+    key = jax.random.PRNGKey(0)
+    sl = A.self_training_labels(adj, x, y, tr, None, key, epochs=40, surrogate="prognn", num_classes=3)
+    prob = A.make_meta_problem(adj, x, y, tr, un, sl)
+    cfg = A.MetattackConfig(budget=12, num_classes=3, inner_steps=6, ll_constraint=False, loss="tanh_margin")
+    return tune_meta_pgd(prob, cfg, (0.5, 2.0, 8.0), (2, 4), key, adj, x, sl, tr, va, un, 3, select_seeds=1,
+                         gcn_cfg=models.GCNConfig(epochs=30), workdir=tmp_path, chunk_size=2, progress=False)
+
+
+def test_meta_pgd_auto_lr_never_reads_test_labels(tmp_path):
+    """pgd.lr=auto: the choice and every score are the same when the labels of the non-training nodes are
+    permuted (the attacker never sees them); the scores cover the whole lr x steps grid; a rerun resumes."""
+    _, y = sbm_graph(60, 3, 0.25, 0.01, seed=4)
+    tr = np.arange(0, 60, 4)
+    test = np.setdiff1d(np.arange(60), tr)
+    y2 = y.copy()
+    y2[test] = np.random.default_rng(1).permutation(y[test])
+    y2[test[:5]] = (y2[test[:5]] + 1) % 3  # and some labels changed outright
+    assert (y2 != y).any()
+    a, b = _auto_choice(y), _auto_choice(y2, tmp_path)
+    assert (a["lr"], a["steps"]) == (b["lr"], b["steps"])
+    assert [r["score"] for r in a["scores"]] == [r["score"] for r in b["scores"]]
+    assert {(r["lr"], r["steps"]) for r in a["scores"]} == {(l, s) for l in (0.5, 2.0, 8.0) for s in (2, 4)}
+    best = min(a["scores"], key=lambda r: (r["score"], r["steps"], r["lr"]))
+    assert (best["lr"], best["steps"]) == (a["lr"], a["steps"])
+    np.testing.assert_array_equal(a["p"], b["p"])
+    c = _auto_choice(y2, tmp_path)  # resumed from the saved scores: nothing is recomputed
+    assert c["resumed_from"] == 4 and c["pgd_seconds"] == 0.0 and (c["lr"], c["steps"]) == (a["lr"], a["steps"])
+
+
+def test_meta_pgd_lr_batch_matches_single_runs(tiny):
+    *_, prob = tiny
+    cfg = A.MetattackConfig(budget=4, num_classes=2, inner_steps=4, ll_constraint=False, loss="tanh_margin")
+    from poisonjax.core.runner import run
+    from poisonjax.graph.attacks.metapgd import meta_pgd_lr_batch
+    key = jax.random.PRNGKey(3)
+    batch = run(meta_pgd_lr_batch(cfg, (0.5, 2.0)), prob, 3, key=key, progress=False).state
+    one = run(A.meta_pgd(cfg, 3, lr=2.0), prob, 3, key=key, progress=False).state  # the batch's second run
+    np.testing.assert_allclose(np.asarray(batch.p[1]), np.asarray(one.p), atol=1e-5)
+    assert not np.allclose(np.asarray(batch.p[0]), np.asarray(one.p), atol=1e-3)  # lr 0.5 moved less
+
+
+def test_pgd_lr_and_steps_config_errors():
+    from configs.metattack import get_config
+    from experiments.metattack import pgd_candidates
+    c = get_config("paper").pgd
+    lrs, steps, tuned = pgd_candidates(c)  # defaults: lr auto over lr_grid, 80 steps
+    assert lrs == (0.5, 1.0, 2.0, 4.0) and steps == (80,) and tuned
+    c.lr, c.steps = "2", "auto"   # the CLI passes numbers of a str field as text
+    assert pgd_candidates(c) == ((2.0,), (40, 80, 160), True)
+    c.steps, c.steps_grid = 80, ()
+    assert pgd_candidates(c) == ((2.0,), (80,), False)
+    for bad in (-1, 0, "foo", float("nan")):
+        c.lr = bad
+        with pytest.raises(PoisonJaxInputError, match="pgd.lr"):
+            pgd_candidates(c)
+    c.lr = "auto"
+    c.lr_grid = (1.0, -2.0)
+    with pytest.raises(PoisonJaxInputError, match="pgd.lr_grid"):
+        pgd_candidates(c)
+    c.lr_grid = (1.0,)
+    for bad in ("many", 0, -3):
+        c.steps = bad
+        with pytest.raises(PoisonJaxInputError, match="pgd.steps"):
+            pgd_candidates(c)
+    c.steps, c.steps_grid = 80, (40, 0)
+    with pytest.raises(PoisonJaxInputError, match="pgd.steps_grid"):
+        pgd_candidates(c)
+    from poisonjax.graph.attacks.metapgd import check_pgd_lr, holdout_split
+    with pytest.raises(PoisonJaxInputError, match="holdout_frac"):
+        holdout_split(np.arange(10), 1.5)
+    fit, held = holdout_split(np.arange(10), 0.3, seed=0)
+    assert len(held) == 3 and len(fit) == 7 and not set(fit) & set(held)
+    assert check_pgd_lr("lr", "0.5") == 0.5
+    with pytest.raises(PoisonJaxInputError, match="lr"):
+        check_pgd_lr("lr", True)
