@@ -16,6 +16,14 @@ rerun resumes) and writes ``results.json`` whose ``rows`` are one per (family, a
 * influence -- Koh & Liang's training-set attack vs random perturbations of the same norm on the same
   points, target loss, binary logistic regression (classes ``pos`` vs ``neg``);
 * label_flipping -- adversarial (greedy influence / margin, attacker-validated) flips vs random flips at each budget, test accuracy.
+
+Resuming: a finished family is a cached cell (``workdir/cells/<family>.json``). Inside a family, the crafting
+loops run through :func:`poisonjax.core.runner.run` with checkpoints under ``workdir/cells/<family>/``
+(Poison Frogs and the two polytopes every 50 steps, MetaPoison every 20, Witches' Brew every 25), and each
+finished availability perturbation is stored there as ``deltas/<attack>_<eps*255>.npy``; so a killed study
+resumes inside the family and ends with the same results as an uninterrupted run. Not checkpointed (redone
+whole after a kill inside them): the clean surrogates' training, one error-minimizing crafting (a single
+``lax.while_loop``), the victims' training, and the influence / label-flipping families (seconds).
 """
 from __future__ import annotations
 
@@ -49,11 +57,11 @@ def _row(family, attack, budget, metric, hib, value, baseline, bvalue, **extra):
             "beats_baseline": bool(beats), **extra}
 
 
-def feature_space_rows(data, key, c):
+def feature_space_rows(data, key, c, workdir=None):
     """Rows of the feature-space family (see the module docstring)."""
     r = compare.feature_space_comparison(data, key, trials=c.trials, budget=c.budget, eps=c.eps, steps=c.steps,
                                          n_victims=c.n_victims, n_poisons=c.n_poisons or None,
-                                         n_surrogates=c.n_surrogates, blackbox=c.blackbox)
+                                         n_surrogates=c.n_surrogates, blackbox=c.blackbox, workdir=workdir)
     extra = dict(eps=c.eps, n_poisons=r["n_poisons"], trials=r["trials"], blackbox=r["blackbox"])
     budget = r["budget"]
     rows = [_row("feature_space", "poison_frogs", budget, "target_success", True, r["poison_frogs"]["success_rate"],
@@ -66,14 +74,14 @@ def feature_space_rows(data, key, c):
     return rows, r
 
 
-def availability_rows(data, key, c):
+def availability_rows(data, key, c, workdir=None):
     """Rows of the availability family: one per (attack, eps), budget 1 (every training image), with
     ``drop_vs_random`` and ``criterion_met`` (issue 22: at least 30 points below random noise)."""
     r = compare.availability_comparison(data, key, eps_values=tuple(c.eps_values), model=c.model, rounds=c.rounds,
                                         train_steps=c.train_steps, pgd_steps=c.pgd_steps, max_steps=c.max_steps,
                                         victim_epochs=c.victim_epochs, craft_epochs=c.craft_epochs,
                                         n_victims=c.n_victims, lr=c.lr,
-                                        em_step_fraction=c.em_step_fraction)
+                                        em_step_fraction=c.em_step_fraction, workdir=workdir)
     rows = []
     for e in c.eps_values:
         cell = r[float(e)]
@@ -85,11 +93,11 @@ def availability_rows(data, key, c):
     return rows, {str(k): v for k, v in r.items()}
 
 
-def bilevel_rows(data, key, c):
+def bilevel_rows(data, key, c, workdir=None):
     """Rows of the bilevel family: MetaPoison and Witches' Brew vs random noise (same targets)."""
     r = compare.metapoison_comparison(data, key, trials=c.trials, budget=c.budget, eps=c.eps, steps=c.steps,
                                       unroll=c.unroll, checkpoints=tuple(c.checkpoints), epochs=c.epochs,
-                                      n_victims=c.n_victims, wb_steps=c.witches_brew_steps)
+                                      n_victims=c.n_victims, wb_steps=c.witches_brew_steps, workdir=workdir)
     rows = [_row("bilevel", a, c.budget, "target_success", True, r[a]["success_rate"], "random_noise",
                  r["random_noise"]["success_rate"], eps=c.eps, target_prob=r[a]["target_prob"],
                  baseline_target_prob=r["random_noise"]["target_prob"])
@@ -107,7 +115,7 @@ def _binary(data, pos, neg):
     return x, y, xt, yt
 
 
-def influence_rows(data, key, c):
+def influence_rows(data, key, c, workdir=None):
     """Koh & Liang's training-set attack vs random perturbations, averaged over ``c.targets`` targets."""
     x, y, xt, yt = _binary(data, c.pos, c.neg)
     p = IA.fit_logreg(x, y, c.l2)
@@ -125,7 +133,7 @@ def influence_rows(data, key, c):
                  np.mean(rnd), eps=c.eps)], {"attack": att, "random": rnd}
 
 
-def label_flipping_rows(data, key, c):
+def label_flipping_rows(data, key, c, workdir=None):
     """Greedy influence label flips vs random flips at each budget (binary logistic regression)."""
     x, y, xt, yt = _binary(data, c.pos, c.neg)
     rows = []
@@ -154,12 +162,12 @@ def run(config, workdir) -> dict:
     rows, details = [], {}
     for i, fam in enumerate(tqdm(list(config.families), desc="classics", unit="family",
                                  disable=not study.is_main_process())):
-        def compute(_rd, fam=fam, i=i):
+        def compute(rd, fam=fam, i=i):
             t0 = time.time()
             fc = config[fam]
             # a family may run on its own dataset (availability: CIFAR-10, the papers' setting)
             fdata = _load(config, fc.dataset, fc.get("n_train", 0), fc.get("n_test", 0)) if "dataset" in fc else data
-            r, d = FAMILY_FNS[fam](fdata, jax.random.fold_in(jax.random.PRNGKey(config.seed), i), fc)
+            r, d = FAMILY_FNS[fam](fdata, jax.random.fold_in(jax.random.PRNGKey(config.seed), i), fc, workdir=rd)
             r = [{"dataset": fdata.name, **row} for row in r]
             return {"rows": r, "details": d, "seconds": time.time() - t0}
         cell = cache.cached(fam, compute)

@@ -121,8 +121,10 @@ def run(config, workdir) -> dict:
             model_attack, kw = _model_attack(attack, agg_name, config)
             sim = S.build_simulation(model, make_aggregator(agg_name, config, f),
                                      model_attack=model_attack, attack_kwargs=kw, **sim_kw)
+            # save_final: a finished seed's last round is kept, so a kill in a later seed of the cell does not
+            # redo it (the cell cache removes every seed's checkpoints when the cell is stored)
             res = S.run_simulation(sim, data, config.rounds, run_dir / f"seed{seed}", seed=seed, train_fn=train_fn,
-                                   rounds_per_chunk=config.checkpoint_every, save_final=False, progress=False,
+                                   rounds_per_chunk=config.checkpoint_every, save_final=len(seeds) > 1, progress=False,
                                    config={"cell": [float(alpha), attack, agg_name, seed]})
             per_seed.append((S.summarize(res.metrics, last=config.eval_last),
                              [float(r["test_accuracy"]) for r in res.metrics]))

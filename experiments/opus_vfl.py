@@ -10,6 +10,12 @@ Per dataset, training runs (each resumable through :func:`poisonjax.core.runner.
 * ``lia_active``: the attacker party amplifies its own updates during training, then runs model completion;
 * ``backdoor``: the malicious passive party's gradient replacement, then the ASR.
 
+Resuming: the training runs checkpoint every 50 rounds (and keep their final checkpoint), each finished
+evaluation attack (a model completion, the GRN) is kept in ``cells/<cell>.partial.json`` until the cell is
+written, and a finished cell is never recomputed; so a killed study resumes mid-training or mid-evaluation and
+ends with the same results as an uninterrupted run. (One attack optimisation -- a MixMatch or GRN scan of
+``lia_steps`` / ``fia_steps`` steps -- is redone whole if the kill falls inside it.)
+
 OPUS runs first; fixed DP uses OPUS's average eps (over passive parties and rounds). Vanilla and fixed DP pay
 the equal split; OPUS pays its rewards. An extra OPUS run with one party's strip replaced by pure noise checks
 who gets the least. ``results.json`` holds ``rows`` (one per dataset, defense, attack), ``trajectories`` (eps and
@@ -18,6 +24,7 @@ rewards per round), ``claims`` (the issue's "what must hold", measured) and ``se
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -127,11 +134,25 @@ def _train_eval(c, fed, wd, ds, defense, run, eps, progress):
             "trajectories": traj, **means}
     aux = A.aux_indices(fed.y, c.lia_aux_per_class, fed.spec.num_classes, c.seed)
     unl = slice(0, min(c.lia_unlabelled, len(fed.y)))
+    # each finished attack optimisation of the evaluation is kept in a partial file until the cell is written,
+    # so a study killed during the evaluation redoes only the attack it was in (the training is restored
+    # from its final checkpoint)
+    partial_path = cell_path.with_suffix(".partial.json")
+    partial = json.loads(partial_path.read_text()) if partial_path.exists() else {}
 
-    def completion(k, bottom_params, finetune=c.lia_finetune_bottom):
-        return A.model_completion(fed.spec, jax.random.fold_in(key, 100 + k), A.party_params(bottom_params, k),
-                                  fed.hmask[k], fed.x[k, aux], fed.y[aux], fed.x[k, unl], fed.xte[k], fed.yte,
-                                  steps=c.lia_steps, finetune_bottom=finetune)
+    def memo(name, fn):
+        if name not in partial:
+            partial[name] = fn()
+            tmp = partial_path.with_suffix(".tmp")
+            reporting.write_json(tmp, partial)
+            os.replace(tmp, partial_path)
+        return partial[name]
+
+    def completion(k, bottom_params, finetune=c.lia_finetune_bottom, tag="trained"):
+        return memo(f"lia_{tag}_p{k}_{'finetune' if finetune else 'frozen'}", lambda: A.model_completion(
+            fed.spec, jax.random.fold_in(key, 100 + k), A.party_params(bottom_params, k), fed.hmask[k],
+            fed.x[k, aux], fed.y[aux], fed.x[k, unl], fed.xte[k], fed.yte, steps=c.lia_steps,
+            finetune_bottom=finetune))
 
     if run == "clean":
         parties = list(c.lia_parties) or list(range(1, p))
@@ -145,17 +166,21 @@ def _train_eval(c, fed, wd, ds, defense, run, eps, progress):
         if c.lia_floor and defense == "vanilla":
             # the floor no defense of the exchanged tensors can go below: the same attack from a never-trained bottom
             fresh = E.init_params(fed.spec, jax.random.PRNGKey(c.seed + 991))["bottom"]
-            cell["lia_floor_accuracy"] = float(np.mean([completion(k, fresh) for k in parties]))
-            cell["lia_frozen_floor_accuracy"] = float(np.mean([completion(k, fresh, False) for k in parties]))
+            cell["lia_floor_accuracy"] = float(np.mean([completion(k, fresh, tag="fresh") for k in parties]))
+            cell["lia_frozen_floor_accuracy"] = float(np.mean([completion(k, fresh, False, tag="fresh")
+                                                               for k in parties]))
         fr = slice(0, min(c.fia_rows, len(fed.y)))
         fia_aux = A.aux_indices(fed.y[fr], max(c.fia_aux // fed.spec.num_classes, 1), fed.spec.num_classes,
                                 c.seed) if c.fia_aux else None
-        fia = A.grn_feature_inference(fed.spec, jax.random.fold_in(key, 7), st.params, fed.hmask, dpm, st.eps,
-                                      fed.x[:, fr], fed.vd.widths, c.fia_party, steps=c.fia_steps,
-                                      w_embed=c.fia_w_embed, w_out=c.fia_w_out, w_prior=c.fia_w_prior,
-                                      aux_idx=fia_aux, w_sup=c.fia_w_sup)
-        cell["fia_mse"], cell["fia_mse_mean_image"] = fia["fia_mse"], fia["fia_mse_mean_image"]
-        np.save(wd / "cells" / f"{ds}__{defense}__fia_recon.npy", fia["reconstruction"][:16])
+
+        def fia_run():
+            fia = A.grn_feature_inference(fed.spec, jax.random.fold_in(key, 7), st.params, fed.hmask, dpm, st.eps,
+                                          fed.x[:, fr], fed.vd.widths, c.fia_party, steps=c.fia_steps,
+                                          w_embed=c.fia_w_embed, w_out=c.fia_w_out, w_prior=c.fia_w_prior,
+                                          aux_idx=fia_aux, w_sup=c.fia_w_sup)
+            np.save(wd / "cells" / f"{ds}__{defense}__fia_recon.npy", fia["reconstruction"][:16])
+            return [fia["fia_mse"], fia["fia_mse_mean_image"]]
+        cell["fia_mse"], cell["fia_mse_mean_image"] = memo("fia", fia_run)
     elif run == "lia_active":
         cell["lia_accuracy"] = completion(c.lia_active_party, st.params["bottom"])
     elif run == "backdoor":
@@ -164,7 +189,10 @@ def _train_eval(c, fed, wd, ds, defense, run, eps, progress):
                                      fed.xte, fed.yte, bd_party=c.bd_party, strip_shape=fed.vd.strip_shapes[c.bd_party],
                                      target_class=c.target_class, trigger_size=c.trigger_size)
     cell["seconds"] = time.time() - t0
-    reporting.write_json(cell_path, cell)
+    tmp = cell_path.with_suffix(".tmp")                 # atomic: a killed write never looks finished
+    reporting.write_json(tmp, cell)
+    os.replace(tmp, cell_path)
+    partial_path.unlink(missing_ok=True)
     return cell
 
 

@@ -11,13 +11,20 @@ ratios of rounds/bytes/client FLOPs to retraining's. Methods: ``original`` (no u
 ``soul``, ``soul_before_finetune``. ``sweep_rows``: SoUL over ``prune_fraction`` x ``blend_alpha``.
 ``checks``: the issue's conditions per cell. A backdoor cell whose trained model has
 ``asr < min_asr`` is marked ``void`` (its checks say nothing). Finished cells are cached in
-``workdir/cells/``; training runs checkpoint under ``workdir/runs/`` (resume after a kill).
+``workdir/cells/``. Inside a cell every iterative part runs through :func:`poisonjax.core.runner.run`
+with checkpoints under ``workdir/runs/<cell>/<part>/`` (the original federation, retraining, FedEraser's
+calibration, the fine-tuning rounds of PGA, fine-tuning only and SoUL, and each sweep point's fine-tuning):
+a killed study restores every finished part from its final checkpoint and the unfinished one from its last
+checkpointed round (every 10 rounds), ending with the same results as an uninterrupted run; the folder is
+removed once the cell is stored.
 
 The clients stand for SoUL's drones; there is no drone data.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 
 import numpy as np
@@ -168,7 +175,8 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
         for p in config.sweep_prune_fractions:
             for a in config.sweep_blend_alphas:
                 res = U.soul_unlearn(model, sim, sc, orig.params, _soul_cfg(config, prune_fraction=p, blend_alpha=a),
-                                     seed=seed, train_fn=tf_r, client_chunk=config.client_chunk_size or None)
+                                     seed=seed, workdir=runs / f"sweep_p{p:g}_a{a:g}", train_fn=tf_r,
+                                     client_chunk=config.client_chunk_size or None)
                 r = _row(base, "soul", U.evaluate(apply, res.params, sc), res.cost, prune_fraction=p, blend_alpha=a,
                          asr_before_finetune=U.evaluate(apply, res.pruned_params, sc)["asr"], void=bool(void))
                 r["rounds_vs_retrain"] = r["rounds"] / ref["rounds"]
@@ -239,7 +247,12 @@ def run(config, workdir) -> dict:
             cell = json.loads(path.read_text())
         else:
             cell = _cell(config, wd, arrays, scenario, part, model, do_sweep)
-            reporting.write_json(path, cell)
+            tmp = path.with_suffix(".json.tmp")       # atomic: a write cut short by a kill never looks finished
+            reporting.write_json(tmp, cell)
+            os.replace(tmp, path)
+            # the cell is stored: its training runs' checkpoints (kept until now so that a killed cell resumes
+            # every finished run at once and the unfinished one from its last checkpointed round) go
+            shutil.rmtree(wd / "runs" / path.stem, ignore_errors=True)
         rows += cell["rows"]
         sweep += cell["sweep_rows"]
         checks[f"{scenario}/{part}"] = cell["checks"]

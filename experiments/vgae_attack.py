@@ -4,6 +4,13 @@
 ``auc_poisoned`` / ``ap_poisoned`` mapping attack -> mean test value at ``config.rate``, their stds,
 ``by_rate``, timings), ``perturbed_adj.npz`` (the ``primary_attack`` graph at ``config.rate``,
 ``scipy.sparse.save_npz``), ``perturbed/<attack>_<rate>.npz``, ``auc_vs_rate.png`` and ``report.md``.
+
+Every (attack, rate) is a cell cached in ``workdir/cells/<attack>_<rate>.json`` (and the clean victims in
+``cells/clean.json``), so a rerun never recomputes a finished one; the meta-gradient attacks run through
+:func:`poisonjax.core.runner.run` with a checkpoint after every meta-gradient step under
+``workdir/cells/<attack>_<rate>/``, so a killed run resumes inside the attack and ends with the same flips
+as an uninterrupted one. (The one-shot, random, DICE and PGD attacks are single compiled programs of at
+most ``pgd_steps`` steps; a kill inside one of them reruns that attack.)
 """
 from __future__ import annotations
 
@@ -58,7 +65,11 @@ def run(config, workdir) -> dict:
     k_sur, k_att, k_eval = jax.random.split(key, 3)
     keys = jax.random.split(k_eval, config.n_victims)
 
-    auc0, ap0 = V.evaluate_vgae(split.adj_train, x, split, keys, victim, pad_nnz=pad)
+    cache = study.CellCache(wd)       # finished (attack, rate) cells are never recomputed; see the module docstring
+    c0 = cache.cached("clean", lambda _rd: dict(zip(("auc", "ap"), (np.asarray(v).tolist() for v in
+                                                                    V.evaluate_vgae(split.adj_train, x, split, keys,
+                                                                                    victim, pad_nnz=pad)))))
+    auc0, ap0 = np.asarray(c0["auc"], np.float32), np.asarray(c0["ap"], np.float32)   # the victims' dtype
     sur_params, z = V.surrogate_vgae(split.adj_train, x, k_sur, victim)
     pseudo = V.pseudo_links(z, split, seed=config.seed)
     probs = {}
@@ -74,6 +85,12 @@ def run(config, workdir) -> dict:
         b = budgets[r]
         by_rate[r] = {}
         for name in config.attacks:
+            cell_name = f"{name}_{r:g}"
+            done = cache.get(cell_name)
+            if done is not None:
+                by_rate[r][name] = done
+                study.main_print(f"rate {r:g} {name:13s} auc {done['auc']:.4f} ap {done['ap']:.4f} (cached)", flush=True)
+                continue
             t0 = time.time()
             # a stable per-attack key (Python's str hash is salted per process, which made every run differ)
             ka = jax.random.fold_in(k_att, zlib.crc32(name.encode()) % (2 ** 31))
@@ -85,7 +102,7 @@ def run(config, workdir) -> dict:
                                          fast=fo and bool(config.get("fast_first_order", True)),
                                          loss=config.get("meta_loss", "bce"))
                 flips = V.run_vgae_meta_attack(problem(obj), cfg, ka, progress=config.progress,
-                                               workdir=wd / "attack" / f"{name}_{r:g}",
+                                               workdir=cache.run_dir(cell_name),
                                                config={"attack": name, "rate": r, "cfg": str(cfg)})
             elif name == "vgae_oneshot":
                 flips = V.vgae_oneshot(problem(config.oneshot_objective), b, ka, victim)
@@ -104,8 +121,9 @@ def run(config, workdir) -> dict:
                 if name == config.primary_attack and r == float(config.rate):
                     sp.save_npz(wd / "perturbed_adj.npz", sp.csr_matrix(pert, dtype=np.float32))
             auc, ap = V.evaluate_vgae(pert, x, split, keys, victim, pad_nnz=pad)
-            by_rate[r][name] = {"auc": float(np.mean(auc)), "auc_std": float(np.std(auc)),
-                                "ap": float(np.mean(ap)), "ap_std": float(np.std(ap)), "seconds": secs, **info}
+            by_rate[r][name] = cache.put(cell_name, {
+                "auc": float(np.mean(auc)), "auc_std": float(np.std(auc)), "ap": float(np.mean(ap)),
+                "ap_std": float(np.std(ap)), "seconds": secs, **info})
             study.main_print(f"rate {r:g} {name:13s} auc {np.mean(auc):.4f} ap {np.mean(ap):.4f} ({secs:.1f} s, "
                   f"{info['n_flips']} flips)", flush=True)
 

@@ -112,16 +112,21 @@ class CellCache:
 
     def put(self, name: str, cell: dict, *, keep_checkpoints: bool = False) -> dict:
         """Store a finished cell (atomically: a killed write never looks finished); returns ``cell``
-        as stored (JSON types). The cell's checkpoints are deleted unless ``keep_checkpoints``."""
+        as stored (JSON types). The cell's checkpoints (every ``checkpoints/`` folder under
+        :meth:`run_dir`, so also those of a cell's separately resumable parts) are deleted unless
+        ``keep_checkpoints``."""
         cell = json.loads(json.dumps(jsonable(cell)))
         if is_main_process():
             p = self.path(name)
             tmp = p.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(cell, indent=2))
             os.replace(tmp, p)
-            ck = self.run_dir(name) / "checkpoints"
-            if not keep_checkpoints and ck.exists():
-                shutil.rmtree(ck, ignore_errors=True)
+            rd = self.run_dir(name)
+            if not keep_checkpoints and rd.exists():
+                # the cell's own runner checkpoints and those of its parts (rd/<part>/checkpoints)
+                for ck in sorted(rd.rglob("checkpoints"), key=lambda q: len(q.parts), reverse=True):
+                    if ck.is_dir():
+                        shutil.rmtree(ck, ignore_errors=True)
         return cell
 
     def cached(self, name: str, compute: Callable[[Path], dict]) -> dict:

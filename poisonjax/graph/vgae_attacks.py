@@ -46,6 +46,8 @@ with ``poisonjax run vgae_attack --variant cora_whitebox`` and ``--variant cora_
 """
 from __future__ import annotations
 
+import functools
+
 from typing import NamedTuple, Optional
 
 import jax
@@ -293,10 +295,12 @@ def vgae_meta_score(prob: VGAEProblem, state, cfg: VGAEAttackConfig, key):
     return loss, (g + g.T) * (1.0 - 2.0 * state.a)
 
 
+@functools.lru_cache(maxsize=32)
 def vgae_meta_attack(cfg: VGAEAttackConfig):
     """The VGAE meta attack as an :class:`~poisonjax.core.types.AttackOptimizer`
     (:func:`poisonjax.graph.attacks.greedy_flip_optimizer`); run for
-    :func:`poisonjax.graph.attacks.num_steps` steps."""
+    :func:`poisonjax.graph.attacks.num_steps` steps. Cached per ``cfg`` (a hashable NamedTuple), so the
+    runner's compiled chunk is reused when the same attack runs again in a process (a resumed run)."""
     return gatt.greedy_flip_optimizer(lambda p, s, k: vgae_meta_score(p, s, cfg, k), cfg.budget, cfg.flips_per_step,
                                       max_per_node=cfg.max_per_node)
 

@@ -10,6 +10,8 @@ setting's sizes, so the caller can assert "attack beats baseline" on one number.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Dict, Sequence
 
 import jax
@@ -23,6 +25,27 @@ from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
 from poisonjax.vision import witches_brew as wb
 from poisonjax.vision.classics.feature_space import bullseye_polytope_attack, convex_polytope_attack
 from poisonjax.vision.models import make_classifier
+
+
+def _sub(workdir, name):
+    """``workdir/name`` (a part's runner workdir), or ``None`` without a workdir."""
+    return None if workdir is None else Path(workdir) / name
+
+
+def _delta_path(workdir, attack: str, eps: float):
+    return None if workdir is None else Path(workdir) / "deltas" / f"{attack}_{round(float(eps) * 255, 3):g}.npy"
+
+
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
+    """``np.save`` through a temporary file (a kill mid-write never leaves a truncated array)."""
+    from poisonjax.core.parallel import is_main_process
+    if not is_main_process():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
 
 
 def train_surrogate(data, key, *, model: str = "convnet", epochs: int = 10, batch_size: int = 128, lr: float = 1e-2):
@@ -42,7 +65,7 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
                              surrogate=None, n_poisons: int = None, n_surrogates: int = 1, blackbox: bool = False,
                              surrogate_epochs: int = 10,
                              methods: Sequence[str] = ("random_noise", "poison_frogs", "convex_polytope",
-                                                       "bullseye_polytope")) -> Dict:
+                                                       "bullseye_polytope"), workdir=None) -> Dict:
     r"""Poison Frogs vs Convex Polytope vs Bullseye Polytope in the transfer setting.
 
     Crafting extractors: ``n_surrogates`` clean surrogates trained from different seeds
@@ -57,6 +80,10 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
     trial are retrained on the victim's frozen features of the poisoned set. Success: the head puts
     the target in the adversarial class. Returns ``{method: {success_rate, target_prob,
     clean_accuracy, max_linf}}`` (means over trials x victims) and the sizes.
+
+    ``workdir``: each attack's crafting runs through :func:`poisonjax.core.runner.run` with checkpoints
+    under ``workdir/<method>/`` (every chunk of at most 50 steps), so a killed caller resumes it from its
+    last checkpoint and gets the same poisons as an uninterrupted run.
     """
     k_sur, k_tr, k_p, k_att, k_v = jax.random.split(key, 5)
     n_surrogates = int(n_surrogates)
@@ -83,8 +110,8 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
                   jax.random.split(k_att, trials), problem.base_images, eps)}
     for m in methods:
         if m in attacks:
-            res = run_attack(gm.batch_over_trials(attacks[m]), problem, steps, None, key=k_att, progress=False,
-                             chunk_size=max(1, min(50, steps)))
+            res = run_attack(gm.batch_over_trials(attacks[m]), problem, steps, _sub(workdir, m), key=k_att,
+                             progress=False, chunk_size=max(1, min(50, steps)))
             deltas[m] = res.state.delta
     ftr, fte = feat(jnp.asarray(data.x_train)), feat(jnp.asarray(data.x_test))
     ftarget = feat(jnp.asarray(data.x_test[ti]))
@@ -110,7 +137,7 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
                             model: str = "mlp", n_victims: int = 2, victim_epochs: int = 15,
                             craft_epochs: int = 10, rounds: int = 8, train_steps: int = 10, pgd_steps: int = 10,
                             max_steps: int = 20, batch_size: int = 128, lr: float = 1e-2, stop_acc: float = 0.99,
-                            em_step_fraction: float = 0.1, random_class: bool = False) -> Dict:
+                            em_step_fraction: float = 0.1, random_class: bool = False, workdir=None) -> Dict:
     r"""Availability attacks vs uniform noise of the same eps.
 
     Protocol (Huang et al. 2021; Fowl et al. 2021): every perturbation is applied to the *whole*
@@ -126,6 +153,11 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
 
     Returns ``{eps: {"random_noise": acc, attack: acc, ..., "drop_vs_random": {attack: random - attack}}}``
     (mean clean-test accuracy over victims) plus ``"clean"`` (victims on the unpoisoned set).
+
+    ``workdir``: every crafted perturbation is stored as ``workdir/deltas/<attack>_<eps*255>.npy`` when it
+    is done and read back (bit for bit) by a rerun, so a killed caller resumes after the last finished
+    crafting. (One crafting is one compiled program -- error-minimizing noise is a ``lax.while_loop`` over
+    its rounds -- and is redone whole if the kill falls inside it; so is the final victim training.)
     """
     from poisonjax.core.victims import evaluate_victims, flax_victim, stack_datasets, train_victims
     from poisonjax.vision.classics import availability as av
@@ -148,6 +180,11 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
             sets.append(jnp.clip(x + pat[y], 0.0, 1.0))
             names.append(("random_class_noise", e))
         for a in attacks:
+            stored = _delta_path(workdir, a, e)
+            if stored is not None and stored.exists():
+                sets.append(x + jnp.asarray(np.load(stored)))
+                names.append((a, e))
+                continue
             if a == "error_min_sample" or a == "error_min_class":
                 d = av.error_minimizing_noise(init, loss, x, y, k_craft, eps=e, num_classes=data.num_classes,
                                               mode=a.rsplit("_", 1)[1], rounds=rounds, train_steps=train_steps,
@@ -160,6 +197,8 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
                 d = av.tensorclog_noise(clean_params, loss, x, y, eps=e, steps=max_steps)
             else:
                 raise ValueError(f"unknown availability attack {a!r}; expected one of {av.AVAILABILITY_ATTACKS}")
+            if stored is not None:
+                _save_atomic(stored, np.asarray(d))
             sets.append(x + d)
             names.append((a, e))
     stacked, mask = stack_datasets([{"x": s, "y": y} for s in sets])
@@ -182,7 +221,7 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
 def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, eps: float = 64 / 255,
                           steps: int = 40, unroll: int = 2, checkpoints: Sequence[int] = (2, 4, 6, 8),
                           model: str = "convnet", epochs: int = 8, batch_size: int = 128, lr: float = 1e-2,
-                          n_victims: int = 2, witches_brew: bool = True, wb_steps: int = 60) -> Dict:
+                          n_victims: int = 2, witches_brew: bool = True, wb_steps: int = 60, workdir=None) -> Dict:
     r"""MetaPoison vs random noise (and Witches' Brew) on the same targets, poison bases and eps.
 
     Surrogates: one model trained from scratch, saved at the staggered epochs ``checkpoints``
@@ -190,6 +229,10 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
     Victims: ``n_victims`` per trial retrained from scratch (``epochs`` of Adam) on the poisoned set
     (:func:`poisonjax.core.gradient_matching.victim_success`). Returns ``{method: {success_rate,
     target_prob, clean_accuracy}}`` for ``none``, ``random_noise``, ``metapoison``, ``witches_brew``.
+
+    ``workdir``: MetaPoison's and Witches' Brew's crafting run through :func:`poisonjax.core.runner.run`
+    with checkpoints under ``workdir/metapoison/`` and ``workdir/witches_brew/``, so a killed caller resumes
+    them from their last checkpoint (same poisons as an uninterrupted run).
     """
     from poisonjax.vision.classics.metapoison import metapoison_attack
     k_sur, k_tr, k_p, k_att, k_v = jax.random.split(key, 5)
@@ -207,11 +250,11 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
               "random_noise": jax.vmap(wb.random_noise_deltas, in_axes=(0, 0, None))(
                   jax.random.split(k_att, trials), problem.base_images, eps)}
     mp = gm.batch_over_trials(metapoison_attack(loss, unroll=unroll, lr=0.1 * eps))
-    deltas["metapoison"] = run_attack(mp, problem, steps, None, key=k_att, progress=False,
+    deltas["metapoison"] = run_attack(mp, problem, steps, _sub(workdir, "metapoison"), key=k_att, progress=False,
                                       chunk_size=max(1, min(20, steps))).state.delta
     if witches_brew:
         deltas["witches_brew"] = jnp.asarray(gm.craft(loss, problem, steps=wb_steps, key=k_att, trials=True,
-                                                      progress=False).delta)
+                                                      progress=False, workdir=_sub(workdir, "witches_brew")).delta)
     K = n_victims
     rep = lambda a: np.repeat(np.asarray(a), K, axis=0)
     keys = jax.random.split(k_v, trials * K)
