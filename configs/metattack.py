@@ -75,7 +75,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         steps=80,              # PGD steps; "auto" (or a non-empty steps_grid): the best of steps_grid
         lr="auto",             # step norm lr * sqrt(budget / (t + 1)) along the unit gradient; a number, or
                                # "auto": the best of lr_grid by the attacker-side protocol (no test labels)
-        lr_grid=(0.5, 1.0, 2.0, 4.0),  # candidates of lr="auto" (one vmapped PGD run per lr)
+        lr_grid=(1.0, 2.0, 4.0),       # candidates of lr="auto" (one vmapped PGD run per lr)
         steps_grid=(),         # candidates of the steps (snapshots of the same runs, so the largest costs);
                                # () with steps="auto": (40, 80, 160); CLI: --config.pgd.steps_grid=40,80,160
         select_by="self_labels",       # self_labels | holdout | mean: the auto protocol's score

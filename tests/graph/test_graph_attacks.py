@@ -187,6 +187,7 @@ def test_meta_pgd_study_resumes_and_reports(tmp_path):
     c.attack, c.rate, c.flips_per_step, c.inner_steps, c.n_victims, c.progress = "meta_pgd", 0.002, 5, 5, 1, False
     c.gcn.epochs = 20
     c.pgd.steps, c.pgd.samples, c.pgd.select_seeds = 3, 2, 1
+    c.pgd.lr = 2.0  # the fixed-lr path (lr="auto" is tested in tests/graph/test_metattack_study.py)
     r = run(c, tmp_path)
     assert r["n_perturbations"] <= 10 and r["meta_gradients"] == 2 + 3
     cands = r["meta_pgd"]["candidates"]

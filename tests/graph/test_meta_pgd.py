@@ -183,7 +183,7 @@ def test_pgd_lr_and_steps_config_errors():
     from experiments.metattack import pgd_candidates
     c = get_config("paper").pgd
     lrs, steps, tuned = pgd_candidates(c)  # defaults: lr auto over lr_grid, 80 steps
-    assert lrs == (0.5, 1.0, 2.0, 4.0) and steps == (80,) and tuned
+    assert lrs == (1.0, 2.0, 4.0) and steps == (80,) and tuned
     c.lr, c.steps = "2", "auto"   # the CLI passes numbers of a str field as text
     assert pgd_candidates(c) == ((2.0,), (40, 80, 160), True)
     c.steps, c.steps_grid = 80, ()

@@ -57,3 +57,25 @@ def test_quick_report_names_the_speed_setting():
     assert "speed setting" in note and "25 flips per meta-gradient" in note and "--variant paper" in note
     c.flips_per_step = 1
     assert _speed_note(c) == ""
+
+
+@pytest.mark.slow  # one tiny Cora run with two lrs x two steps values (~1-3 min on 2 cores)
+@pytest.mark.requires_data("cora")
+def test_meta_pgd_lr_auto_in_the_study(tmp_path):
+    """pgd.lr=auto end to end: the chosen lr / steps come from the attacker-side scores over the whole grid,
+    and are recorded in results.json (meta_pgd.tuning and the ours row) and the report; a rerun resumes."""
+    c = _tiny_config("meta_pgd")
+    c.flips_per_step, c.inner_steps = 5, 5
+    c.pgd.lr, c.pgd.lr_grid, c.pgd.steps_grid = "auto", (1.0, 4.0), (2, 3)
+    c.pgd.samples, c.pgd.select_seeds = 2, 1
+    r = _run_or_skip(c, tmp_path)
+    m = r["meta_pgd"]
+    scores = m["tuning"]["scores"]
+    assert {(x["lr"], x["steps"]) for x in scores} == {(1.0, 2), (4.0, 2), (1.0, 3), (4.0, 3)}
+    best = min(scores, key=lambda x: (x["score"], x["steps"], x["lr"]))
+    assert (m["lr"], m["steps"]) == (best["lr"], best["steps"]) and r["meta_gradients"] == 2 + 2 * 3
+    ours = [row for row in r["rows"] if row["graph"].startswith("ours")][0]
+    assert (ours["pgd_lr"], ours["pgd_steps"], ours["pgd_lr_auto"]) == (m["lr"], m["steps"], True)
+    assert "Meta-PGD step size and steps (no test labels)" in (tmp_path / "report.md").read_text()
+    r2 = _run_or_skip(c, tmp_path)
+    assert r2["meta_pgd"]["pgd_resumed_from_step"] == 3 and r2["test_acc_poisoned"] == r["test_acc_poisoned"]
