@@ -211,6 +211,10 @@ def _check_dense_fits(config, n, budget):
         return None
     est = A.dense_attack_estimate(n, budget, config.flips_per_step, config.inner_steps,
                                   pgd_steps=_pgd_meta_gradients(config) if config.attack == "meta_pgd" else 0)
+    if config.attack == "meta_pgd":  # the vmapped lr candidates each hold the PGD stage's ~14 [N, N] arrays
+        n_lr = len(pgd_candidates(config.pgd)[0])
+        est["memory_bytes"] += 56.0 * n * n * (n_lr - 1)
+        est["memory_gib"] = est["memory_bytes"] / 2 ** 30
     avail = A.available_memory_bytes()
     study.main_print(f"dense {config.attack} on {n} nodes: about {est['memory_gib']:.1f} GiB of memory and "
           f"{est['meta_gradients']} meta-gradients of ~{est['gflop_per_meta_gradient']:.0f} GFLOP each"
