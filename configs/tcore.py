@@ -46,6 +46,8 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.modes = ("linear",) if quick else ("linear", "finetune")
     c.target_class = 0
     c.encoder_target_class = 0 if quick else 1
+    c.encoder_trigger_size = 4                # BadEncoder / DRUPE trigger: white square in the bottom-right corner
+    #                                           (the BadEncoder paper uses 10x10 on CIFAR-10)
     c.encoder = ml_collections.ConfigDict(dict(
         source="auto" if quick else "simclr",  # simclr | auto (cached SimCLR encoder, else random) | random
         variant="quick" if quick else "paper",

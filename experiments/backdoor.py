@@ -193,10 +193,12 @@ def run(config, workdir) -> dict:
                           mask=keep, data_axis=0, augment=augment_batch if tc.augment else None).variables
 
     @jax.jit
-    def evaluate(vs, x_trig):
+    def _evaluate(vs, x_trig, xe, ye):      # data as arguments: closed-over arrays become huge HLO constants
         acc = (predict(model, vs, xe, stacked=True).argmax(-1) == ye).mean(-1)
         pt = predict(model, vs, x_trig, stacked=True).argmax(-1)
         return acc, pt
+
+    evaluate = lambda vs, x_trig: _evaluate(vs, x_trig, xe, ye)
 
     from tqdm.auto import tqdm
     t_start = time.time()
@@ -310,20 +312,22 @@ def _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, 
 def _repair(dname, config, model, vs, bd, xc, yc, C, K, dkey, abl_iso):
     dp = config.defense_params
     keys = jax.random.split(jax.random.fold_in(dkey, 11), K)
+    # the clean data go in as arguments (vmapped with in_axes None), not as closed-over HLO constants
     if dname == "fine_pruning":
         p = dp.fine_pruning
-        f = lambda v, k: R.fine_pruning(model, v, xc, yc, k, max_acc_drop=p.max_acc_drop,
-                                        finetune_epochs=p.finetune_epochs, learning_rate=p.learning_rate)[0]
+        f = lambda v, k, xc, yc: R.fine_pruning(model, v, xc, yc, k, max_acc_drop=p.max_acc_drop,
+                                                finetune_epochs=p.finetune_epochs, learning_rate=p.learning_rate)[0]
     elif dname == "clp":
-        f = lambda v, k: R.clp(model, v, u=dp.clp.u)[0]
+        f = lambda v, k, xc, yc: R.clp(model, v, u=dp.clp.u)[0]
     elif dname == "neural_cleanse":
         p = dp.neural_cleanse
-        f = lambda v, k: R.neural_cleanse(model, v, xc, yc, k, C, steps=p.steps, lam=p.lam, threshold=p.threshold,
-                                          finetune_epochs=p.finetune_epochs, learning_rate=p.learning_rate)[0]
+        f = lambda v, k, xc, yc: R.neural_cleanse(model, v, xc, yc, k, C, steps=p.steps, lam=p.lam,
+                                                  threshold=p.threshold, finetune_epochs=p.finetune_epochs,
+                                                  learning_rate=p.learning_rate)[0]
     elif dname == "i_bau":
         p = dp.i_bau
-        f = lambda v, k: R.i_bau(model, v, xc, yc, k, rounds=p.rounds, inner_steps=p.inner_steps, radius=p.radius,
-                                 cg_iters=p.cg_iters, learning_rate=p.learning_rate)[0]
+        f = lambda v, k, xc, yc: R.i_bau(model, v, xc, yc, k, rounds=p.rounds, inner_steps=p.inner_steps,
+                                         radius=p.radius, cg_iters=p.cg_iters, learning_rate=p.learning_rate)[0]
     else:  # abl: isolation (reuse the detector's flags if it ran) + unlearning
         iso = abl_iso
         if iso is None:
@@ -333,10 +337,11 @@ def _repair(dname, config, model, vs, bd, xc, yc, C, K, dkey, abl_iso):
                                              learning_rate=p.learning_rate).flags for k in keys])
         n_iso = int(round(dp.abl_isolation.isolation_ratio * bd.x.shape[0]))
         p = dp.abl
-        return jax.jit(jax.vmap(lambda v, fl, k: R.abl_unlearn(model, v, bd.x, bd.y, fl, k, epochs=p.epochs,
-                                                               learning_rate=p.learning_rate,
-                                                               max_isolated=n_iso)[0]))(vs, iso, keys)
-    return jax.jit(jax.vmap(f))(vs, keys)
+        return jax.jit(jax.vmap(lambda v, fl, k, x, y: R.abl_unlearn(model, v, x, y, fl, k, epochs=p.epochs,
+                                                                     learning_rate=p.learning_rate,
+                                                                     max_isolated=n_iso)[0],
+                                in_axes=(0, 0, 0, None, None)))(vs, iso, keys, bd.x, bd.y)
+    return jax.jit(jax.vmap(f, in_axes=(0, 0, None, None)))(vs, keys, xc, yc)
 
 
 # ------------------------------------------------------------------------------ report ---------

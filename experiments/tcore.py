@@ -13,7 +13,7 @@ from pre-training; the quick variant uses ``n_adapt`` / ``n_eval`` rows of those
   (:mod:`poisonjax.vision.backdoor.attacks`, rate = fraction of the adaptation set, target
   ``target_class``). ASR: that attack's trigger on the non-target evaluation images.
 * ``encoder`` -- the encoder is backdoored (BadEncoder or DRUPE, :mod:`poisonjax.vision.ssl.encoder_attacks`,
-  target ``encoder_target_class``, a 4x4 white corner patch); the adaptation set is clean. ASR: the
+  target ``encoder_target_class``, an ``encoder_trigger_size`` (default 4) white corner patch); the adaptation set is clean. ASR: the
   encoder's trigger, non-target evaluation images classified as its target.
 * ``both_same`` -- poisoned encoder and poisoned dataset, the same target class (``target_class``).
 * ``both_different`` -- poisoned encoder (target ``encoder_target_class``) and poisoned dataset (target
@@ -94,6 +94,9 @@ def _validate(config):
     for k in ("target_class", "encoder_target_class"):
         if not 0 <= config[k] < 10:
             raise PoisonJaxInputError(f"config.{k} must be a CIFAR-10 label in [0, 10), got {config[k]}")
+    check_positive_int("config.encoder_trigger_size", config.get("encoder_trigger_size", 4))
+    if config.get("encoder_trigger_size", 4) > 32:
+        raise PoisonJaxInputError(f"config.encoder_trigger_size must fit the 32x32 image, got {config.encoder_trigger_size}")
     check_fraction("config.defense_params.strip.clean_fraction", config.defense_params.strip.clean_fraction)
     TCoreConfig.from_dict(config.tcore)
 
@@ -128,8 +131,11 @@ def _clean_encoder(config, image_shape):
 
 def _poisoned_encoder(config, name, bundle, target):
     from poisonjax.vision.ssl.encoder_attacks import default_trigger, get_or_poison
-    pb = get_or_poison(_cache_dir(config), bundle, name, target_class=int(target))
-    return pb.module, pb.variables, default_trigger((32, 32, 3))
+    size = int(config.get("encoder_trigger_size", 4))
+    trig = default_trigger((32, 32, 3), size=size)
+    pb = get_or_poison(_cache_dir(config), bundle, name, target_class=int(target), trigger=trig,
+                       tag="" if size == 4 else f"_p{size}")
+    return pb.module, pb.variables, trig
 
 
 def _load(config):
