@@ -171,6 +171,34 @@ def train_groups_es(config, ctx, xs, ys, ws, keys, wd, tag):
     return out, infos
 
 
+def ablation_diagnostics(ctx, jobs, fakes, targets, ac):
+    r"""Why the dual objective may or may not matter (issue 23: "find out why before changing anything").
+
+    Per target: ``cos_dual_plain`` = cosine between the population directions
+    :math:`\bar g = \mathrm{mean}_u -\nabla_{e_t}\mathcal L_u` of the dual and the plain objective on the
+    surrogate (the only place the two enter DDSP's generator: if they point the same way, ``ddsp`` and
+    ``ddsp_no_dual`` generate near-identical fakes); ``item_jaccard_ddsp_no_dual`` = Jaccard overlap of the
+    item sets the two variants' fake users contain (target excluded); ``same_position_share`` = share of
+    positions holding the same item in both."""
+    out = {}
+    sur = ctx["sur"]
+    users = jnp.arange(min(1024, sur.H.shape[0]))
+    idx = {(t, m): j for j, (t, m) in enumerate(jobs)}
+    for t in targets:
+        d = {}
+        gd = np.asarray(A.target_directions(sur, t, users, "dual", ac.tau, ac.beta)).mean(0)
+        gp = np.asarray(A.target_directions(sur, t, users, "plain", ac.tau, ac.beta)).mean(0)
+        d["cos_dual_plain"] = float(gd @ gp / max(np.linalg.norm(gd) * np.linalg.norm(gp), 1e-12))
+        if (t, "ddsp") in idx and (t, "ddsp_no_dual") in idx:
+            a, b = np.asarray(fakes[idx[(t, "ddsp")]]), np.asarray(fakes[idx[(t, "ddsp_no_dual")]])
+            sa, sb = set(a[(a > 0) & (a != t)].tolist()), set(b[(b > 0) & (b != t)].tolist())
+            d["item_jaccard_ddsp_no_dual"] = len(sa & sb) / max(len(sa | sb), 1)
+            valid = (a > 0) | (b > 0)
+            d["same_position_share"] = float(((a == b) & valid).sum() / max(valid.sum(), 1))
+        out[str(t)] = d
+    return out
+
+
 def fake_metrics(ctx, fake, target, use_length=False):
     ds = ctx["ds"]
     real = ds.sequences
@@ -264,6 +292,7 @@ def run(config, workdir) -> dict:
         paired_vs_ddsp(by_ratio[ratio])
         by_ratio[ratio]["_train_seconds"] = train_s
         by_ratio[ratio]["_clean"] = summarize_clean(clean_r, targets, ctx["pop"])
+        by_ratio[ratio]["_diagnostics"] = ablation_diagnostics(ctx, jobs, fakes, targets, ac)
         if es_info is not None:
             be = np.concatenate([np.asarray(i["best_epoch"])[:len(i["datasets"])] for i in es_info])   # [J, K]
             by_ratio[ratio]["_early_stopping"] = dict(
@@ -311,8 +340,10 @@ def _assemble_and_write(wd, config, by_ratio, ratios, ctx, t0, lengths, fake_len
                           if m in ac.methods},
                          clean=by_ratio[r]["_clean"], train_seconds=by_ratio[r]["_train_seconds"],
                          num_fake=A.num_fake_users(ds.num_users, r),
-                         early_stopping=by_ratio[r].get("_early_stopping"))
+                         early_stopping=by_ratio[r].get("_early_stopping"),
+                         diagnostics=by_ratio[r].get("_diagnostics"))
             for r in done}
+    results["diagnostics"] = by_ratio[main].get("_diagnostics")
     write_outputs(results, ac.methods, wd)
     return results
 
