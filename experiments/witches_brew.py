@@ -166,6 +166,12 @@ def run(config, workdir) -> dict:
                          "alignment_at_fresh_models": alignment[name],
                          "clean_accuracy": mean_std(np.asarray(o["clean_accuracy"]).reshape(T, K).mean(0))}
 
+    if study.is_main_process():   # a partial table before the transfer stage (a long run may be stopped there)
+        reporting.write_json(wd / "results.json", {
+            "complete": False, "dataset": data.name, "n_train": int(len(data.y_train)), "n_poisons": int(pidx.shape[1]),
+            "methods": methods, "craft_seconds": float(res.seconds), "victim_seconds": victim_seconds,
+            "surrogate_accuracy": [float(a) for a in sur_acc]})
+
     # 5. transfer setting: frozen features of surrogate 0, retrained linear heads
     transfer = None
     if config.transfer.enabled:

@@ -15,8 +15,10 @@ from poisonjax.core.training import (TrainResult, accuracy, init_and_train, soft
 from poisonjax.core.ensemble import ensemble_apply, mean_std, stack, unstack
 from poisonjax.core.projections import (project_box, project_capped_simplex, project_l2, project_linf,
                                         project_linf_box, topk_indices, topk_mask)
-from poisonjax.core.parallel import chunked_vmap, initialize_distributed, is_main_process, make_mesh, sharded_vmap
-from poisonjax.core.victims import evaluate_victims, flax_victim, predict_victims, train_victims
+from poisonjax.core.parallel import (chunked_vmap, gather_to_host, host_local_to_global, initialize_distributed,
+                                     is_main_process, make_mesh, shard_leading, sharded_vmap, victim_mesh)
+from poisonjax.core.victims import (Victim, VictimTraining, evaluate_victims, flax_victim, predict_victims,
+                                    train_victim, train_victims)
 from poisonjax.core.runner import RunResult, run
 from poisonjax.core.validation import PoisonJaxInputError
 
@@ -25,6 +27,8 @@ __all__ = [
     "train_full_batch", "train_minibatch", "ensemble_apply", "mean_std", "stack", "unstack", "project_box",
     "project_capped_simplex", "project_l2", "project_linf", "project_linf_box", "topk_indices", "topk_mask",
     "initialize_distributed", "is_main_process", "make_mesh", "sharded_vmap", "chunked_vmap",
-    "train_victims", "evaluate_victims", "predict_victims", "flax_victim", "RunResult", "run",
+    "victim_mesh", "shard_leading", "host_local_to_global", "gather_to_host",
+    "Victim", "VictimTraining", "train_victim", "train_victims", "evaluate_victims", "predict_victims", "flax_victim",
+    "RunResult", "run",
     "PoisonJaxInputError",
 ]

@@ -12,7 +12,7 @@ The data root is resolved in one order (CLI, Python and tests alike): ``data_dir
 from poisonjax.data._base import DataNotFoundError, data_root, data_root_and_source, require
 
 DATASETS = {
-    "digits": "images", "mnist": "images", "cifar10": "images",
+    "digits": "images", "mnist": "images", "cifar10": "images", "cifar10_20k": "images",
     "cora": "graphs", "citeseer": "graphs", "polblogs": "graphs", "cora_ml": "graphs", "pubmed": "graphs",
     "planetoid_cora": "graphs", "planetoid_citeseer": "graphs",
     "beauty": "sequences", "video": "sequences",

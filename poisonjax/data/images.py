@@ -163,12 +163,33 @@ def load_cifar10_20k_split(split: str = "train", data_dir=None):
     return x.astype(np.float32) / 255.0, y
 
 
+def load_cifar10_20k(data_dir=None, *, n_train: int | None = None, n_test: int | None = None,
+                     seed: int = 0) -> ImageDataset:
+    """The shared ``cifar10_jpeg_20k`` set as an :class:`ImageDataset`: 10,000 training images (1,000 per
+    class) and the whole 10,000-image CIFAR-10 test set, ``[N, 32, 32, 3]`` float32 in [0, 1].
+
+    ``n_train`` / ``n_test`` take seeded stratified subsets (seeds ``seed`` and ``seed + 1``, as
+    :func:`load_cifar10_jpeg` does); the rows keep the class-major, file-name order of the folder.
+    """
+    xtr, ytr = load_cifar10_20k_split("train", data_dir)
+    xte, yte = load_cifar10_20k_split("test", data_dir)
+    xtr, ytr = stratified_subset(xtr, ytr, n_train, seed)
+    xte, yte = stratified_subset(xte, yte, n_test, seed + 1)
+    return ImageDataset(xtr, ytr, xte, yte, 10, "cifar10_20k")
+
+
+IMAGE_DATASETS = ("digits", "mnist", "cifar10", "cifar10_20k")
+
+
 def load_image_dataset(name: str, data_dir=None, **kw) -> ImageDataset:
-    """By name: ``digits`` (scikit-learn), ``mnist`` (5k subset + official test), ``cifar10`` (JPEG subset)."""
+    """By name: ``digits`` (scikit-learn), ``mnist`` (5k subset + official test), ``cifar10`` (the 2,000-image
+    JPEG subset), ``cifar10_20k`` (10,000 training images and the full test set)."""
     from poisonjax.core.validation import check_choice
-    check_choice("dataset", name, ("digits", "mnist", "cifar10"))
+    check_choice("dataset", name, IMAGE_DATASETS)
     if name == "digits":
         return load_digits(seed=kw.get("seed", 0))
     if name == "mnist":
         return load_mnist(data_dir, **kw)
+    if name == "cifar10_20k":
+        return load_cifar10_20k(data_dir, **kw)
     return load_cifar10_jpeg(data_dir, **kw)

@@ -128,7 +128,7 @@ _MNIST_ORIGINS = {
 #: Loader names (``load_dataset(name)``, configs' ``dataset``) -> dataset folders they read.
 LOADER_FOLDERS: Dict[str, Tuple[str, ...]] = {
     "digits": (), "sbm": (), "synthetic": (),
-    "mnist": ("mnist",), "cifar10": ("cifar10_jpeg_subset",),
+    "mnist": ("mnist",), "cifar10": ("cifar10_jpeg_subset",), "cifar10_20k": ("cifar10_jpeg_20k",),
     # load_graph("cora") reads the Nettack .npz and, by default, the Pro-GNN split
     "cora": ("nettack_npz_cora_citeseer_polblogs", "prognn_perturbed_graphs"),
     "citeseer": ("nettack_npz_cora_citeseer_polblogs", "prognn_perturbed_graphs"),

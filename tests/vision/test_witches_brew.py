@@ -74,4 +74,4 @@ def test_config_variants():
             assert 0 < c.budget <= 1 and 0 < c.epsilon <= 1
         with pytest.raises(ValueError, match="quick"):
             get("huge")
-    assert get_config("paper").dataset == "cifar10" and abs(get_config("paper").epsilon - 16 / 255) < 1e-9
+    assert get_config("paper").dataset == "cifar10_20k" and abs(get_config("paper").epsilon - 16 / 255) < 1e-9
