@@ -140,12 +140,13 @@ def main():
         t_o, f_o = D.detection_rates(rep.flags, pm)
         t_a, f_a = D.detection_rates(art[f"{a}_flags"], pm)
         t5 = D.tpr_at_fpr(rep.scores, pm, 0.05)
-        print(f"{name}: ours_s={med:.3f} art_s={art_s:.3f} ratio={art_s / med:.1f}  (ours first call incl. "
+        print(f"{name}: ours_s={med:.3f} art_s={art_s:.3f} ratio={MACHINE.ratio(art_s, med)}  (ours first call incl. "
               f"compile {first:.2f}s) | detection ours TPR={t_o:.3f} FPR={f_o:.3f} (TPR@5%FPR {t5:.3f}) | "
               f"ART TPR={t_a:.3f} FPR={f_a:.3f}", flush=True)
         summary["defenses"][name] = dict(ours_s=med, ours_first_s=first, art_s=art_s, ratio=art_s / med,
                                          ours_tpr=t_o, ours_fpr=f_o, ours_tpr_at_5fpr=t5, art_tpr=t_a, art_fpr=f_a)
     summary["machine"] = MACHINE.finish()
+    summary["ratios_valid"] = not summary["machine"]["busy"]      # the idle rule of benchmarks/_machine.py
     summary["versions"] = {"art": str(art["versions"][0]), "torch": str(art["versions"][1]), "jax": jax.__version__}
     print(json.dumps(summary, indent=1))
 

@@ -174,7 +174,7 @@ def main():
         out["kseed"] = {"K": args.k, "users": sub.num_users, "vmapped_seconds": t_v, "sequential_seconds": t_s,
                         "speedup": t_s / t_v}
         print(f"K={args.k} victims ({sub.num_users} users, {args.epochs} epoch): vmapped {t_v:.2f} s, "
-              f"sequential {t_s:.2f} s, speed-up {t_s / t_v:.2f}x")
+              f"sequential {t_s:.2f} s, speed-up {MACHINE.ratio(t_s, t_v, '{:.2f}x')}")
 
     # 4. PyTorch side by side: the same simplified generator
     E = np.asarray(params["sasrec"][1]["params"]["item_emb"]["embedding"], np.float32)
@@ -203,7 +203,7 @@ def main():
             row["torch_error"] = f"{TORCH_PY} missing (see module doc)"
         out["torch_compare"][S] = row
         print(f"simplified generator, {S:6d} fake users: poisonjax {t_j:.3f} s" +
-              (f", straightforward PyTorch {row['torch_seconds']:.3f} s, ratio {row['ratio_torch_over_jax']:.2f}x"
+              (f", straightforward PyTorch {row['torch_seconds']:.3f} s, ratio {MACHINE.ratio(row['torch_seconds'], t_j, '{:.2f}x')}"
                if "torch_seconds" in row else f" ({row.get('torch_error', '')[:200]})"))
     out["machine"] = MACHINE.finish()
     if args.out:

@@ -63,7 +63,8 @@ def bench(name, m, data, a, ds):
         jax.block_until_ready(single(keys[0]))    # compile
         tv = best(lambda: ens(keys))
         tl = best(lambda: [single(keys[i]) for i in range(k)])
-        print(f"{k:>4} {tv:>9.3f} {tl:>9.3f} {tv / k:>14.4f} {tl / k:>14.4f} {tl / tv:>7.2f}x", flush=True)
+        print(f"{k:>4} {tv:>9.3f} {tl:>9.3f} {tv / k:>14.4f} {tl / k:>14.4f} {MACHINE.ratio(tl, tv, '{:>6.2f}x')}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def main(argv=None):
         per_round[name] = (time.perf_counter() - t) / a.rounds
         print(f"{name:10s} first round (compile) {first:6.1f} s   {per_round[name]:.3f} s/round   "
               f"test acc {float(st.metrics['test_accuracy']):.3f}", flush=True)
-    print(f"PatchConv speed-up: {per_round['nn.Conv'] / per_round['PatchConv']:.1f}x")
+    print(f"PatchConv speed-up: {MACHINE.ratio(per_round['nn.Conv'], per_round['PatchConv'])}")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def main(argv=None):
               f"total incl. Ray start {flower['total_s']:.1f} s", flush=True)
     fs = flower["s_per_round"] if flower else float("nan")
     print(f"ours_s_per_round={ours['s_per_round']:.5f} flower_s_per_round={fs:.5f} "
-          f"ratio={fs / ours['s_per_round']:.1f}")
+          f"ratio={MACHINE.ratio(fs, ours['s_per_round'])}")
+    print(f"machine: {MACHINE.verdict()}")
 
 
 if __name__ == "__main__":

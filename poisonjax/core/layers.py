@@ -36,8 +36,33 @@ class PatchConv(nn.Module):
         if (kh, kw) == (1, 1):
             s0, s1 = self.strides
             return x[:, ::s0, ::s1, :] @ k[0, 0] + b
-        patches = jax.lax.conv_general_dilated_patches(
-            x, (kh, kw), tuple(self.strides), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        patches = same_patches(x, (kh, kw), tuple(self.strides))
         # patch features are ordered (C_in, kh, kw)
         kk = jnp.transpose(k, (2, 0, 1, 3)).reshape(cin * kh * kw, self.features)
         return patches @ kk + b
+
+
+def same_patches(x, kernel_size: Sequence[int], strides: Sequence[int] = (1, 1)):
+    r"""'SAME' im2col of ``x`` ``[B, H, W, C]``: ``[B, ceil(H/s0), ceil(W/s1), C * kh * kw]``, features
+    ordered (C_in, kh, kw) -- the same values, in the same order, as
+    ``jax.lax.conv_general_dilated_patches(x, kernel_size, strides, "SAME", ("NHWC", "HWIO", "NHWC"))``.
+
+    Built from zero padding (lax's SAME split: the smaller half before) and ``kh * kw`` strided slices
+    stacked on a new last axis, so its derivative is a pad-and-add of the cotangent slices. The
+    ``conv_general_dilated_patches`` route differentiates to a *grouped* transposed convolution (one
+    group per input channel), which XLA's CPU backends run one to two orders of magnitude slower
+    (issue 23: 400 ms vs 2 ms for the second conv's input gradient at 600 x 4 x 4 x 16); that op
+    dominated every gradient step through a second convolution (victim training, gradient
+    matching). The forward values are bit-identical to the conv route; input gradients differ only by
+    the order in which the ``kh * kw`` overlapping contributions are summed (float rounding).
+    """
+    import jax
+    kh, kw = kernel_size
+    s0, s1 = strides
+    b, h, w, c = x.shape
+    oh, ow = -(-h // s0), -(-w // s1)
+    ph, pw = max((oh - 1) * s0 + kh - h, 0), max((ow - 1) * s1 + kw - w, 0)
+    xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    cols = [jax.lax.slice(xp, (0, u, v, 0), (b, u + (oh - 1) * s0 + 1, v + (ow - 1) * s1 + 1, c), (1, s0, s1, 1))
+            for u in range(kh) for v in range(kw)]
+    return jnp.stack(cols, -1).reshape(b, oh, ow, c * kh * kw)

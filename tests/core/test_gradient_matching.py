@@ -173,3 +173,20 @@ def test_one_loss_signature_and_steps_validation():
     assert seen and seen[0] == ["x", "y"]
     with pytest.raises(PoisonJaxInputError, match="steps"):
         gm.gradient_matching_attack(LOSS, steps=0)
+
+
+def test_same_patches_equals_conv_patches_and_its_gradient():
+    """``core.layers.same_patches`` (PatchConv's im2col; issue 23: its derivative is a pad-and-add
+    instead of a grouped transposed convolution) gives bit-identical patches to
+    ``lax.conv_general_dilated_patches`` and the same input gradient up to summation order."""
+    from poisonjax.core.layers import same_patches
+    ref = lambda x, k, s: jax.lax.conv_general_dilated_patches(x, k, s, "SAME",
+                                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    for shape, k, s in [((2, 6, 6, 2), (3, 3), (1, 1)), ((1, 7, 9, 3), (2, 3), (2, 1))]:
+        x = jax.random.normal(jax.random.PRNGKey(0), shape)
+        a, b = ref(x, k, s), same_patches(x, k, s)
+        assert a.shape == b.shape and np.array_equal(np.asarray(a), np.asarray(b))
+        ct = jax.random.normal(jax.random.PRNGKey(1), a.shape)
+        ga = jax.vjp(lambda x: ref(x, k, s), x)[1](ct)[0]
+        gb = jax.vjp(lambda x: same_patches(x, k, s), x)[1](ct)[0]
+        np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-5)
