@@ -101,6 +101,36 @@ def weidetect():
     return c
 
 
+def raven():
+    c = _base("raven")
+    c.families = (("famA", 16, 0, 0, 1.0), ("famB", 16, 1, 1, 0.8), ("famC", 16, 2, 2, 1.0))
+    c.transfer_families = (("famE", 16, 10, 10, 1.0), ("famF", 16, 11, 11, 0.9))
+    c.train.steps = 200                # one vmapped LM group; runner chunks of 100: checkpoints 100, 200
+    c.lora.steps = 60
+    c.implant_sizes = (25,)
+    c.n_targets = 1
+    c.n_samples = 4
+    c.corpus.answers_per_prompt = 2
+    c.entail.n_pairs = 1000
+    c.entail.steps = 30
+    c.rag.enabled = False
+    c.transfer_max_size = 3
+    c.transfer_max_panels = 3
+    c.progress = False
+    return c
+
+
+def badnets():
+    c = _base("badnets")
+    c.n_victims = 2
+    c.attacks = ("badnets",)
+    c.train.epochs = 8
+    c.train.channels = (8, 8)
+    c.train.hidden = 16
+    c.checkpoint_every = 2             # a checkpoint every 2 epochs of the cell's victim training
+    return c
+
+
 def fl_robustness():
     c = _base("fl_robustness")
     c.n_clients = 8
@@ -121,4 +151,6 @@ SPECS = {
     "geminiguard": (geminiguard, "cells/a0.5__lie__geminiguard/seed1", 2),   # in the second seed
     "weidetect": (weidetect, "cells", 4),
     "fl_robustness": (fl_robustness, "cells", 4),
+    "badnets": (badnets, "cells", 4),
+    "raven": (raven, "train", 100),
 }

@@ -52,7 +52,7 @@ if nproc > 1:
     initialize_distributed(True, coordinator_address=f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
 assert jax.device_count() == nproc * ndev and jax.process_count() == nproc
 
-from _fl_study_child import config  # noqa: E402
+from tests._study_configs import fl_robustness as config  # noqa: E402
 from experiments import fl_robustness  # noqa: E402
 
 c = config()

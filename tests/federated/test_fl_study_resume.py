@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tests._multiproc import kill_when_checkpointed, metric_steps, spawn, wait_ok
 
-CHILD = Path(__file__).with_name("_fl_study_child.py")
+CHILD = Path(__file__).resolve().parents[1] / "_study_child.py"   # fl_robustness with tests/_study_configs.py
 
 
 def _rows(wd):
@@ -14,13 +14,13 @@ def _rows(wd):
 
 
 def test_killed_fl_study_resumes_mid_cell_with_same_results(tmp_path):
-    p = spawn(CHILD, tmp_path / "wd", "0.4")            # slow rounds, killed mid-cell
+    p = spawn(CHILD, "fl_robustness", tmp_path / "wd", "0.8")   # slow chunks of 2 rounds, killed mid-cell
     ckpt = tmp_path / "wd" / "cells" / "sign_flip__median" / "checkpoints"
     kill_when_checkpointed(p, ckpt, min_step=4, timeout=400)
     cell = tmp_path / "wd" / "cells" / "sign_flip__median.json"
     assert not cell.exists(), "the study finished before it could be killed"
-    ref = spawn(CHILD, tmp_path / "ref", "0")           # uninterrupted (runs while we resume)
-    resumed = spawn(CHILD, tmp_path / "wd", "0")
+    ref = spawn(CHILD, "fl_robustness", tmp_path / "ref", "0")    # uninterrupted (runs while we resume)
+    resumed = spawn(CHILD, "fl_robustness", tmp_path / "wd", "0")
     wait_ok(resumed, 400)
     wait_ok(ref, 400)
     c = json.loads(cell.read_text())

@@ -65,15 +65,15 @@ def test_killed_badnets_study_resumes_mid_cell_with_same_results(tmp_path):
     from pathlib import Path
 
     from tests._multiproc import kill_when_checkpointed, metric_steps, spawn, wait_ok
-    child = Path(__file__).with_name("_badnets_child.py")
-    p = spawn(child, tmp_path / "wd", "1.0")                  # slow chunks, killed mid-cell
+    child = Path(__file__).resolve().parents[1] / "_study_child.py"   # badnets with tests/_study_configs.py
+    p = spawn(child, "badnets", tmp_path / "wd", "1.0")       # slow chunks, killed mid-cell
     name = "badnets_0.1000"
     ckpt = tmp_path / "wd" / "cells" / name / "checkpoints"
     kill_when_checkpointed(p, ckpt, min_step=4, timeout=600)
     cell = tmp_path / "wd" / "cells" / f"{name}.json"
     assert not cell.exists(), "the study finished before it could be killed"
-    ref = spawn(child, tmp_path / "ref", "0")                 # uninterrupted (runs while we resume)
-    resumed = spawn(child, tmp_path / "wd", "0")
+    ref = spawn(child, "badnets", tmp_path / "ref", "0")      # uninterrupted (runs while we resume)
+    resumed = spawn(child, "badnets", tmp_path / "wd", "0")
     wait_ok(resumed, 600)
     wait_ok(ref, 600)
     c = json.loads(cell.read_text())
