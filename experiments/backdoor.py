@@ -20,20 +20,31 @@ and ASR are measured on the rest. ASR = triggered test images of non-target clas
 source classes) classified as the target. ``results.json`` holds ``rows``, one per (attack, defense),
 with ``clean_accuracy``, ``asr`` (means over victims, with ``_std``), ``clean_model_asr`` for
 ``defense="none"``, and ``detection_tpr`` / ``detection_fpr`` / ``tpr_at_5fpr`` for detectors; plus
-a heat map of ASR (``asr_heatmap.png``) and ``report.md``. Finished attacks are cached in
-``workdir/cells/`` so an interrupted run resumes. Every input is checked (and every attack built once
+a heat map of ASR (``asr_heatmap.png``) and ``report.md``.
+
+Resume (issue 14, item 4): every victim training (the clean victims, each attack's victims and each
+detector's retraining) is a :class:`poisonjax.core.victims.VictimTraining` run of
+:func:`poisonjax.core.runner.run`, checkpointed every ``config.checkpoint_every`` epochs under
+``workdir/cells/<attack>/<part>/``; every finished defense row is stored under
+``workdir/cells/<attack>/rows/`` and every finished attack in ``workdir/cells/<attack>.json``
+(:class:`poisonjax.core.study.CellCache`, which then deletes the cell's checkpoints). A killed study
+rerun with the same workdir restores the last checkpoint (mid-cell) and ends with the same results as an
+uninterrupted run (the same programs run: bit-equal). Every input is checked (and every attack built once
 on the real data) before anything is written to the workdir.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poisonjax.core import reporting
+from poisonjax.core import reporting, runner, study
 from poisonjax.core.ensemble import index, mean_std
 from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_fraction, check_positive_int
 from poisonjax.vision.backdoor import attacks as A
@@ -41,7 +52,7 @@ from poisonjax.vision.backdoor import detectors as D
 from poisonjax.vision.backdoor import repairs as R
 from poisonjax.vision.backdoor.confusion import confusion_training
 from poisonjax.vision.backdoor.spectre import spectre
-from poisonjax.vision.backdoor.victim import init_victim, make_optimizer, predict, train_victims
+from poisonjax.vision.backdoor.victim import init_victim, make_optimizer, predict
 
 DATASETS = ("digits8", "digits16", "mnist16", "cifar10", "cifar10_20k")
 MODELS = ("bn_cnn", "narrow_resnet", "preact_resnet18", "small_cnn")
@@ -109,6 +120,7 @@ def _validate(config):
         raise PoisonJaxInputError("config.defenses must include 'none' (the undefended row of every attack)")
     for k in ("epochs", "batch_size"):
         check_positive_int(f"config.train.{k}", config.train[k])
+    check_positive_int("config.checkpoint_every", config.get("checkpoint_every", 5))
     dp = config.defense_params
     if "spectre" in config.defenses:
         check_positive_int("config.defense_params.spectre.k", dp.spectre.k)
@@ -162,8 +174,8 @@ def run(config, workdir) -> dict:
     if not 0 <= config.target_class < C:
         raise PoisonJaxInputError(f"config.target_class must be a label in [0, {C}), got {config.target_class}")
     _dry_run_attacks(config, xtr, ytr, C)
-    wd = reporting.prepare_workdir(workdir, config)
-    (wd / "cells").mkdir(parents=True, exist_ok=True)
+    wd = study.prepare_workdir(workdir, config)
+    cache = study.CellCache(wd)
 
     n_clean = max(10, int(round(config.clean_fraction * len(ytr))))
     xc, yc = jnp.asarray(xte[:n_clean]), jnp.asarray(yte[:n_clean])
@@ -175,22 +187,7 @@ def run(config, workdir) -> dict:
     steps = tc.epochs * -(-len(ytr) // tc.batch_size)
     opt = make_optimizer(tc.learning_rate, weight_decay=tc.weight_decay, total_steps=steps)
     vkeys = jax.random.split(jax.random.PRNGKey(config.seed), K)
-
-    @jax.jit
-    def train(x, y, keys):
-        return train_victims(model, keys, x, y, epochs=tc.epochs, batch_size=tc.batch_size, optimizer=opt,
-                             augment=bool(tc.augment))
-
-    @jax.jit
-    def train_masked(x, y, keep, keys):
-        # removing rows = zero weight (one compiled program for every filtered set); keep [K, N]
-        from poisonjax.core.victims import flax_victim, train_victims as core_train
-        from poisonjax.vision.backdoor.victim import accepts_train, augment_batch
-        vic = flax_victim(model, x[:1], train_kwarg="train" if accepts_train(model) else None)
-        xs = jnp.broadcast_to(x, (keep.shape[0],) + x.shape)
-        ys = jnp.broadcast_to(y, (keep.shape[0],) + y.shape)
-        return core_train(vic, opt, {"x": xs, "y": ys}, keys, epochs=tc.epochs, batch_size=tc.batch_size,
-                          mask=keep, data_axis=0, augment=augment_batch if tc.augment else None).variables
+    fit = _Fitter(model, opt, xtr[:1], tc, int(config.get("checkpoint_every", 5)))
 
     @jax.jit
     def _evaluate(vs, x_trig, xe, ye):      # data as arguments: closed-over arrays become huge HLO constants
@@ -202,20 +199,26 @@ def run(config, workdir) -> dict:
 
     from tqdm.auto import tqdm
     t_start = time.time()
-    clean_vs = train(xtr, ytr, vkeys)
-    clean_acc, _ = evaluate(clean_vs, xe)
-    clean_ref = mean_std(clean_acc)
+    clean = {}
+
+    def clean_victims():
+        """The K clean victims (resumable; their final checkpoint is kept until the study ends, so a
+        resumed study does not retrain them for the attacks still to run)."""
+        if "vs" not in clean:
+            clean["vs"], _ = fit(cache.run_dir("clean"), xtr, ytr, vkeys)
+        return clean["vs"]
+
+    cc = cache.get("clean")
+    if cc is None:
+        acc, _ = evaluate(clean_victims(), xe)
+        cc = cache.put("clean", {"accuracy": np.asarray(acc).tolist()}, keep_checkpoints=True)
+    clean_ref = mean_std(cc["accuracy"])
     rows = []
-    cells = {}
     for ai, name in enumerate(tqdm(list(config.attacks), desc="backdoor study", unit="attack")):
-        path = wd / "cells" / f"{name}.json"
-        if path.exists():
-            cell = json.loads(path.read_text())
-        else:
-            cell = _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, clean_vs,
-                               train, train_masked, evaluate)
-            reporting.write_json(path, cell)
-        cells[name] = cell
+        cell = cache.get(name)
+        if cell is None:
+            cell = cache.put(name, _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys,
+                                               clean_victims, fit, evaluate, cache.run_dir(name)))
         rows.extend(cell["rows"])
 
     results = {"dataset": config.dataset, "model": config.model, "n_victims": K, "n_train": int(len(ytr)),
@@ -223,22 +226,63 @@ def run(config, workdir) -> dict:
                "clean_model_accuracy": clean_ref, "seconds": time.time() - t_start, "rows": rows}
     results["checks"] = _checks(rows, clean_ref["mean"])
     reporting.write_json(wd / "results.json", results)
+    if study.is_main_process():                       # every cell is stored: the clean victims are no longer needed
+        shutil.rmtree(cache.run_dir("clean") / "checkpoints", ignore_errors=True)
     _plot_and_report(wd, config, rows, results)
     print(reporting.text_table(rows, ["attack", "defense", "clean_accuracy", "asr", "detection_tpr",
                                       "detection_fpr", "seconds"]))
     return results
 
 
-def _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, clean_vs, train,
-                train_masked, evaluate):
+class _Fitter:
+    """K victims trained from scratch as a resumable :class:`poisonjax.core.victims.VictimTraining` run
+    (:func:`poisonjax.core.runner.run`, one step = one epoch of all K victims, checkpointed every
+    ``every`` epochs in ``run_dir``), the same steps as :func:`poisonjax.vision.backdoor.victim.train_victims`.
+    ``keep [K, N]`` (optional) weights the rows per victim (0 = removed), one compiled program for every
+    filtered set. The final state is checkpointed too, so a resumed cell does not retrain finished victims;
+    :class:`poisonjax.core.study.CellCache` deletes the checkpoints once the cell is stored."""
+
+    def __init__(self, model, opt, sample, tc, every):
+        from poisonjax.core.victims import VictimTraining, flax_victim
+        from poisonjax.vision.backdoor.victim import accepts_train, augment_batch
+        vic = flax_victim(model, sample, train_kwarg="train" if accepts_train(model) else None)
+        aug = augment_batch if tc.augment else None
+        self.epochs, self.every = int(tc.epochs), int(every)
+        self.shared = VictimTraining(vic, opt, epochs=self.epochs, batch_size=int(tc.batch_size), augment=aug)
+        self.masked = VictimTraining(vic, opt, epochs=self.epochs, batch_size=int(tc.batch_size), data_axis=0,
+                                     augment=aug)
+
+    def __call__(self, run_dir, x, y, keys, keep=None):
+        if keep is None:
+            tr, prob = self.shared, self.shared.problem({"x": x, "y": y}, keys)
+        else:
+            k = keep.shape[0]
+            tr = self.masked
+            prob = tr.problem({"x": jnp.broadcast_to(x, (k,) + x.shape), "y": jnp.broadcast_to(y, (k,) + y.shape)},
+                              keys, mask=keep)
+        res = runner.run(tr.as_attack_optimizer(), prob, self.epochs, run_dir, chunk_size=self.every,
+                         checkpoint_every=self.every, config={"part": Path(run_dir).name, "epochs": self.epochs},
+                         progress=False, desc=Path(run_dir).name)
+        return tr.variables(res.state), res.resumed_from
+
+
+def _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, clean_victims, fit, evaluate,
+                run_dir):
+    """One attack's cell: poisoned set, K victims, then every defense. Resumable mid-cell: every training
+    run is a checkpointed runner process under ``run_dir/<part>/`` and every finished defense row is stored
+    in ``run_dir/rows/`` (ABL's isolation flags too, so ABL's repair reuses them after a restart)."""
     t0 = time.time()
+    run_dir = Path(run_dir)
+    rows_dir = run_dir / "rows"
+    resumed = {}
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), ai)
+    clean_vs = clean_victims()
     v0 = index(clean_vs, 0)
     bd = _build_attack(name, config, key, xtr, ytr, C, logits_fn=lambda x: predict(model, v0, x))
     x_trig = bd.trigger(xe)
     _, pt_clean = evaluate(clean_vs, x_trig)
     clean_model_asr = np.asarray(A.asr(pt_clean, ye, bd))
-    vs = train(bd.x, bd.y, vkeys)
+    vs, resumed["victims"] = fit(run_dir / "victims", bd.x, bd.y, vkeys)
     acc, pt = evaluate(vs, x_trig)
     base = {"attack": name, "dataset": config.dataset, "poison_rate": _total_rate(config, name),
             "target_class": config.target_class, "n_victims": K}
@@ -249,15 +293,24 @@ def _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, 
     dp = config.defense_params
     pm = np.asarray(bd.poison_mask)
     dkey = jax.random.fold_in(key, 7)
-    feats = predict(model, vs, bd.x, return_features=True, stacked=True)            # [K, N, D]
+    feats = None
     budget = _total_rate(config, name)
     abl_iso = None
+    iso_path = rows_dir / "abl_isolation_flags.npy"
+    if iso_path.exists():
+        abl_iso = jnp.asarray(np.load(iso_path))
     for dname in config.defenses:
         if dname == "none":
+            continue
+        done = rows_dir / f"{dname}.json"
+        if done.exists():                                   # finished before a restart
+            rows.append(json.loads(done.read_text()))
             continue
         t1 = time.time()
         row = dict(base, defense=dname, detection_tpr=None, detection_fpr=None)
         if dname in DETECTORS:
+            if feats is None and dname in ("activation_clustering", "spectral_signatures", "spectre"):
+                feats = predict(model, vs, bd.x, return_features=True, stacked=True)      # [K, N, D]
             reps = []
             for k in range(K):
                 kk = jax.random.fold_in(dkey, k)
@@ -297,16 +350,27 @@ def _run_attack(name, ai, config, model, xtr, ytr, xc, yc, xe, ye, C, K, vkeys, 
             row["tpr_at_5fpr"] = float(np.mean([D.tpr_at_fpr(r.scores, pm, 0.05) for r in reps]))
             if dname == "abl_isolation":
                 abl_iso = jnp.stack([r.flags for r in reps])
+                if study.is_main_process():
+                    rows_dir.mkdir(parents=True, exist_ok=True)
+                    np.save(iso_path, np.asarray(abl_iso))
             keep = jnp.stack([~r.flags for r in reps]).astype(jnp.float32)
-            new = train_masked(bd.x, bd.y, keep, jax.random.split(jax.random.fold_in(dkey, 99), K))
+            new, resumed[dname] = fit(run_dir / dname, bd.x, bd.y, jax.random.split(jax.random.fold_in(dkey, 99), K),
+                                      keep=keep)
         else:
             new = _repair(dname, config, model, vs, bd, xc, yc, C, K, dkey, abl_iso)
         a2, p2 = evaluate(new, x_trig)
         s2 = np.asarray(A.asr(p2, ye, bd))
         row.update(clean_accuracy=float(np.mean(a2)), clean_accuracy_std=float(np.std(a2)),
                    asr=float(np.mean(s2)), asr_std=float(np.std(s2)), seconds=time.time() - t1)
+        row = json.loads(json.dumps(reporting.jsonable(row)))
+        if study.is_main_process():
+            rows_dir.mkdir(parents=True, exist_ok=True)
+            tmp = done.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(row))
+            os.replace(tmp, done)
         rows.append(row)
-    return {"rows": rows, "seconds": time.time() - t0}
+    return {"rows": rows, "seconds": time.time() - t0,
+            "resumed_from": {k: v for k, v in resumed.items() if v is not None}}
 
 
 def _repair(dname, config, model, vs, bd, xc, yc, C, K, dkey, abl_iso):
