@@ -42,6 +42,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.model = "bn_cnn" if quick else "preact_resnet18"   # | narrow_resnet | small_cnn
     c.width = 16 if quick else 64       # base width (bn_cnn: channels (w, 2w); narrow_resnet: (w, 2w, 4w))
     c.target_class = 3 if quick else 0
+    c.checkpoint_every = 5              # epochs between runner checkpoints of every victim training (resume mid-cell)
     c.clean_fraction = 0.05             # defender's clean data, as a fraction of the training-set size,
     #                                     taken from the test split (evaluation uses the rest)
     c.attacks = ALL_ATTACKS

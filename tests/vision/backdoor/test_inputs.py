@@ -121,6 +121,7 @@ def test_metrics_match_sklearn():
     (("target_class", None, None, 12), "target_class"),
     (("attack_params", "badnets", "trigger_size", 40), "size"),
     (("defense_params", "confusion_training", "lam", 0.5), "lam"),
+    (("checkpoint_every", None, None, 0), "checkpoint_every"),
 ])
 def test_study_checks_inputs_before_writing(tmp_path, override, match):
     import configs.backdoor as cb
