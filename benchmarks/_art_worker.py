@@ -71,13 +71,15 @@ def main(inp, out):
         xp, _ = attack.poison(targets[t:t + 1], np.array([int(d["adv"][t])]), x_train, y_train)
         seconds.append(time.perf_counter() - t0)
         changed = np.flatnonzero(np.abs(xp - x_train).reshape(len(x_train), -1).max(1) > 0)
-        poisoned.append(xp.transpose(0, 2, 3, 1))
+        poisoned.append(xp[changed].transpose(0, 2, 3, 1))     # only the changed rows (NHWC)
         indices.append(changed)
     n_p = max(len(i) for i in indices)
     idx = np.full((len(targets), n_p), -1, np.int64)
+    rows = np.zeros((len(targets), n_p) + x_train.shape[2:] + x_train.shape[1:2], np.float32)
     for t, i in enumerate(indices):
         idx[t, :len(i)] = i
-    np.savez(out, poisoned=np.stack(poisoned), seconds=np.array(seconds), poison_indices=idx, logits=logits,
+        rows[t, :len(i)] = poisoned[t]
+    np.savez(out, poisoned_rows=rows, seconds=np.array(seconds), poison_indices=idx, logits=logits,
              versions=np.array([__import__("art").__version__, torch.__version__]))
 
 

@@ -164,11 +164,15 @@ class Machine:
         return self.finish()["busy"]
 
     def ratio(self, numerator: float, denominator: float, fmt: str = "{:.1f}x") -> str:
-        """``numerator / denominator`` formatted, followed by ``[BUSY: reasons]`` when the machine was
-        busy up to now (the loads and the others' CPU share are in the reasons)."""
+        """``numerator / denominator`` formatted, followed by ``[BUSY: loads, others' CPU share]`` when the
+        machine was busy up to now (:meth:`verdict` gives the rules that fired)."""
         r = fmt.format(numerator / denominator)
-        reasons = self.finish()["busy_reasons"]
-        return r if not reasons else f"{r} [BUSY: {'; '.join(reasons)}]"
+        m = self.finish()
+        if not m["busy"]:
+            return r
+        lb, la, sh = m["load_before"], m["load_after"], m["others_cpu_share"]
+        return (f"{r} [BUSY: 1-min load {lb[0] if lb else '?'} before / {la[0] if la else '?'} after on "
+                f"{m['cores']} cores" + (f", others used {100 * sh:.0f}% of the CPU" if sh is not None else "") + "]")
 
     def verdict(self) -> str:
         """``"idle"`` or ``"BUSY: reasons"`` (up to now)."""

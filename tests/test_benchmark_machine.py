@@ -36,13 +36,14 @@ def test_thresholds_scale_with_cores_and_unknowns_are_not_judged():
 
 
 def test_machine_marks_ratios_and_records_the_cpu(monkeypatch):
-    loads = iter([(0.0, 0.0, 0.0), (5.0, 1.0, 1.0)])
-    monkeypatch.setattr(M, "load_average", lambda: next(loads))
+    loads = [(0.0, 0.0, 0.0)]
+    monkeypatch.setattr(M, "load_average", lambda: loads.pop(0) if loads else (5.0, 1.0, 1.0))
     m = M.Machine(own_threads=2)
     assert m.info["cpu_model"] and m.info["cpu_isa"]
     time.sleep(0.01)
     text = m.ratio(10.0, 2.0)
-    assert text.startswith("5.0x [BUSY: ") and "load after 5.00" in text
+    assert text.startswith("5.0x [BUSY: 1-min load 0.0 before / 5.0 after on ")
+    assert "load after 5.00" in m.verdict()
     info = m.info
     assert info["busy"] and info["load_before"] == (0.0, 0.0, 0.0)
     monkeypatch.setattr(M, "load_average", lambda: (0.1, 0.1, 0.1))
