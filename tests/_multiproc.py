@@ -70,6 +70,26 @@ def wait_ok(proc: subprocess.Popen, timeout: float = 600.0) -> None:
     assert rc == 0, proc.stderr.read().decode()[-3000:]
 
 
+def kill_then_rerun(script: str | Path, args, workdir: Path, reference: Path, kill_under: Path, *,
+                    min_step: int, sleep: str = "1.0", recursive: bool = False, unfinished: Optional[Path] = None,
+                    timeout: float = 600.0) -> int:
+    """The kill-and-resume protocol of the study tests: run ``script *args workdir sleep`` (a slowed-down
+    child), SIGKILL it once a checkpoint of step >= ``min_step`` exists under ``kill_under``
+    (:func:`kill_when_checkpointed`), check that ``unfinished`` (e.g. the cell's result file or
+    ``results.json``) does not exist yet, then rerun the same command on ``workdir`` without the slow-down
+    and, in parallel, an uninterrupted run on ``reference``; fail unless both exit 0. Returns the
+    checkpoint step seen at the kill."""
+    p = spawn(script, *args, workdir, sleep)
+    seen = kill_when_checkpointed(p, kill_under, min_step=min_step, recursive=recursive, timeout=timeout)
+    if unfinished is not None:
+        assert not Path(unfinished).exists(), "the study finished before it could be killed"
+    ref = spawn(script, *args, reference, "0")              # uninterrupted (runs while the other resumes)
+    resumed = spawn(script, *args, workdir, "0")
+    wait_ok(resumed, 2 * timeout)
+    wait_ok(ref, 2 * timeout)
+    return seen
+
+
 def strip_volatile(obj, keys: Iterable[str] = VOLATILE_KEYS):
     """``obj`` (JSON) without the keys in ``keys`` at any depth."""
     keys = tuple(keys)

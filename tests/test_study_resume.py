@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._multiproc import (checkpoint_steps, kill_when_checkpointed, read_resumes, results_without_timings,
-                              spawn, wait_ok)
+from tests._multiproc import checkpoint_steps, kill_then_rerun, read_resumes, results_without_timings
 from tests._study_configs import SPECS
 
 CHILD = Path(__file__).with_name("_study_child.py")
@@ -38,13 +37,9 @@ def _resumes(wd):
 def test_killed_study_resumes_mid_cell_with_same_results(name, tmp_path):
     _, under, min_step = SPECS[name]
     wd, ref = tmp_path / "wd", tmp_path / "ref"
-    p = spawn(CHILD, name, wd, "1.0")                        # slow runner chunks, killed mid-cell
-    seen = kill_when_checkpointed(p, wd / under, min_step=min_step, recursive=True, timeout=1200)
-    assert not (wd / "results.json").exists(), "the study finished before it could be killed"
-    r = spawn(CHILD, name, ref, "0")                          # uninterrupted (runs while we resume)
-    q = spawn(CHILD, name, wd, "0")
-    wait_ok(q, 1800)
-    wait_ok(r, 1800)
+    # slow runner chunks, killed mid-cell; then resumed + an uninterrupted run
+    seen = kill_then_rerun(CHILD, [name], wd, ref, wd / under, min_step=min_step, sleep="1.0", recursive=True,
+                           unfinished=wd / "results.json", timeout=1200)
     resumed = _resumes(wd)
     assert resumed and max(x["step"] for x in resumed) >= min_step, (seen, resumed)   # not from step 0
     assert _resumes(ref) == []

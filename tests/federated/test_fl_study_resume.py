@@ -3,7 +3,7 @@ and ends with the same results as an uninterrupted run (the runner's own kill te
 import json
 from pathlib import Path
 
-from tests._multiproc import kill_when_checkpointed, metric_steps, spawn, wait_ok
+from tests._multiproc import kill_then_rerun, metric_steps
 
 CHILD = Path(__file__).resolve().parents[1] / "_study_child.py"   # fl_robustness with tests/_study_configs.py
 
@@ -14,15 +14,11 @@ def _rows(wd):
 
 
 def test_killed_fl_study_resumes_mid_cell_with_same_results(tmp_path):
-    p = spawn(CHILD, "fl_robustness", tmp_path / "wd", "0.8")   # slow chunks of 2 rounds, killed mid-cell
     ckpt = tmp_path / "wd" / "cells" / "sign_flip__median" / "checkpoints"
-    kill_when_checkpointed(p, ckpt, min_step=4, timeout=400)
     cell = tmp_path / "wd" / "cells" / "sign_flip__median.json"
-    assert not cell.exists(), "the study finished before it could be killed"
-    ref = spawn(CHILD, "fl_robustness", tmp_path / "ref", "0")    # uninterrupted (runs while we resume)
-    resumed = spawn(CHILD, "fl_robustness", tmp_path / "wd", "0")
-    wait_ok(resumed, 400)
-    wait_ok(ref, 400)
+    # slow chunks of 2 rounds, killed once round 4 is checkpointed; then resumed + an uninterrupted run
+    kill_then_rerun(CHILD, ["fl_robustness"], tmp_path / "wd", tmp_path / "ref", ckpt, min_step=4, sleep="0.8",
+                    unfinished=cell, timeout=400)
     c = json.loads(cell.read_text())
     assert c["resumed_from_round"] is not None and c["resumed_from_round"] >= 4      # not from round 0
     assert json.loads((tmp_path / "ref" / "cells" / "sign_flip__median.json").read_text())["resumed_from_round"] is None

@@ -64,18 +64,14 @@ def test_killed_badnets_study_resumes_mid_cell_with_same_results(tmp_path):
     import json
     from pathlib import Path
 
-    from tests._multiproc import kill_when_checkpointed, metric_steps, spawn, wait_ok
+    from tests._multiproc import kill_then_rerun, metric_steps
     child = Path(__file__).resolve().parents[1] / "_study_child.py"   # badnets with tests/_study_configs.py
-    p = spawn(child, "badnets", tmp_path / "wd", "1.0")       # slow chunks, killed mid-cell
     name = "badnets_0.1000"
     ckpt = tmp_path / "wd" / "cells" / name / "checkpoints"
-    kill_when_checkpointed(p, ckpt, min_step=4, timeout=600)
     cell = tmp_path / "wd" / "cells" / f"{name}.json"
-    assert not cell.exists(), "the study finished before it could be killed"
-    ref = spawn(child, "badnets", tmp_path / "ref", "0")      # uninterrupted (runs while we resume)
-    resumed = spawn(child, "badnets", tmp_path / "wd", "0")
-    wait_ok(resumed, 600)
-    wait_ok(ref, 600)
+    # slow chunks, killed once epoch 4 is checkpointed; then resumed + an uninterrupted run
+    kill_then_rerun(child, ["badnets"], tmp_path / "wd", tmp_path / "ref", ckpt, min_step=4, sleep="1.0",
+                    unfinished=cell, timeout=600)
     c = json.loads(cell.read_text())
     assert c["resumed_from_epoch"] is not None and c["resumed_from_epoch"] >= 4     # not from epoch 0
     r = json.loads((tmp_path / "ref" / "cells" / f"{name}.json").read_text())
