@@ -57,19 +57,23 @@ class _Arch:
         self.loss = hashing_loss(config.method, self.model.apply, centers)
         opt = optax.adam(config.train.lr)
         self.opt = opt
-        xtr, ytr = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-        qx, qy = jnp.asarray(data.x_test[:config.queries]), jnp.asarray(data.y_test[:config.queries])
-        self.evaluate = jax.jit(lambda keys, pi, pd, tx, tl: ph.hash_victims(
+        # the database and queries enter the jitted program as arguments, not as closed-over constants (a
+        # closed-over CIFAR-10 training set is a 123 MB HLO constant that XLA spends minutes constant-folding)
+        arrays = (jnp.asarray(data.x_train), jnp.asarray(data.y_train),
+                  jnp.asarray(data.x_test[:config.queries]), jnp.asarray(data.y_test[:config.queries]))
+        ev = jax.jit(lambda keys, pi, pd, tx, tl, xtr, ytr, qx, qy: ph.hash_victims(
             self.init, self.model.apply, self.loss, opt, xtr, ytr, keys, epochs=config.train.epochs,
             batch_size=config.train.batch_size, poison_index=pi, poison_delta=pd, trigger_x=tx, target_label=tl,
             query_x=qx, query_y=qy, topk=config.topk, threshold=config.threshold,
             chunk=config.get("victim_chunk", 0) or None))
+        self.evaluate = lambda keys, pi, pd, tx, tl: ev(keys, pi, pd, tx, tl, *arrays)
 
     def train_surrogates(self, x, y, members, checkpoints, batch_size, key):
         from poisonjax.vision.witches_brew import checkpoint_surrogates
-        f = jax.jit(lambda k: checkpoint_surrogates(self.init, self.loss, self.opt, {"x": x, "y": y}, k,
-                                                    checkpoints=checkpoints, batch_size=batch_size, members=members))
-        return f(key)
+        f = jax.jit(lambda k, xs, ys: checkpoint_surrogates(self.init, self.loss, self.opt, {"x": xs, "y": ys}, k,
+                                                            checkpoints=checkpoints, batch_size=batch_size,
+                                                            members=members))
+        return f(key, x, y)
 
 
 def _summary(out, T, K):
@@ -99,11 +103,12 @@ def run(config, workdir) -> dict:
             return None
         if backbone not in pretrained:
             clf = make_classifier(backbone, data.num_classes)
-            f = jax.jit(lambda k: init_and_train(lambda kk: clf.init(kk, sample), softmax_cross_entropy_loss(clf.apply),
-                                                 optax.adam(config.train.lr),
-                                                 {"x": jnp.asarray(data.x_train[pub]), "y": jnp.asarray(data.y_train[pub])},
-                                                 k, epochs=config.pretrain.epochs, batch_size=config.train.batch_size).params)
-            pretrained[backbone] = f(jax.random.fold_in(k_split, zlib.crc32(backbone.encode()) % (2 ** 31)))
+            f = jax.jit(lambda k, x, y: init_and_train(lambda kk: clf.init(kk, sample),
+                                                       softmax_cross_entropy_loss(clf.apply), optax.adam(config.train.lr),
+                                                       {"x": x, "y": y}, k, epochs=config.pretrain.epochs,
+                                                       batch_size=config.train.batch_size).params)
+            pretrained[backbone] = f(jax.random.fold_in(k_split, zlib.crc32(backbone.encode()) % (2 ** 31)),
+                                     jnp.asarray(data.x_train[pub]), jnp.asarray(data.y_train[pub]))
         return pretrained[backbone]
 
     def arch(backbone, bits):

@@ -103,10 +103,12 @@ def run(config, workdir) -> dict:
     t0 = time.perf_counter()
     cps = list(config.surrogate_checkpoints) or [ep]
     train_loss = _train_loss(model.apply, config)
-    train = jax.jit(lambda k: wb.checkpoint_surrogates(init_fn, train_loss, opt,
-                                                       {"x": xtr, "y": ytr}, k, checkpoints=cps, batch_size=bs,
-                                                       members=config.ensemble))
-    sur = train(k_sur)
+    # datasets enter every jitted program as arguments, never as closed-over constants (a closed-over CIFAR-10
+    # training set becomes a 123 MB HLO constant that XLA spends minutes constant-folding)
+    train = jax.jit(lambda k, x, y: wb.checkpoint_surrogates(init_fn, train_loss, opt,
+                                                             {"x": x, "y": y}, k, checkpoints=cps, batch_size=bs,
+                                                             members=config.ensemble))
+    sur = train(k_sur, xtr, ytr)
     sur_acc = np.asarray(jax.vmap(lambda p: accuracy(model.apply(p, xte), yte))(sur))
     surrogate_seconds = time.perf_counter() - t0
 
@@ -116,7 +118,7 @@ def run(config, workdir) -> dict:
     norms = None
     if config.poison_selection == "max_gradient":
         last = jax.tree.map(lambda a: a.reshape((config.ensemble, len(cps)) + a.shape[1:])[:, -1], sur)
-        norms = np.asarray(jax.jit(lambda p: wb.gradient_norms(loss_fn, p, xtr, ytr))(last))
+        norms = np.asarray(jax.jit(lambda p, x, y: wb.gradient_norms(loss_fn, p, x, y))(last, xtr, ytr))
     ti, adv = wb.choose_trials(k_trial, data.y_test, data.num_classes, config.trials)
     # the attack sees no test labels (choose_trials, the experimenter, made adv != the true class)
     problem, pidx = wb.witches_brew_problem(sur, data.x_train, data.y_train, data.x_test, None,
@@ -139,21 +141,22 @@ def run(config, workdir) -> dict:
     # the T*K victims are split over every device of every process (one mesh; None on one device):
     # each process trains its own rows and the metrics are all-gathered back to every process
     mesh = parallel.victim_mesh()
-    vs = jax.jit(lambda keys, pi, pd, tx, al: gm.victim_success(
-        init_fn, model.apply, opt, xtr, ytr, keys, epochs=ep, batch_size=bs, poison_index=pi,
-        poison_delta=pd, target_x=tx, adv_label=al, test_x=xte, test_y=yte, per_example_loss=train_loss,
+    vs = jax.jit(lambda keys, pi, pd, tx, al, x, y, tsx, tsy: gm.victim_success(
+        init_fn, model.apply, opt, x, y, keys, epochs=ep, batch_size=bs, poison_index=pi,
+        poison_delta=pd, target_x=tx, adv_label=al, test_x=tsx, test_y=tsy, per_example_loss=train_loss,
         chunk=config.get("victim_chunk", 0) or None, mesh=mesh))
     outs = {}
     t1 = time.perf_counter()
     for name, d in (("none", np.zeros_like(delta)), ("random_noise", rnd), ("witches_brew", delta)):
         args, nv = parallel.shard_leading((vkeys, rep(pidx), rep(d), rep(data.x_test[ti]), rep(adv)), mesh)
-        outs[name] = parallel.gather_to_host(vs(*args), rows=nv)
+        # host (NumPy) datasets: replicated inputs, valid in single- and multi-process runs alike
+        outs[name] = parallel.gather_to_host(vs(*args, data.x_train, data.y_train, data.x_test, data.y_test), rows=nv)
     victim_seconds = time.perf_counter() - t1
 
     # alignment at fresh clean models (independent seeds): does crafting transfer to new victims?
-    fresh = jax.jit(jax.vmap(lambda k: init_and_train(init_fn, train_loss, opt, {"x": xtr, "y": ytr}, k,
-                                                      epochs=ep, batch_size=bs).params))(
-        jax.random.split(jax.random.fold_in(k_vic, 7), config.alignment_models))
+    fresh = jax.jit(jax.vmap(lambda k, x, y: init_and_train(init_fn, train_loss, opt, {"x": x, "y": y}, k,
+                                                            epochs=ep, batch_size=bs).params, in_axes=(0, None, None)))(
+        jax.random.split(jax.random.fold_in(k_vic, 7), config.alignment_models), xtr, ytr)
     align = jax.jit(lambda d: wb.alignment_at(loss_fn, fresh, problem, d))
     alignment = {name: float(np.mean(align(jnp.asarray(d)))) for name, d in
                  (("none", np.zeros_like(delta)), ("random_noise", rnd), ("witches_brew", delta))}
@@ -189,15 +192,15 @@ def run(config, workdir) -> dict:
         KT = config.transfer.n_victims
         rep2 = lambda a: np.repeat(np.asarray(a), KT, axis=0)
         tkeys = jax.random.split(jax.random.fold_in(k_tr, 1), T * KT)
-        ts = jax.jit(lambda keys, pi, pf, tf, al: wb.transfer_success(
-            ftr, ytr, keys, poison_index=pi, poison_features=pf, target_features=tf, adv_label=al,
-            num_classes=data.num_classes, steps=config.transfer.head_steps, features_test=fte, y_test=yte))
+        ts = jax.jit(lambda keys, pi, pf, tf, al, f_tr, y_tr, f_te, y_te: wb.transfer_success(
+            f_tr, y_tr, keys, poison_index=pi, poison_features=pf, target_features=tf, adv_label=al,
+            num_classes=data.num_classes, steps=config.transfer.head_steps, features_test=f_te, y_test=y_te))
         ftarget = feat(jnp.asarray(data.x_test[ti]))
         transfer = {"feature_collision_seconds": fc_seconds}
         for name, d in (("none", np.zeros_like(delta)), ("random_noise", rnd), ("feature_collision", fc_delta),
                         ("witches_brew", delta)):
             pf = jax.vmap(feat)(problem.base_images + d)
-            o = jax.device_get(ts(tkeys, rep2(pidx), rep2(pf), rep2(ftarget), rep2(adv)))
+            o = jax.device_get(ts(tkeys, rep2(pidx), rep2(pf), rep2(ftarget), rep2(adv), ftr, ytr, fte, yte))
             transfer[name] = {"success_rate": per_victim_rate(o["success"], T, KT),
                               "clean_accuracy": float(np.mean(o["clean_accuracy"]))}
 
