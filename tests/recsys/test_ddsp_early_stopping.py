@@ -29,8 +29,8 @@ def test_validation_ndcg_matches_the_full_ranking_metric(tiny):
     sp, m = tiny
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     P = jax.vmap(lambda k: m.init(k, jnp.ones((1, 6), jnp.int32), True))(keys)
-    got = np.asarray(validation_ndcg(m, chunk=32, victim_chunk=1)(P, (sp.valid_x, sp.valid_y, sp.valid_x)))
-    r = np.asarray(M.make_ensemble_ranker(m, 32)(P, sp.valid_x, sp.valid_y, sp.valid_x))
+    got = np.asarray(validation_ndcg(m, chunk=64, victim_chunk=2)(P, (sp.valid_x, sp.valid_y, sp.valid_x)))
+    r = np.asarray(M.make_ensemble_ranker(m, 64)(P, sp.valid_x, sp.valid_y, sp.valid_x))
     want = [M.hit_ndcg(rk, (10,))["ndcg@10"] for rk in r]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
