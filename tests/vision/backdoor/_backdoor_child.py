@@ -4,33 +4,13 @@ Signatures, CLP) on digits8 with a tiny BatchNorm CNN, K=2 victims, 8 epochs che
 Usage: python _backdoor_child.py WORKDIR [sleep_seconds_per_checkpoint_chunk]
 """
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root (configs/, experiments/)
 
-import jax  # noqa: E402
-
 from configs.backdoor import get_config  # noqa: E402
 from experiments import backdoor  # noqa: E402
-from poisonjax.core import runner  # noqa: E402
-
-
-def slow_down(seconds):
-    """Slow every compiled chunk of epochs down (host side) so the parent can kill the study mid-cell."""
-    real = runner.make_chunk_fn
-
-    def slow_chunk_fn(attack, chunk_size):
-        fn = real(attack, chunk_size)
-
-        def chunk(*args):
-            out = fn(*args)
-            jax.block_until_ready(out)
-            time.sleep(seconds)
-            return out
-        return chunk
-
-    runner.make_chunk_fn = slow_chunk_fn
+from tests._study_child import slow_down  # noqa: E402  (sleeps after every runner chunk)
 
 
 def config():

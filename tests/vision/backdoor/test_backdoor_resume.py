@@ -11,19 +11,12 @@ def test_killed_backdoor_study_resumes_mid_cell_with_same_results(tmp_path):
     that epoch (not 0), skips nothing it had not finished, and its results equal an uninterrupted run's
     in every value except wall times (the same programs run: bit-equal). The cell's checkpoints are
     deleted once it is stored; the clean victims' when the study ends."""
-    from tests._multiproc import (checkpoint_steps, kill_when_checkpointed, results_without_timings, spawn,
-                                  wait_ok)
+    from tests._multiproc import checkpoint_steps, kill_then_rerun, results_without_timings
     child = Path(__file__).with_name("_backdoor_child.py")
-    p = spawn(child, tmp_path / "wd", "1.0")                  # slow chunks, killed mid-cell
-    ckpt = tmp_path / "wd" / "cells" / "badnets" / "victims" / "checkpoints"
-    seen = kill_when_checkpointed(p, ckpt, min_step=4, timeout=900)
     cell = tmp_path / "wd" / "cells" / "badnets.json"
-    assert not cell.exists(), "the study finished before it could be killed"
-    assert (tmp_path / "wd" / "cells" / "clean.json").exists()             # the clean part had finished
-    ref = spawn(child, tmp_path / "ref", "0")                 # uninterrupted (runs while we resume)
-    resumed = spawn(child, tmp_path / "wd", "0")
-    wait_ok(resumed, 900)
-    wait_ok(ref, 900)
+    seen = kill_then_rerun(child, [], tmp_path / "wd", tmp_path / "ref",
+                           tmp_path / "wd" / "cells" / "badnets" / "victims" / "checkpoints", min_step=4,
+                           unfinished=cell, timeout=900)
     c = json.loads(cell.read_text())
     assert c["resumed_from"]["victims"] >= 4 and c["resumed_from"]["victims"] <= seen      # not from epoch 0
     assert json.loads((tmp_path / "ref" / "cells" / "badnets.json").read_text())["resumed_from"] == {}
