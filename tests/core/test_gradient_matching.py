@@ -190,3 +190,14 @@ def test_same_patches_equals_conv_patches_and_its_gradient():
         ga = jax.vjp(lambda x: ref(x, k, s), x)[1](ct)[0]
         gb = jax.vjp(lambda x: same_patches(x, k, s), x)[1](ct)[0]
         np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-5)
+
+
+def test_craft_one_program_equals_craft(problem):
+    """The one-program craft (init + steps + selection compiled together, issue 23) crafts what the
+    runner's craft crafts: the same restart losses to float tolerance and nearly every coordinate
+    (a sign of a ~0 gradient entry may differ between two compiled programs)."""
+    kw = dict(steps=5, key=jax.random.PRNGKey(5), restarts=2)
+    ref = gm.craft(LOSS, problem, progress=False, **kw)
+    delta, best, losses, _ = gm.craft_one_program(LOSS, problem, **kw)
+    np.testing.assert_allclose(np.asarray(losses), ref.restart_losses, rtol=1e-3)
+    assert float(np.mean(np.abs(np.asarray(delta) - ref.delta) < 1e-6)) > 0.99
