@@ -301,27 +301,11 @@ def adj_grad_from_hat(g_hat, a, s):
     return g_hat * s[:, None] * s[None, :] + dd[:, None]
 
 
-def symmetric_score_from_hat(g_hat, a, s):
-    r""":math:`(g + g^\top)\odot(1-2A)` for :math:`g` = :func:`adj_grad_from_hat` ``(g_hat, a, s)``, with one
-    transpose instead of two: since :math:`g = \bar G\odot ss^\top + d\,\mathbf 1^\top` with
-    :math:`d = -\tfrac12 s^3 \odot ((\bar G + \bar G^\top)\odot(A+I))\,s`,
-
-    .. math:: g + g^\top = (\bar G + \bar G^\top)\odot ss^\top + d\,\mathbf 1^\top + \mathbf 1 d^\top,
-
-    so :math:`\bar G + \bar G^\top` is formed once and every later ``[N, N]`` pass reads it row-major
-    (issue 23: the exact step's element-wise passes, not its GEMM, were most of its time). Equal to the
-    two-transpose form up to float rounding."""
-    gs = g_hat + g_hat.T
-    ds = (gs * a) @ s + jnp.diagonal(gs) * s               # ((G + Gᵀ) ⊙ (A + I)) s
-    dd = -0.5 * s ** 3 * ds
-    return (gs * s[:, None] * s[None, :] + dd[:, None] + dd[None, :]) * (1.0 - 2.0 * a)
-
-
 def meta_score(prob: MetaProblem, state: MetaState, cfg: MetattackConfig, key):
-    """``(loss, score [N, N])``: :math:`(g + g^\\top)\\odot(1-2A)` with :math:`g = \\nabla_A\\mathcal{L}`
-    (:func:`symmetric_score_from_hat`)."""
+    """``(loss, score [N, N])``: :math:`(g + g^\\top)\\odot(1-2A)` with :math:`g = \\nabla_A\\mathcal{L}`."""
     loss, g_hat, s = meta_grad_hat(prob, state, cfg, key)
-    return loss, symmetric_score_from_hat(g_hat, state.a, s)
+    g = adj_grad_from_hat(g_hat, state.a, s)
+    return loss, (g + g.T) * (1.0 - 2.0 * state.a)
 
 
 def metattack(cfg: MetattackConfig) -> AttackOptimizer:
