@@ -271,8 +271,11 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
     done = start
     last_saved = start
     t_start = time.perf_counter()
+    # stop_when is evaluated exactly once per state: before the first chunk (a restored state may already
+    # be finished) and after each chunk
+    stopping = stop_when is not None and done < steps and bool(stop_when(state))
     try:
-        while done < steps and not (stop_when is not None and stop_when(state)):
+        while done < steps and not stopping:
             n = min(chunk_size, steps - done)
             state, ms, finite = chunk_fn(state, problem, jnp.int32(n))
             ms = jax.device_get(ms)
@@ -296,7 +299,7 @@ def run(attack: AttackOptimizer, problem: Any, steps: int, workdir: Optional[str
                     for k, v in r.items():
                         if k != "step":
                             tb.add_scalar(f"{desc}/{k}", v, r["step"])
-            stopping = stop_when is not None and done < steps and stop_when(state)
+            stopping = stop_when is not None and done < steps and bool(stop_when(state))
             if manager is not None and ((done - last_saved >= checkpoint_every and done < steps and not stopping)
                                         or ((done == steps or stopping) and save_final)):
                 import orbax.checkpoint as ocp

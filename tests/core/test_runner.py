@@ -145,3 +145,20 @@ def test_host_loop_matches_scan_and_resumes(tmp_path):
     assert b.resumed_from == 7 and len(b.metrics) == 13
     np.testing.assert_allclose(a.state.x, b.state.x, rtol=1e-6)
     np.testing.assert_allclose([m["d"] for m in a.metrics], [m["d"] for m in b.metrics], rtol=1e-5)
+
+
+def test_stop_when_ends_at_a_chunk_boundary_once_per_state_and_resumes_finished(tmp_path):
+    """``stop_when(state)`` is asked once before the first chunk and once after each chunk; True ends the run
+    there, checkpointed, so a rerun restores the stopped state and runs nothing."""
+    p = jnp.zeros(3)
+    calls = []
+
+    def stop(s):
+        calls.append(float(s.x[0]))
+        return float(s.x[0]) < 0.5
+    r = run(_toy(), p, 100, tmp_path, progress=False, chunk_size=5, stop_when=stop)
+    assert r.steps == 10 and len(r.metrics) == 10            # 0.9**5 = 0.59 > 0.5, 0.9**10 = 0.35 < 0.5
+    assert len(calls) == 3 and len(set(calls)) == 3         # initial state, after 5, after 10: each once
+    again = run(_toy(), p, 100, tmp_path, progress=False, chunk_size=5, stop_when=stop)
+    assert again.resumed_from == 10 and again.steps == 10
+    np.testing.assert_array_equal(again.state.x, r.state.x)
