@@ -1,5 +1,5 @@
 """Clean, early-stopped SASRec victims on a full sequence file via the DDSP study's own path
-(experiments.ddsp.early_stopping_maker / val_subset, recsys.training EarlyStoppingTraining via core.runner,
+(experiments.ddsp.early_stopping_maker / val_subset, core.victims.EarlyStoppingTraining via core.runner,
 full-ranking test metrics via recsys.metrics). A wall-clock cap ends training early (reported as converged=false).
 
     PYTHONPATH=. python benchmarks/ddsp_clean_victim.py DATASET MAX_LEN K MAX_EPOCHS EVAL_EVERY PATIENCE CAP_S OUTDIR

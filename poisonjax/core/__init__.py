@@ -17,7 +17,7 @@ from poisonjax.core.projections import (project_box, project_capped_simplex, pro
                                         project_linf_box, topk_indices, topk_mask)
 from poisonjax.core.parallel import (chunked_vmap, gather_to_host, host_local_to_global, initialize_distributed,
                                      is_main_process, make_mesh, shard_leading, sharded_vmap, victim_mesh)
-from poisonjax.core.victims import (Victim, VictimTraining, evaluate_victims, flax_victim, predict_victims,
+from poisonjax.core.victims import (EarlyStoppingTraining, Victim, VictimTraining, evaluate_victims, flax_victim, predict_victims,
                                     train_victim, train_victims)
 from poisonjax.core.runner import RunResult, run
 from poisonjax.core.validation import PoisonJaxInputError
@@ -28,7 +28,7 @@ __all__ = [
     "project_capped_simplex", "project_l2", "project_linf", "project_linf_box", "topk_indices", "topk_mask",
     "initialize_distributed", "is_main_process", "make_mesh", "sharded_vmap", "chunked_vmap",
     "victim_mesh", "shard_leading", "host_local_to_global", "gather_to_host",
-    "Victim", "VictimTraining", "train_victim", "train_victims", "evaluate_victims", "predict_victims", "flax_victim",
+    "Victim", "VictimTraining", "EarlyStoppingTraining", "train_victim", "train_victims", "evaluate_victims", "predict_victims", "flax_victim",
     "RunResult", "run",
     "PoisonJaxInputError",
 ]

@@ -111,82 +111,9 @@ def make_trainer(model: nn.Module, num_items: int, *, epochs: int, batch_size: i
 
 # ------------------------------------------------------------- early stopping (resumable) ----
 
-class EarlyStoppingState(NamedTuple):
-    """State of :class:`EarlyStoppingTraining` (a pytree, checkpointed by :mod:`poisonjax.core.runner`).
-
-    ``train``: the :class:`poisonjax.core.victims.VictimTrainingState` of all ``M`` victims;
-    ``best``: each victim's variables at its best validation score (leaves ``[M, ...]``);
-    ``best_val [M]``, ``best_epoch [M]`` (0 = the initial model), ``bad [M]``: evaluations since the
-    last improvement; ``done``: every victim has ``bad >= patience`` (or ``max_epochs`` reached)."""
-
-    train: object
-    best: object
-    best_val: jax.Array
-    best_epoch: jax.Array
-    bad: jax.Array
-    done: jax.Array
-
-
-class EarlyStoppingTraining(NamedTuple):
-    r"""K-seed victim training to convergence: early stopping on the validation item, as SASRec's
-    protocol (Kang & McAuley 2018; S3-Rec / CL4SRec / DuoRec select the epoch on validation NDCG).
-
-    One runner step = one epoch of every victim (:class:`poisonjax.core.victims.VictimTraining`). Every
-    ``eval_every`` epochs each victim :math:`m` is scored on the validation items,
-    :math:`v_m = \mathrm{NDCG@10}` over full ranking (:func:`validation_ndcg`); if
-    :math:`v_m > \text{best}_m` its variables are kept as ``best``, else its ``bad`` counter grows.
-    Once **every** victim has ``bad >= patience`` (or ``max_epochs`` epochs ran) the process is done
-    and further steps are no-ops (``lax.cond`` on a scalar, so they cost nothing); the victims used
-    afterwards are ``best`` (the early-stopped models). Victims that stopped earlier than the last
-    one keep training but their ``best`` no longer changes once they are past patience (the usual
-    "train to the last improvement + patience, keep the best" rule, per victim).
-
-    Fields: ``vt`` (the epoch process; ``vt.epochs`` = ``max_epochs``), ``val_fn(variables [M, ...],
-    val_problem) -> [M]`` (higher is better), ``eval_every``, ``patience`` (in evaluations).
-    Run with :func:`poisonjax.core.runner.run` (``stop_when=lambda s: s.done``) for checkpoints and
-    resume mid-training (:func:`train_early_stopping`).
-    """
-
-    vt: object
-    val_fn: callable
-    eval_every: int
-    patience: int
-
-    def init(self, key, problem) -> EarlyStoppingState:
-        st = self.vt.init(key, problem["train"])
-        M = st.keys.shape[0]
-        return EarlyStoppingState(st, self.vt.variables(st), jnp.full((M,), -jnp.inf, jnp.float32),
-                                  jnp.zeros((M,), jnp.int32), jnp.zeros((M,), jnp.int32), jnp.array(False))
-
-    def step(self, s: EarlyStoppingState, problem) -> EarlyStoppingState:
-        def go(s):
-            t = self.vt.step(s.train, problem["train"])
-            ep = t.epoch
-
-            def evaluate(s):
-                v = self.val_fn(self.vt.variables(t), problem["val"]).astype(jnp.float32)
-                active = s.bad < self.patience
-                better = (v > s.best_val) & active
-                pick = lambda b, n: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, b)
-                best = jax.tree.map(pick, s.best, self.vt.variables(t))
-                bad = jnp.where(better, 0, s.bad + active.astype(jnp.int32))
-                return EarlyStoppingState(t, best, jnp.where(better, v, s.best_val),
-                                          jnp.where(better, ep, s.best_epoch), bad, s.done)
-
-            do_eval = (ep % self.eval_every == 0) | (ep >= self.vt.epochs)
-            s = jax.lax.cond(do_eval, evaluate, lambda s: s._replace(train=t), s)
-            return s._replace(done=jnp.all(s.bad >= self.patience) | (ep >= self.vt.epochs))
-
-        return jax.lax.cond(s.done, lambda s: s, go, s)
-
-    def metrics(self, s: EarlyStoppingState, problem) -> dict:
-        m = self.vt.metrics(s.train, problem["train"])
-        return dict(m, best_val=jnp.mean(jnp.where(jnp.isfinite(s.best_val), s.best_val, 0.0)),
-                    stopped=jnp.mean((s.bad >= self.patience).astype(jnp.float32)))
-
-    def as_attack_optimizer(self):
-        from poisonjax.core.types import AttackOptimizer
-        return AttackOptimizer(self.init, self.step, self.metrics)
+# The process itself is domain-agnostic and lives in core.victims; re-exported here for existing callers.
+EarlyStoppingState = core_victims.EarlyStoppingState
+EarlyStoppingTraining = core_victims.EarlyStoppingTraining
 
 
 def validation_ndcg(model: nn.Module, chunk: int = 256, victim_chunk: int = 16):
