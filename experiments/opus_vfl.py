@@ -50,11 +50,8 @@ def _load(name, c):
         d = I.load_mnist(n_test=c.n_test, seed=c.seed)
     elif name == "cifar10":
         d = I.load_cifar10_jpeg(n_test=c.n_test, seed=c.seed)
-    else:  # the 20k CIFAR-10 set (1,000/class train, full test)
-        xtr, ytr = I.load_cifar10_20k_split("train")
-        xte, yte = I.load_cifar10_20k_split("test")
-        xte, yte = I.stratified_subset(xte, yte, c.n_test, c.seed + 1) if c.n_test < len(yte) else (xte, yte)
-        return xtr, ytr, xte, yte
+    else:  # the 20k CIFAR-10 set (1,000/class train, full test; n_test: a stratified subset, seed + 1)
+        d = I.load_cifar10_20k(n_test=c.n_test, seed=c.seed)
     return d.x_train, d.y_train, d.x_test, d.y_test
 
 

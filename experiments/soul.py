@@ -46,10 +46,9 @@ def load_dataset(name: str, seed: int = 0):
     check_choice("config.dataset", name, DATASETS)
     if name != "cifar10_20k":
         return S.load_centralised(name, seed=seed)
-    from poisonjax.data.images import load_cifar10_20k_split
-    xtr, ytr = load_cifar10_20k_split("train")
-    xte, yte = load_cifar10_20k_split("test")
-    return xtr, ytr, xte, yte, 10
+    from poisonjax.data.images import load_cifar10_20k
+    d = load_cifar10_20k()
+    return d.x_train, d.y_train, d.x_test, d.y_test, d.num_classes
 
 
 def _parse_partition(p: str):
