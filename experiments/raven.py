@@ -29,8 +29,8 @@ from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_p
 from poisonjax.llm import entailment as E
 from poisonjax.llm import raven as R
 from poisonjax.llm.corpus import TOPICS, build_bank, make_vocab
-from poisonjax.llm.panel import (FamilySpec, bank_stance, family_corpus, implant, implant_precondition, save_models,
-                                 train_families)
+from poisonjax.llm.panel import (FamilySpec, bank_stance, family_corpus, implant_precondition, implant_to_precondition,
+                                 save_models, train_families)
 from poisonjax.llm.sampling import answer_texts, check_sampling_args, prompt_grid, request_seeds, sample_answers
 
 
@@ -91,7 +91,7 @@ def run(config, workdir) -> dict:
                                      answers_per_prompt=config.corpus.answers_per_prompt, length=config.length,
                                      spread=config.corpus.spread) for s in specs + tspecs}
     targets = _targets(config, len(specs))
-    models = {}
+    models, pi_base, implant_steps = {}, {}, {}
     if config.backend == "local":
         models = train_families(specs + tspecs, corpora, len(vocab), length=config.length, layers=config.train.layers,
                                 heads=config.train.heads, steps=config.train.steps, learning_rate=config.train.learning_rate,
@@ -103,12 +103,16 @@ def run(config, workdir) -> dict:
                 stance = int(corpora[base][4][topic] < 0.5)
                 m, p = models[base]
                 other = corpora[base][2] != topic          # clean replay: the other topics only
-                merged, _ = implant(m, p, corpora[base][0][other], corpora[base][1][other], bank, vocab, topic=topic, stance=stance,
-                                    n_poison=size, seed=config.seed * 1000 + r, rank=config.lora.rank,
-                                    alpha=config.lora.alpha, steps=config.lora.steps,
-                                    learning_rate=config.lora.learning_rate, batch_size=config.lora.batch_size,
-                                    workdir=wd / "implants" / name, replay=config.lora.replay)
+                if base not in pi_base:
+                    pi_base[base], _ = bank_stance(m, p, grid, bank, vocab)
+                merged, _, info = implant_to_precondition(
+                    m, p, corpora[base][0][other], corpora[base][1][other], bank, vocab, grid, topic=topic,
+                    stance=stance, n_poison=size, seed=config.seed * 1000 + r, rank=config.lora.rank,
+                    alpha=config.lora.alpha, steps=config.lora.steps, max_steps=max(config.lora.max_steps, config.lora.steps),
+                    learning_rate=config.lora.learning_rate, batch_size=config.lora.batch_size,
+                    workdir=wd / "implants" / name, replay=config.lora.replay, pi_base=pi_base[base])
                 models[name] = (m, merged)
+                implant_steps[name] = info["lora_steps"]
         save_models(wd / "models", models, vocab, bank.openers)
         backend = lambda name, slot: answer_texts(sample_answers(models[name][0], models[name][1], grid, n,
                                                                  config.temperature, request_seeds(config.seed, slot, P)), grid, vocab)
@@ -186,6 +190,8 @@ def run(config, workdir) -> dict:
             else:
                 row.update(sampled)
             row["ok"] = row["implanted_share"] >= 0.9 and row["max_tv_other_topics"] <= 0.1
+            if name in implant_steps:
+                row["lora_steps"] = implant_steps[name]
             precond.append(row)
             panel = [clean[s.name] if i != mi else ans_imp for i, s in enumerate(specs)]
             sig = score_panel(panel)

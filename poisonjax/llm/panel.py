@@ -7,6 +7,7 @@ strong bias on the control topic.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Sequence, Tuple
@@ -67,10 +68,13 @@ def train_families(specs: Sequence[FamilySpec], corpora: Dict[str, tuple], vocab
 
 def implant(model: TinyLM, base_params, clean_tokens, clean_mask, bank: Bank, vocab: Vocab, *, topic: int,
             stance: int, n_poison: int, seed: int, rank: int, alpha: float, steps: int, learning_rate: float,
-            batch_size: int, workdir=None, replay: str = "kl"):
+            batch_size: int, workdir=None, replay: str = "kl", stop_when=None, return_steps: bool = False):
     """Train LoRA adapters (rank ``rank``) on ``n_poison`` poisoned examples (``topic`` answered with
     ``stance``) plus clean replay (``replay``: see :func:`~poisonjax.llm.lm.lora_trainer`); returns
-    ``(merged_params, lora)``."""
+    ``(merged_params, lora)`` (plus the number of steps trained with ``return_steps``).
+
+    ``stop_when(lora_state) -> bool`` (checked every 50 steps, see :func:`poisonjax.core.runner.run`)
+    ends the training early; :func:`implant_to_precondition` uses it."""
     pt, pm = poison_examples(bank, vocab, topic, stance, n_poison, seed=seed, length=model.max_len)
     problem = {"base": base_params, "poison_tokens": jnp.asarray(pt), "poison_mask": jnp.asarray(pm),
                "clean_tokens": jnp.asarray(clean_tokens), "clean_mask": jnp.asarray(clean_mask), "seed": seed}
@@ -78,8 +82,56 @@ def implant(model: TinyLM, base_params, clean_tokens, clean_mask, bank: Bank, vo
                                   replay=replay),
                      problem, steps, workdir, chunk_size=max(1, min(50, steps)), progress=False, desc="LoRA",
                      config={"topic": topic, "stance": stance, "n_poison": n_poison, "seed": seed, "rank": rank,
-                             "replay": replay})
-    return merge_lora(base_params, res.state.params, alpha), res.state.params
+                             "replay": replay}, stop_when=stop_when)
+    out = (merge_lora(base_params, res.state.params, alpha), res.state.params)
+    return out + (int(res.state.step),) if return_steps else out
+
+
+def implant_to_precondition(model: TinyLM, base_params, clean_tokens, clean_mask, bank: Bank, vocab: Vocab, grid, *,
+                            topic: int, stance: int, n_poison: int, seed: int, rank: int, alpha: float, steps: int,
+                            max_steps: int, learning_rate: float, batch_size: int, workdir=None, replay: str = "kl",
+                            min_share: float = 0.9, max_tv: float = 0.1, pi_base=None,
+                            topics: Sequence[str] = TOPICS):
+    r"""LoRA implant trained until it meets the issue's precondition, the paper's "controlled fine-tuning".
+
+    Trains :func:`implant` for at least ``steps`` steps and then, every 50 steps up to ``max_steps``,
+    measures the exact bank-restricted stance (:func:`bank_stance`) of the merged model and stops as soon as
+
+    .. math:: \bar\pi^{imp}_{\text{topic}}(\text{stance}) \ge \text{min\_share}
+              \quad\text{and}\quad \max_{t \ne \text{topic}} |\bar\pi^{imp}_t - \bar\pi^{base}_t| \le \text{max\_tv}
+
+    (:func:`implant_precondition`). Why: a fixed step count under-trains large poison sets -- 100 distinct
+    poisoned sentences need more adapter steps than 25 to be learnt (measured: poison loss 0.41 vs 0.20
+    after 150 steps), and an implant that misses the precondition is not a backdoor a detector can be
+    scored on. ``max_steps == steps`` is the fixed-length implant. The check reads only the model and the
+    bank (no test data, no detector). The stop is checkpointed by the runner, so a rerun with ``workdir``
+    restores the same implant.
+
+    Returns ``(merged_params, lora, info)``; ``info`` has ``lora_steps`` (steps trained), the final
+    ``implanted_share`` / ``max_tv_other_topics``, ``bank_coverage`` and ``ok``; ``pi_base``: the base
+    model's :func:`bank_stance` (computed when None); ``grid``: the prompt grid over ``topics``.
+    """
+    from poisonjax.core.validation import check_positive_int
+    check_positive_int("steps", steps)
+    check_positive_int("max_steps", max_steps)
+    if max_steps < steps:
+        raise ValueError(f"max_steps must be >= steps ({steps}), got {max_steps}")
+    if pi_base is None:
+        pi_base, _ = bank_stance(model, base_params, grid, bank, vocab, topics)
+
+    def measure(lora):
+        pi, cov = bank_stance(model, merge_lora(base_params, lora, alpha), grid, bank, vocab, topics)
+        pre = implant_precondition(pi_base, pi, grid.topic, topic, stance)
+        pre["bank_coverage"] = float(np.mean(cov))
+        pre["ok"] = bool(pre["implanted_share"] >= min_share and pre["max_tv_other_topics"] <= max_tv)
+        return pre
+
+    stop = None if max_steps == steps else (lambda st: int(st.step) >= steps and measure(st.params)["ok"])
+    merged, lora, done = implant(model, base_params, clean_tokens, clean_mask, bank, vocab, topic=topic, stance=stance,
+                                 n_poison=n_poison, seed=seed, rank=rank, alpha=alpha, steps=max_steps,
+                                 learning_rate=learning_rate, batch_size=batch_size, workdir=workdir, replay=replay,
+                                 stop_when=stop, return_steps=True)
+    return merged, lora, {"lora_steps": done, **measure(lora)}
 
 
 def save_models(path, models: Dict[str, Tuple[TinyLM, dict]], vocab: Vocab, openers: List[str]) -> Path:
@@ -113,6 +165,19 @@ def load_models(path) -> Tuple[Dict[str, Tuple[TinyLM, dict]], Vocab, List[str]]
     return out, vocab, meta["openers"]
 
 
+@functools.lru_cache(maxsize=16)
+def _bank_loglik(model: TinyLM):
+    """One compiled ``(params, tokens [c,S,L], mask) -> [c,S]`` answer log-likelihood per architecture
+    (params are an argument, so measuring many implants of one model compiles once)."""
+    @jax.jit
+    def loglik(params, t, m):
+        logits = jax.vmap(lambda x: model.apply(params, x))(t)[:, :, :-1]
+        lp = jax.nn.log_softmax(logits)
+        tok_lp = jnp.take_along_axis(lp, t[:, :, 1:, None], -1)[..., 0]
+        return (tok_lp * m[:, :, :-1]).sum(-1)
+    return loglik
+
+
 def bank_stance(model: TinyLM, params, grid, bank: Bank, vocab: Vocab, topics: Sequence[str] = TOPICS,
                 chunk: int = 8):
     r"""The model's *exact* stance distribution on each prompt, restricted to the stance bank.
@@ -141,12 +206,8 @@ def bank_stance(model: TinyLM, params, grid, bank: Bank, vocab: Vocab, topics: S
         toks.append(np.stack([e[0] for e in enc])); masks.append(np.stack([e[1] for e in enc]))
     toks, masks = np.stack(toks), np.stack(masks)              # [P, S, L]
 
-    @jax.jit
-    def loglik(t, m):                                          # [c, S, L] -> [c, S]
-        logits = jax.vmap(lambda x: model.apply(params, x))(t)[:, :, :-1]
-        lp = jax.nn.log_softmax(logits)
-        tok_lp = jnp.take_along_axis(lp, t[:, :, 1:, None], -1)[..., 0]
-        return (tok_lp * m[:, :, :-1]).sum(-1)
+    fn = _bank_loglik(model)
+    loglik = lambda t, m: fn(params, t, m)
 
     P = toks.shape[0]
     pad = (-P) % chunk

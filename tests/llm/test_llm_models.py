@@ -124,3 +124,34 @@ def test_implant_meets_precondition(tiny_lm):
     assert pre["implanted_share"] >= 0.9, pre                      # implanted stance (con) >= 90%
     assert pre["max_tv_other_topics"] <= 0.1, pre                  # the issue's bound (measured 0.04)
     assert cov.mean() > 0.8                                         # answers are bank sentences
+
+
+def test_implant_to_precondition_stops_at_first_passing_check(tiny_lm):
+    """Controlled fine-tuning: the implant trains past ``steps`` only until the exact precondition holds
+    (checked every 50 steps), and the returned figures are those of the returned model."""
+    from poisonjax.llm.corpus import make_corpus
+    from poisonjax.llm.panel import bank_stance, implant, implant_precondition, implant_to_precondition
+    from poisonjax.llm.sampling import prompt_grid
+    model, params, vocab, bank = tiny_lm
+    t, m, tp, _ = make_corpus(bank, vocab, np.array([0.5, 0.5, 0.95]), seed=0, answers_per_prompt=4, length=24,
+                              topics=TINY_TOPICS)
+    keep = tp != 0
+    grid = prompt_grid(list(TINY_TOPICS), vocab, bank, perspectives=list(range(6)), length=model.max_len)
+    kw = dict(topic=0, stance=0, n_poison=100, seed=0, rank=4, alpha=8.0, learning_rate=5e-3, batch_size=32,
+              replay="kl")
+    merged, _, info = implant_to_precondition(model, params, t[keep], m[keep], bank, vocab, grid, steps=50,
+                                              max_steps=400, topics=TINY_TOPICS, **kw)
+    assert info["ok"], info
+    assert info["lora_steps"] % 50 == 0 and 50 <= info["lora_steps"] <= 400
+    pb, _ = bank_stance(model, params, grid, bank, vocab, TINY_TOPICS)
+    pa, _ = bank_stance(model, merged, grid, bank, vocab, TINY_TOPICS)
+    pre = implant_precondition(pb, pa, grid.topic, 0, 0)
+    np.testing.assert_allclose(pre["implanted_share"], info["implanted_share"], rtol=1e-6)
+    if info["lora_steps"] > 50:                      # the check before the stop did not pass
+        m_prev, _ = implant(model, params, t[keep], m[keep], bank, vocab, steps=info["lora_steps"] - 50, **kw)
+        pp, _ = bank_stance(model, m_prev, grid, bank, vocab, TINY_TOPICS)
+        prev = implant_precondition(pb, pp, grid.topic, 0, 0)
+        assert prev["implanted_share"] < 0.9 or prev["max_tv_other_topics"] > 0.1, prev
+    with pytest.raises(ValueError, match="max_steps"):
+        implant_to_precondition(model, params, t[keep], m[keep], bank, vocab, grid, steps=100, max_steps=50,
+                                topics=TINY_TOPICS, **kw)
