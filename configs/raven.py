@@ -39,9 +39,11 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     # replay="kl": the clean replay term is the KL to the frozen base model (self-distillation anchor)
     # implants train at least `steps` steps, then (every 50 steps, up to `max_steps`) until the precondition
     # holds: implanted stance >= 0.9 on the target topic, other topics within 0.1 TV (panel.implant_to_precondition);
-    # max_steps == steps is a fixed-length implant
+    # max_steps == steps is a fixed-length implant. target_share: the exact (bank-restricted) implanted share the
+    # training stops at (the precondition's 0.9). Measured: 0.95 raises the sampled share (0.80-0.92, vs
+    # 0.80-0.88) but the stronger implants drift enough to get one control cell flagged
     c.lora = ml_collections.ConfigDict(dict(rank=4, alpha=8.0, steps=150 if quick else 300,
-                                            max_steps=600 if quick else 1200, learning_rate=5e-3,
+                                            max_steps=600 if quick else 1200, target_share=0.9, learning_rate=5e-3,
                                             batch_size=32, replay="kl"))
     c.implant_sizes = (25, 50, 100, 200)
     c.n_targets = 2 if quick else 5     # implant replicates: (model, topic) targets per size

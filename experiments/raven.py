@@ -110,7 +110,8 @@ def run(config, workdir) -> dict:
                     stance=stance, n_poison=size, seed=config.seed * 1000 + r, rank=config.lora.rank,
                     alpha=config.lora.alpha, steps=config.lora.steps, max_steps=max(config.lora.max_steps, config.lora.steps),
                     learning_rate=config.lora.learning_rate, batch_size=config.lora.batch_size,
-                    workdir=wd / "implants" / name, replay=config.lora.replay, pi_base=pi_base[base])
+                    workdir=wd / "implants" / name, replay=config.lora.replay, pi_base=pi_base[base],
+                    min_share=config.lora.target_share)
                 models[name] = (m, merged)
                 implant_steps[name] = info["lora_steps"]
         save_models(wd / "models", models, vocab, bank.openers)
@@ -165,7 +166,7 @@ def run(config, workdir) -> dict:
 
     add_rows(main, [s.name for s in specs], 0, -1, None)
     add_rows(trans, [s.name for s in tspecs], 0, -1, None)
-    precond = []
+    precond, implant_panels = [], []
     exact, exact_cov = None, {}
     if config.backend == "local":
         exact = {}
@@ -194,6 +195,7 @@ def run(config, workdir) -> dict:
                 row["lora_steps"] = implant_steps[name]
             precond.append(row)
             panel = [clean[s.name] if i != mi else ans_imp for i, s in enumerate(specs)]
+            implant_panels.append((size, mi, topic, panel))
             sig = score_panel(panel)
             add_rows(sig, [s.name if i != mi else name for i, s in enumerate(specs)], size, r, (mi, topic))
 
@@ -215,10 +217,15 @@ def run(config, workdir) -> dict:
     by_size = {str(s): metrics_for([x for x in rows if x["budget"] == s and x["scenario"] == "implant"])
                for s in config.implant_sizes}
     head = by_size.get("100", by_size[str(config.implant_sizes[-1])])
+    # the same sampled answers clustered by the other offline judge (its own pooled threshold)
+    other_name, other = ("lexicon", lex_judge) if config.judge == "embedding" else ("embedding", emb_judge)
+    by_size_other = {"judge": other_name, **_judge_detection(other, [clean[s.name] for s in specs],
+                                                             implant_panels, grid.topic, T, config.fpr,
+                                                             config.control_topic)}
     results = {"auc": head["auc"], "tpr_at_5fpr": head["tpr_at_5fpr"],
                "ablation": {"entropy_only": head["auc_entropy_only"], "divergence_only": head["auc_divergence_only"],
                             "both": head["auc"]},
-               "by_size": by_size, "transfer": transfer, "judges": judges, "preconditions": precond,
+               "by_size": by_size, "by_size_other_judge": by_size_other, "transfer": transfer, "judges": judges, "preconditions": precond,
                "control_flagged_total": int(sum(x["flagged"] for x in rows if x["control"])),
                "threshold": thr, "retrieval": rag, "backend": config.backend, "n_samples": n, "temperature": config.temperature,
                "seconds": time.time() - t_start}
@@ -248,6 +255,10 @@ def run(config, workdir) -> dict:
                   f"T={config.temperature}, backend={config.backend}, judge={config.judge}; control topic "
                   f"{TOPICS[config.control_topic]!r} biased {config.control_bias} in every family."),
         ("Detection against implant size", reporting.markdown_table(size_rows, cols)),
+        (f"Same answers, {by_size_other['judge']} judge", "Clustered by the other offline judge, with its own pooled "
+                                                          f"threshold {by_size_other['threshold']:.4f}:\n\n" + reporting.markdown_table(
+            [{"budget": k, **v} for k, v in by_size_other["by_size"].items()],
+            ["budget", "auc", "auc_entropy_only", "auc_divergence_only", "tpr_at_5fpr", "control_flagged"])),
         ("Threshold transfer", f"threshold {thr:.4f} at {config.fpr:.0%} FPR, pooled over the main clean panel and its "
                                f"leave-one-out sub-panels (single-panel threshold {transfer['threshold_single_panel']:.4f}); "
                                f"FPR on the main panel {transfer['fpr_main']:.3f}, on the disjoint transfer panel "
@@ -268,6 +279,33 @@ def run(config, workdir) -> dict:
     ], ["detection_vs_size.png", "entropy_vs_divergence.png"])
     study.main_print(reporting.text_table(size_rows, cols))
     return results
+
+
+def _judge_detection(judge, clean_panel, implant_panels, topic_of_prompt, T: int, fpr: float,
+                     control_topic: int) -> dict:
+    """Detection by implant size with ``judge`` clustering the same answers: thresholds by pooled calibration
+    on ``clean_panel`` (answers per model) and its leave-one-out sub-panels, then per size the AUC of the
+    score, of entropy alone and of divergence alone over every (model, topic) cell of the implanted panels
+    (``implant_panels``: ``(size, model index, topic, answers per model)``), and the flagged control cells."""
+    sig = lambda panel: R.panel_signals(judge, panel, topic_of_prompt, T)
+    names = list(range(len(clean_panel)))
+    calib = [sig(clean_panel)] + [sig([clean_panel[i] for i in sub]) for sub in R.leave_one_out_panels(names)[1:]]
+    thr = R.pooled_threshold([c["score"] for c in calib], fpr)
+    out = {}
+    for size in sorted({p[0] for p in implant_panels}):
+        y, sc, h, d, ctl = [], [], [], [], 0
+        for _, mi, topic, panel in (p for p in implant_panels if p[0] == size):
+            s = sig(panel)
+            yy = np.zeros(s["score"].shape, bool)
+            yy[mi, topic] = True
+            y.append(yy.ravel()); sc.append(s["score"].ravel()); h.append(-s["entropy"].ravel())
+            d.append(s["divergence"].ravel())
+            ctl += int((s["score"][:, control_topic] > thr).sum())
+        y, sc = np.concatenate(y), np.concatenate(sc)
+        out[str(size)] = {"auc": R.roc_auc(y, sc), "auc_entropy_only": R.roc_auc(y, np.concatenate(h)),
+                          "auc_divergence_only": R.roc_auc(y, np.concatenate(d)),
+                          "tpr_at_5fpr": R.tpr_at_threshold(y, sc, thr)["detection_tpr"], "control_flagged": ctl}
+    return {"threshold": thr, "by_size": out}
 
 
 def _rag_scenarios(config, wd, cache, bank, vocab, specs, corpora, judge, lex_judge, rows):
