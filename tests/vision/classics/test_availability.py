@@ -93,6 +93,25 @@ def test_availability_on_cifar10_convnet_vs_random_noise():
 
 
 @pytest.mark.slow
+@pytest.mark.requires_data("cifar10_20k")
+def test_availability_on_cifar10_20k_meets_the_30_point_criterion():
+    """Issue 22's criterion in the paper variant's setting: CIFAR-10 20k (10,000 training images, all
+    perturbed), ConvNet victims 30 epochs, eps 8/255: class-wise error-minimizing and class-targeted
+    error-maximizing noise cost at least 30 points more test accuracy than uniform noise. Measured on the
+    busy Xeon: 34.6 / 33.9 points (study, `poisonjax run classics --variant paper`) and 31.7 / 35.0 with
+    other crafting and victim seeds. About 15 min on 2 idle cores."""
+    from poisonjax.data.images import load_image_dataset
+    from poisonjax.vision.classics.compare import availability_comparison
+    data = load_image_dataset("cifar10_20k")
+    e = 8 / 255
+    r = availability_comparison(data, jax.random.PRNGKey(0), eps_values=(e,), attacks=("error_min_class", "error_max"),
+                                model="convnet", n_victims=1, victim_epochs=30, rounds=10, pgd_steps=1, lr=1e-3,
+                                em_step_fraction=0.25, max_steps=10)
+    assert r[e]["drop_vs_random"]["error_min_class"] >= 0.30, r
+    assert r[e]["drop_vs_random"]["error_max"] >= 0.30, r
+
+
+@pytest.mark.slow
 def test_availability_vs_random_noise_on_digits_reports_both():
     """Measures (does not assert) the issue's criterion; asserts only that every number is produced."""
     from poisonjax.data.images import load_digits
