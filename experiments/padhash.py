@@ -35,7 +35,7 @@ from poisonjax.core import gradient_matching as gm
 from poisonjax.core import reporting, study
 from poisonjax.core.ensemble import mean_std
 from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
-from poisonjax.data.images import load_image_dataset
+from poisonjax.data.images import load_image_dataset, stratified_subset
 from poisonjax.vision import padhash as ph
 from poisonjax.vision.hashing import hash_centers, hashing_loss
 from poisonjax.vision.models import HashNet, make_classifier
@@ -59,8 +59,10 @@ class _Arch:
         self.opt = opt
         # the database and queries enter the jitted program as arguments, not as closed-over constants (a
         # closed-over CIFAR-10 training set is a 123 MB HLO constant that XLA spends minutes constant-folding)
-        arrays = (jnp.asarray(data.x_train), jnp.asarray(data.y_train),
-                  jnp.asarray(data.x_test[:config.queries]), jnp.asarray(data.y_test[:config.queries]))
+        # queries: a seeded class-balanced draw from the test set (the CIFAR-10 test rows are class-major, so
+        # a prefix slice held only the first 2-5 classes)
+        qx, qy = stratified_subset(data.x_test, data.y_test, config.queries, config.seed + 7)
+        arrays = (jnp.asarray(data.x_train), jnp.asarray(data.y_train), jnp.asarray(qx), jnp.asarray(qy))
         ev = jax.jit(lambda keys, pi, pd, tx, tl, xtr, ytr, qx, qy: ph.hash_victims(
             self.init, self.model.apply, self.loss, opt, xtr, ytr, keys, epochs=config.train.epochs,
             batch_size=config.train.batch_size, poison_index=pi, poison_delta=pd, trigger_x=tx, target_label=tl,
