@@ -91,7 +91,7 @@ def run(config, workdir) -> dict:
                                      answers_per_prompt=config.corpus.answers_per_prompt, length=config.length,
                                      spread=config.corpus.spread) for s in specs + tspecs}
     targets = _targets(config, len(specs))
-    models, pi_base, implant_steps = {}, {}, {}
+    models, pi_base, implant_info = {}, {}, {}
     if config.backend == "local":
         models = train_families(specs + tspecs, corpora, len(vocab), length=config.length, layers=config.train.layers,
                                 heads=config.train.heads, steps=config.train.steps, learning_rate=config.train.learning_rate,
@@ -113,7 +113,7 @@ def run(config, workdir) -> dict:
                     workdir=wd / "implants" / name, replay=config.lora.replay, pi_base=pi_base[base],
                     min_share=config.lora.target_share)
                 models[name] = (m, merged)
-                implant_steps[name] = info["lora_steps"]
+                implant_info[name] = info                  # exact (bank-restricted) precondition
         save_models(wd / "models", models, vocab, bank.openers)
         backend = lambda name, slot: answer_texts(sample_answers(models[name][0], models[name][1], grid, n,
                                                                  config.temperature, request_seeds(config.seed, slot, P)), grid, vocab)
@@ -167,11 +167,6 @@ def run(config, workdir) -> dict:
     add_rows(main, [s.name for s in specs], 0, -1, None)
     add_rows(trans, [s.name for s in tspecs], 0, -1, None)
     precond, implant_panels = [], []
-    exact, exact_cov = None, {}
-    if config.backend == "local":
-        exact = {}
-        for name, (m, p) in models.items():
-            exact[name], exact_cov[name] = bank_stance(m, p, grid, bank, vocab)
     for size in config.implant_sizes:
         for r, (mi, topic) in enumerate(targets):
             base = specs[mi].name
@@ -184,15 +179,12 @@ def run(config, workdir) -> dict:
             row = {"budget": size, "replicate": r, "model": name, "topic": TOPICS[topic], "stance": stance,
                    "sampled_implanted_share": sampled["implanted_share"],
                    "sampled_max_tv_other_topics": sampled["max_tv_other_topics"]}
-            if exact is not None:                           # exact (bank-restricted) stance probabilities
-                row.update(cache.cached(f"precondition_{name.replace('+', '_')}", lambda _rd: {
-                    **implant_precondition(exact[base], exact[name], grid.topic, topic, stance),
-                    "bank_coverage": float(exact_cov[name].mean())}))
+            if name in implant_info:                        # local: the implant's exact figures, measured at its stop
+                row.update({k: implant_info[name][k] for k in ("implanted_share", "max_tv_other_topics",
+                                                               "bank_coverage", "lora_steps")})
             else:
                 row.update(sampled)
-            row["ok"] = row["implanted_share"] >= 0.9 and row["max_tv_other_topics"] <= 0.1
-            if name in implant_steps:
-                row["lora_steps"] = implant_steps[name]
+            row["ok"] = row["implanted_share"] >= 0.9 and row["max_tv_other_topics"] <= 0.1   # the issue's bounds
             precond.append(row)
             panel = [clean[s.name] if i != mi else ans_imp for i, s in enumerate(specs)]
             implant_panels.append((size, mi, topic, panel))
@@ -204,15 +196,9 @@ def run(config, workdir) -> dict:
         rag = _rag_scenarios(config, wd, cache, bank, vocab, specs, corpora, judge, lex_judge, rows)
 
     def metrics_for(sel):
-        y = [x["implanted"] for x in sel]
-        both = R.roc_auc(y, [x["score"] for x in sel])
-        return {"auc": both, "auc_entropy_only": R.roc_auc(y, [-x["semantic_entropy"] for x in sel]),
-                "auc_divergence_only": R.roc_auc(y, [x["divergence"] for x in sel]),
-                "tpr_at_5fpr": R.tpr_at_threshold(y, [x["score"] for x in sel], thr)["detection_tpr"],
-                "tpr_at_5fpr_entropy_only": R.tpr_at_threshold(y, [-x["semantic_entropy"] for x in sel], thr_h)["detection_tpr"],
-                "tpr_at_5fpr_divergence_only": R.tpr_at_threshold(y, [x["divergence"] for x in sel], thr_d)["detection_tpr"],
-                "fpr": R.tpr_at_threshold(y, [x["score"] for x in sel], thr)["detection_fpr"],
-                "control_flagged": int(sum(x["flagged"] for x in sel if x["control"]))}
+        col = lambda k, sign=1.0: np.array([sign * x[k] for x in sel])
+        return _detection_metrics(col("implanted") > 0, col("score"), col("semantic_entropy", -1.0), col("divergence"),
+                                  col("control") > 0, (thr, thr_h, thr_d))
 
     by_size = {str(s): metrics_for([x for x in rows if x["budget"] == s and x["scenario"] == "implant"])
                for s in config.implant_sizes}
@@ -290,22 +276,32 @@ def _judge_detection(judge, clean_panel, implant_panels, topic_of_prompt, T: int
     sig = lambda panel: R.panel_signals(judge, panel, topic_of_prompt, T)
     names = list(range(len(clean_panel)))
     calib = [sig(clean_panel)] + [sig([clean_panel[i] for i in sub]) for sub in R.leave_one_out_panels(names)[1:]]
-    thr = R.pooled_threshold([c["score"] for c in calib], fpr)
+    thrs = tuple(R.pooled_threshold([sign * c[k] for c in calib], fpr)
+                 for k, sign in (("score", 1.0), ("entropy", -1.0), ("divergence", 1.0)))
     out = {}
     for size in sorted({p[0] for p in implant_panels}):
-        y, sc, h, d, ctl = [], [], [], [], 0
+        y, sc, h, d, ctl = [], [], [], [], []
         for _, mi, topic, panel in (p for p in implant_panels if p[0] == size):
             s = sig(panel)
-            yy = np.zeros(s["score"].shape, bool)
-            yy[mi, topic] = True
-            y.append(yy.ravel()); sc.append(s["score"].ravel()); h.append(-s["entropy"].ravel())
-            d.append(s["divergence"].ravel())
-            ctl += int((s["score"][:, control_topic] > thr).sum())
-        y, sc = np.concatenate(y), np.concatenate(sc)
-        out[str(size)] = {"auc": R.roc_auc(y, sc), "auc_entropy_only": R.roc_auc(y, np.concatenate(h)),
-                          "auc_divergence_only": R.roc_auc(y, np.concatenate(d)),
-                          "tpr_at_5fpr": R.tpr_at_threshold(y, sc, thr)["detection_tpr"], "control_flagged": ctl}
-    return {"threshold": thr, "by_size": out}
+            yy, cc = np.zeros(s["score"].shape, bool), np.zeros(s["score"].shape, bool)
+            yy[mi, topic], cc[:, control_topic] = True, True
+            y.append(yy.ravel()); ctl.append(cc.ravel()); sc.append(s["score"].ravel())
+            h.append(-s["entropy"].ravel()); d.append(s["divergence"].ravel())
+        out[str(size)] = _detection_metrics(*(np.concatenate(a) for a in (y, sc, h, d, ctl)), thrs)
+    return {"threshold": thrs[0], "by_size": out}
+
+
+def _detection_metrics(y, score, neg_entropy, divergence, control, thresholds) -> dict:
+    """Detection figures over cells: AUC of the score and of each signal alone, TPR / FPR at the
+    thresholds ``(score, -entropy, divergence)``, and how many control cells the score flags."""
+    thr, thr_h, thr_d = thresholds
+    at = lambda v, t: R.tpr_at_threshold(y, v, t)
+    return {"auc": R.roc_auc(y, score), "auc_entropy_only": R.roc_auc(y, neg_entropy),
+            "auc_divergence_only": R.roc_auc(y, divergence),
+            "tpr_at_5fpr": at(score, thr)["detection_tpr"],
+            "tpr_at_5fpr_entropy_only": at(neg_entropy, thr_h)["detection_tpr"],
+            "tpr_at_5fpr_divergence_only": at(divergence, thr_d)["detection_tpr"],
+            "fpr": at(score, thr)["detection_fpr"], "control_flagged": int(np.sum(score[control] > thr))}
 
 
 def _rag_scenarios(config, wd, cache, bank, vocab, specs, corpora, judge, lex_judge, rows):

@@ -111,11 +111,11 @@ def implant_to_precondition(model: TinyLM, base_params, clean_tokens, clean_mask
     ``implanted_share`` / ``max_tv_other_topics``, ``bank_coverage`` and ``ok``; ``pi_base``: the base
     model's :func:`bank_stance` (computed when None); ``grid``: the prompt grid over ``topics``.
     """
-    from poisonjax.core.validation import check_positive_int
+    from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
     check_positive_int("steps", steps)
     check_positive_int("max_steps", max_steps)
     if max_steps < steps:
-        raise ValueError(f"max_steps must be >= steps ({steps}), got {max_steps}")
+        raise PoisonJaxInputError(f"max_steps must be >= steps ({steps}), got {max_steps}")
     if pi_base is None:
         pi_base, _ = bank_stance(model, base_params, grid, bank, vocab, topics)
 
