@@ -75,40 +75,29 @@ def test_bad_eps_and_budget_are_one_line_errors(tiny):
 
 
 @pytest.mark.slow
-@pytest.mark.requires_data("cifar10_jpeg_subset")
-def test_availability_on_cifar10_convnet_vs_random_noise():
-    """The papers' setting (CIFAR-10, a CNN victim, 100 % of the training set perturbed, eps 8/255).
-    Measured (busy Xeon, 2,000 train images, ConvNet, 12 epochs): random noise 0.409, class-wise
-    error-minimizing 0.265, class-targeted error-maximizing 0.234; see the CL note for the other attacks. The issue's 30-point criterion
-    is not reachable here (clean accuracy ~0.41, chance 0.10), so this asserts a 8-point drop."""
+@pytest.mark.parametrize("name,epochs,min_drop", [
+    pytest.param("cifar10", 12, 0.08, marks=pytest.mark.requires_data("cifar10_jpeg_subset")),
+    pytest.param("cifar10_20k", 30, 0.30, marks=pytest.mark.requires_data("cifar10_20k"))])
+def test_availability_on_cifar10_convnet_vs_random_noise(name, epochs, min_drop):
+    """The papers' setting (CIFAR-10, a ConvNet victim, 100 % of the training set perturbed, eps 8/255):
+    class-wise error-minimizing and class-targeted error-maximizing noise vs uniform noise.
+
+    * ``cifar10`` (2,000 training images, 12 epochs). Measured (busy Xeon): random noise 0.409, class-wise
+      0.265, error-max 0.234; the issue's 30 points are out of reach there (clean ~0.41, chance 0.10), so
+      this asserts 8 points.
+    * ``cifar10_20k`` (10,000 training images, 30 epochs; the paper variant): issue 22's criterion, 30 points.
+      Measured: 34.6 / 33.9 points (study, `poisonjax run classics --variant paper`) and 31.7 / 35.0 with other
+      crafting and victim seeds. About 15 min on 2 idle cores.
+    """
     from poisonjax.data.images import load_image_dataset
     from poisonjax.vision.classics.compare import availability_comparison
-    data = load_image_dataset("cifar10")
+    data = load_image_dataset(name)
     e = 8 / 255
     r = availability_comparison(data, jax.random.PRNGKey(0), eps_values=(e,), attacks=("error_min_class", "error_max"),
-                                model="convnet", n_victims=1, victim_epochs=12, rounds=10, pgd_steps=1, lr=1e-3,
+                                model="convnet", n_victims=1, victim_epochs=epochs, rounds=10, pgd_steps=1, lr=1e-3,
                                 em_step_fraction=0.25, max_steps=10)
-    assert r[e]["drop_vs_random"]["error_min_class"] >= 0.08, r
-    assert r[e]["drop_vs_random"]["error_max"] >= 0.08, r
-
-
-@pytest.mark.slow
-@pytest.mark.requires_data("cifar10_20k")
-def test_availability_on_cifar10_20k_meets_the_30_point_criterion():
-    """Issue 22's criterion in the paper variant's setting: CIFAR-10 20k (10,000 training images, all
-    perturbed), ConvNet victims 30 epochs, eps 8/255: class-wise error-minimizing and class-targeted
-    error-maximizing noise cost at least 30 points more test accuracy than uniform noise. Measured on the
-    busy Xeon: 34.6 / 33.9 points (study, `poisonjax run classics --variant paper`) and 31.7 / 35.0 with
-    other crafting and victim seeds. About 15 min on 2 idle cores."""
-    from poisonjax.data.images import load_image_dataset
-    from poisonjax.vision.classics.compare import availability_comparison
-    data = load_image_dataset("cifar10_20k")
-    e = 8 / 255
-    r = availability_comparison(data, jax.random.PRNGKey(0), eps_values=(e,), attacks=("error_min_class", "error_max"),
-                                model="convnet", n_victims=1, victim_epochs=30, rounds=10, pgd_steps=1, lr=1e-3,
-                                em_step_fraction=0.25, max_steps=10)
-    assert r[e]["drop_vs_random"]["error_min_class"] >= 0.30, r
-    assert r[e]["drop_vs_random"]["error_max"] >= 0.30, r
+    assert r[e]["drop_vs_random"]["error_min_class"] >= min_drop, r
+    assert r[e]["drop_vs_random"]["error_max"] >= min_drop, r
 
 
 @pytest.mark.slow
