@@ -41,7 +41,7 @@ def main(argv=None):
 
     from poisonjax.data.images import ImageDataset, load_image_dataset, stratified_subset
     from poisonjax.vision.classics import compare
-    _machine.start()
+    machine = _machine.start()
     d = load_image_dataset("cifar10_20k")
     t0 = time.time()
     net, params = compare.train_surrogate(d, jax.random.PRNGKey(a.seed + 11), model="convnet",
@@ -63,6 +63,7 @@ def main(argv=None):
         out[m] = r[m]
         print(f"{m:18s} success {r[m]['success_rate']:.3f}  adversarial-class prob {r[m]['target_prob']:.3f}  "
               f"head clean accuracy {r[m]['clean_accuracy']:.3f}")
+    out["machine"] = machine.finish()
     if a.out:
         with open(a.out, "w") as f:
             json.dump(out, f, indent=1)
