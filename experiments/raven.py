@@ -71,7 +71,9 @@ def run(config, workdir) -> dict:
     dev, test = load_sst2("dev"), load_sst2("test")
     tx, ty = E.clear_stance(bank.rest_texts + dev.texts, list(bank.rest_labels) + list(dev.labels), bank.lexicon, config.entail.keep)
     hx, hy = E.clear_stance(test.texts, test.labels, bank.lexicon, config.entail.keep)
-    emb_judge = E.train_embedding_judge(tx, ty, n_pairs=config.entail.n_pairs, steps=config.entail.steps, seed=config.seed)
+    # the probed topics are read as <entity> (target anonymisation; entailment module doc)
+    emb_judge = E.train_embedding_judge(tx, ty, n_pairs=config.entail.n_pairs, steps=config.entail.steps,
+                                        seed=config.seed).with_entities(TOPICS)
     lex_judge = E.LexiconJudge(bank.lexicon)
     hp, hh, hl = E.stance_pairs(hx, hy, 2000, config.seed + 1)
     bank_texts = [s.format(e=TOPICS[i % T]) for i, s in enumerate(bank.pro + bank.con)]

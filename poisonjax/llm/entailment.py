@@ -8,7 +8,11 @@ modelled). Each judge maps ``premises`` (list of ``M`` str) and ``hypotheses`` (
 ``[M]`` probabilities; :meth:`Judge.matrix` gives the all-pairs ``[n, n]`` matrix batched.
 
 * :class:`EmbeddingJudge` -- a JAX classifier on sentence embeddings: a sentence's embedding is the
-  mean of learned word vectors :math:`u = \frac1{|s|}\sum_{w\in s} E_w`, its stance logit
+  mean of learned word vectors :math:`u = \frac1{|s|}\sum_{w\in s} E_w`, where every *entity* word (the
+  held-out training entities, and at inference the topics being probed: ``entities``) is read as one
+  shared token ``<entity>`` (target anonymisation, as in stance detection: the stance of "a gem of a X ."
+  must not depend on X; without it the judge read "a gem of a nuclear ." as *con* with probability
+  0.998, because "nuclear" alone had a con logit learnt from SST-2), its stance logit
   :math:`z(u) = w_2^\top \tanh(W_1 u + b_1) + b_2`, and
   :math:`P(a \Rightarrow b) = \sigma(z_a)\sigma(z_b) + (1-\sigma(z_a))(1-\sigma(z_b))`, trained with
   binary cross-entropy on pairs built from templates *disjoint from the LM corpus* (SST-2 sentences
@@ -87,16 +91,30 @@ def _stance_logit(params: EmbeddingParams, ids: jax.Array) -> jax.Array:
     return (jnp.tanh(u @ params.w1 + params.b1) @ params.w2)[:, 0] + params.b2
 
 
-class EmbeddingJudge(Judge):
-    """The trained JAX classifier (module doc). Build with :func:`train_embedding_judge`."""
+ENTITY = "<entity>"
 
-    def __init__(self, params: EmbeddingParams, vocab: Dict[str, int], max_words: int = 40):
+
+class EmbeddingJudge(Judge):
+    """The trained JAX classifier (module doc). Build with :func:`train_embedding_judge`; give the
+    topics being probed with :meth:`with_entities` (they are then read as ``<entity>``)."""
+
+    def __init__(self, params: EmbeddingParams, vocab: Dict[str, int], max_words: int = 40,
+                 entities: Sequence[str] = ()):
         self.params, self.vocab, self.max_words = params, vocab, max_words
+        self.entities = frozenset(entities)
+
+    def with_entities(self, entities: Sequence[str]) -> "EmbeddingJudge":
+        """The same judge, also reading every word of ``entities`` (e.g. the probed topics) as ``<entity>``."""
+        if isinstance(entities, str):
+            raise TypeError(f"entities must be a sequence of words, got the string {entities!r}")
+        return EmbeddingJudge(self.params, self.vocab, self.max_words, self.entities | frozenset(entities))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``[M, max_words]`` word ids (0 = padding or unknown; entity words -> the ``<entity>`` id)."""
         ids = np.zeros((len(texts), self.max_words), np.int32)
+        ent = self.vocab.get(ENTITY, 0)
         for i, t in enumerate(texts):
-            w = [self.vocab.get(x, 0) for x in t.split()][:self.max_words]
+            w = [ent if x in self.entities else self.vocab.get(x, 0) for x in t.split()][:self.max_words]
             ids[i, :len(w)] = w
         return ids
 
@@ -127,15 +145,17 @@ def stance_pairs(texts: Sequence[str], labels: Sequence[int], n_pairs: int, seed
 def train_embedding_judge(texts: Sequence[str], labels: Sequence[int], *, n_pairs: int = 6000, dim: int = 32,
                           hidden: int = 32, steps: int = 400, learning_rate: float = 0.02, seed: int = 0,
                           min_count: int = 2, weight_decay: float = 1e-4) -> EmbeddingJudge:
-    """Train the embedding classifier on pairs from ``texts`` / ``labels`` (full-batch Adam, BCE)."""
+    """Train the embedding classifier on pairs from ``texts`` / ``labels`` (full-batch Adam, BCE).
+    The held-out entities substituted into the pairs are read as one ``<entity>`` token (module doc)."""
     cnt = collections.Counter(w for t in texts for w in t.split())
-    vocab = {w: i + 1 for i, w in enumerate(sorted(w for w, c in cnt.items() if c >= min_count) + list(HELDOUT_ENTITIES))}
+    words = sorted(w for w, c in cnt.items() if c >= min_count and w not in HELDOUT_ENTITIES and w != ENTITY)
+    vocab = {w: i + 1 for i, w in enumerate(words + [ENTITY])}
     prem, hyp, y = stance_pairs(texts, labels, n_pairs, seed)
     k = jax.random.split(jax.random.PRNGKey(seed), 3)
     params = EmbeddingParams(jax.random.normal(k[0], (len(vocab) + 1, dim)) * 0.1,
                              jax.random.normal(k[1], (dim, hidden)) / np.sqrt(dim), jnp.zeros(hidden),
                              jax.random.normal(k[2], (hidden, 1)) / np.sqrt(hidden), jnp.zeros(()))
-    judge = EmbeddingJudge(params, vocab)
+    judge = EmbeddingJudge(params, vocab, entities=HELDOUT_ENTITIES)
     a, b, yy = jnp.asarray(judge.encode(prem)), jnp.asarray(judge.encode(hyp)), jnp.asarray(y)
     xs, ys = jnp.asarray(judge.encode(list(texts))), jnp.asarray(np.asarray(labels, np.float32))
     opt = optax.adamw(learning_rate, weight_decay=weight_decay)
