@@ -72,6 +72,8 @@ def _validate(c):
     for p in c.partitions:
         _parse_partition(p)
     check_fraction("config.min_asr", c.min_asr, low_inclusive=True)
+    check_fraction("config.soul.select_retain_tolerance", c.soul.select_retain_tolerance, low_inclusive=True,
+                   high_inclusive=True)
     U.soul.check_soul_config(_soul_cfg(c))
     for p in c.sweep_prune_fractions:
         check_fraction("config.sweep_prune_fractions entry", p, low_inclusive=True)
@@ -85,7 +87,7 @@ def _validate(c):
 def _soul_cfg(c, **over):
     kw = dict(prune_fraction=c.soul.prune_fraction, blend_alpha=c.soul.blend_alpha,
               finetune_rounds=c.soul.finetune_rounds, importance_reference=c.soul.importance_reference,
-              eps_relative=c.soul.eps_relative)
+              eps_relative=c.soul.eps_relative, ranking=c.soul.ranking)
     kw.update(over)
     return U.SoULConfig(**kw)
 
@@ -160,7 +162,7 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
                                           workdir=runs / "soul", train_fn=tf_r,
                                           client_chunk=config.client_chunk_size or None))
     sk = dict(prune_fraction=config.soul.prune_fraction, blend_alpha=config.soul.blend_alpha,
-              importance_reference=config.soul.importance_reference)
+              importance_reference=config.soul.importance_reference, ranking=config.soul.ranking)
     rows.append(_row(base, "soul_before_finetune", U.evaluate(apply, so.pruned_params, sc), **sk))
     rows.append(_row(base, "soul", U.evaluate(apply, so.params, sc), so.cost, seconds=s, **sk))
     ref = next(r for r in rows if r["method"] == "retrain")
@@ -182,21 +184,28 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
                 r["bytes_vs_retrain"] = r["bytes"] / ref["bytes"]
                 sweep.append(r)
     return {"rows": rows, "sweep_rows": sweep, "checks": _checks(rows, scenario, void), "void": bool(void),
-            "selection": select_soul_config(sweep) if sweep else None}
+            "selection": select_soul_config(sweep, config.soul.select_retain_tolerance) if sweep else None}
 
 
-def select_soul_config(sweep_rows):
-    r"""Choose SoUL's ``(prune_fraction, blend_alpha)`` from a sweep WITHOUT test data: maximise
-    :math:`J = \mathrm{retain\_accuracy} - \mathrm{forget\_accuracy}`, both measured on clients' own training
-    data (the remaining clients report their local accuracy, the forgotten clients' data are the ones SoUL's
-    statistics already read), i.e. keep the most utility while fitting the data to forget the least. Ties go to
-    the smaller ``p`` then the larger ``alpha`` (the milder edit). Test accuracy, ASR and MIA are not read.
-    Returns ``{"prune_fraction", "blend_alpha", "criterion", "table": [{p, alpha, J}]}``."""
+def select_soul_config(sweep_rows, retain_tolerance: float = 0.01):
+    r"""Choose SoUL's ``(prune_fraction, blend_alpha)`` from a sweep WITHOUT test data: among the sweep points
+    whose retained accuracy is within ``retain_tolerance`` of the sweep's best,
+    :math:`\mathrm{retain} \ge \max \mathrm{retain} - \tau`, maximise
+    :math:`J = \mathrm{retain\_accuracy} - \mathrm{forget\_accuracy}`. Both are measured on clients' own
+    training data (the remaining clients report their local accuracy; the forgotten clients' data are the ones
+    SoUL's statistics already read): keep the utility, then fit the data to forget the least. Ties go to the
+    smaller ``p`` then the larger ``alpha`` (the milder edit). Test accuracy, ASR and MIA are not read.
+    Returns ``{"prune_fraction", "blend_alpha", "criterion", "table": [{p, alpha, J, feasible}]}``."""
+    tol = check_fraction("retain_tolerance", retain_tolerance, low_inclusive=True, high_inclusive=True)
+    best_retain = max(r["retain_accuracy"] for r in sweep_rows)
     table = [{"prune_fraction": r["prune_fraction"], "blend_alpha": r["blend_alpha"],
-              "J": r["retain_accuracy"] - r["forget_accuracy"]} for r in sweep_rows]
-    best = max(table, key=lambda t: (round(t["J"], 6), -t["prune_fraction"], t["blend_alpha"]))
+              "J": r["retain_accuracy"] - r["forget_accuracy"],
+              "feasible": bool(r["retain_accuracy"] >= best_retain - tol - 1e-12)} for r in sweep_rows]
+    best = max((t for t in table if t["feasible"]),
+               key=lambda t: (round(t["J"], 6), -t["prune_fraction"], t["blend_alpha"]))
     return {"prune_fraction": best["prune_fraction"], "blend_alpha": best["blend_alpha"],
-            "criterion": "max retain_accuracy - forget_accuracy (clients' training data; no test data)",
+            "criterion": f"max retain_accuracy - forget_accuracy subject to retain_accuracy >= best - {tol:g} "
+                         "(clients' training data; no test data)",
             "table": table}
 
 

@@ -16,8 +16,13 @@ clients :math:`K` to forget:
    :math:`\epsilon` alone the top scores go to near-dead units (:math:`a^f \approx 10^{-3}`,
    :math:`a^r \approx 0`) whose removal changes nothing (measured on digits: pruning 5% of the units
    left the backdoor untouched). ``eps_relative=0`` gives the plain ratio.
-3. **Selective pruning**: the top ``prune_fraction`` :math:`p` of each layer's units by :math:`r_u` are
-   removed (kernel columns and biases zeroed): :math:`\theta^{u} = \theta \odot m`.
+3. **Selective pruning**: the top ``prune_fraction`` :math:`p` of units by :math:`r_u` are removed
+   (kernel columns and biases zeroed): :math:`\theta^{u} = \theta \odot m`. ``ranking="global"`` (default)
+   ranks all units of all layers together; ``"layer"`` removes :math:`p` of every layer. Global is the
+   default because a conv channel's ratio (its activation averaged over all positions) dilutes a small
+   trigger: on the MNIST CNN the channels' ratios all lie in 0.9-1.1 while the dense units' reach 11, so
+   forcing :math:`p` of every conv layer removes channels that carry nothing specific to the forget data
+   (measured: same ASR after fine-tuning, 0.8 points less retained accuracy at :math:`p = 0.2`).
 4. **Server blend**: :math:`\hat\theta = \alpha\,\theta + (1 - \alpha)\,\theta^{u}` (``blend_alpha``
    :math:`\alpha`); since :math:`\theta^u = \theta \odot m`, this scales the pruned units' weights by
    :math:`\alpha` and leaves every other weight unchanged.
@@ -55,6 +60,7 @@ from poisonjax.federated.unlearning import costs as C
 from poisonjax.federated.unlearning.scenario import Scenario, UnlearningModel, continue_from, subset_clients
 
 IMPORTANCE_REFERENCES = ("clients", "server")
+RANKINGS = ("global", "layer")
 
 
 class SoULConfig(NamedTuple):
@@ -62,7 +68,8 @@ class SoULConfig(NamedTuple):
     ``blend_alpha`` :math:`\\alpha \\in [0, 1]` (weight of the original global model in the blend),
     ``finetune_rounds`` :math:`R \\ge 0`, ``importance_reference`` (``"clients"``: retain statistics
     from the remaining clients' data; ``"server"``: from the server's proxy set), ``eps`` (absolute) and ``eps_relative`` (times the layer's mean
-    retain activation) in the ratio's denominator."""
+    retain activation) in the ratio's denominator, ``ranking`` (``"global"``: the top :math:`p` of all
+    units of all layers by :math:`r_u`; ``"layer"``: the top :math:`p` of each layer)."""
 
     prune_fraction: float = 0.05
     blend_alpha: float = 0.3
@@ -70,6 +77,7 @@ class SoULConfig(NamedTuple):
     importance_reference: str = "clients"
     eps: float = 1e-8
     eps_relative: float = 0.1
+    ranking: str = "global"
 
 
 def check_soul_config(cfg: SoULConfig) -> SoULConfig:
@@ -78,6 +86,7 @@ def check_soul_config(cfg: SoULConfig) -> SoULConfig:
     a = check_fraction("blend_alpha", cfg.blend_alpha, low_inclusive=True, high_inclusive=True)
     r = check_positive_int("finetune_rounds", cfg.finetune_rounds, minimum=0)
     check_choice("importance_reference", cfg.importance_reference, IMPORTANCE_REFERENCES)
+    check_choice("ranking", cfg.ranking, RANKINGS)
     if not (float(cfg.eps) >= 0 and float(cfg.eps_relative) >= 0):
         raise PoisonJaxInputError(f"eps and eps_relative must be >= 0, got {cfg.eps} and {cfg.eps_relative}")
     return cfg._replace(prune_fraction=p, blend_alpha=a, finetune_rounds=r)
@@ -149,25 +158,43 @@ def live_units(params, layer: str) -> np.ndarray:
     return alive
 
 
-def soul_masks(params, scores: Mapping[str, jax.Array], prune_fraction: float) -> Dict[str, jax.Array]:
-    r"""Keep-masks removing the top ``prune_fraction`` of each layer's units by ``scores``
-    (:func:`~poisonjax.core.pruning.topk_unit_mask`, per layer); units already dead are never chosen.
+def soul_masks(params, scores: Mapping[str, jax.Array], prune_fraction: float,
+               ranking: str = "global") -> Dict[str, jax.Array]:
+    r"""Keep-masks removing the top ``prune_fraction`` :math:`p` of units by ``scores``
+    (:func:`~poisonjax.core.pruning.topk_unit_mask`): ``ranking="layer"`` removes
+    :math:`\mathrm{round}(p\,U_\ell)` units of each layer :math:`\ell`; ``ranking="global"`` removes the
+    :math:`\mathrm{round}(p \sum_\ell U_\ell)` units with the highest ratios wherever they are. Units
+    already dead are never chosen.
 
     Raises:
-      PoisonJaxInputError: ``prune_fraction`` outside [0, 1], or pruning would leave a layer with no
-        live unit.
+      PoisonJaxInputError: ``prune_fraction`` outside [0, 1], ``ranking`` unknown, or pruning would leave a
+        layer with no live unit.
     """
     p = check_fraction("prune_fraction", prune_fraction, low_inclusive=True, high_inclusive=True)
-    safe = {}
+    check_choice("ranking", ranking, RANKINGS)
+    safe, alive_of = {}, {}
     for layer, s in scores.items():
         alive = live_units(params, layer)
+        alive_of[layer] = alive
         n = int(round(p * alive.size))
-        if int(alive.sum()) - n < 1:
+        if ranking == "layer" and int(alive.sum()) - n < 1:
             raise PoisonJaxInputError(f"prune_fraction={p} would leave layer {layer!r} with "
                                       f"{int(alive.sum()) - n} live units ({int(alive.sum())} of {alive.size} alive); "
                                       "lower prune_fraction")
         safe[layer] = jnp.where(jnp.asarray(alive), jnp.asarray(s), -jnp.inf)
-    return topk_unit_mask(safe, p, per_layer=True, largest=True, min_keep=0)
+    if ranking == "layer":
+        return topk_unit_mask(safe, p, per_layer=True, largest=True, min_keep=0)
+    total, live = sum(a.size for a in alive_of.values()), sum(int(a.sum()) for a in alive_of.values())
+    if int(round(p * total)) > live:
+        raise PoisonJaxInputError(f"prune_fraction={p} would prune {int(round(p * total))} units but only {live} of "
+                                  f"{total} are alive; lower prune_fraction")
+    masks = topk_unit_mask(safe, p, per_layer=False, largest=True, min_keep=0)
+    for layer, m in masks.items():
+        left = int(np.sum(np.asarray(m) * alive_of[layer]))
+        if left < 1:
+            raise PoisonJaxInputError(f"prune_fraction={p} (global ranking) would leave layer {layer!r} with no live "
+                                      "unit; lower prune_fraction")
+    return masks
 
 
 def blend(global_params, unlearned_params, blend_alpha: float):
@@ -211,7 +238,7 @@ def soul_unlearn(model: UnlearningModel, sim, scenario: Scenario, params, cfg: S
         retain_stats, n_retain = server_unit_stats(model, params, d.x_aux), 0.0
         n_server, parties = int(np.shape(d.x_aux)[0]), 0
     scores = importance_scores(forget_stats, retain_stats, cfg.eps, cfg.eps_relative)
-    masks = soul_masks(params, scores, cfg.prune_fraction)
+    masks = soul_masks(params, scores, cfg.prune_fraction, cfg.ranking)
     unlearned = {**params, "params": apply_unit_mask(params["params"], masks)}
     start = blend(params, unlearned, cfg.blend_alpha)
     remaining = subset_clients(d, scenario.retain_ids)

@@ -147,3 +147,23 @@ def test_bad_input_one_line_errors(setup):
     xtr, ytr, xte, yte, c = S.load_centralised("digits")
     err(lambda: U.make_scenario(xtr, ytr, xte, yte, num_classes=c, scenario="forget_client", num_clients=6,
                                 forget_client=7), "forget_ids")
+
+
+def test_global_ranking_prunes_the_highest_ratios_across_layers():
+    """ranking="global" removes round(p * all units) units with the highest ratios wherever they are;
+    ranking="layer" removes p of every layer; an unknown ranking is a one-line error."""
+    params = {"params": {"A": {"kernel": jnp.ones((3, 10)), "bias": jnp.ones(10)},
+                         "B": {"kernel": jnp.ones((10, 30)), "bias": jnp.ones(30)}}}
+    scores = {"A": 100.0 + jnp.arange(10.0), "B": jnp.arange(30.0)}
+    g = U.soul_masks(params, scores, 0.2, ranking="global")          # 8 of 40 units, all in A
+    assert set(np.flatnonzero(np.asarray(g["A"]) == 0)) == set(range(2, 10))
+    assert np.all(np.asarray(g["B"]) == 1)
+    lay = U.soul_masks(params, scores, 0.2, ranking="layer")         # 2 of A, 6 of B
+    assert set(np.flatnonzero(np.asarray(lay["A"]) == 0)) == {8, 9}
+    assert set(np.flatnonzero(np.asarray(lay["B"]) == 0)) == set(range(24, 30))
+    with pytest.raises(PoisonJaxInputError, match="'A'"):             # would empty layer A
+        U.soul_masks(params, scores, 0.25, ranking="global")
+    with pytest.raises(PoisonJaxInputError, match="ranking"):
+        U.soul_masks(params, scores, 0.2, ranking="per-unit")
+    with pytest.raises(PoisonJaxInputError, match="ranking"):
+        U.soul.check_soul_config(U.SoULConfig(ranking="per-unit"))

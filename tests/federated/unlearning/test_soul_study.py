@@ -72,3 +72,10 @@ def test_selection_reads_no_test_metric():
     # same J: the milder edit (smaller p) wins
     tie = [dict(rows[0], forget_accuracy=0.61), dict(rows[1], retain_accuracy=0.97, forget_accuracy=0.61)]
     assert E.select_soul_config(tie)["prune_fraction"] == 0.05
+    # a point that loses more than the tolerance of retained accuracy is not eligible, whatever its J
+    drastic = rows + [dict(prune_fraction=0.3, blend_alpha=0.0, retain_accuracy=0.94, forget_accuracy=0.10, asr=0.0,
+                           accuracy=0.99, mia_auc=0.5)]
+    sel = E.select_soul_config(drastic, retain_tolerance=0.01)
+    assert (sel["prune_fraction"], sel["blend_alpha"]) == (0.10, 0.3)
+    assert [t["feasible"] for t in sel["table"]] == [True, True, True, False]
+    assert E.select_soul_config(drastic, retain_tolerance=0.05)["prune_fraction"] == 0.3
