@@ -102,7 +102,7 @@ def weidetect():
 
 
 def raven():
-    """Not yet run as a kill test (no CPU slot before the deadline); the study's runner parts are resumable."""
+    """Killed during the families' LM training (runner checkpoints at steps 100 and 200)."""
     c = _base("raven")
     c.families = (("famA", 16, 0, 0, 1.0), ("famB", 16, 1, 1, 0.8), ("famC", 16, 2, 2, 1.0))
     c.transfer_families = (("famE", 16, 10, 10, 1.0), ("famF", 16, 11, 11, 0.9))

@@ -31,7 +31,7 @@ def _resumes(wd):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
-    "soul", "opus_vfl", "classics", "vgae_attack", "geminiguard",
+    "soul", "opus_vfl", "classics", "vgae_attack", "geminiguard", "raven",
     pytest.param("weidetect", marks=pytest.mark.requires_data("nsl_kdd")),
 ])
 def test_killed_study_resumes_mid_cell_with_same_results(name, tmp_path):
