@@ -71,8 +71,8 @@ class SoULConfig(NamedTuple):
     retain activation) in the ratio's denominator, ``ranking`` (``"global"``: the top :math:`p` of all
     units of all layers by :math:`r_u`; ``"layer"``: the top :math:`p` of each layer)."""
 
-    prune_fraction: float = 0.05
-    blend_alpha: float = 0.3
+    prune_fraction: float = 0.2                 # the paper variant's default (configs/soul.py; README)
+    blend_alpha: float = 0.0
     finetune_rounds: int = 5
     importance_reference: str = "clients"
     eps: float = 1e-8
