@@ -74,7 +74,7 @@ def run(config, workdir) -> dict:
     # the probed topics are read as <entity> (target anonymisation; entailment module doc)
     emb_judge = E.train_embedding_judge(tx, ty, n_pairs=config.entail.n_pairs, steps=config.entail.steps,
                                         seed=config.seed).with_entities(TOPICS)
-    lex_judge = E.LexiconJudge(bank.lexicon)
+    lex_judge = E.LexiconJudge(bank.lexicon).with_entities(TOPICS)
     hp, hh, hl = E.stance_pairs(hx, hy, 2000, config.seed + 1)
     bank_texts = [s.format(e=TOPICS[i % T]) for i, s in enumerate(bank.pro + bank.con)]
     bp, bh, bl = E.stance_pairs(bank_texts, [1] * len(bank.pro) + [0] * len(bank.con), 2000, config.seed + 2)

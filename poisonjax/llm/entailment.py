@@ -19,7 +19,8 @@ modelled). Each judge maps ``premises`` (list of ``M`` str) and ``hypotheses`` (
   that are not in the LM's stance bank, with held-out entities substituted), plus the stance
   cross-entropy of the single sentences (the pair loss alone has a saddle at :math:`\sigma(z)=1/2`).
 * :class:`LexiconJudge` -- an independent signal: a sentence's stance probability is
-  :math:`\sigma(\beta \sum_w \ell(w))` with the SST-2 log-odds lexicon ``ell``; same pair formula.
+  :math:`\sigma(\beta \sum_w \ell(w))` with the SST-2 log-odds lexicon ``ell`` (entity words count 0:
+  "opera" alone has log-odds -0.62); same pair formula.
 * :class:`HTTPJudge` -- an LLM behind an OpenAI-compatible endpoint, asked
   ``"Premise: ... Hypothesis: ... Does the premise entail the hypothesis? Answer yes or no."``;
   probability = share of ``yes`` over ``n`` samples.
@@ -27,6 +28,7 @@ modelled). Each judge maps ``premises`` (list of ``M`` str) and ``hypotheses`` (
 from __future__ import annotations
 
 import collections
+import copy
 from typing import Dict, List, NamedTuple, Sequence
 
 import jax
@@ -42,9 +44,28 @@ def pair_probability(pa: jax.Array, pb: jax.Array) -> jax.Array:
     return pa * pb + (1 - pa) * (1 - pb)
 
 
+ENTITY = "<entity>"
+
+
 class Judge:
     """Interface: ``stance_prob(texts) -> [M]`` (probability of the *pro* stance) for the local
-    judges; ``entails(premises, hypotheses) -> [M]``; ``matrix(texts) -> [n, n]``."""
+    judges; ``entails(premises, hypotheses) -> [M]``; ``matrix(texts) -> [n, n]``. A local judge reads
+    every word of ``entities`` as ``<entity>`` (:meth:`with_entities`, :meth:`anonymise`)."""
+
+    entities: frozenset = frozenset()
+
+    def with_entities(self, entities: Sequence[str]) -> "Judge":
+        """A copy of this judge that also reads every word of ``entities`` (e.g. the probed topics) as
+        ``<entity>`` (target anonymisation, module doc)."""
+        if isinstance(entities, str):
+            raise TypeError(f"entities must be a sequence of words, got the string {entities!r}")
+        out = copy.copy(self)
+        out.entities = frozenset(self.entities) | frozenset(entities)
+        return out
+
+    def anonymise(self, text: str) -> List[str]:
+        """``text``'s words, each entity word replaced by ``<entity>``."""
+        return [ENTITY if w in self.entities else w for w in text.split()]
 
     def stance_prob(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
@@ -64,11 +85,11 @@ class Judge:
 class LexiconJudge(Judge):
     """Lexicon stance judge (module doc); ``beta`` scales the summed log-odds."""
 
-    def __init__(self, lexicon: Dict[str, float], beta: float = 1.0):
-        self.lexicon, self.beta = lexicon, beta
+    def __init__(self, lexicon: Dict[str, float], beta: float = 1.0, entities: Sequence[str] = ()):
+        self.lexicon, self.beta, self.entities = lexicon, beta, frozenset(entities)
 
     def stance_prob(self, texts):
-        s = np.array([lexicon_score(t, self.lexicon) for t in texts], np.float64)
+        s = np.array([lexicon_score(" ".join(self.anonymise(t)), self.lexicon) for t in texts], np.float64)
         return 1.0 / (1.0 + np.exp(-self.beta * s))
 
 
@@ -91,30 +112,20 @@ def _stance_logit(params: EmbeddingParams, ids: jax.Array) -> jax.Array:
     return (jnp.tanh(u @ params.w1 + params.b1) @ params.w2)[:, 0] + params.b2
 
 
-ENTITY = "<entity>"
-
-
 class EmbeddingJudge(Judge):
     """The trained JAX classifier (module doc). Build with :func:`train_embedding_judge`; give the
-    topics being probed with :meth:`with_entities` (they are then read as ``<entity>``)."""
+    topics being probed with :meth:`~Judge.with_entities` (they are then read as ``<entity>``)."""
 
     def __init__(self, params: EmbeddingParams, vocab: Dict[str, int], max_words: int = 40,
                  entities: Sequence[str] = ()):
         self.params, self.vocab, self.max_words = params, vocab, max_words
         self.entities = frozenset(entities)
 
-    def with_entities(self, entities: Sequence[str]) -> "EmbeddingJudge":
-        """The same judge, also reading every word of ``entities`` (e.g. the probed topics) as ``<entity>``."""
-        if isinstance(entities, str):
-            raise TypeError(f"entities must be a sequence of words, got the string {entities!r}")
-        return EmbeddingJudge(self.params, self.vocab, self.max_words, self.entities | frozenset(entities))
-
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """``[M, max_words]`` word ids (0 = padding or unknown; entity words -> the ``<entity>`` id)."""
         ids = np.zeros((len(texts), self.max_words), np.int32)
-        ent = self.vocab.get(ENTITY, 0)
         for i, t in enumerate(texts):
-            w = [ent if x in self.entities else self.vocab.get(x, 0) for x in t.split()][:self.max_words]
+            w = [self.vocab.get(x, 0) for x in self.anonymise(t)][:self.max_words]
             ids[i, :len(w)] = w
         return ids
 

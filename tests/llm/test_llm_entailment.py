@@ -11,7 +11,7 @@ def judges(tiny_bank):
     tx, ty = E.clear_stance(bank.rest_texts, bank.rest_labels, bank.lexicon, 0.5)
     from poisonjax.llm.corpus import TOPICS
     emb = E.train_embedding_judge(tx, ty, n_pairs=3000, steps=200, seed=0).with_entities(TOPICS)
-    return emb, E.LexiconJudge(bank.lexicon), bank
+    return emb, E.LexiconJudge(bank.lexicon).with_entities(TOPICS), bank
 
 
 def test_embedding_classifier_heldout_and_on_lm_bank(judges):
@@ -50,10 +50,12 @@ def test_embedding_judge_reads_the_topic_as_an_anonymous_entity(judges):
     """A stance sentence's probability does not depend on which probed topic fills its slot (the
     topics and the held-out entities are all read as <entity>); an unannounced word is read as itself."""
     from poisonjax.llm.corpus import HELDOUT_ENTITIES, TOPICS
-    emb, _, bank = judges
+    emb, lex, bank = judges
     for tpl in bank.pro[:5] + bank.con[:5]:
         p = emb.stance_prob([tpl.format(e=t) for t in TOPICS + HELDOUT_ENTITIES])
         np.testing.assert_allclose(p, p[0], rtol=1e-4, err_msg=tpl)
+        q = lex.stance_prob([tpl.format(e=t) for t in TOPICS])           # the lexicon judge too
+        np.testing.assert_allclose(q, q[0], rtol=1e-12, err_msg=tpl)
     ids = emb.encode(["a gem of a nuclear .", "a gem of a pizza ."])
     assert ids[0, 4] == ids[1, 4] == emb.vocab["<entity>"]
     bare = E.EmbeddingJudge(emb.params, emb.vocab)      # no entities announced
