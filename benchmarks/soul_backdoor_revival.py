@@ -60,11 +60,10 @@ def main(argv=None):
     grid = parse_grid(a.grid)
 
     import jax
-    import jax.numpy as jnp
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from configs.soul import get_config
     from experiments import soul as E
-    from poisonjax.core.pruning import apply_unit_mask, topk_unit_mask
+    from poisonjax.core.pruning import apply_unit_mask, unit_param_mask
     from poisonjax.federated import simulation as S
     from poisonjax.federated import unlearning as U
     from poisonjax.federated.unlearning import soul as SO
@@ -108,16 +107,10 @@ def main(argv=None):
         p, by_round = start, []
         for r in range(a.rounds):
             p, _ = U.continue_from(sim, rem, p, 1, seed=c.seed + 100 + r, train_fn=tf_r)
-            if masks is not None:
-                p = jax.tree.map(lambda x: x, p)
-                for layer, m in masks.items():
-                    node, ref = p["params"], start["params"]
-                    for part_ in layer.split("/"):
-                        node, ref = node[part_], ref[part_]
-                    keep = jnp.asarray(m).astype(bool)
-                    node["kernel"] = jnp.where(keep, node["kernel"], ref["kernel"])
-                    if "bias" in node:
-                        node["bias"] = jnp.where(keep, node["bias"], ref["bias"])
+            if masks is not None:          # pruned units (kernel columns, biases) back to their blended values
+                pm = unit_param_mask(start["params"], masks)
+                p = {**p, "params": jax.tree.map(lambda x, s0, m: m * x + (1 - m) * s0, p["params"],
+                                                 start["params"], pm)}
             by_round.append(ev(p)["asr"])
         return p, by_round
 

@@ -172,28 +172,15 @@ def soul_masks(params, scores: Mapping[str, jax.Array], prune_fraction: float,
     """
     p = check_fraction("prune_fraction", prune_fraction, low_inclusive=True, high_inclusive=True)
     check_choice("ranking", ranking, RANKINGS)
-    safe, alive_of = {}, {}
-    for layer, s in scores.items():
-        alive = live_units(params, layer)
-        alive_of[layer] = alive
-        n = int(round(p * alive.size))
-        if ranking == "layer" and int(alive.sum()) - n < 1:
-            raise PoisonJaxInputError(f"prune_fraction={p} would leave layer {layer!r} with "
-                                      f"{int(alive.sum()) - n} live units ({int(alive.sum())} of {alive.size} alive); "
-                                      "lower prune_fraction")
-        safe[layer] = jnp.where(jnp.asarray(alive), jnp.asarray(s), -jnp.inf)
-    if ranking == "layer":
-        return topk_unit_mask(safe, p, per_layer=True, largest=True, min_keep=0)
-    total, live = sum(a.size for a in alive_of.values()), sum(int(a.sum()) for a in alive_of.values())
-    if int(round(p * total)) > live:
-        raise PoisonJaxInputError(f"prune_fraction={p} would prune {int(round(p * total))} units but only {live} of "
-                                  f"{total} are alive; lower prune_fraction")
-    masks = topk_unit_mask(safe, p, per_layer=False, largest=True, min_keep=0)
-    for layer, m in masks.items():
-        left = int(np.sum(np.asarray(m) * alive_of[layer]))
+    alive = {layer: live_units(params, layer) for layer in scores}
+    safe = {layer: jnp.where(jnp.asarray(alive[layer]), jnp.asarray(s), -jnp.inf) for layer, s in scores.items()}
+    masks = topk_unit_mask(safe, p, per_layer=ranking == "layer", largest=True, min_keep=0)
+    for layer, m in masks.items():          # more units than are alive would reach the dead ones: same error
+        left = int(np.sum(np.asarray(m) * alive[layer]))
         if left < 1:
-            raise PoisonJaxInputError(f"prune_fraction={p} (global ranking) would leave layer {layer!r} with no live "
-                                      "unit; lower prune_fraction")
+            raise PoisonJaxInputError(f"prune_fraction={p} ({ranking} ranking) would leave layer {layer!r} with no "
+                                      f"live unit ({int(alive[layer].sum())} of {alive[layer].size} alive); "
+                                      "lower prune_fraction")
     return masks
 
 
