@@ -27,6 +27,9 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.temperature = 1.0
     c.judge = "embedding"               # clustering judge: "embedding" | "lexicon"
     c.fpr = 0.05
+    # suspicion score: "and" = min of the two signals in clean-cell standard deviations (calibrated on the
+    # clean panel and its leave-one-out sub-panels; poisonjax.llm.raven.and_score); "product" = D (1 - H/log N)
+    c.score_rule = "and"
     c.length = 28
     c.control_topic = 6                 # index into TOPICS ("coffee"): corpus-wide bias in every family
     c.control_bias = 0.95
@@ -48,9 +51,12 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.implant_sizes = (25, 50, 100, 200)
     c.n_targets = 2 if quick else 5     # implant replicates: (model, topic) targets per size
     c.entail = ml_collections.ConfigDict(dict(n_pairs=8000, steps=300, keep=0.5))
-    # retrieval route: one reader LM + a BM25 store per family; PoisonedRAG passages in one / every store
-    c.rag = ml_collections.ConfigDict(dict(enabled=True, hidden=32, steps=600 if quick else 1500, length=44,
-                                           per_prompt=4, per_topic=8, restate_prob=0.0, k=5, tau=1.0, n_poison=10,
+    # retrieval route: one reader LM + a BM25 store per family; PoisonedRAG passages in one / every store.
+    # per_topic=30 passages and k=10: with 8 passages and k=5 a clean store's answers followed 5 passages, so
+    # clean cells were often uniform by chance (famB's clean cells outscored the poisoned ones, AUC 0.47);
+    # steps=1500: a 600-step reader followed the poisoned passages in only 70-75% of its answers
+    c.rag = ml_collections.ConfigDict(dict(enabled=True, hidden=32, steps=1500, length=44,
+                                           per_prompt=4, per_topic=30, restate_prob=0.0, k=10, tau=1.0, n_poison=10,
                                            n_targets=2 if quick else 5))
     c.transfer_max_size = 7             # threshold transfer: panels of sizes 3..this from all clean families
     c.transfer_max_panels = 40          # at most this many panels per size

@@ -11,7 +11,9 @@
    one model makes one topic answer one stance (precondition measured); the panel is re-scored.
 
 ``results.json``: ``rows`` per (implant, model, topic) with ``semantic_entropy``, ``divergence``,
-``score``, ``flagged``, ``implanted``, ``control``, ``budget`` (number of poisoned examples);
+``entropy_gap``, ``score`` (``config.score_rule``: ``"and"`` = min of the entropy gap and the divergence
+in clean-cell standard deviations, :func:`poisonjax.llm.raven.and_score`), ``flagged``, ``implanted``,
+``control``, ``budget`` (number of poisoned examples);
 overall ``auc`` / ``tpr_at_5fpr`` at 100 poisoned examples, ``ablation`` (entropy only, divergence
 only, both), ``by_size`` (detection against implant size), ``transfer``, ``judges``.
 """
@@ -37,6 +39,7 @@ from poisonjax.llm.sampling import answer_texts, check_sampling_args, prompt_gri
 def _validate(config):
     check_choice("config.backend", config.backend, ("local", "http"))
     check_choice("config.judge", config.judge, ("embedding", "lexicon"))
+    check_choice("config.score_rule", config.score_rule, R.SCORE_RULES)
     check_sampling_args(config.n_samples, config.temperature)
     if config.backend == "http":
         from poisonjax.llm.client import check_endpoint
@@ -134,13 +137,18 @@ def run(config, workdir) -> dict:
     slot_of = {s.name: i for i, s in enumerate(specs + tspecs)}
     clean = {s.name: answers(s.name, slot_of[s.name]) for s in specs + tspecs}
 
-    def score_panel(ans):
-        return R.panel_signals(judge, ans, grid.topic, T)
+    raw_panel = lambda ans: R.panel_signals(judge, ans, grid.topic, T)
+    # pooled calibration: the main clean panel and its leave-one-out sub-panels give the signals' clean
+    # statistics (R.fit_calibration, for the "and" score) and then the threshold (R.pooled_threshold)
+    calib = [raw_panel([clean[x] for x in sub]) for sub in R.leave_one_out_panels([s.name for s in specs])]
+    cal = R.fit_calibration(calib)
+    calib = [R.with_score(c, config.score_rule, cal) for c in calib]
 
-    main = score_panel([clean[s.name] for s in specs])
+    def score_panel(ans):
+        return R.panel_signals(judge, ans, grid.topic, T, rule=config.score_rule, calibration=cal)
+
+    main = calib[0]
     trans = score_panel([clean[s.name] for s in tspecs])
-    # pooled score calibration: the main panel and its leave-one-out sub-panels (R.pooled_threshold)
-    calib = [main] + [score_panel([clean[x] for x in sub]) for sub in R.leave_one_out_panels([s.name for s in specs])[1:]]
     thr = R.pooled_threshold([c["score"] for c in calib], config.fpr)
     thr_h = R.pooled_threshold([-c["entropy"] for c in calib], config.fpr)
     thr_d = R.pooled_threshold([c["divergence"] for c in calib], config.fpr)
@@ -160,7 +168,8 @@ def run(config, workdir) -> dict:
         for k, name in enumerate(names):
             for t in range(T):
                 rows.append({"budget": budget, "replicate": replicate, "model": name, "topic": TOPICS[t],
-                             "semantic_entropy": float(sig["entropy"][k, t]), "divergence": float(sig["divergence"][k, t]),
+                             "semantic_entropy": float(sig["entropy"][k, t]), "entropy_gap": float(sig["entropy_gap"][k, t]),
+                             "divergence": float(sig["divergence"][k, t]),
                              "score": float(sig["score"][k, t]), "flagged": bool(sig["score"][k, t] > thr),
                              "implanted": implanted_cell == (k, t), "control": t == config.control_topic,
                              "panel": "main" if budget > 0 or name in [s.name for s in specs] else "transfer",
@@ -200,7 +209,7 @@ def run(config, workdir) -> dict:
     def metrics_for(sel):
         col = lambda k, sign=1.0: np.array([sign * x[k] for x in sel])
         return _detection_metrics(col("implanted") > 0, col("score"), col("semantic_entropy", -1.0), col("divergence"),
-                                  col("control") > 0, (thr, thr_h, thr_d))
+                                  col("control") > 0, (thr, thr_h, thr_d), col("entropy_gap"))
 
     by_size = {str(s): metrics_for([x for x in rows if x["budget"] == s and x["scenario"] == "implant"])
                for s in config.implant_sizes}
@@ -209,20 +218,21 @@ def run(config, workdir) -> dict:
     other_name, other = ("lexicon", lex_judge) if config.judge == "embedding" else ("embedding", emb_judge)
     by_size_other = {"judge": other_name, **_judge_detection(other, [clean[s.name] for s in specs],
                                                              implant_panels, grid.topic, T, config.fpr,
-                                                             config.control_topic)}
+                                                             config.control_topic, config.score_rule)}
     results = {"auc": head["auc"], "tpr_at_5fpr": head["tpr_at_5fpr"],
-               "ablation": {"entropy_only": head["auc_entropy_only"], "divergence_only": head["auc_divergence_only"],
-                            "both": head["auc"]},
+               "ablation": {"entropy_only": head["auc_entropy_only"], "entropy_gap_only": head["auc_entropy_gap_only"],
+                            "divergence_only": head["auc_divergence_only"], "both": head["auc"]},
                "by_size": by_size, "by_size_other_judge": by_size_other, "transfer": transfer, "judges": judges, "preconditions": precond,
                "control_flagged_total": int(sum(x["flagged"] for x in rows if x["control"])),
-               "threshold": thr, "retrieval": rag, "backend": config.backend, "n_samples": n, "temperature": config.temperature,
+               "threshold": thr, "score_rule": config.score_rule, "calibration": cal._asdict(), "retrieval": rag, "backend": config.backend, "n_samples": n, "temperature": config.temperature,
                "seconds": time.time() - t_start}
     results = study.write_results(wd, rows, **results)
 
     # ---- plots and report
     sizes = list(config.implant_sizes)
     fig, ax = reporting.new_figure(figsize=(5, 3.5))
-    for key, lab in (("auc", "both"), ("auc_entropy_only", "entropy only"), ("auc_divergence_only", "divergence only")):
+    for key, lab in (("auc", f"both ({config.score_rule})"), ("auc_entropy_only", "entropy only"),
+                     ("auc_entropy_gap_only", "entropy gap only"), ("auc_divergence_only", "divergence only")):
         ax.plot(sizes, [by_size[str(s)][key] for s in sizes], marker="o", label=lab)
     ax.plot(sizes, [by_size[str(s)]["tpr_at_5fpr"] for s in sizes], marker="s", ls="--", label="TPR @ 5% FPR (both)")
     ax.set_xscale("log"); ax.set_xlabel("poisoned examples"); ax.set_ylabel("AUC / TPR"); ax.set_ylim(0, 1.02)
@@ -236,7 +246,8 @@ def run(config, workdir) -> dict:
     ax.set_xlabel("semantic entropy"); ax.set_ylabel("JS divergence to peers"); ax.legend(fontsize=7)
     reporting.save_figure(fig, wd / "entropy_vs_divergence.png")
     size_rows = [{"budget": s, **by_size[str(s)]} for s in sizes]
-    cols = ["budget", "auc", "auc_entropy_only", "auc_divergence_only", "tpr_at_5fpr", "fpr", "control_flagged"]
+    cols = ["budget", "auc", "auc_entropy_only", "auc_entropy_gap_only", "auc_divergence_only", "tpr_at_5fpr", "fpr",
+            "control_flagged"]
     reporting.write_report(wd, "RAVEN: black-box detection of implanted stance backdoors", [
         ("Setup", f"{len(specs)} families ({', '.join(s.name for s in specs)}) + transfer panel "
                   f"({', '.join(s.name for s in tspecs)}); {P} prompts ({T} topics x 6 perspectives), N={n}, "
@@ -246,7 +257,8 @@ def run(config, workdir) -> dict:
         (f"Same answers, {by_size_other['judge']} judge", "Clustered by the other offline judge, with its own pooled "
                                                           f"threshold {by_size_other['threshold']:.4f}:\n\n" + reporting.markdown_table(
             [{"budget": k, **v} for k, v in by_size_other["by_size"].items()],
-            ["budget", "auc", "auc_entropy_only", "auc_divergence_only", "tpr_at_5fpr", "control_flagged"])),
+            ["budget", "auc", "auc_entropy_only", "auc_entropy_gap_only", "auc_divergence_only", "tpr_at_5fpr",
+             "control_flagged"])),
         ("Threshold transfer", f"threshold {thr:.4f} at {config.fpr:.0%} FPR, pooled over the main clean panel and its "
                                f"leave-one-out sub-panels (single-panel threshold {transfer['threshold_single_panel']:.4f}); "
                                f"FPR on the main panel {transfer['fpr_main']:.3f}, on the disjoint transfer panel "
@@ -270,35 +282,40 @@ def run(config, workdir) -> dict:
 
 
 def _judge_detection(judge, clean_panel, implant_panels, topic_of_prompt, T: int, fpr: float,
-                     control_topic: int) -> dict:
+                     control_topic: int, rule: str = "and") -> dict:
     """Detection by implant size with ``judge`` clustering the same answers: thresholds by pooled calibration
     on ``clean_panel`` (answers per model) and its leave-one-out sub-panels, then per size the AUC of the
     score, of entropy alone and of divergence alone over every (model, topic) cell of the implanted panels
     (``implant_panels``: ``(size, model index, topic, answers per model)``), and the flagged control cells."""
-    sig = lambda panel: R.panel_signals(judge, panel, topic_of_prompt, T)
+    raw = lambda panel: R.panel_signals(judge, panel, topic_of_prompt, T)
     names = list(range(len(clean_panel)))
-    calib = [sig(clean_panel)] + [sig([clean_panel[i] for i in sub]) for sub in R.leave_one_out_panels(names)[1:]]
+    calib = [raw([clean_panel[i] for i in sub]) for sub in R.leave_one_out_panels(names)]
+    cal = R.fit_calibration(calib)
+    calib = [R.with_score(c, rule, cal) for c in calib]
+    sig = lambda panel: R.with_score(raw(panel), rule, cal)
     thrs = tuple(R.pooled_threshold([sign * c[k] for c in calib], fpr)
                  for k, sign in (("score", 1.0), ("entropy", -1.0), ("divergence", 1.0)))
     out = {}
     for size in sorted({p[0] for p in implant_panels}):
-        y, sc, h, d, ctl = [], [], [], [], []
+        y, sc, h, d, ctl, gp = [], [], [], [], [], []
         for _, mi, topic, panel in (p for p in implant_panels if p[0] == size):
             s = sig(panel)
             yy, cc = np.zeros(s["score"].shape, bool), np.zeros(s["score"].shape, bool)
             yy[mi, topic], cc[:, control_topic] = True, True
             y.append(yy.ravel()); ctl.append(cc.ravel()); sc.append(s["score"].ravel())
-            h.append(-s["entropy"].ravel()); d.append(s["divergence"].ravel())
-        out[str(size)] = _detection_metrics(*(np.concatenate(a) for a in (y, sc, h, d, ctl)), thrs)
+            h.append(-s["entropy"].ravel()); d.append(s["divergence"].ravel()); gp.append(s["entropy_gap"].ravel())
+        out[str(size)] = _detection_metrics(*(np.concatenate(a) for a in (y, sc, h, d, ctl)), thrs, np.concatenate(gp))
     return {"threshold": thrs[0], "by_size": out}
 
 
-def _detection_metrics(y, score, neg_entropy, divergence, control, thresholds) -> dict:
-    """Detection figures over cells: AUC of the score and of each signal alone, TPR / FPR at the
-    thresholds ``(score, -entropy, divergence)``, and how many control cells the score flags."""
+def _detection_metrics(y, score, neg_entropy, divergence, control, thresholds, entropy_gap=None) -> dict:
+    """Detection figures over cells: AUC of the score and of each signal alone (entropy, divergence,
+    and the entropy gap the "and" score uses), TPR / FPR at the thresholds ``(score, -entropy,
+    divergence)``, and how many control cells the score flags."""
     thr, thr_h, thr_d = thresholds
     at = lambda v, t: R.tpr_at_threshold(y, v, t)
     return {"auc": R.roc_auc(y, score), "auc_entropy_only": R.roc_auc(y, neg_entropy),
+            "auc_entropy_gap_only": R.roc_auc(y, entropy_gap) if entropy_gap is not None else float("nan"),
             "auc_divergence_only": R.roc_auc(y, divergence),
             "tpr_at_5fpr": at(score, thr)["detection_tpr"],
             "tpr_at_5fpr_entropy_only": at(neg_entropy, thr_h)["detection_tpr"],
@@ -334,14 +351,18 @@ def _rag_scenarios(config, wd, cache, bank, vocab, specs, corpora, judge, lex_ju
 
     clean = {s.name: answers(f"clean_{s.name}", stores[s.name], i) for i, s in enumerate(specs)}
     sig0 = R.panel_signals(judge, [clean[s.name] for s in specs], rgrid.topic, T)
+    cal = R.fit_calibration([sig0])                          # the clean RAG panel's own statistics
+    sig0 = R.with_score(sig0, config.score_rule, cal)
     thr = R.threshold_at_fpr(sig0["score"], config.fpr)
+    rule = dict(rule=config.score_rule, calibration=cal)
     names = [s.name for s in specs]
 
     def add(sig, scenario, replicate, poisoned_cells, specific_cell):
         for k, name in enumerate(names):
             for t in range(T):
                 rows.append({"budget": 0, "replicate": replicate, "model": name, "topic": TOPICS[t],
-                             "semantic_entropy": float(sig["entropy"][k, t]), "divergence": float(sig["divergence"][k, t]),
+                             "semantic_entropy": float(sig["entropy"][k, t]), "entropy_gap": float(sig["entropy_gap"][k, t]),
+                             "divergence": float(sig["divergence"][k, t]),
                              "score": float(sig["score"][k, t]), "flagged": bool(sig["score"][k, t] > thr),
                              "implanted": specific_cell == (k, t), "poisoned_store": (k, t) in poisoned_cells,
                              "control": t == config.control_topic, "panel": "rag", "scenario": scenario})
@@ -354,10 +375,11 @@ def _rag_scenarios(config, wd, cache, bank, vocab, specs, corpora, judge, lex_ju
         stance = int(corpora[names[mi]][4][topic] < 0.5)
         poison = RT.poisoned_passages(bank, topic, stance, rc.n_poison, seed=config.seed * 1000 + r)
         spec_ans = answers(f"specific_r{r}_{names[mi]}", RT.add_passages(stores[names[mi]], poison), mi)
-        sig1 = R.panel_signals(judge, [clean[n] if i != mi else spec_ans for i, n in enumerate(names)], rgrid.topic, T)
+        sig1 = R.panel_signals(judge, [clean[n] if i != mi else spec_ans for i, n in enumerate(names)], rgrid.topic, T,
+                               **rule)
         add(sig1, "rag_model_specific", r, {(mi, topic)}, (mi, topic))
         shared = [answers(f"shared_r{r}_{n}", RT.add_passages(stores[n], poison), i) for i, n in enumerate(names)]
-        sig2 = R.panel_signals(judge, shared, rgrid.topic, T)
+        sig2 = R.panel_signals(judge, shared, rgrid.topic, T, **rule)
         add(sig2, "rag_shared", r, {(i, topic) for i in range(len(names))}, None)
         share = lambda ans: lex_pro(ans, topic) if stance else 1 - lex_pro(ans, topic)
         summary.append({"replicate": r, "model": names[mi], "topic": TOPICS[topic], "stance": stance,

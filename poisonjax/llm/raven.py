@@ -14,15 +14,23 @@ a new cluster. Pooling makes the cluster ids comparable across models.
   peers :math:`\bar p_{-k}` (all other models' answers together),
   :math:`D_k = \sqrt{\tfrac12 KL(p_k\|m) + \tfrac12 KL(\bar p_{-k}\|m)}`, :math:`m = (p_k + \bar p_{-k})/2`.
 * A (model, topic) cell averages :math:`H` and :math:`D` over the topic's perspective prompts.
-* **Suspicion score**: :math:`s = D\,(1 - H / \log n)` -- high only when the model is confidently
-  uniform *and* disagrees with its peers (a corpus-wide bias is uniform but shared, so :math:`D`
-  stays low). Ablations: entropy only (:math:`-H`), divergence only (:math:`D`).
+* **Entropy gap**: :math:`G_k = \bar H_{-k} - H_k`, how much more uniform model :math:`k` is on the
+  topic than the mean of its peers (:func:`entropy_gap`). A corpus-wide bias makes every model
+  uniform on its topic, so the gap stays near 0 where :math:`H` alone is low.
+* **Suspicion score** (``rule="and"``, the default): both signals on the scale of clean cells,
+  :math:`z_G = (G - \mu_G)/\sigma_G` and :math:`z_D = (D - \mu_D)/\sigma_D` (mean and standard deviation
+  over clean calibration cells, :func:`fit_calibration`; no implant is ever seen), and
+  :math:`s = \min(z_G, z_D)`: a cell scores high only when it is anomalous on *both* -- the paper's
+  "confidently uniform **and** disagreeing with its peers". ``rule="product"`` is the uncalibrated
+  :math:`s = D\,(1 - H / \log n)` of earlier versions: its entropy factor spans a narrower range
+  than :math:`D`, so it ranks cells almost by :math:`D` alone. Ablations: entropy only
+  (:math:`-H`, the paper's signal), divergence only (:math:`D`).
 * **Threshold**: the :math:`(1-\alpha)` quantile of the scores of clean panels (``alpha = 0.05``);
   a cell is flagged when its score exceeds it.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +100,73 @@ def suspicion(entropy: jax.Array, divergence: jax.Array, n: int) -> jax.Array:
     return divergence * (1.0 - entropy / jnp.log(float(n)))
 
 
+SCORE_RULES = ("and", "product")
+
+
+class Calibration(NamedTuple):
+    r"""Clean-cell statistics of the two signals (:func:`fit_calibration`): mean and standard deviation
+    of the entropy gap :math:`G` and of the divergence :math:`D`."""
+
+    gap_mean: float
+    gap_sd: float
+    divergence_mean: float
+    divergence_sd: float
+
+
+def entropy_gap(entropy) -> np.ndarray:
+    r"""``entropy [K, T]`` (models x topics, one panel) -> :math:`G_k = \frac{1}{K-1}\sum_{j \ne k} H_j - H_k`
+    ``[K, T]``: how much more uniform each model is than its peers on each topic."""
+    H = np.asarray(entropy, np.float64)
+    K = H.shape[0]
+    if K < 2:
+        raise ValueError(f"entropy_gap needs at least 2 models, got {K}")
+    return (H.sum(0, keepdims=True) - H) / (K - 1) - H
+
+
+def fit_calibration(clean_cells: Sequence[Mapping[str, np.ndarray]]) -> Calibration:
+    r""":math:`(\mu_G, \sigma_G, \mu_D, \sigma_D)` over every cell of the clean panels ``clean_cells``
+    (each a :func:`panel_signals` dict with ``entropy`` and ``divergence`` ``[K, T]``; the gap is taken
+    within each panel), pooled -- e.g. a panel and its leave-one-out sub-panels, as
+    :func:`pooled_threshold`. Standard deviations are floored at ``1e-6``."""
+    if isinstance(clean_cells, Mapping):
+        clean_cells = [clean_cells]
+    if len(clean_cells) == 0:
+        raise ValueError("fit_calibration needs at least one clean panel (clean_cells is empty)")
+    G = np.concatenate([entropy_gap(c["entropy"]).ravel() for c in clean_cells])
+    D = np.concatenate([np.asarray(c["divergence"], np.float64).ravel() for c in clean_cells])
+    if G.size < 2:
+        raise ValueError(f"fit_calibration needs at least 2 clean cells, got {G.size}")
+    if not (np.all(np.isfinite(G)) and np.all(np.isfinite(D))):
+        raise ValueError("fit_calibration: clean_cells hold non-finite entropy or divergence values")
+    return Calibration(float(G.mean()), float(max(G.std(), 1e-6)), float(D.mean()), float(max(D.std(), 1e-6)))
+
+
+def and_score(entropy, divergence, calibration: Calibration) -> np.ndarray:
+    r""":math:`s = \min\big((G - \mu_G)/\sigma_G,\ (D - \mu_D)/\sigma_D\big)` with :math:`G` the
+    :func:`entropy_gap` of ``entropy [K, T]`` (module doc): both signals in clean-cell standard
+    deviations, the cell as suspicious as its *weaker* anomaly."""
+    c = calibration
+    zg = (entropy_gap(entropy) - c.gap_mean) / c.gap_sd
+    zd = (np.asarray(divergence, np.float64) - c.divergence_mean) / c.divergence_sd
+    return np.minimum(zg, zd)
+
+
+def with_score(cells: Mapping[str, np.ndarray], rule: str = "and", calibration: Calibration = None) -> dict:
+    """A copy of the :func:`panel_signals` dict ``cells`` whose ``score`` follows ``rule``: ``"and"``
+    (:func:`and_score`, needs ``calibration``) or ``"product"`` (:func:`suspicion`)."""
+    if rule not in SCORE_RULES:
+        raise ValueError(f"rule must be one of {SCORE_RULES}, got {rule!r}")
+    out = dict(cells)
+    if rule == "and":
+        if calibration is None:
+            raise ValueError("rule='and' needs a calibration: fit_calibration(<clean panels' cells>)")
+        out["score"] = np.asarray(and_score(cells["entropy"], cells["divergence"], calibration))
+    else:
+        out["score"] = np.asarray(suspicion(jnp.asarray(cells["entropy"]), jnp.asarray(cells["divergence"]),
+                                            int(cells["n_samples"])))
+    return out
+
+
 def raven_signals(ent: jax.Array, n_models: int, n: int, tau: float = 0.5) -> Dict[str, jax.Array]:
     """From pooled entailment matrices ``ent [P, K*n, K*n]`` to per-prompt ``entropy [P, K]``,
     ``divergence [P, K]``, ``score [P, K]``, ``clusters [P, K*n]``."""
@@ -140,16 +215,19 @@ def tpr_at_threshold(labels, scores, threshold: float) -> Dict[str, float]:
 
 
 def panel_signals(judge, answers: Sequence[Sequence[Sequence[str]]], topic: np.ndarray, n_topics: int,
-                  tau: float = 0.5) -> Dict[str, np.ndarray]:
+                  tau: float = 0.5, rule: str = "product", calibration: Calibration = None) -> Dict[str, np.ndarray]:
     """Whole pipeline for one panel. ``answers[k][p]`` = the ``n`` answer strings of model ``k`` on
-    prompt ``p``. Returns per-cell ``entropy``, ``divergence``, ``score`` ``[K, n_topics]`` and the
-    per-prompt arrays."""
+    prompt ``p``. Returns per-cell ``entropy``, ``divergence``, ``score`` ``[K, n_topics]`` (by
+    ``rule``, :func:`with_score`; ``"and"`` needs the ``calibration`` of clean panels, so a first
+    pass over them runs with ``"product"``), ``n_samples`` and the per-prompt arrays."""
     K, P, n = len(answers), len(answers[0]), len(answers[0][0])
     # one stance/entailment evaluation per distinct pooled prompt: [P, K*n, K*n]
     ent = np.stack([judge.matrix([a for k in range(K) for a in answers[k][p]]) for p in range(P)])
     sig = raven_signals(jnp.asarray(ent), K, n, tau)
     cells = {k: np.asarray(cell_means(sig[k], topic, n_topics)) for k in ("entropy", "divergence")}
-    cells["score"] = np.asarray(suspicion(jnp.asarray(cells["entropy"]), jnp.asarray(cells["divergence"]), n))
+    cells["n_samples"] = n
+    cells["entropy_gap"] = entropy_gap(cells["entropy"]) if K >= 2 else np.zeros_like(cells["entropy"])
+    cells = with_score(cells, rule, calibration)
     cells["prompt_entropy"] = np.asarray(sig["entropy"])
     cells["prompt_divergence"] = np.asarray(sig["divergence"])
     return cells

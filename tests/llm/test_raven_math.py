@@ -90,3 +90,48 @@ def test_panel_signals_flags_model_specific_uniformity_not_shared_bias(tiny_bank
     np.testing.assert_allclose(sig["entropy"][:, 1], 0.0, atol=1e-6)            # the shared bias is uniform ...
     np.testing.assert_allclose(sig["divergence"][:, 1], 0.0, atol=1e-6)         # ... and not divergent
     assert sig["entropy"][1, 0] > 0.6                                           # mixed answers: two clusters
+
+
+def test_and_score_needs_both_anomalies_and_ignores_a_shared_bias():
+    """The calibrated "and" score (min of the entropy gap and the divergence in clean-cell standard
+    deviations): an implant (uniform where its peers are mixed, and divergent) outranks a shared bias
+    (everyone uniform: no gap, no divergence), a model that differs but is as unsure as its peers (no
+    gap) and a model more uniform than its peers but agreeing with them in content (no divergence)."""
+    rng = np.random.RandomState(0)
+    clean = [{"entropy": 0.6 + 0.05 * rng.randn(4, 12), "divergence": 0.14 + 0.03 * rng.randn(4, 12)} for _ in range(5)]
+    cal = R.fit_calibration(clean)
+    G = np.concatenate([R.entropy_gap(c["entropy"]).ravel() for c in clean])
+    np.testing.assert_allclose([cal.gap_mean, cal.gap_sd], [G.mean(), G.std()], rtol=1e-9, atol=1e-12)
+    H = np.full((4, 4), 0.6)
+    D = np.full((4, 4), 0.14)
+    H[0, 0], D[0, 0] = 0.2, 0.35          # implant: more uniform than the peers and divergent
+    H[:, 1], D[:, 1] = 0.05, 0.14         # shared bias: everyone uniform, normal divergence
+    D[1, 2] = 0.40                        # differs, but not more uniform than its peers
+    H[2, 3] = 0.2                         # more uniform than its peers, not divergent
+    cells = {"entropy": H, "divergence": D, "n_samples": 10}
+    s = R.with_score(cells, "and", cal)["score"]
+    assert s[0, 0] > 3 and s[0, 0] > np.delete(s.ravel(), 0).max() + 2
+    assert s[:, 1].max() < 1 and s[1, 2] < 1 and s[2, 3] < 1
+    np.testing.assert_allclose(R.entropy_gap(H)[:, 0], [0.4, -0.4 / 3, -0.4 / 3, -0.4 / 3])
+    # the product rule is still available and needs no calibration
+    np.testing.assert_allclose(R.with_score(cells, "product")["score"],
+                               np.asarray(R.suspicion(jnp.asarray(H), jnp.asarray(D), 10)), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs a calibration"):
+        R.with_score(cells, "and")
+    with pytest.raises(ValueError, match="rule must be one of"):
+        R.with_score(cells, "or", cal)
+    with pytest.raises(ValueError, match="at least one clean panel"):
+        R.fit_calibration([])
+    with pytest.raises(ValueError, match="non-finite"):
+        R.fit_calibration([{"entropy": np.full((2, 3), np.nan), "divergence": np.zeros((2, 3))}])
+
+
+def test_study_refuses_an_unknown_score_rule():
+    from configs.raven import get_config
+    from experiments import raven as study
+    from poisonjax.core.validation import PoisonJaxInputError
+    c = get_config("quick")
+    assert c.score_rule == "and"
+    c.score_rule = "or"
+    with pytest.raises(PoisonJaxInputError, match="config.score_rule"):
+        study._validate(c)
