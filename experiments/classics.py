@@ -81,7 +81,9 @@ def availability_rows(data, key, c, workdir=None):
                                         train_steps=c.train_steps, pgd_steps=c.pgd_steps, max_steps=c.max_steps,
                                         victim_epochs=c.victim_epochs, craft_epochs=c.craft_epochs,
                                         n_victims=c.n_victims, lr=c.lr,
-                                        em_step_fraction=c.em_step_fraction, workdir=workdir)
+                                        em_step_fraction=c.em_step_fraction,
+                                        sample_pgd_steps=c.get("sample_pgd_steps"),
+                                        sample_step_fraction=c.get("sample_step_fraction"), workdir=workdir)
     rows = []
     for e in c.eps_values:
         cell = r[float(e)]

@@ -137,7 +137,8 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
                             model: str = "mlp", n_victims: int = 2, victim_epochs: int = 15,
                             craft_epochs: int = 10, rounds: int = 8, train_steps: int = 10, pgd_steps: int = 10,
                             max_steps: int = 20, batch_size: int = 128, lr: float = 1e-2, stop_acc: float = 0.99,
-                            em_step_fraction: float = 0.1, random_class: bool = False, workdir=None) -> Dict:
+                            em_step_fraction: float = 0.1, sample_pgd_steps: int = None,
+                            sample_step_fraction: float = None, random_class: bool = False, workdir=None) -> Dict:
     r"""Availability attacks vs uniform noise of the same eps.
 
     Protocol (Huang et al. 2021; Fowl et al. 2021): every perturbation is applied to the *whole*
@@ -146,7 +147,8 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
     vmap) are trained from scratch with Adam(``lr``) for ``victim_epochs`` epochs, without
     augmentation, and tested on the *clean* test set. Error-minimizing noise: at most ``rounds``
     rounds of ``train_steps`` model steps then noise steps, stopping at ``stop_acc`` training accuracy
-    (sample-wise ``pgd_steps`` steps per image and round; class-wise ``pgd_steps`` steps per mini-batch;
+    (sample-wise ``sample_pgd_steps`` steps per image and round, step ``sample_step_fraction`` x eps --
+    both default to ``pgd_steps`` and ``em_step_fraction``; class-wise ``pgd_steps`` steps per mini-batch,
     step ``em_step_fraction`` x eps); error-maximizing (class-targeted) and TensorClog: ``max_steps`` PGD steps
     of eps/4 at a surrogate trained ``craft_epochs`` epochs on clean data. ``random_class``: also a
     random class-wise sign pattern :math:`\pm\epsilon` (a diagnostic: a shortcut with no optimisation).
@@ -186,10 +188,13 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
                 names.append((a, e))
                 continue
             if a == "error_min_sample" or a == "error_min_class":
+                sw = a == "error_min_sample"
+                steps_a = pgd_steps if not sw or sample_pgd_steps is None else int(sample_pgd_steps)
+                frac_a = em_step_fraction if not sw or sample_step_fraction is None else float(sample_step_fraction)
                 d = av.error_minimizing_noise(init, loss, x, y, k_craft, eps=e, num_classes=data.num_classes,
                                               mode=a.rsplit("_", 1)[1], rounds=rounds, train_steps=train_steps,
-                                              pgd_steps=pgd_steps, batch_size=batch_size, lr=lr, stop_acc=stop_acc,
-                                              step_size=em_step_fraction * e, apply_fn=net.apply)
+                                              pgd_steps=steps_a, batch_size=batch_size, lr=lr, stop_acc=stop_acc,
+                                              step_size=frac_a * e, apply_fn=net.apply)
             elif a == "error_max":
                 d = av.error_maximizing_noise(clean_params, loss, x, y, eps=e, num_classes=data.num_classes,
                                               steps=max_steps)

@@ -109,3 +109,20 @@ def test_availability_vs_random_noise_on_digits_reports_both():
     for e in (8 / 255, 16 / 255):
         assert set(r[e]) >= {"random_noise", "error_min_sample", "error_min_class", "error_max", "tensorclog"}
         assert all(0 <= v <= 1 for k, v in r[e].items() if k != "drop_vs_random")
+
+
+def test_sample_wise_noise_steps_are_their_own_setting(tmp_path):
+    """``sample_pgd_steps`` / ``sample_step_fraction`` reach the sample-wise crafting only: the class-wise
+    noise is bit-equal whatever they are, the sample-wise noise changes."""
+    from poisonjax.data.images import ImageDataset, load_image_dataset
+    from poisonjax.vision.classics.compare import availability_comparison
+    d = load_image_dataset("digits")
+    sub = ImageDataset(d.x_train[:192], d.y_train[:192], d.x_test[:64], d.y_test[:64], 10, "digits_tiny")
+    kw = dict(eps_values=(16 / 255,), attacks=("error_min_sample", "error_min_class"), n_victims=1, victim_epochs=1,
+              rounds=1, train_steps=2, pgd_steps=2, batch_size=64, stop_acc=1.1)
+    availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "a", **kw)
+    availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "b", sample_pgd_steps=0,
+                            sample_step_fraction=0.3, **kw)
+    load = lambda w, a: np.load(tmp_path / w / "deltas" / f"{a}_16.npy")
+    np.testing.assert_array_equal(load("a", "error_min_class"), load("b", "error_min_class"))
+    assert not np.array_equal(load("a", "error_min_sample"), load("b", "error_min_sample"))
