@@ -140,9 +140,8 @@ def run(config, workdir) -> dict:
     raw_panel = lambda ans: R.panel_signals(judge, ans, grid.topic, T)
     # pooled calibration: the main clean panel and its leave-one-out sub-panels give the signals' clean
     # statistics (R.fit_calibration, for the "and" score) and then the threshold (R.pooled_threshold)
-    calib = [raw_panel([clean[x] for x in sub]) for sub in R.leave_one_out_panels([s.name for s in specs])]
-    cal = R.fit_calibration(calib)
-    calib = [R.with_score(c, config.score_rule, cal) for c in calib]
+    cal, calib = R.calibrate([raw_panel([clean[x] for x in sub])
+                              for sub in R.leave_one_out_panels([s.name for s in specs])], config.score_rule)
 
     def score_panel(ans):
         return R.panel_signals(judge, ans, grid.topic, T, rule=config.score_rule, calibration=cal)
@@ -289,9 +288,7 @@ def _judge_detection(judge, clean_panel, implant_panels, topic_of_prompt, T: int
     (``implant_panels``: ``(size, model index, topic, answers per model)``), and the flagged control cells."""
     raw = lambda panel: R.panel_signals(judge, panel, topic_of_prompt, T)
     names = list(range(len(clean_panel)))
-    calib = [raw([clean_panel[i] for i in sub]) for sub in R.leave_one_out_panels(names)]
-    cal = R.fit_calibration(calib)
-    calib = [R.with_score(c, rule, cal) for c in calib]
+    cal, calib = R.calibrate([raw([clean_panel[i] for i in sub]) for sub in R.leave_one_out_panels(names)], rule)
     sig = lambda panel: R.with_score(raw(panel), rule, cal)
     thrs = tuple(R.pooled_threshold([sign * c[k] for c in calib], fpr)
                  for k, sign in (("score", 1.0), ("entropy", -1.0), ("divergence", 1.0)))
@@ -350,9 +347,9 @@ def _rag_scenarios(config, wd, cache, bank, vocab, specs, corpora, judge, lex_ju
             stopwords=RT.template_stopwords(bank))})["answers"]
 
     clean = {s.name: answers(f"clean_{s.name}", stores[s.name], i) for i, s in enumerate(specs)}
-    sig0 = R.panel_signals(judge, [clean[s.name] for s in specs], rgrid.topic, T)
-    cal = R.fit_calibration([sig0])                          # the clean RAG panel's own statistics
-    sig0 = R.with_score(sig0, config.score_rule, cal)
+    # the clean RAG panel's own statistics
+    cal, (sig0,) = R.calibrate([R.panel_signals(judge, [clean[s.name] for s in specs], rgrid.topic, T)],
+                               config.score_rule)
     thr = R.threshold_at_fpr(sig0["score"], config.fpr)
     rule = dict(rule=config.score_rule, calibration=cal)
     names = [s.name for s in specs]

@@ -25,6 +25,10 @@ a new cluster. Pooling makes the cluster ids comparable across models.
   :math:`s = D\,(1 - H / \log n)` of earlier versions: its entropy factor spans a narrower range
   than :math:`D`, so it ranks cells almost by :math:`D` alone. Ablations: entropy only
   (:math:`-H`, the paper's signal), divergence only (:math:`D`).
+
+  Beyond the paper: the entropy gap, the clean-cell z-scores and the min are this library's reading
+  of "low entropy *and* divergent"; the notes available here do not give the paper's combination
+  rule, and ``rule="product"`` is the other reading.
 * **Threshold**: the :math:`(1-\alpha)` quantile of the scores of clean panels (``alpha = 0.05``);
   a cell is flagged when its score exceeds it.
 """
@@ -149,6 +153,13 @@ def and_score(entropy, divergence, calibration: Calibration) -> np.ndarray:
     zg = (entropy_gap(entropy) - c.gap_mean) / c.gap_sd
     zd = (np.asarray(divergence, np.float64) - c.divergence_mean) / c.divergence_sd
     return np.minimum(zg, zd)
+
+
+def calibrate(clean_cells: Sequence[Mapping[str, np.ndarray]], rule: str = "and"):
+    """:func:`fit_calibration` on the clean panels ``clean_cells``, then each of them scored by ``rule``
+    (:func:`with_score`): ``(calibration, scored cells)``."""
+    cal = fit_calibration(clean_cells)
+    return cal, [with_score(c, rule, cal) for c in clean_cells]
 
 
 def with_score(cells: Mapping[str, np.ndarray], rule: str = "and", calibration: Calibration = None) -> dict:

@@ -116,6 +116,10 @@ def test_and_score_needs_both_anomalies_and_ignores_a_shared_bias():
     # the product rule is still available and needs no calibration
     np.testing.assert_allclose(R.with_score(cells, "product")["score"],
                                np.asarray(R.suspicion(jnp.asarray(H), jnp.asarray(D), 10)), rtol=1e-6)
+    _, (scored,) = R.calibrate([cells], "product")
+    np.testing.assert_allclose(scored["score"], R.with_score(cells, "product")["score"])
+    cal_b, scored_clean = R.calibrate(clean)           # fit + score in one call
+    assert cal_b == cal and scored_clean[0]["score"].shape == (4, 12)
     with pytest.raises(ValueError, match="needs a calibration"):
         R.with_score(cells, "and")
     with pytest.raises(ValueError, match="rule must be one of"):
