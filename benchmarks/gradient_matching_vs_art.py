@@ -79,10 +79,14 @@ def cifar10_10k():
     return xtr, ytr.astype(np.int32), xte, yte.astype(np.int32)
 
 
-def conv_patches(x, kernel_size, strides=(1, 1)):
-    """PatchConv's im2col before issue 23 (a grouped convolution with an identity kernel)."""
-    return jax.lax.conv_general_dilated_patches(x, tuple(kernel_size), tuple(strides), "SAME",
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def conv_patches(x, kernel_size, strides=(1, 1), order="chw"):
+    """PatchConv's im2col before issue 23 (a grouped convolution with an identity kernel), in ``order``."""
+    p = jax.lax.conv_general_dilated_patches(x, tuple(kernel_size), tuple(strides), "SAME",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if order == "hwc":
+        c, kk = x.shape[-1], kernel_size[0] * kernel_size[1]
+        p = jnp.swapaxes(p.reshape(p.shape[:-1] + (c, kk)), -1, -2).reshape(p.shape)
+    return p
 
 
 def craft_vmapped(loss_fn, sur, pr_all, key, steps, restarts):

@@ -36,13 +36,14 @@ class PatchConv(nn.Module):
         if (kh, kw) == (1, 1):
             s0, s1 = self.strides
             return x[:, ::s0, ::s1, :] @ k[0, 0] + b
-        patches = same_patches(x, (kh, kw), tuple(self.strides))
-        # patch features are ordered (C_in, kh, kw)
-        kk = jnp.transpose(k, (2, 0, 1, 3)).reshape(cin * kh * kw, self.features)
-        return patches @ kk + b
+        # patch features ordered (kh, kw, C_in), as the kernel's HWIO layout: no kernel transpose, and the
+        # 'stack' that builds the patches writes C_in-long contiguous runs (issue 23: 1.2-1.6x faster steps
+        # than the (C_in, kh, kw) order, whose innermost axis has kh * kw = 9 entries)
+        patches = same_patches(x, (kh, kw), tuple(self.strides), order="hwc")
+        return patches @ k.reshape(kh * kw * cin, self.features) + b
 
 
-def same_patches(x, kernel_size: Sequence[int], strides: Sequence[int] = (1, 1)):
+def same_patches(x, kernel_size: Sequence[int], strides: Sequence[int] = (1, 1), order: str = "chw"):
     r"""'SAME' im2col of ``x`` ``[B, H, W, C]``: ``[B, ceil(H/s0), ceil(W/s1), C * kh * kw]``, features
     ordered (C_in, kh, kw) -- the same values, in the same order, as
     ``jax.lax.conv_general_dilated_patches(x, kernel_size, strides, "SAME", ("NHWC", "HWIO", "NHWC"))``.
@@ -55,7 +56,16 @@ def same_patches(x, kernel_size: Sequence[int], strides: Sequence[int] = (1, 1))
     dominated every gradient step through a second convolution (victim training, gradient
     matching). The forward values are bit-identical to the conv route; input gradients differ only by
     the order in which the ``kh * kw`` overlapping contributions are summed (float rounding).
+
+    ``order="hwc"`` gives the same values with features ordered (kh, kw, C_in) instead, i.e.
+    ``patches[..., (u * kw + v) * C + c] = x_pad[s0 i + u, s1 j + v, c]``, so that
+    ``patches @ kernel.reshape(kh * kw * C, F)`` is the convolution with an HWIO kernel. This is the
+    layout :class:`PatchConv` uses: it is built by stacking on the second-last axis (contiguous runs
+    of ``C`` floats) and is markedly faster on CPU than the (C_in, kh, kw) interleave.
     """
+    if order not in ("chw", "hwc"):
+        from poisonjax.core.validation import PoisonJaxInputError
+        raise PoisonJaxInputError(f"order must be 'chw' (conv_general_dilated_patches' order) or 'hwc', got {order!r}")
     import jax
     kh, kw = kernel_size
     s0, s1 = strides
@@ -65,4 +75,4 @@ def same_patches(x, kernel_size: Sequence[int], strides: Sequence[int] = (1, 1))
     xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
     cols = [jax.lax.slice(xp, (0, u, v, 0), (b, u + (oh - 1) * s0 + 1, v + (ow - 1) * s1 + 1, c), (1, s0, s1, 1))
             for u in range(kh) for v in range(kw)]
-    return jnp.stack(cols, -1).reshape(b, oh, ow, c * kh * kw)
+    return jnp.stack(cols, -1 if order == "chw" else -2).reshape(b, oh, ow, c * kh * kw)

@@ -190,6 +190,17 @@ def test_same_patches_equals_conv_patches_and_its_gradient():
         ga = jax.vjp(lambda x: ref(x, k, s), x)[1](ct)[0]
         gb = jax.vjp(lambda x: same_patches(x, k, s), x)[1](ct)[0]
         np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-5)
+        # PatchConv's (kh, kw, C) order: the same values, permuted, so patches @ HWIO kernel is the conv
+        c, kk = shape[-1], k[0] * k[1]
+        h = same_patches(x, k, s, order="hwc")
+        perm = np.asarray(a).reshape(a.shape[:-1] + (c, kk)).swapaxes(-1, -2).reshape(a.shape)
+        assert np.array_equal(np.asarray(h), perm)
+        w = jax.random.normal(jax.random.PRNGKey(2), k + (c, 4))
+        conv = jax.lax.conv_general_dilated(x, w, s, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        np.testing.assert_allclose(h @ w.reshape(-1, 4), conv, rtol=1e-5, atol=1e-5)
+    from poisonjax.core.validation import PoisonJaxInputError
+    with pytest.raises(PoisonJaxInputError, match="order"):
+        same_patches(x, (3, 3), order="whc")
 
 
 def test_craft_one_program_equals_craft(problem):
