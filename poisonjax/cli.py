@@ -427,10 +427,14 @@ def study_help(parser, argv) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``poisonjax`` console script."""
     import signal
-    if argv is None and hasattr(signal, "SIGPIPE"):  # `poisonjax list | head` ends quietly (console script only)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = make_parser()
+    from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    # `poisonjax list | head` ends quietly (console script only). Only for the printing commands: a long `run`,
+    # `sweep` or `serve` keeps Python's SIGPIPE handling, so a library writing to a closed pipe or socket (the
+    # worker threads of JAX, orbax or the HTTP server) gets an EPIPE error instead of killing the run
+    if from_console and hasattr(signal, "SIGPIPE") and next((a for a in argv if not a.startswith("-")), "") == "list":
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
