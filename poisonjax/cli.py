@@ -10,6 +10,7 @@ import importlib
 import itertools
 import json
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -426,19 +427,13 @@ def study_help(parser, argv) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``poisonjax`` console script."""
-    import signal
     parser = make_parser()
     from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `poisonjax list | head` ends quietly (console script only). Only for the printing commands: a long `run`,
-    # `sweep` or `serve` keeps Python's SIGPIPE handling, so a library writing to a closed pipe or socket (the
-    # worker threads of JAX, orbax or the HTTP server) gets an EPIPE error instead of killing the run
-    if from_console and hasattr(signal, "SIGPIPE") and next((a for a in argv if not a.startswith("-")), "") == "list":
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
-        return _dispatch(parser, argv)
+        return _dispatch(parser, argv, quiet_pipe=from_console)
     except CLIError as e:
         if debug:
             raise
@@ -468,7 +463,7 @@ def _one_line_error(message: str) -> int:
     return 2
 
 
-def _dispatch(parser, argv) -> int:
+def _dispatch(parser, argv, quiet_pipe: bool = False) -> int:
     if len(argv) >= 2 and argv[0] in ("run", "sweep") and any(a in ("-h", "--help") for a in argv) \
             and argv[1] in available_studies():
         return study_help(parser, argv)
@@ -486,6 +481,11 @@ def _dispatch(parser, argv) -> int:
     if args.command == "serve":
         from poisonjax.llm.serve import cmd_serve
         return cmd_serve(args, extra)
+    if args.command == "list" and quiet_pipe and hasattr(signal, "SIGPIPE"):
+        # `poisonjax list | head` ends quietly (console script only). Only `list`: a long `run`, `sweep` or
+        # `serve` keeps Python's SIGPIPE handling, so a library writing to a closed pipe or socket (the
+        # worker threads of JAX, orbax or the HTTP server) gets an EPIPE error instead of killing the run
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     fn = {"run": cmd_run, "list": cmd_list, "sweep": cmd_sweep, "report": cmd_report}[args.command]
     return fn(args, extra)
 
