@@ -41,7 +41,10 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         # sample-wise error-min noise: noise steps per image and round and their size (x eps). Paper: 10 steps of
         # eps/10 (Huang et al. use 20 of 0.8/255). 1 step of eps/4, the old setting, reached 26.6 points at 8/255
         sample_pgd_steps=2 if quick else 10, sample_step_fraction=0.1))
-    c.bilevel = ml_collections.ConfigDict(dict(trials=4 if quick else 8, budget=0.05 if quick else 0.01,
+    # MetaPoison vs random noise and Witches' Brew; `dataset` "" = the study's dataset (digits / MNIST 2,000);
+    # `--config.bilevel.dataset=cifar10_20k` runs it on CIFAR-10 20k (n_train / n_test: 0 = all of it)
+    c.bilevel = ml_collections.ConfigDict(dict(dataset="", n_train=0, n_test=0,
+                                               trials=4 if quick else 8, budget=0.05 if quick else 0.01,
                                                eps=64 / 255 if quick else 32 / 255, steps=30 if quick else 100,
                                                unroll=2, checkpoints=(2, 4, 6, 8), epochs=8 if quick else 15,
                                                n_victims=2 if quick else 4, witches_brew_steps=40 if quick else 200))

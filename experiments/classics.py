@@ -168,7 +168,7 @@ def run(config, workdir) -> dict:
             t0 = time.time()
             fc = config[fam]
             # a family may run on its own dataset (availability: CIFAR-10, the papers' setting)
-            fdata = _load(config, fc.dataset, fc.get("n_train", 0), fc.get("n_test", 0)) if "dataset" in fc else data
+            fdata = _load(config, fc.dataset, fc.get("n_train", 0), fc.get("n_test", 0)) if fc.get("dataset") else data
             r, d = FAMILY_FNS[fam](fdata, jax.random.fold_in(jax.random.PRNGKey(config.seed), i), fc, workdir=rd)
             r = [{"dataset": fdata.name, **row} for row in r]
             return {"rows": r, "details": d, "seconds": time.time() - t0}

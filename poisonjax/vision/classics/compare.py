@@ -226,7 +226,8 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
 def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, eps: float = 64 / 255,
                           steps: int = 40, unroll: int = 2, checkpoints: Sequence[int] = (2, 4, 6, 8),
                           model: str = "convnet", epochs: int = 8, batch_size: int = 128, lr: float = 1e-2,
-                          n_victims: int = 2, witches_brew: bool = True, wb_steps: int = 60, workdir=None) -> Dict:
+                          n_victims: int = 2, witches_brew: bool = True, wb_steps: int = 60, clean_batch: int = 128,
+                          train_steps: int = 1, reset_every: int = 25, clean_pool: int = 2048, workdir=None) -> Dict:
     r"""MetaPoison vs random noise (and Witches' Brew) on the same targets, poison bases and eps.
 
     Surrogates: one model trained from scratch, saved at the staggered epochs ``checkpoints``
@@ -234,6 +235,11 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
     Victims: ``n_victims`` per trial retrained from scratch (``epochs`` of Adam) on the poisoned set
     (:func:`poisonjax.core.gradient_matching.victim_success`). Returns ``{method: {success_rate,
     target_prob, clean_accuracy}}`` for ``none``, ``random_noise``, ``metapoison``, ``witches_brew``.
+
+    MetaPoison's unrolled steps mix the poisons with ``clean_batch`` images drawn from a pool of up to
+    ``clean_pool`` clean training images (not poison bases), and its members train ``train_steps`` steps
+    per crafting step, reset every ``reset_every`` (:func:`~poisonjax.vision.classics.metapoison.metapoison_attack`;
+    ``clean_batch=0``: the poisons only, members fixed).
 
     ``workdir``: MetaPoison's and Witches' Brew's crafting run through :func:`poisonjax.core.runner.run`
     with checkpoints under ``workdir/metapoison/`` and ``workdir/witches_brew/``, so a killed caller resumes
@@ -254,7 +260,13 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
     deltas = {"none": jnp.zeros_like(problem.base_images),
               "random_noise": jax.vmap(wb.random_noise_deltas, in_axes=(0, 0, None))(
                   jax.random.split(k_att, trials), problem.base_images, eps)}
-    mp = gm.batch_over_trials(metapoison_attack(loss, unroll=unroll, lr=0.1 * eps))
+    pool = {}
+    if clean_batch:
+        not_base = np.setdiff1d(np.arange(x.shape[0]), np.asarray(pidx).ravel())
+        keep = np.random.default_rng(0).permutation(not_base)[:clean_pool]
+        pool = dict(clean_images=x[keep], clean_labels=y[keep], clean_batch=clean_batch, train_steps=train_steps,
+                    reset_every=reset_every)
+    mp = gm.batch_over_trials(metapoison_attack(loss, unroll=unroll, lr=0.1 * eps, **pool))
     deltas["metapoison"] = run_attack(mp, problem, steps, _sub(workdir, "metapoison"), key=k_att, progress=False,
                                       chunk_size=max(1, min(20, steps))).state.delta
     if witches_brew:
