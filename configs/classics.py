@@ -48,7 +48,11 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
                                                trials=4 if quick else 8, budget=0.05 if quick else 0.01,
                                                eps=64 / 255 if quick else 32 / 255, steps=30 if quick else 100,
                                                unroll=2, checkpoints=(2, 4, 6, 8), epochs=8 if quick else 15,
-                                               n_victims=2 if quick else 4, witches_brew_steps=40 if quick else 200))
+                                               n_victims=2 if quick else 4, witches_brew_steps=40 if quick else 200,
+                                               # MetaPoison's unrolled steps: poisons + clean_batch clean images;
+                                               # members train train_steps per crafting step, reset every reset_every
+                                               # (clean_batch=0: poisons only and fixed members, the old simplification)
+                                               clean_batch=128, train_steps=1, reset_every=25))
     c.influence = ml_collections.ConfigDict(dict(pos=7, neg=1, k=10, eps=0.25, iters=3, l2=1e-2, targets=2))
     c.label_flipping = ml_collections.ConfigDict(dict(pos=7, neg=1, budgets=(0.05, 0.10, 0.20), rounds=2, l2=1e-2))
     return c
