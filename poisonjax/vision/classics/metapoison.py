@@ -39,6 +39,7 @@ import optax
 
 from poisonjax.core.bilevel import unrolled_meta_grad
 from poisonjax.core.projections import project_linf_box
+from poisonjax.core.training import train_full_batch
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
 
@@ -105,10 +106,10 @@ def metapoison_attack(per_example_loss: Callable, *, unroll: int = 2, inner_lr: 
         # one clean batch for the K unrolled steps (the key is fixed inside the unroll)
         lo, g = unrolled_meta_grad(outer, lambda p, d, _: inner(p, d, k_meta), params, delta, inner_opt, unroll,
                                    k_meta)
-        d_sg = jax.lax.stop_gradient(delta)
-        for t in range(train_steps):                    # the member trains on the current poisoned set
-            gp = jax.grad(inner)(params, d_sg, jax.random.fold_in(k_train, t))
-            params = jax.tree.map(lambda a, b: a - inner_lr * b, params, gp)
+        if train_steps:                                 # the member trains on the current poisoned set
+            d_sg = jax.lax.stop_gradient(delta)
+            params = train_full_batch(lambda p, kk: inner(p, d_sg, kk), params, inner_opt, train_steps,
+                                      k_train).params
         return lo, g, params
 
     def init(key, problem):
