@@ -52,9 +52,12 @@ def main(inp, out):
     cin = x_train.shape[1]
     model = SmallCNN(cin)
     load_jax_weights(model, weights)
+    dev = cfg.get("device", "cpu")              # "gpu": ART's PyTorchClassifier on CUDA (the GPU side-by-side)
+    if dev == "gpu":
+        model = model.cuda()
     model.eval()
     clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), 1e-3),
-                            input_shape=x_train.shape[1:], nb_classes=10, clip_values=(0.0, 1.0))
+                            input_shape=x_train.shape[1:], nb_classes=10, clip_values=(0.0, 1.0), device_type=dev)
     # sanity: same logits as JAX on the test targets
     targets = d["targets"].transpose(0, 3, 1, 2).astype(np.float32)
     logits = clf.predict(targets)
@@ -69,6 +72,8 @@ def main(inp, out):
                                         clip_values=(0.0, 1.0), verbose=0)
         t0 = time.perf_counter()
         xp, _ = attack.poison(targets[t:t + 1], np.array([int(d["adv"][t])]), x_train, y_train)
+        if dev == "gpu":
+            torch.cuda.synchronize()
         seconds.append(time.perf_counter() - t0)
         changed = np.flatnonzero(np.abs(xp - x_train).reshape(len(x_train), -1).max(1) > 0)
         poisoned.append(xp[changed].transpose(0, 2, 3, 1))     # only the changed rows (NHWC)

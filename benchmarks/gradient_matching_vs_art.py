@@ -59,7 +59,9 @@ from poisonjax.core.training import accuracy, softmax_cross_entropy_loss, train_
 from poisonjax.vision import witches_brew as wb  # noqa: E402
 from poisonjax.vision.models import FastSmallCNN  # noqa: E402
 
-ART_PY = ROOT / "benchmarks" / ".venvs" / "art" / "bin" / "python"
+ART_PY = Path(__import__("shutil").which(os.environ["ART_PYTHON"]) or os.environ["ART_PYTHON"]) if os.environ.get(
+    "ART_PYTHON") else ROOT / "benchmarks" / ".venvs" / "art" / "bin" / "python"  # ART_PYTHON: e.g. python3 on a GPU image
+ART_DEVICE = os.environ.get("ART_DEVICE", "cpu")     # "gpu": ART on CUDA (same-machine GPU side-by-side)
 
 
 def digits_1500(seed=0):
@@ -217,7 +219,8 @@ def main():
             np.savez(inp, x_train=xtr, y_train=ytr, targets=xte[ti], adv=adv, **w)
             Path(inp + ".json").write_text(json.dumps({"steps": args.steps, "eps": eps, "budget": args.budget,
                                                        "restarts": args.restarts, "batch_size": 128,
-                                                       "seed": args.seed, "threads": os.cpu_count()}))
+                                                       "seed": args.seed, "threads": os.cpu_count(),
+                                                       "device": ART_DEVICE}))
             t0 = time.perf_counter()
             subprocess.run([str(ART_PY), str(ROOT / "benchmarks" / "_art_worker.py"), inp, out], check=True)
             wall = time.perf_counter() - t0

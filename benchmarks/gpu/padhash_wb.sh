@@ -5,14 +5,16 @@ set -u
 OUTDIR=$1; S=$2
 mkdir -p $OUTDIR /tmp/wd
 PJ="${PY:-python3} -c 'import sys; from poisonjax.cli import main; sys.exit(main())'"
-TINY=""
+TINY=""; TINY_WB=""
 if [ "${GPU_JOB_TINY:-0}" = 1 ]; then
   TINY="--config.n_train=600 --config.n_test=200 --config.triggers=2 --config.n_victims=1 --config.craft_steps=3 --config.restarts=1 --config.train.epochs=1 --config.pretrain.epochs=1 --config.surrogate_checkpoints=[1] --config.queries=50"
+  TINY_WB="--config.n_train=600 --config.n_test=200 --config.trials=2 --config.n_victims=1 --config.craft_steps=3 --config.restarts=1 --config.train.epochs=1 --config.surrogate_checkpoints=[1]"
 fi
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${PH_MEM_FRACTION:-0.06}
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${PH_MEM_FRACTION:-0.07}
 run() {  # name, then study args
   local name=$1; shift
-  ( timeout -k 5 $((S - 10)) bash -c "$PJ run $* --workdir /tmp/wd/$name $TINY" > $OUTDIR/$name.log 2>&1; echo "rc=$? $(date -u +%T)" >> $OUTDIR/$name.log ) &
+  local tiny=$TINY; [ "$1" = witches_brew ] && tiny=$TINY_WB
+  ( timeout -k 5 $((S - 10)) bash -c "$PJ run $* --workdir /tmp/wd/$name $tiny" > $OUTDIR/$name.log 2>&1; echo "rc=$? $(date -u +%T)" >> $OUTDIR/$name.log ) &
 }
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=${PYTHONPATH:-}:$PWD

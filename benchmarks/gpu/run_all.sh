@@ -1,6 +1,7 @@
 #!/bin/bash
 # Lead's orchestrator for the one shared GPU call. Usage (on the device): bash benchmarks/gpu/run_all.sh SECONDS
-# Runs every benchmarks/gpu/<job>.sh in parallel on the one GPU, each under `timeout`, and tars their OUTDIRs into
+# Runs speed.sh alone first (GPU_SPEED_SECONDS, default 100), then every other
+# benchmarks/gpu/<job>.sh in parallel on the one GPU, each under `timeout`, and tars their OUTDIRs into
 # $OUT/gpu_out.tgz every 45 s (so a killed call still returns what finished).
 set -u
 T=${1:-480}
@@ -14,11 +15,19 @@ printf '#!/bin/sh\nexec python3 -c "import sys; from poisonjax.cli import main; 
 chmod +x /tmp/bin/poisonjax; export PATH=/tmp/bin:$PATH
 G=/tmp/gout
 { date -u; nvidia-smi; lscpu | head -20; python3 -c "import jax, flax, optax, orbax.checkpoint as o; print(jax.__version__, flax.__version__, optax.__version__, jax.devices())"; } > $G/machine.txt 2>&1
-JOBS=${GPU_JOBS:-$(cd benchmarks/gpu && ls *.sh | grep -v run_all.sh | sed 's/\.sh$//')}
+(nvidia-smi dmon -s um -d 5 > $G/dmon.txt 2>&1 &)
+# the speed side-by-side first, alone on the chip (GPU_SPEED_SECONDS, 0 skips it): its ratios mean nothing when shared
+SP=${GPU_SPEED_SECONDS:-100}
+if [ "$SP" -gt 0 ]; then
+  mkdir -p $G/speed
+  timeout -k 5 $SP bash benchmarks/gpu/speed.sh $G/speed $((SP - 5)) > $G/speed/stdout.log 2>&1
+  echo "rc=$? at $(date -u +%T)" >> $G/speed/stdout.log
+  T=$((T - SP))
+fi
+JOBS=${GPU_JOBS:-$(cd benchmarks/gpu && ls *.sh | grep -v -e run_all.sh -e speed.sh | sed 's/\.sh$//')}
 NJ=$(echo $JOBS | wc -w)
 FRAC=$(python3 -c "print(round(min(0.3, 0.9 / max(1, $NJ * ${GPU_PROCS_PER_JOB:-3})), 3))")
 echo "jobs: $JOBS; mem fraction per process $FRAC" >> $G/machine.txt
-(nvidia-smi dmon -s um -d 5 > $G/dmon.txt 2>&1 &)
 for job in $JOBS; do
   mkdir -p $G/$job
   F=$FRAC; [ -f benchmarks/gpu/$job.frac ] && F=$(cat benchmarks/gpu/$job.frac)
