@@ -23,8 +23,8 @@ run ph_csq32 padhash --variant paper --config.victim_chunk=0
 run ph_dpn32 padhash --variant paper --config.method=dpn --config.victim_chunk=0 --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
 run ph_csq64 padhash --variant paper --config.bits=64 --config.victim_chunk=0 --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
 run ph_dpn64 padhash --variant paper --config.method=dpn --config.bits=64 --config.victim_chunk=0 --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
-run wb_1pct witches_brew --variant paper --config.victim_chunk=20
-run wb_05pct witches_brew --variant paper --config.budget=0.005 --config.victim_chunk=20
+run wb_1pct witches_brew --variant paper --config.victim_chunk=8
+run wb_05pct witches_brew --variant paper --config.budget=0.005 --config.victim_chunk=8
 copy() { for d in /tmp/wd/*/; do n=$(basename $d); for f in results.json report.md; do [ -f $d/$f ] && cp $d/$f $OUTDIR/${n}_$f; done; done; }
 while [ -n "$(jobs -rp)" ]; do sleep 20; copy; done
 copy
