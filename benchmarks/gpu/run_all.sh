@@ -1,6 +1,6 @@
 #!/bin/bash
 # Lead's orchestrator for the one shared GPU call. Usage (on the device): bash benchmarks/gpu/run_all.sh SECONDS
-# Runs speed.sh alone first (GPU_SPEED_SECONDS, default 100), then every other
+# Runs speed.sh alone first (GPU_SPEED_SECONDS, default 200), then every other
 # benchmarks/gpu/<job>.sh in parallel on the one GPU, each under `timeout`, and tars their OUTDIRs into
 # $OUT/gpu_out.tgz every 45 s (so a killed call still returns what finished).
 set -u
@@ -23,7 +23,7 @@ G=/tmp/gout
 { date -u; nvidia-smi; lscpu | head -20; python3 -c "import jax, flax, optax, orbax.checkpoint as o; print(jax.__version__, flax.__version__, optax.__version__, jax.devices())"; } > $G/machine.txt 2>&1
 (nvidia-smi dmon -s um -d 5 > $G/dmon.txt 2>&1 &)
 # the speed side-by-side first, alone on the chip (GPU_SPEED_SECONDS, 0 skips it): its ratios mean nothing when shared
-SP=${GPU_SPEED_SECONDS:-100}
+SP=${GPU_SPEED_SECONDS:-200}
 if [ "$SP" -gt 0 ]; then
   mkdir -p $G/speed
   timeout -k 5 $SP bash benchmarks/gpu/speed.sh $G/speed $((SP - 5)) > $G/speed/stdout.log 2>&1
