@@ -270,7 +270,7 @@ def vgae_meta_grad_fast(prob: VGAEProblem, state, cfg: VGAEAttackConfig, key):
 
 
 def _recon_kl(z, mu, logstd, label):
-    """Kipf's VGAE loss (see :func:`poisonjax.graph.models.vgae_loss`) from sampled ``z``, with one
+    r"""Kipf's VGAE loss (see :func:`poisonjax.graph.models.vgae_loss`) from sampled ``z``, with one
     softplus per pair (:math:`\mathrm{softplus}(-l) = \mathrm{softplus}(l) - l`)."""
     n = label.shape[0]
     logits = z @ z.T
@@ -373,7 +373,7 @@ def vgae_pgd(prob: VGAEProblem, budget: int, key, surrogate_params, victim: VGAE
 
 def evaluate_vgae(adj_train: sp.spmatrix, x, split: LinkSplit, keys, victim: VGAEConfig = VGAEConfig(),
                   pad_nnz: Optional[int] = None):
-    """Train ``len(keys)`` victims (vmapped) on ``adj_train`` and return test ``(auc [K], ap [K])``.
+    r"""Train ``len(keys)`` victims (vmapped) on ``adj_train`` and return test ``(auc [K], ap [K])``.
 
     The encoder uses a sparse (BCOO) :math:`\hat A` padded to ``pad_nnz`` stored entries (so graphs
     with different edge counts share one compiled program); the reconstruction loss is dense."""

@@ -45,7 +45,7 @@ from poisonjax.graph.models import fan_out_uniform, normalize_adj
 
 
 class MetaProblem(NamedTuple):
-    """Fixed inputs of Metattack (all arrays; build with :func:`make_meta_problem`).
+    r"""Fixed inputs of Metattack (all arrays; build with :func:`make_meta_problem`).
 
     ``a_clean`` ``[N, N]`` 0/1; ``allowed`` ``[N, N]`` bool (upper triangle of flippable pairs);
     sparse features ``x_rows, x_cols, x_vals`` ``[nnz_X]`` with ``x_dim`` ``[F]`` (only its shape is

@@ -19,7 +19,7 @@ SURROGATES = ("deeprobust", "prognn")
 def self_training_labels(adj: sp.spmatrix, features, labels, idx_train, idx_val, key,
                          epochs: int = 200, surrogate: str = "deeprobust",
                          num_classes: Optional[int] = None) -> np.ndarray:
-    """Metattack's self-training labels: the argmax predictions ``[N]`` of a linearised GCN surrogate
+    r"""Metattack's self-training labels: the argmax predictions ``[N]`` of a linearised GCN surrogate
     (hidden 16, no ReLU; Adam lr 0.01, no weight decay, 200 epochs) trained on the clean graph,
     with the true labels kept on ``idx_train``. ``surrogate`` picks the surrogate's remaining settings:
 
