@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,8 +60,9 @@ from poisonjax.core.training import accuracy, softmax_cross_entropy_loss, train_
 from poisonjax.vision import witches_brew as wb  # noqa: E402
 from poisonjax.vision.models import FastSmallCNN  # noqa: E402
 
-ART_PY = Path(__import__("shutil").which(os.environ["ART_PYTHON"]) or os.environ["ART_PYTHON"]) if os.environ.get(
-    "ART_PYTHON") else ROOT / "benchmarks" / ".venvs" / "art" / "bin" / "python"  # ART_PYTHON: e.g. python3 on a GPU image
+# ART's interpreter: its own venv here, or ART_PYTHON (a path or a command name, e.g. python3 on a GPU image)
+ART_PY = Path(shutil.which(os.environ["ART_PYTHON"]) or os.environ["ART_PYTHON"]) if os.environ.get("ART_PYTHON") \
+    else ROOT / "benchmarks" / ".venvs" / "art" / "bin" / "python"
 ART_DEVICE = os.environ.get("ART_DEVICE", "cpu")     # "gpu": ART on CUDA (same-machine GPU side-by-side)
 
 
@@ -95,30 +97,23 @@ def craft_vmapped(loss_fn, sur, pr_all, key, steps, restarts):
     """All T targets in one vmapped program (:func:`poisonjax.core.gradient_matching.craft_one_program`:
     init, steps and best-restart selection compiled together), from a fresh jit: tracing and
     compilation included. Returns ``(delta [T, P, ...], seconds, compile_seconds)``; the compile time
-    is measured separately (a second, timed ``lower().compile()`` of the same program)."""
+    is measured separately (a second, timed ``lower().compile()`` of the same program,
+    :func:`poisonjax.core.gradient_matching.crafting_program`)."""
     pr = pr_all._replace(surrogate_params=sur)
     t0 = time.perf_counter()
     d = jax.block_until_ready(gm.craft_one_program(loss_fn, pr, steps=steps, key=key, restarts=restarts,
                                                    trials=True)[0])
     total = time.perf_counter() - t0
-    att = gm.batch_over_trials(gm.gradient_matching_attack(loss_fn, steps=steps, restarts=restarts))
     c0 = time.perf_counter()
-    jax.jit(lambda k, p: jax.lax.fori_loop(0, steps, lambda i, s: att.step(s, p), att.init(k, p))).lower(
-        key, pr).compile()
+    jax.jit(gm.crafting_program(loss_fn, pr, steps=steps, restarts=restarts, trials=True)).lower(key, pr).compile()
     return np.asarray(d), total, time.perf_counter() - c0
 
 
 def vmapped_phases(loss_fn, sur, pr_all, key, steps, restarts):
-    """The vmapped program of :func:`craft_vmapped` timed by phase, from a fresh jit: tracing and lowering,
-    XLA compilation, one run. Returns ``{"trace_lower": s, "compile": s, "run": s}``."""
+    """The program of :func:`craft_vmapped` timed by phase, from a fresh jit: tracing and lowering, XLA
+    compilation, one run. Returns ``{"trace_lower": s, "compile": s, "run": s}``."""
     pr = pr_all._replace(surrogate_params=sur)
-    att = gm.batch_over_trials(gm.gradient_matching_attack(loss_fn, steps=steps, restarts=restarts))
-    sel = jax.vmap(lambda s, p: gm.select_best(loss_fn, s, p, 0.0, False), in_axes=(0, gm.TRIAL_AXES))
-
-    def run(k, p):
-        st = jax.lax.fori_loop(0, steps, lambda i, s: att.step(s, p), att.init(k, p))
-        return sel(st, p)[0]
-
+    run = gm.crafting_program(loss_fn, pr, steps=steps, restarts=restarts, trials=True)
     t0 = time.perf_counter()
     lowered = jax.jit(run).lower(key, pr)
     t1 = time.perf_counter()

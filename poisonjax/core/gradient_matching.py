@@ -379,18 +379,14 @@ def craft(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Ar
                        res.metrics, res.state, seconds)
 
 
-def craft_one_program(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Array, restarts: int = 1,
-                      alpha: float = 0.0, step_size: float = 0.1, flip: bool = False, crop: int = 0,
-                      trials: bool = False, normalize_strict: bool = False):
-    """:func:`craft` without the runner: ``init``, the ``steps`` crafting steps (a ``fori_loop``) and
-    :func:`select_best` traced and compiled as **one** XLA program, run once. Same attack, same
-    arithmetic as :func:`craft` (equal poisons up to float rounding), but no checkpoints, metrics or
-    progress bar, and one compilation instead of three (init, step chunk, selection): on a 2-core CPU
-    crafting 8 digit targets for 100 steps is compilation-bound (issue 23), so this is the fast path for
-    short crafts; use :func:`craft` for long, resumable ones.
-
-    Returns ``(delta, best_restart, restart_losses, state)`` as device arrays (batched over trials with
-    ``trials=True``)."""
+def crafting_program(loss_fns, problem: GradientMatchingProblem, *, steps: int, restarts: int = 1,
+                     alpha: float = 0.0, step_size: float = 0.1, flip: bool = False, crop: int = 0,
+                     trials: bool = False, normalize_strict: bool = False) -> Callable:
+    """The pure function that :func:`craft_one_program` compiles: ``run(key, problem) -> (delta,
+    best_restart, restart_losses, state)`` doing ``init``, the ``steps`` crafting steps (a ``fori_loop``
+    of :func:`gradient_matching_attack`'s step) and :func:`select_best`, batched over trials with
+    ``trials=True``. Exposed so that callers can ``jax.jit(...).lower(...)`` / ``.compile()`` the very
+    program that crafts (e.g. to time tracing and compilation apart; ``benchmarks/gradient_matching_vs_art.py``)."""
     validate_problem(problem, trials=trials)
     steps = check_positive_int("steps", steps)
     attack = gradient_matching_attack(loss_fns, steps=steps, restarts=restarts, alpha=alpha, step_size=step_size,
@@ -406,6 +402,23 @@ def craft_one_program(loss_fns, problem: GradientMatchingProblem, *, steps: int,
         delta, best, losses = sel(st, problem)
         return delta, best, losses, st
 
+    return run
+
+
+def craft_one_program(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Array, restarts: int = 1,
+                      alpha: float = 0.0, step_size: float = 0.1, flip: bool = False, crop: int = 0,
+                      trials: bool = False, normalize_strict: bool = False):
+    """:func:`craft` without the runner: ``init``, the ``steps`` crafting steps (a ``fori_loop``) and
+    :func:`select_best` traced and compiled as **one** XLA program (:func:`crafting_program`), run once.
+    Same attack, same arithmetic as :func:`craft` (equal poisons up to float rounding), but no
+    checkpoints, metrics or progress bar, and one compilation instead of three (init, step chunk,
+    selection): on a 2-core CPU crafting 8 digit targets for 100 steps is compilation-bound (issue 23),
+    so this is the fast path for short crafts; use :func:`craft` for long, resumable ones.
+
+    Returns ``(delta, best_restart, restart_losses, state)`` as device arrays (batched over trials with
+    ``trials=True``)."""
+    run = crafting_program(loss_fns, problem, steps=steps, restarts=restarts, alpha=alpha, step_size=step_size,
+                           flip=flip, crop=crop, trials=trials, normalize_strict=normalize_strict)
     return jax.jit(run)(key, problem)
 
 
