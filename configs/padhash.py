@@ -40,6 +40,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.triggers = 8
     c.n_victims = 2                    # victims retrained per trigger
     c.victim_chunk = 0               # victims trained at once (0 = all triggers x victims in one vmap; less = less memory)
+    c.trial_chunk = 0                # triggers crafted at once (0 = all in one vmap; less = less memory, same poisons)
     c.queries = 200                  # ordinary queries for mAP
     c.topk = 40
     c.threshold = 0.3
@@ -83,6 +84,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.triggers = 10
         c.n_victims = 2
         c.victim_chunk = 4           # victims trained at once; bounds memory (0 = all 20 at once, fine on a GPU)
+        c.trial_chunk = 2            # all 10 triggers at once asked an H200 for 43 GiB; 2 at a time ~9 GiB
         c.queries = 500
         c.train.epochs = 15
         c.surrogate_checkpoints = [2, 5, 10, 15]

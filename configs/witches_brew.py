@@ -36,6 +36,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.trials = 8                  # independent (target, adversarial class) pairs
     c.n_victims = 2                 # victims retrained from scratch per trial
     c.victim_chunk = 0            # victims trained at once (0 = all trials x victims in one vmap; less = less memory)
+    c.trial_chunk = 0             # trials crafted at once (0 = all in one vmap; less = less memory, same poisons)
     c.train = ml_collections.ConfigDict({"epochs": 20, "batch_size": 128, "lr": 0.01})
     c.transfer = ml_collections.ConfigDict({"enabled": True, "fc_steps": 200, "fc_lr": 0.02, "fc_beta": 0.0,
                                             "head_steps": 200, "n_victims": 2})
@@ -67,6 +68,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         c.trials = 10
         c.n_victims = 4
         c.victim_chunk = 8
+        c.trial_chunk = 1             # all 10 trials at once asked an H200 for 172 GiB (8 restarts x 8 surrogates)
         c.train.epochs = 30
         c.surrogate_checkpoints = [5, 10, 20, 30]
     return c

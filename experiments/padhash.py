@@ -143,7 +143,7 @@ def run(config, workdir) -> dict:
                                            eps=config.epsilon, key=k_pois)
         res = gm.craft(losses, problem, steps=config.craft_steps, key=k_craft, restarts=config.restarts,
                        alpha=alpha, step_size=config.step_size, flip=config.flip, crop=config.crop, trials=True,
-                       normalize_strict=config.normalize_strict,
+                       normalize_strict=config.normalize_strict, trial_chunk=config.get("trial_chunk", 0) or None,
                        workdir=wd / "craft" / tag, config={"cfg": config.to_dict(), "tag": tag}, desc=tag)
         return res, pidx
 

@@ -128,6 +128,7 @@ def run(config, workdir) -> dict:
     # 3. craft
     res = gm.craft(loss_fn, problem, steps=config.craft_steps, key=k_craft, restarts=config.restarts,
                    step_size=config.step_size, flip=config.flip, crop=config.crop, trials=True,
+                   trial_chunk=config.get("trial_chunk", 0) or None,
                    workdir=wd / "craft", config=config.to_dict(), desc="witches' brew")
     delta = res.delta
     rnd = np.asarray(wb.random_noise_deltas(k_rand, problem.base_images, config.epsilon))

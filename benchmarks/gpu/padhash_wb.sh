@@ -19,12 +19,13 @@ run() {  # name, then study args
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=${PYTHONPATH:-}:$PWD
 date -u +%T > $OUTDIR/start.txt
-run ph_csq32 padhash --variant paper --config.victim_chunk=0
-run ph_dpn32 padhash --variant paper --config.method=dpn --config.victim_chunk=0 --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
-run ph_csq64 padhash --variant paper --config.bits=64 --config.victim_chunk=0 --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
-run ph_dpn64 padhash --variant paper --config.method=dpn --config.bits=64 --config.victim_chunk=0 --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
-run wb_1pct witches_brew --variant paper --config.victim_chunk=8
-run wb_05pct witches_brew --variant paper --config.budget=0.005 --config.victim_chunk=8
+want() { [ -z "${PH_CELLS:-}" ] || [[ " $PH_CELLS " == *" $1 "* ]]; }   # PH_CELLS="ph_csq32 wb_1pct": a subset
+want ph_csq32 && run ph_csq32 padhash --variant paper
+want ph_dpn32 && run ph_dpn32 padhash --variant paper --config.method=dpn --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
+want ph_csq64 && run ph_csq64 padhash --variant paper --config.bits=64 --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
+want ph_dpn64 && run ph_dpn64 padhash --variant paper --config.method=dpn --config.bits=64 --config.run_settings=False --config.run_transfer=False --config.run_budget_sweep=False
+want wb_1pct && run wb_1pct witches_brew --variant paper --config.victim_chunk=8
+want wb_05pct && run wb_05pct witches_brew --variant paper --config.budget=0.005 --config.victim_chunk=8
 copy() { for d in /tmp/wd/*/; do n=$(basename $d); for f in results.json report.md; do [ -f $d/$f ] && cp $d/$f $OUTDIR/${n}_$f; done; done; }
 while [ -n "$(jobs -rp)" ]; do sleep 20; copy; done
 copy

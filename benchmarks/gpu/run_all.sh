@@ -8,13 +8,15 @@ T=${1:-480}
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
-export POISONJAX_DATA=$PWD/.gpudata POISONJAX_CACHE=/tmp/pjcache JAX_DEFAULT_MATMUL_PRECISION=highest
+export POISONJAX_DATA=$PWD/.gpudata POISONJAX_CACHE=/tmp/pjcache
+# the studies use JAX's default GPU matmul precision (TF32 on an H200, as PyTorch's cuDNN convolutions); speed.sh sets
+# fp32 ("highest") itself for the side-by-side with ART
 export PY=python3 POISONJAX_NO_FETCH=1
 # 2026-11-30, first GPU call: with XLA's default autotuning, 15 processes compiling at once on the 16 host cores spent
 # the whole call compiling (SimCLR's first step: 349 s; the GPU sat at 0-5 % SM) and the backdoor study aborted in
 # XLA's Triton GEMM tiling (a check failure in jaxlib 0.11.2). Autotune level 0 was measured to work (speed.sh, second
-# call); --xla_gpu_enable_triton_gemm=false is the usual way around the Triton abort but was not tried there.
-export XLA_FLAGS=${XLA_FLAGS:---xla_gpu_autotune_level=0}
+# call); --xla_gpu_enable_triton_gemm=false (cuBLAS for every GEMM) is the usual way around the Triton abort.
+export XLA_FLAGS=${XLA_FLAGS:---xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jaxcache}
 mkdir -p /tmp/bin /tmp/gout
 printf '#!/bin/sh\nexec python3 -c "import sys; from poisonjax.cli import main; sys.exit(main())" "$@"\n' > /tmp/bin/poisonjax

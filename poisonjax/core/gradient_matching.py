@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from poisonjax.core.parallel import chunked_vmap
 from poisonjax.core.projections import project_linf_box
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.validation import PoisonJaxInputError, check_fraction, check_positive_int
@@ -319,18 +320,45 @@ TRIAL_AXES = GradientMatchingProblem(None, 0, 0, 0, 0, None)
 surrogate parameters and ``eps`` carries a leading ``[T]`` axis."""
 
 
-def batch_over_trials(attack: AttackOptimizer) -> AttackOptimizer:
+def map_over_trials(fn: Callable, trial_chunk: Optional[int] = None) -> Callable:
+    r"""``fn(state, problem)`` of one trial -> the same over ``T`` trials (leading ``[T]`` axis on the
+    state and on the :data:`TRIAL_AXES` fields of the problem).
+
+    ``trial_chunk=None`` (or ``>= T``) is one ``vmap``: all ``T`` trials at once, memory
+    :math:`O(T \cdot R \cdot M \cdot P)` activations for ``R`` restarts, ``M`` surrogates and ``P``
+    poisons. ``trial_chunk=c`` is ``lax.map(..., batch_size=c)``: :math:`\lceil T / c\rceil` sequential
+    vmapped chunks in the same compiled program, so the activation memory is that of ``c`` trials
+    (:func:`poisonjax.core.parallel.chunked_vmap`; same arithmetic, same results up to float rounding). On an H200 the paper-scale CIFAR-10 crafts
+    (10 trials x 8 restarts x 8 surrogates x 100 poisons through a ResNet) asked for 172 GiB at once."""
+    if trial_chunk is None:
+        return jax.vmap(fn, in_axes=(0, TRIAL_AXES))
+    trial_chunk = check_positive_int("trial_chunk", trial_chunk)
+    batched_fields = [f for f, ax in zip(GradientMatchingProblem._fields, TRIAL_AXES) if ax == 0]
+
+    def one(state, batched, problem):
+        return fn(state, problem._replace(**batched))
+
+    def chunked(state, problem):
+        batched = {f: getattr(problem, f) for f in batched_fields}
+        shared = problem._replace(**{f: None for f in batched_fields})
+        return chunked_vmap(one, trial_chunk, in_axes=(0, 0, None))(state, batched, shared)
+    return chunked
+
+
+def batch_over_trials(attack: AttackOptimizer, trial_chunk: Optional[int] = None) -> AttackOptimizer:
     """Vectorise an attack over ``T`` independent trials (different targets/poisons, same surrogates):
     the problem's arrays carry a leading ``[T]`` axis (see :data:`TRIAL_AXES`), so is the state,
-    and the metrics are averaged over trials. One compiled program crafts all T poison sets."""
+    and the metrics are averaged over trials. One compiled program crafts all T poison sets;
+    ``trial_chunk`` bounds memory by running the trials ``trial_chunk`` at a time inside that
+    program (:func:`map_over_trials`)."""
     def init(key, problem):
         t = problem.base_images.shape[0]
-        return jax.vmap(attack.init, in_axes=(0, TRIAL_AXES))(jax.random.split(key, t), problem)
+        return map_over_trials(lambda k, p: attack.init(k, p), trial_chunk)(jax.random.split(key, t), problem)
 
-    step = jax.vmap(attack.step, in_axes=(0, TRIAL_AXES))
+    step = map_over_trials(attack.step, trial_chunk)
 
     def metrics(state, problem):
-        return jax.tree.map(jnp.mean, jax.vmap(attack.metrics, in_axes=(0, TRIAL_AXES))(state, problem))
+        return jax.tree.map(jnp.mean, map_over_trials(attack.metrics, trial_chunk)(state, problem))
 
     return AttackOptimizer(init, step, metrics if attack.metrics is not None else None)
 
@@ -352,12 +380,14 @@ class CraftResult(NamedTuple):
 def craft(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Array, restarts: int = 1,
           alpha: float = 0.0, step_size: float = 0.1, flip: bool = False, crop: int = 0,
           trials: bool = False, workdir=None, chunk_size: int = 25, progress: bool = True, config=None,
-          desc: str = "gradient matching", normalize_strict: bool = False) -> CraftResult:
+          desc: str = "gradient matching", normalize_strict: bool = False,
+          trial_chunk: Optional[int] = None) -> CraftResult:
     """Craft poisons with :func:`gradient_matching_attack` through :func:`poisonjax.core.runner.run`
     (resumable from ``workdir``), then pick the best restart with :func:`select_best`.
 
     With ``trials=True`` the problem is batched over a leading trial axis (:func:`batch_over_trials`)
-    and every trial gets its own best restart.
+    and every trial gets its own best restart; ``trial_chunk`` crafts them that many at a time inside
+    the compiled step (:func:`map_over_trials`: bounded memory, same poisons).
     """
     import time
     from poisonjax.core.runner import run as run_attack
@@ -366,12 +396,12 @@ def craft(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Ar
     attack = gradient_matching_attack(loss_fns, steps=steps, restarts=restarts, alpha=alpha,
                                       step_size=step_size, flip=flip, crop=crop, normalize_strict=normalize_strict)
     if trials:
-        attack = batch_over_trials(attack)
+        attack = batch_over_trials(attack, trial_chunk)
     res = run_attack(attack, problem, steps, workdir, key=key, chunk_size=min(chunk_size, steps),
                      config=config, progress=progress, desc=desc)
     sel = lambda s, p: select_best(loss_fns, s, p, alpha, normalize_strict)
     if trials:
-        sel = jax.vmap(sel, in_axes=(0, TRIAL_AXES))
+        sel = map_over_trials(sel, trial_chunk)
     delta, i, losses = jax.jit(sel)(res.state, problem)
     delta = np.asarray(delta)
     seconds = time.perf_counter() - t0
@@ -381,7 +411,8 @@ def craft(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Ar
 
 def crafting_program(loss_fns, problem: GradientMatchingProblem, *, steps: int, restarts: int = 1,
                      alpha: float = 0.0, step_size: float = 0.1, flip: bool = False, crop: int = 0,
-                     trials: bool = False, normalize_strict: bool = False) -> Callable:
+                     trials: bool = False, normalize_strict: bool = False,
+                     trial_chunk: Optional[int] = None) -> Callable:
     """The pure function that :func:`craft_one_program` compiles: ``run(key, problem) -> (delta,
     best_restart, restart_losses, state)`` doing ``init``, the ``steps`` crafting steps (a ``fori_loop``
     of :func:`gradient_matching_attack`'s step) and :func:`select_best`, batched over trials with
@@ -393,8 +424,8 @@ def crafting_program(loss_fns, problem: GradientMatchingProblem, *, steps: int, 
                                       flip=flip, crop=crop, normalize_strict=normalize_strict)
     sel = lambda s, p: select_best(loss_fns, s, p, alpha, normalize_strict)
     if trials:
-        attack = batch_over_trials(attack)
-        sel = jax.vmap(sel, in_axes=(0, TRIAL_AXES))
+        attack = batch_over_trials(attack, trial_chunk)
+        sel = map_over_trials(sel, trial_chunk)
 
     def run(key, problem):
         st = attack.init(key, problem)
@@ -407,7 +438,7 @@ def crafting_program(loss_fns, problem: GradientMatchingProblem, *, steps: int, 
 
 def craft_one_program(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Array, restarts: int = 1,
                       alpha: float = 0.0, step_size: float = 0.1, flip: bool = False, crop: int = 0,
-                      trials: bool = False, normalize_strict: bool = False):
+                      trials: bool = False, normalize_strict: bool = False, trial_chunk: Optional[int] = None):
     """:func:`craft` without the runner: ``init``, the ``steps`` crafting steps (a ``fori_loop``) and
     :func:`select_best` traced and compiled as **one** XLA program (:func:`crafting_program`), run once.
     Same attack, same arithmetic as :func:`craft` (equal poisons up to float rounding), but no
@@ -418,7 +449,8 @@ def craft_one_program(loss_fns, problem: GradientMatchingProblem, *, steps: int,
     Returns ``(delta, best_restart, restart_losses, state)`` as device arrays (batched over trials with
     ``trials=True``)."""
     run = crafting_program(loss_fns, problem, steps=steps, restarts=restarts, alpha=alpha, step_size=step_size,
-                           flip=flip, crop=crop, trials=trials, normalize_strict=normalize_strict)
+                           flip=flip, crop=crop, trials=trials, normalize_strict=normalize_strict,
+                           trial_chunk=trial_chunk)
     return jax.jit(run)(key, problem)
 
 

@@ -113,8 +113,7 @@ def chunked_vmap(fn: Callable, chunk: Optional[int] = None, mesh: Optional[jax.s
     optionally sharded over ``mesh``.
 
     With :math:`C` = ``chunk`` the :math:`V` mapped elements are padded (by repeating the last one) to
-    :math:`\lceil V/C 
-ceil C`, reshaped to ``[ceil(V/C), C, ...]`` and processed by
+    :math:`\lceil V/C \rceil C`, reshaped to ``[ceil(V/C), C, ...]`` and processed by
     :func:`jax.lax.map` over the chunks, each chunk one ``vmap`` (sharded over the mesh's devices by
     :func:`sharded_vmap` when ``mesh`` has more than one device). Peak memory is that of :math:`C`
     elements; the result is trimmed back to :math:`V` rows and equals ``jax.vmap(fn)`` up to float

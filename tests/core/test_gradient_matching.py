@@ -212,3 +212,25 @@ def test_craft_one_program_equals_craft(problem):
     delta, best, losses, _ = gm.craft_one_program(LOSS, problem, **kw)
     np.testing.assert_allclose(np.asarray(losses), ref.restart_losses, rtol=1e-3)
     assert float(np.mean(np.abs(np.asarray(delta) - ref.delta) < 1e-6)) > 0.99
+
+
+def test_trial_chunk_crafts_what_one_vmap_crafts(problem):
+    """``trial_chunk`` (``lax.map`` over chunks of trials, bounded memory) crafts the same poisons as
+    one ``vmap`` over all trials, also when the chunk does not divide the number of trials (5 = 2 + 2 + 1)."""
+    T = 5
+    ks = jax.random.split(jax.random.PRNGKey(3), 2)
+    batched = problem._replace(
+        base_images=jax.random.uniform(ks[0], (T,) + problem.base_images.shape),
+        base_labels=jnp.tile(problem.base_labels[None], (T, 1)),
+        target_images=jax.random.uniform(ks[1], (T,) + problem.target_images.shape),
+        target_labels=jnp.tile(problem.target_labels[None], (T, 1)))
+    kw = dict(steps=4, key=jax.random.PRNGKey(5), restarts=2, trials=True, progress=False)
+    ref = gm.craft(LOSS, batched, **kw)
+    out = gm.craft(LOSS, batched, trial_chunk=2, **kw)
+    assert ref.delta.shape == out.delta.shape == (T,) + problem.base_images.shape
+    np.testing.assert_allclose(out.restart_losses, ref.restart_losses, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(out.best_restart, ref.best_restart)
+    assert float(np.mean(np.abs(out.delta - ref.delta) < 1e-6)) > 0.99
+    from poisonjax.core.validation import PoisonJaxInputError
+    with pytest.raises(PoisonJaxInputError, match="trial_chunk"):
+        gm.craft(LOSS, batched, trial_chunk=0, **kw)

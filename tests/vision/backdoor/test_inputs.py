@@ -179,3 +179,16 @@ def test_spectre_finds_a_planted_cluster_with_few_poisons():
     rep = spectre(f, y, 4, poison_budget=25 / n, k=8)
     assert rep.flags.sum() == round(1.5 * 25)
     assert D.tpr_at_fpr(rep.scores, pm, 0.05) > 0.6
+
+
+def test_clean_eval_split_is_stratified_on_class_major_test_sets():
+    """The CIFAR-10 test folders are read class-major: the defender's clean images must still cover every
+    class (taking the first rows gave only the target class on cifar10_20k), disjoint from the eval rows."""
+    from experiments.backdoor import clean_eval_split
+    y = np.repeat(np.arange(10), 100)                  # class-major, as read_image_folder returns it
+    ic, ie = clean_eval_split(y, 50, seed=0)
+    assert len(ic) == 50 and len(ie) == 950 and not set(ic) & set(ie)
+    assert np.array_equal(np.bincount(y[ic], minlength=10), np.full(10, 5))
+    assert np.array_equal(clean_eval_split(y, 50, seed=0)[0], ic)       # seeded
+    ic2, _ = clean_eval_split(y, 5, seed=1)                              # fewer rows than classes: plain random
+    assert len(ic2) == 5

@@ -188,3 +188,19 @@ def test_bad_input_one_line_errors():
         assert "\n" not in str(e.value)
     with pytest.raises(PoisonJaxInputError, match="seed_fraction"):      # run_tcore checks before training
         run_tcore(enc, v, x, y, C, jax.random.PRNGKey(0), cfg=TCoreConfig(seed_fraction=2.0))
+
+
+def test_fine_tune_clips_the_gradient_and_stays_finite():
+    """Full fine-tuning with a step size that diverges unclipped (NaN, as T-Core's filtered SimCLR encoder did on
+    the GPU at head lr 0.1) stays finite with the default global-norm clipping."""
+    from poisonjax.vision.tcore.common import fine_tune
+    enc = _tiny_encoder()
+    x, y = _tiny_images(64)
+    clf = as_classifier(enc, C)
+    v = clf.init(jax.random.PRNGKey(0), x[:2], train=False)
+    v = {"params": jax.tree.map(lambda a: a * 8.0, v["params"]), "batch_stats": v["batch_stats"]}
+    w = jnp.ones(len(y))
+    finite = lambda t: all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(t))
+    kw = dict(epochs=3, batch_size=16, learning_rate=50.0)
+    assert not finite(fine_tune(clf, v, x, y, w, jax.random.PRNGKey(1), max_grad_norm=None, **kw))
+    assert finite(fine_tune(clf, v, x, y, w, jax.random.PRNGKey(1), **kw))
