@@ -326,10 +326,11 @@ def map_over_trials(fn: Callable, trial_chunk: Optional[int] = None) -> Callable
 
     ``trial_chunk=None`` (or ``>= T``) is one ``vmap``: all ``T`` trials at once, memory
     :math:`O(T \cdot R \cdot M \cdot P)` activations for ``R`` restarts, ``M`` surrogates and ``P``
-    poisons. ``trial_chunk=c`` is ``lax.map(..., batch_size=c)``: :math:`\lceil T / c\rceil` sequential
-    vmapped chunks in the same compiled program, so the activation memory is that of ``c`` trials
-    (:func:`poisonjax.core.parallel.chunked_vmap`; same arithmetic, same results up to float rounding). On an H200 the paper-scale CIFAR-10 crafts
-    (10 trials x 8 restarts x 8 surrogates x 100 poisons through a ResNet) asked for 172 GiB at once."""
+    poisons. ``trial_chunk=c`` runs :math:`\lceil T / c\rceil` vmapped chunks of ``c`` trials one after
+    another in the same compiled program (:func:`poisonjax.core.parallel.chunked_vmap`: ``lax.map`` over
+    the chunks, the last one padded), so the activation memory is that of ``c`` trials; same arithmetic,
+    same results up to float rounding. On an H200 the paper-scale CIFAR-10 crafts (10 trials x 8 restarts
+    x 8 surrogates x 100 poisons through a ResNet) asked for 172 GiB at once."""
     if trial_chunk is None:
         return jax.vmap(fn, in_axes=(0, TRIAL_AXES))
     trial_chunk = check_positive_int("trial_chunk", trial_chunk)
@@ -345,6 +346,14 @@ def map_over_trials(fn: Callable, trial_chunk: Optional[int] = None) -> Callable
     return chunked
 
 
+def _check_trial_chunk(trial_chunk, trials: bool) -> None:
+    if trial_chunk is not None:
+        check_positive_int("trial_chunk", trial_chunk)
+        if not trials:
+            raise PoisonJaxInputError(f"trial_chunk={trial_chunk} needs trials=True (a problem batched over trials); "
+                                      "drop trial_chunk for a single trial")
+
+
 def batch_over_trials(attack: AttackOptimizer, trial_chunk: Optional[int] = None) -> AttackOptimizer:
     """Vectorise an attack over ``T`` independent trials (different targets/poisons, same surrogates):
     the problem's arrays carry a leading ``[T]`` axis (see :data:`TRIAL_AXES`), so is the state,
@@ -353,7 +362,7 @@ def batch_over_trials(attack: AttackOptimizer, trial_chunk: Optional[int] = None
     program (:func:`map_over_trials`)."""
     def init(key, problem):
         t = problem.base_images.shape[0]
-        return map_over_trials(lambda k, p: attack.init(k, p), trial_chunk)(jax.random.split(key, t), problem)
+        return map_over_trials(attack.init, trial_chunk)(jax.random.split(key, t), problem)
 
     step = map_over_trials(attack.step, trial_chunk)
 
@@ -392,6 +401,7 @@ def craft(loss_fns, problem: GradientMatchingProblem, *, steps: int, key: jax.Ar
     import time
     from poisonjax.core.runner import run as run_attack
     validate_problem(problem, trials=trials)
+    _check_trial_chunk(trial_chunk, trials)
     t0 = time.perf_counter()
     attack = gradient_matching_attack(loss_fns, steps=steps, restarts=restarts, alpha=alpha,
                                       step_size=step_size, flip=flip, crop=crop, normalize_strict=normalize_strict)
@@ -419,6 +429,7 @@ def crafting_program(loss_fns, problem: GradientMatchingProblem, *, steps: int, 
     ``trials=True``. Exposed so that callers can ``jax.jit(...).lower(...)`` / ``.compile()`` the very
     program that crafts (e.g. to time tracing and compilation apart; ``benchmarks/gradient_matching_vs_art.py``)."""
     validate_problem(problem, trials=trials)
+    _check_trial_chunk(trial_chunk, trials)
     steps = check_positive_int("steps", steps)
     attack = gradient_matching_attack(loss_fns, steps=steps, restarts=restarts, alpha=alpha, step_size=step_size,
                                       flip=flip, crop=crop, normalize_strict=normalize_strict)

@@ -234,3 +234,5 @@ def test_trial_chunk_crafts_what_one_vmap_crafts(problem):
     from poisonjax.core.validation import PoisonJaxInputError
     with pytest.raises(PoisonJaxInputError, match="trial_chunk"):
         gm.craft(LOSS, batched, trial_chunk=0, **kw)
+    with pytest.raises(PoisonJaxInputError, match="trial_chunk=2 needs trials=True"):
+        gm.craft(LOSS, problem, steps=2, key=jax.random.PRNGKey(0), trial_chunk=2, progress=False)
