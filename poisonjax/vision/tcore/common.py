@@ -222,6 +222,8 @@ def fine_tune(classifier, variables: PyTree, x: jax.Array, y: jax.Array, weights
     The gradient is clipped to global norm ``max_grad_norm`` (:math:`g \leftarrow g \min(1, c/\|g\|_2)`,
     ``None`` = no clipping) before the updates: on the GPU run of 2026-11-30 (SimCLR width-32 encoder,
     batch 128, head lr 0.1) the unclipped fine-tuning of T-Core's filtered encoder diverged to NaN."""
+    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+        raise PoisonJaxInputError(f"max_grad_norm must be a positive number or None (no clipping), got {max_grad_norm!r}")
     return _fine_tune_jit(classifier, variables, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32),
                           jnp.asarray(weights, jnp.float32), key, channel_masks or {}, int(epochs), int(batch_size),
                           float(learning_rate), head_learning_rate, float(weight_decay), bool(augment),

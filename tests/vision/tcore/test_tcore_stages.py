@@ -204,3 +204,5 @@ def test_fine_tune_clips_the_gradient_and_stays_finite():
     kw = dict(epochs=3, batch_size=16, learning_rate=50.0)
     assert not finite(fine_tune(clf, v, x, y, w, jax.random.PRNGKey(1), max_grad_norm=None, **kw))
     assert finite(fine_tune(clf, v, x, y, w, jax.random.PRNGKey(1), **kw))
+    with pytest.raises(PoisonJaxInputError, match="max_grad_norm"):
+        fine_tune(clf, v, x, y, w, jax.random.PRNGKey(1), max_grad_norm=0.0, **kw)
