@@ -15,7 +15,7 @@ against. Then every defense runs on every attack's poisoned set and victims:
 * repairs (fine-pruning, CLP, Neural Cleanse, ABL = isolation + unlearning, I-BAU) act on each of
   the K victims (``vmap``) and the repaired victims are evaluated.
 
-The defender's clean data are ``clean_fraction x N_train`` images split off the test set (a seeded, class-stratified split, :func:`clean_eval_split`); accuracy
+The defender's clean data are ``clean_fraction x N_train`` images split off the test set (a seeded, class-stratified split, :func:`poisonjax.data.images.stratified_split`); accuracy
 and ASR are measured on the rest. ASR = triggered test images of non-target classes (TaCT: of its
 source classes) classified as the target. ``results.json`` holds ``rows``, one per (attack, defense),
 with ``clean_accuracy``, ``asr`` (means over victims, with ``_std``), ``clean_model_asr`` for
@@ -47,6 +47,7 @@ import numpy as np
 from poisonjax.core import reporting, runner, study
 from poisonjax.core.ensemble import index, mean_std
 from poisonjax.core.validation import PoisonJaxInputError, check_choice, check_fraction, check_positive_int
+from poisonjax.data.images import stratified_split
 from poisonjax.vision.backdoor import attacks as A
 from poisonjax.vision.backdoor import detectors as D
 from poisonjax.vision.backdoor import repairs as R
@@ -159,20 +160,6 @@ def _dry_run_attacks(config, xtr, ytr, num_classes):
         _build_attack(name, cfg, jax.random.PRNGKey(0), xtr, ytr, num_classes, zero)
 
 
-def clean_eval_split(y_test, n_clean: int, seed: int):
-    """``(clean_idx, eval_idx)``: a seeded, class-stratified split of the test rows into the defender's
-    ``n_clean`` clean images and the evaluation set (both sorted). The CIFAR-10 test folders are read
-    class-major, so the first rows are one class: taking ``x_test[:n_clean]`` gave the defender only
-    target-class images on ``cifar10_20k`` (fine-pruning then fine-tuned every victim into predicting that
-    class: accuracy 0.053, ASR 1.0 on the GPU run of 2026-11-30)."""
-    from sklearn.model_selection import train_test_split
-    y = np.asarray(y_test)
-    counts = np.bincount(y)
-    strat = y if n_clean >= len(counts) and counts[counts > 0].min() >= 2 and len(y) - n_clean >= len(counts) else None
-    ic, ie = train_test_split(np.arange(len(y)), train_size=n_clean, random_state=seed, stratify=strat)
-    return np.sort(ic), np.sort(ie)
-
-
 def _total_rate(config, name):
     p = config.attack_params[name] if name in config.attack_params else {}
     return float(p.get("poison_rate", 0.0)) + float(p.get("cover_rate", 0.0))
@@ -192,7 +179,9 @@ def run(config, workdir) -> dict:
     cache = study.CellCache(wd)
 
     n_clean = max(10, int(round(config.clean_fraction * len(ytr))))
-    ic, ie = clean_eval_split(yte, n_clean, config.seed)
+    # seeded and class-stratified: the CIFAR-10 test folders are read class-major, and taking the first rows gave
+    # the defender only target-class images on cifar10_20k (fine-pruning then collapsed to that class on the GPU)
+    ic, ie = stratified_split(yte, n_clean, config.seed)
     xc, yc = jnp.asarray(xte[ic]), jnp.asarray(yte[ic])
     xe, ye = jnp.asarray(xte[ie]), jnp.asarray(yte[ie])
     xtr, ytr = jnp.asarray(xtr), jnp.asarray(ytr)

@@ -331,9 +331,8 @@ def map_over_trials(fn: Callable, trial_chunk: Optional[int] = None) -> Callable
     the chunks, the last one padded), so the activation memory is that of ``c`` trials; same arithmetic,
     same results up to float rounding. On an H200 the paper-scale CIFAR-10 crafts (10 trials x 8 restarts
     x 8 surrogates x 100 poisons through a ResNet) asked for 172 GiB at once."""
-    if trial_chunk is None:
-        return jax.vmap(fn, in_axes=(0, TRIAL_AXES))
-    trial_chunk = check_positive_int("trial_chunk", trial_chunk)
+    if trial_chunk is not None:
+        trial_chunk = check_positive_int("trial_chunk", trial_chunk)
     batched_fields = [f for f, ax in zip(GradientMatchingProblem._fields, TRIAL_AXES) if ax == 0]
 
     def one(state, batched, problem):

@@ -92,15 +92,31 @@ def load_mnist(data_dir=None, *, n_train: int | None = None, n_test: int | None 
     return ImageDataset(f(xtr), ytr, f(xte), yte.astype(np.int32), 10, "mnist")
 
 
+def stratified_split(y, n: int, seed: int):
+    """``(idx, rest)``: a seeded, class-stratified split of the row indices of labels ``y`` into ``n`` rows and
+    the others, both sorted (scikit-learn's ``train_test_split`` with ``stratify=y``). Where stratifying is
+    impossible (``n`` or ``N - n`` smaller than the number of classes, or a class with one row) the split is
+    seeded but unstratified. The CIFAR-10 folders are read class-major, so "the first ``n`` rows" is one class:
+    take subsets with this instead."""
+    from sklearn.model_selection import train_test_split
+    y = np.asarray(y)
+    if not 0 < n < len(y):
+        raise ValueError(f"split size must be in (0, {len(y)}), got {n}")
+    counts = np.bincount(y)
+    k = int((counts > 0).sum())
+    ok = n >= k and len(y) - n >= k and counts[counts > 0].min() >= 2
+    idx, rest = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=y if ok else None)
+    return np.sort(idx), np.sort(rest)
+
+
 def stratified_subset(x, y, n, seed):
-    """A seeded, class-balanced subset of ``n`` rows of ``(x, y)`` (all rows when ``n`` is None or >= N)."""
+    """A seeded, class-balanced subset of ``n`` rows of ``(x, y)`` (all rows when ``n`` is None or >= N);
+    :func:`stratified_split`."""
     if n is None or n >= len(y):
         return x, y
     if n <= 0:
         raise ValueError(f"subset size must be positive, got {n}")
-    from sklearn.model_selection import train_test_split
-    idx, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=y)
-    idx = np.sort(idx)
+    idx, _ = stratified_split(y, n, seed)
     return x[idx], y[idx]
 
 

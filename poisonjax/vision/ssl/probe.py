@@ -118,9 +118,8 @@ def probe_accuracy_and_asr(bundle: EncoderBundle, x_train, y_train, x_test, y_te
 def cifar_probe_split(data_dir=None, n_adapt: int = 8000, seed: int = 0):
     """The issue's downstream split of the CIFAR-10 test set (``cifar10_jpeg_20k/test``, disjoint from
     pre-training): a seeded, stratified ``n_adapt`` / rest split -> ``(x_adapt, y_adapt, x_eval, y_eval)``."""
-    from sklearn.model_selection import train_test_split
+    from poisonjax.data.images import stratified_split
     from poisonjax.vision.ssl.encoders import load_cifar10_20k
     x, y = load_cifar10_20k("test", data_dir)
-    ia, ie = train_test_split(np.arange(len(y)), train_size=n_adapt, random_state=seed, stratify=y)
-    ia, ie = np.sort(ia), np.sort(ie)
+    ia, ie = stratified_split(y, n_adapt, seed)
     return x[ia], y[ia], x[ie], y[ie]

@@ -182,9 +182,10 @@ def test_spectre_finds_a_planted_cluster_with_few_poisons():
 
 
 def test_clean_eval_split_is_stratified_on_class_major_test_sets():
-    """The CIFAR-10 test folders are read class-major: the defender's clean images must still cover every
-    class (taking the first rows gave only the target class on cifar10_20k), disjoint from the eval rows."""
-    from experiments.backdoor import clean_eval_split
+    """The CIFAR-10 test folders are read class-major: the defender's clean images (the study splits them off
+    with ``stratified_split``) must still cover every class (taking the first rows gave only the target class on
+    cifar10_20k), disjoint from the eval rows."""
+    from poisonjax.data.images import stratified_split as clean_eval_split
     y = np.repeat(np.arange(10), 100)                  # class-major, as read_image_folder returns it
     ic, ie = clean_eval_split(y, 50, seed=0)
     assert len(ic) == 50 and len(ie) == 950 and not set(ic) & set(ie)
