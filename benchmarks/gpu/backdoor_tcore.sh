@@ -308,7 +308,42 @@ def stage_badencoder():
     res["attack_seconds"] = time.time() - t0
     res["meta"] = {k: v for k, v in pb.meta.items() if isinstance(v, (int, float, str))}
     res["badencoder"] = probe_accuracy_and_asr(pb, xa, ya, xe, ye, trig, 0, epochs=300, key=jax.random.PRNGKey(1))
+    res["probe_comparison"] = probe_comparison(pb, xa, ya, xe, ye, trig)
     write("badencoder.json", res)
+
+
+def probe_comparison(bundle, xa, ya, xe, ye, trig):
+    """The two linear probes of the package on the same encoder (the T-Core study's ASR 0.976 against
+    badencoder.json's 0.394 on 2026-11-30): ssl.probe's full-batch head and T-Core's mini-batch head (the
+    study's 50 epochs), plus how far the triggered eval features sit from the adaptation features in
+    standardised units (a channel rare on clean images that the trigger wakes is multiplied by 1/std)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from poisonjax.core.poisoning import apply_trigger
+    from poisonjax.core.training import feature_standardization
+    from poisonjax.vision.ssl.encoders import encode
+    from poisonjax.vision.ssl.probe import fit_linear_head
+    from poisonjax.vision.tcore.common import train_head
+    ha, he = encode(bundle, xa), encode(bundle, xe)
+    ht = encode(bundle, np.asarray(apply_trigger(jnp.asarray(xe), trig)))
+    nt = jnp.asarray(ye) != 0
+    out = {}
+    def score(name, lg):
+        out[name] = {"clean_accuracy": float(jnp.mean(lg(he).argmax(-1) == jnp.asarray(ye))),
+                     "asr": float(jnp.sum((lg(ht).argmax(-1) == 0) * nt) / jnp.sum(nt))}
+    for ep in (300, 3000):
+        h = fit_linear_head(ha, ya, epochs=ep, key=jax.random.PRNGKey(1))
+        score(f"full_batch_{ep}", h.logits)
+    for ep in (5, 50):
+        p = train_head(ha, jnp.asarray(ya), jnp.ones(len(ya)), jax.random.PRNGKey(1), 10, epochs=ep, learning_rate=1e-2)
+        score(f"minibatch_{ep}_epochs", lambda z, p=p: z @ p["kernel"] + p["bias"])
+    mu, sd = feature_standardization(ha)
+    zt, za = jnp.abs((ht - mu) / sd), jnp.abs((ha - mu) / sd)
+    out["max_abs_z_adapt"], out["max_abs_z_triggered"] = float(za.max()), float(zt.max())
+    out["n_features_z_triggered_over_10"] = int((zt.max(0) > 10).sum())
+    out["min_std"] = float(sd.min())
+    return out
 
 
 def stage_tcore_encoder():

@@ -332,3 +332,25 @@ def accuracy(logits: jax.Array, labels: jax.Array, mask: Optional[jax.Array] = N
     if mask is None:
         return hit.mean()
     return jnp.sum(hit * mask) / jnp.maximum(mask.sum(), 1)
+
+
+def feature_standardization(h: jax.Array, weights: Optional[jax.Array] = None, *, rtol: float = 1e-6):
+    r"""Per-feature ``(mean, scale)`` for standardising features ``z = (h - mean) / scale`` (``h [N, D]``).
+
+    With example weights :math:`w_i \ge 0` (default 1),
+
+    .. math:: \mu_d = \frac{\sum_i w_i h_{id}}{\sum_i w_i}, \qquad
+              \sigma_d = \sqrt{\frac{\sum_i w_i (h_{id} - \mu_d)^2}{\sum_i w_i}}, \qquad
+              s_d = \begin{cases} \sigma_d & \sigma_d > \mathrm{rtol}\,(1 + |\mu_d|) \\ 1 & \text{otherwise,} \end{cases}
+
+    i.e. a (near-)constant feature is centred but not scaled, as scikit-learn's ``StandardScaler`` does.
+    Dividing such a feature by :math:`\sigma_d + 10^{-6}` instead multiplies any input that moves it (a trigger
+    that wakes a ReLU channel dead on the training data) by :math:`10^6`, so whatever weight a head has left on
+    it (its initial value, decayed by the L2 term) can decide the prediction. Every linear probe and
+    standardised head in the package uses this one function."""
+    h = jnp.asarray(h, jnp.float32)
+    w = jnp.ones((h.shape[0],), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+    sw = jnp.maximum(w.sum(), 1e-12)
+    mu = (h * w[:, None]).sum(0) / sw
+    sd = jnp.sqrt(jnp.maximum(((h - mu) ** 2 * w[:, None]).sum(0) / sw, 0.0))
+    return mu, jnp.where(sd > rtol * (1.0 + jnp.abs(mu)), sd, 1.0)

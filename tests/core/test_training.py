@@ -116,3 +116,29 @@ def test_stack_unstack_roundtrip_and_flatten():
         np.testing.assert_array_equal(a, b)
     ms = ensemble.mean_std([1.0, 2.0, 3.0])
     assert abs(ms["mean"] - 2.0) < 1e-12 and abs(ms["std"] - np.std([1, 2, 3])) < 1e-12
+
+
+def test_feature_standardization_matches_sklearn_standard_scaler():
+    """Unweighted, it is scikit-learn's StandardScaler (a constant column is centred and scaled by 1); with 0/1
+    weights it equals the scaler fitted on the weighted rows; fractional weights are the weighted moments."""
+    from sklearn.preprocessing import StandardScaler
+    from poisonjax.core.training import feature_standardization
+    r = np.random.RandomState(0)
+    h = r.randn(50, 5).astype(np.float32) * [1, 3, 0.1, 1, 1] + [0, 2, -1, 4, 0]
+    h[:, 3] = 4.0                                   # constant
+    h[:, 4] = 0.0                                   # dead ReLU channel
+    sk = StandardScaler().fit(h)
+    mu, sd = feature_standardization(jnp.asarray(h))
+    np.testing.assert_allclose(np.asarray(mu), sk.mean_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sd), sk.scale_, rtol=1e-5)
+    assert float(sd[3]) == 1.0 and float(sd[4]) == 1.0
+    w = (np.arange(50) % 3 == 0).astype(np.float32)
+    sk_w = StandardScaler().fit(h[w > 0])
+    mu_w, sd_w = feature_standardization(jnp.asarray(h), jnp.asarray(w))
+    np.testing.assert_allclose(np.asarray(mu_w), sk_w.mean_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sd_w), sk_w.scale_, rtol=1e-5)
+    ws = r.rand(50).astype(np.float32)
+    mu_s, sd_s = feature_standardization(jnp.asarray(h), jnp.asarray(ws))
+    m = np.average(h, 0, ws)
+    np.testing.assert_allclose(np.asarray(mu_s), m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sd_s)[:3], np.sqrt(np.average((h - m) ** 2, 0, ws))[:3], rtol=1e-4)

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from poisonjax.core.poisoning import Trigger, apply_trigger, attack_success_rate
+from poisonjax.core.training import feature_standardization
 from poisonjax.core.validation import PoisonJaxInputError, check_positive_int
 from poisonjax.vision.ssl.encoders import EncoderBundle, encode
 
@@ -53,15 +54,20 @@ def _check_labels(name, y, n, num_classes=None):
 def fit_linear_head(h: jax.Array, y, *, epochs: int = 300, num_classes: Optional[int] = None,
                     lr: float = 0.01, l2: float = 1e-4, key: Optional[jax.Array] = None) -> LinearHead:
     """Fit the probe (module docstring) on features ``h [N, D]`` and labels ``y [N]``. ``key`` initialises
-    ``W`` (small normal; the problem is convex, so it only matters at the 1e-6 level)."""
+    ``W`` (small normal; the problem is convex, so it only matters at the 1e-6 level). Standardisation is
+    :func:`poisonjax.core.training.feature_standardization`; the rows of ``W`` of features constant on ``h``
+    start (and, having zero gradient, stay) at 0, so a feature that only a triggered or otherwise shifted
+    input moves has no weight. (Before, such a row kept its random start, decayed by the L2 term to about
+    1e-3 after 20 steps and 1e-9 after 300, times the input divided by 1e-6.)"""
     epochs = check_positive_int("epochs", epochs)
     y = _check_labels("y_train", y, h.shape[0])
     c = int(num_classes or int(y.max()) + 1)
     h = jnp.asarray(h, jnp.float32)
-    mean, std = h.mean(0), h.std(0) + 1e-6
+    mean, std = feature_standardization(h)
     hn = (h - mean) / std
+    live = (jnp.abs(hn).max(0) > 0).astype(jnp.float32)
     key = jax.random.PRNGKey(0) if key is None else key
-    params = {"W": 0.01 * jax.random.normal(key, (h.shape[1], c)), "b": jnp.zeros((c,))}
+    params = {"W": 0.01 * jax.random.normal(key, (h.shape[1], c)) * live[:, None], "b": jnp.zeros((c,))}
     tx = optax.adam(lr)
     yj = jnp.asarray(y)
 

@@ -169,7 +169,8 @@ def train_head(feats: jax.Array, y: jax.Array, weights: jax.Array, key: jax.Arra
                epochs: int = 30, batch_size: int = 256, learning_rate: float = 1e-2,
                weight_decay: float = 1e-4) -> Dict[str, jax.Array]:
     r"""Linear probe :math:`\min_{W,b} \sum_i w_i\,\mathrm{CE}(W \tilde z_i + b, y_i) / \sum_i w_i` on
-    standardised features :math:`\tilde z = (z - \mu_w) / \sigma_w` (weighted moments), Adam
+    standardised features :math:`\tilde z = (z - \mu_w) / \sigma_w` (weighted moments,
+    :func:`poisonjax.core.training.feature_standardization`), Adam
     (``learning_rate``, decoupled ``weight_decay``), ``epochs`` passes of shuffled mini-batches
     (:func:`poisonjax.core.victims.train_victims`). Returns the head on *raw* features
     ``{"kernel": [D, C], "bias": [C]}`` (standardisation folded in). ``feats [N, D]``, ``y [N]``,
@@ -181,9 +182,8 @@ def train_head(feats: jax.Array, y: jax.Array, weights: jax.Array, key: jax.Arra
 
 def _train_head_impl(feats, y, w, key, num_classes, epochs, batch_size, learning_rate, weight_decay):
     from poisonjax.core.victims import as_victim, train_victims
-    sw = jnp.maximum(w.sum(), 1.0)
-    mu = (feats * w[:, None]).sum(0) / sw
-    sd = jnp.sqrt(((feats - mu) ** 2 * w[:, None]).sum(0) / sw) + 1e-6
+    from poisonjax.core.training import feature_standardization
+    mu, sd = feature_standardization(feats, w)
     z = (feats - mu) / sd
     d = feats.shape[1]
 

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from poisonjax.core.training import feature_standardization
 from poisonjax.core.validation import PoisonJaxInputError, check_fraction, check_positive_int
 from poisonjax.vision.tcore.common import check_labels
 
@@ -158,7 +159,8 @@ def confusion_losses(feats, y, seed_mask, key, num_classes: int, *, confusion_we
 
 
 def _confusion_impl(f, y, sm, key, num_classes, confusion_weight, steps, learning_rate):
-    f = (f - f.mean(0)) / (f.std(0) + 1e-6)
+    mu, sd = feature_standardization(f)
+    f = (f - mu) / sd
     opt = optax.adam(learning_rate)
 
     def total(p, r):
