@@ -1,0 +1,108 @@
+"""RAVEN over several seeds: mean, standard deviation and range of the study's figures across seed workdirs.
+
+The issue asks for RAVEN's conditions over 5 seeds. Run the study once per seed (each seed draws its own implant
+targets, panel training and sampling), then aggregate:
+
+    for s in 0 1 2 3 4; do poisonjax run raven --config.seed=$s --config.n_targets=5 --workdir runs/raven/seed$s; done
+    python benchmarks/raven_seeds.py runs/raven/seed* --out raven_seeds.json
+
+Per implant size: detection AUC of the default score ("and") and of entropy only, the entropy gap only and
+divergence only, the TPR at the 5%-FPR threshold; the control cells flagged; the threshold-transfer gap across
+panel sizes; the implants meeting the precondition; the retrieval route. Then the issue's conditions, seed by seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def load(path):
+    f = os.path.join(path, "results.json")
+    if not os.path.exists(f):
+        raise SystemExit(f"{path}: no results.json (the study has not finished there)")
+    with open(f) as fh:
+        r = json.load(fh)
+    with open(os.path.join(path, "config.json")) as fh:
+        cfg = json.load(fh)
+    return r, cfg
+
+
+def summarise(vals):
+    v = np.asarray([x for x in vals if x is not None], float)
+    if v.size == 0:
+        return None
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+
+
+def seed_checks(r):
+    """The issue's conditions on one seed's results."""
+    bs = r["by_size"]
+    both_needed = {s: bool(d["auc"] > d["auc_entropy_only"] and d["auc"] > d["auc_divergence_only"])
+                   for s, d in bs.items()}
+    return {"auc_at_100>=0.95": bool(bs["100"]["auc"] >= 0.95),
+            "control_never_flagged": int(r["control_flagged_total"]) == 0,
+            "both_signals_beat_each_alone_at_100": both_needed["100"],
+            "both_signals_beat_each_alone_sizes": [s for s, ok in both_needed.items() if ok],
+            "transfer_within_5_points": bool(r["transfer"]["within_5_points"])}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workdirs", nargs="+", help="finished raven study workdirs, one per seed")
+    ap.add_argument("--out", default="", help="write the aggregate as JSON here")
+    a = ap.parse_args(argv)
+    runs = [load(p) for p in a.workdirs]
+    seeds = [c.get("seed") for _, c in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"workdirs: expected one run per seed, got seeds {seeds}")
+    sizes = sorted(runs[0][0]["by_size"], key=int)
+    keys = ("auc", "auc_entropy_only", "auc_entropy_gap_only", "auc_divergence_only", "tpr_at_5fpr", "fpr",
+            "control_flagged")
+    agg = {"seeds": seeds, "n_targets": [c.get("n_targets") for _, c in runs], "by_size": {}, "by_size_lexicon": {}}
+    for s in sizes:
+        agg["by_size"][s] = {k: summarise([r["by_size"][s].get(k) for r, _ in runs]) for k in keys}
+        agg["by_size_lexicon"][s] = {k: summarise([r["by_size_other_judge"]["by_size"][s].get(k) for r, _ in runs])
+                                     for k in keys}
+    agg["auc_overall"] = summarise([r["auc"] for r, _ in runs])
+    agg["control_flagged_total"] = [int(r["control_flagged_total"]) for r, _ in runs]
+    agg["transfer_max_fpr_gap"] = summarise([r["transfer"]["max_fpr_gap_by_size"] for r, _ in runs])
+    agg["fpr_main"] = summarise([r["transfer"]["fpr_main"] for r, _ in runs])
+    agg["preconditions_met"] = [f"{sum(p['ok'] for p in r['preconditions'])}/{len(r['preconditions'])}"
+                                for r, _ in runs]
+    rt = [r.get("retrieval") or {} for r, _ in runs]
+    agg["retrieval_auc_model_specific"] = summarise([x.get("auc_model_specific") for x in rt])
+    agg["retrieval_shared_cells_flagged"] = [x.get("shared_poisoned_cells_flagged") for x in rt]
+    agg["seconds"] = [r.get("seconds") for r, _ in runs]
+    agg["checks_by_seed"] = {str(sd): seed_checks(r) for sd, (r, _) in zip(seeds, runs)}
+
+    fmt = lambda d: "-" if d is None else f"{d['mean']:.3f} ± {d['std']:.3f} [{d['min']:.3f}, {d['max']:.3f}]"  # noqa
+    print(f"RAVEN over seeds {seeds} (targets per size {agg['n_targets']})")
+    print(f"{'size':>5} | {'AUC and':>30} | {'entropy only':>30} | {'entropy gap only':>30} | "
+          f"{'divergence only':>30} | {'TPR@5%FPR':>30}")
+    for s in sizes:
+        d = agg["by_size"][s]
+        print(f"{s:>5} | {fmt(d['auc']):>30} | {fmt(d['auc_entropy_only']):>30} | "
+              f"{fmt(d['auc_entropy_gap_only']):>30} | {fmt(d['auc_divergence_only']):>30} | "
+              f"{fmt(d['tpr_at_5fpr']):>30}")
+    print("lexicon judge, AUC and:", {s: fmt(agg["by_size_lexicon"][s]["auc"]) for s in sizes})
+    print("control cells flagged per seed:", agg["control_flagged_total"])
+    print("threshold transfer, max FPR gap across panel sizes:", fmt(agg["transfer_max_fpr_gap"]))
+    print("implants meeting the precondition:", agg["preconditions_met"])
+    print("retrieval route AUC:", fmt(agg["retrieval_auc_model_specific"]),
+          "| shared-poison cells flagged:", agg["retrieval_shared_cells_flagged"])
+    for sd, ch in agg["checks_by_seed"].items():
+        print(f"seed {sd}: {ch}")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(agg, f, indent=1)
+    return agg
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
