@@ -106,28 +106,27 @@ def test_linear_probe_matches_sklearn():
 
 
 def test_linear_probes_ignore_a_feature_dead_on_the_training_data():
-    """A ReLU channel that is 0 on every training image but that a trigger wakes (column 6 here) must not decide
-    the prediction: both probes (this module's full-batch one and T-Core's mini-batch head) give the same test
-    predictions with and without it, after a short fit too (20 steps, where the L2 term has not yet decayed an
-    initial weight). Before the shared standardisation the full-batch probe divided that column by 1e-6 and
-    left it its random initial weights, so the woken channel set the predicted class."""
+    """A ReLU channel that is 0 on every training image but that a trigger wakes (the last column here) gets no
+    weight in either probe (this module's full-batch one and T-Core's mini-batch head): the logits of a test
+    point are the same with the channel woken or not, after a short fit too (20 steps, before the L2 term has
+    decayed an initial weight). Before the shared standardisation the full-batch probe divided that column by
+    1e-6 and left it its random initial weights, so the woken channel set the predicted class."""
     from poisonjax.vision.tcore.common import train_head
     r = np.random.RandomState(1)
     means = r.randn(4, 6) * 1.5
     y = np.repeat(np.arange(4), 60).astype(np.int32)
-    h = (means[y] + r.randn(240, 6)).astype(np.float32)
-    h_dead = np.concatenate([h, np.zeros((240, 1), np.float32)], 1)
-    h_test = (means[np.arange(40) % 4] + r.randn(40, 6)).astype(np.float32)
-    h_test_woken = np.concatenate([h_test, np.full((40, 1), 0.5, np.float32)], 1)
+    h = np.concatenate([(means[y] + r.randn(240, 6)), np.zeros((240, 1))], 1).astype(np.float32)
+    h_test = np.concatenate([means[np.arange(40) % 4] + r.randn(40, 6), np.zeros((40, 1))], 1).astype(np.float32)
+    h_woken = h_test.copy()
+    h_woken[:, -1] = 0.5
     for key in range(3):
-        ref = fit_linear_head(jnp.asarray(h), y, epochs=20, key=jax.random.PRNGKey(key))
-        got = fit_linear_head(jnp.asarray(h_dead), y, epochs=20, key=jax.random.PRNGKey(key))
-        np.testing.assert_array_equal(np.argmax(np.asarray(got.logits(jnp.asarray(h_test_woken))), -1),
-                                      np.argmax(np.asarray(ref.logits(jnp.asarray(h_test))), -1))
-    hd = train_head(jnp.asarray(h_dead), jnp.asarray(y), jnp.ones(240), jax.random.PRNGKey(0), 4, epochs=20)
-    h0 = train_head(jnp.asarray(h), jnp.asarray(y), jnp.ones(240), jax.random.PRNGKey(0), 4, epochs=20)
-    lg = lambda p, z: np.asarray(jnp.asarray(z) @ p["kernel"] + p["bias"])
-    np.testing.assert_array_equal(np.argmax(lg(hd, h_test_woken), -1), np.argmax(lg(h0, h_test), -1))
+        head = fit_linear_head(jnp.asarray(h), y, epochs=20, key=jax.random.PRNGKey(key))
+        np.testing.assert_allclose(np.asarray(head.logits(jnp.asarray(h_woken))),
+                                   np.asarray(head.logits(jnp.asarray(h_test))), atol=1e-5)
+    p = train_head(jnp.asarray(h), jnp.asarray(y), jnp.ones(240), jax.random.PRNGKey(0), 4, epochs=20)
+    lg = lambda z: np.asarray(jnp.asarray(z) @ p["kernel"] + p["bias"])
+    np.testing.assert_allclose(lg(h_woken), lg(h_test), atol=1e-5)
+    assert np.mean(np.argmax(lg(h_test), -1) == np.arange(40) % 4) >= 0.7
 
 
 def test_badencoder_beats_no_attack_on_its_objective(tiny_bundle):
