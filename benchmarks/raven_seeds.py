@@ -7,7 +7,8 @@ targets, panel training and sampling), then aggregate:
     python benchmarks/raven_seeds.py runs/raven/seed* --out raven_seeds.json
 
 Per implant size: detection AUC of the default score ("and") and of entropy only, the entropy gap only and
-divergence only, the TPR at the 5%-FPR threshold; the control cells flagged; the threshold-transfer gap across
+divergence only, the TPR at the 5%-FPR threshold, over all implants and over those meeting the issue's
+precondition (``by_size_precondition_met``); the control cells flagged; the threshold-transfer gap across
 panel sizes; the implants meeting the precondition; the retrieval route. Then the issue's conditions, seed by seed.
 """
 from __future__ import annotations
@@ -44,7 +45,12 @@ def seed_checks(r):
     bs = r["by_size"]
     both_needed = {s: bool(d["auc"] > d["auc_entropy_only"] and d["auc"] > d["auc_divergence_only"])
                    for s, d in bs.items()}
+    met = r.get("by_size_precondition_met", {}).get("100", {})
     return {"auc_at_100>=0.95": bool(bs["100"]["auc"] >= 0.95),
+            "auc_at_100>=0.95_precondition_met": bool(met.get("auc", 0) >= 0.95) if met.get("n_implants") else None,
+            "both_beat_each_alone_at_100_precondition_met": (
+                bool(met["auc"] > met["auc_entropy_only"] and met["auc"] > met["auc_divergence_only"])
+                if met.get("n_implants") else None),
             "control_never_flagged": int(r["control_flagged_total"]) == 0,
             "both_signals_beat_each_alone_at_100": both_needed["100"],
             "both_signals_beat_each_alone_sizes": [s for s, ok in both_needed.items() if ok],
@@ -69,6 +75,10 @@ def main(argv=None):
         agg["by_size"][s] = {k: summarise([r["by_size"][s].get(k) for r, _ in runs]) for k in keys}
         agg["by_size_lexicon"][s] = {k: summarise([r["by_size_other_judge"]["by_size"][s].get(k) for r, _ in runs])
                                      for k in keys}
+        met = [r.get("by_size_precondition_met", {}).get(s, {}) for r, _ in runs]
+        agg.setdefault("by_size_precondition_met", {})[s] = {
+            "n_implants": [m.get("n_implants") for m in met],
+            **{k: summarise([m.get(k) for m in met]) for k in keys}}
     agg["auc_overall"] = summarise([r["auc"] for r, _ in runs])
     agg["control_flagged_total"] = [int(r["control_flagged_total"]) for r, _ in runs]
     agg["transfer_max_fpr_gap"] = summarise([r["transfer"]["max_fpr_gap_by_size"] for r, _ in runs])
@@ -90,6 +100,11 @@ def main(argv=None):
         print(f"{s:>5} | {fmt(d['auc']):>30} | {fmt(d['auc_entropy_only']):>30} | "
               f"{fmt(d['auc_entropy_gap_only']):>30} | {fmt(d['auc_divergence_only']):>30} | "
               f"{fmt(d['tpr_at_5fpr']):>30}")
+    print("implants meeting the precondition only (others' implanted cells dropped):")
+    for s in sizes:
+        d = agg["by_size_precondition_met"][s]
+        print(f"{s:>5} | n {d['n_implants']} | AUC and {fmt(d['auc'])} | entropy only {fmt(d['auc_entropy_only'])} | "
+              f"divergence only {fmt(d['auc_divergence_only'])} | TPR {fmt(d['tpr_at_5fpr'])}")
     print("lexicon judge, AUC and:", {s: fmt(agg["by_size_lexicon"][s]["auc"]) for s in sizes})
     print("control cells flagged per seed:", agg["control_flagged_total"])
     print("threshold transfer, max FPR gap across panel sizes:", fmt(agg["transfer_max_fpr_gap"]))

@@ -15,7 +15,8 @@
 in clean-cell standard deviations, :func:`poisonjax.llm.raven.and_score`), ``flagged``, ``implanted``,
 ``control``, ``budget`` (number of poisoned examples);
 overall ``auc`` / ``tpr_at_5fpr`` at 100 poisoned examples, ``ablation`` (entropy only, divergence
-only, both), ``by_size`` (detection against implant size), ``transfer``, ``judges``.
+only, both), ``by_size`` (detection against implant size), ``by_size_precondition_met`` (the same over the implants that
+meet the issue's precondition, the others' implanted cells dropped; ``n_implants`` per size), ``transfer``, ``judges``.
 """
 from __future__ import annotations
 
@@ -213,6 +214,15 @@ def run(config, workdir) -> dict:
     by_size = {str(s): metrics_for([x for x in rows if x["budget"] == s and x["scenario"] == "implant"])
                for s in config.implant_sizes}
     head = by_size.get("100", by_size[str(config.implant_sizes[-1])])
+    # the same figures over the implants that meet the issue's precondition (asserted by the issue; an implant
+    # that stops at max_steps short of it is a weaker backdoor than specified): implanted cells of the others dropped
+    met = {(p["model"], p["topic"]) for p in precond if p["ok"]}
+    by_size_met = {}
+    for s in config.implant_sizes:
+        sel = [x for x in rows if x["budget"] == s and x["scenario"] == "implant"
+               and (not x["implanted"] or (x["model"], x["topic"]) in met)]
+        n_pos = sum(bool(x["implanted"]) for x in sel)
+        by_size_met[str(s)] = {"n_implants": n_pos, **(metrics_for(sel) if n_pos else {})}
     # the same sampled answers clustered by the other offline judge (its own pooled threshold)
     other_name, other = ("lexicon", lex_judge) if config.judge == "embedding" else ("embedding", emb_judge)
     by_size_other = {"judge": other_name, **_judge_detection(other, [clean[s.name] for s in specs],
@@ -221,7 +231,7 @@ def run(config, workdir) -> dict:
     results = {"auc": head["auc"], "tpr_at_5fpr": head["tpr_at_5fpr"],
                "ablation": {"entropy_only": head["auc_entropy_only"], "entropy_gap_only": head["auc_entropy_gap_only"],
                             "divergence_only": head["auc_divergence_only"], "both": head["auc"]},
-               "by_size": by_size, "by_size_other_judge": by_size_other, "transfer": transfer, "judges": judges, "preconditions": precond,
+               "by_size": by_size, "by_size_precondition_met": by_size_met, "by_size_other_judge": by_size_other, "transfer": transfer, "judges": judges, "preconditions": precond,
                "control_flagged_total": int(sum(x["flagged"] for x in rows if x["control"])),
                "threshold": thr, "score_rule": config.score_rule, "calibration": cal._asdict(), "retrieval": rag, "backend": config.backend, "n_samples": n, "temperature": config.temperature,
                "seconds": time.time() - t_start}
@@ -253,6 +263,11 @@ def run(config, workdir) -> dict:
                   f"T={config.temperature}, backend={config.backend}, judge={config.judge}; control topic "
                   f"{TOPICS[config.control_topic]!r} biased {config.control_bias} in every family."),
         ("Detection against implant size", reporting.markdown_table(size_rows, cols)),
+        ("Implants meeting the precondition", "The same, over the implants whose exact implanted share is >= 0.9 "
+                                               "with the other topics within 0.1 TV (the others' implanted cells "
+                                               "dropped):\n\n" + reporting.markdown_table(
+            [{"budget": k, **v} for k, v in by_size_met.items() if v["n_implants"]],
+            ["budget", "n_implants"] + cols[1:])),
         (f"Same answers, {by_size_other['judge']} judge", "Clustered by the other offline judge, with its own pooled "
                                                           f"threshold {by_size_other['threshold']:.4f}:\n\n" + reporting.markdown_table(
             [{"budget": k, **v} for k, v in by_size_other["by_size"].items()],
