@@ -65,7 +65,7 @@ def fit_linear_head(h: jax.Array, y, *, epochs: int = 300, num_classes: Optional
     h = jnp.asarray(h, jnp.float32)
     mean, std = feature_standardization(h)
     hn = (h - mean) / std
-    live = (jnp.abs(hn).max(0) > 0).astype(jnp.float32)
+    live = (jnp.abs(hn).max(0) > 1e-6).astype(jnp.float32)   # a non-constant feature has max |z| >= 1
     key = jax.random.PRNGKey(0) if key is None else key
     params = {"W": 0.01 * jax.random.normal(key, (h.shape[1], c)) * live[:, None], "b": jnp.zeros((c,))}
     tx = optax.adam(lr)
