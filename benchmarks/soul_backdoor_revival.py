@@ -64,22 +64,14 @@ def main(argv=None):
     from configs.soul import get_config
     from experiments import soul as E
     from poisonjax.core.pruning import apply_unit_mask, unit_param_mask
-    from poisonjax.federated import simulation as S
     from poisonjax.federated import unlearning as U
     from poisonjax.federated.unlearning import soul as SO
 
     machine = _machine.start()
     c = get_config(a.variant)
-    xtr, ytr, xte, yte, ncls = E.load_dataset(c.dataset, c.seed)
-    model = U.make_model(c.model, ncls, xte[:1], hidden=c.hidden, channels=tuple(c.channels))
-    part, dalpha = E._parse_partition(a.partition)
-    sc = U.make_scenario(xtr, ytr, xte, yte, num_classes=ncls, scenario="backdoor", num_clients=c.num_clients,
-                         partition=part, dirichlet_alpha=dalpha or 0.5, malicious_fraction=c.malicious_fraction,
-                         forget_client=c.forget_client, backdoor_target=c.backdoor_target,
-                         backdoor_fraction=c.backdoor_fraction, trigger_size=c.trigger_size, aux_size=c.aux_size,
-                         seed=c.seed)
-    sim = S.build_simulation(model.fns, "fedavg", local_epochs=c.local_epochs, batch_size=c.batch_size,
-                             local_lr=c.local_lr, num_classes=ncls)
+    arrays = E.load_dataset(c.dataset, c.seed)
+    model = U.make_model(c.model, arrays[4], arrays[2][:1], hidden=c.hidden, channels=tuple(c.channels))
+    sc, sim, tf_r = E.build_cell(c, arrays, "backdoor", a.partition, model)     # the study's own cell
     cell = f"{c.dataset}_{c.model}_{a.partition.replace(':', '')}_{c.rounds}"
     cache = a.cache or f"/tmp/soul_revival_{cell}.pkl"
     t0 = time.time()
@@ -87,12 +79,11 @@ def main(argv=None):
         with open(cache, "rb") as f:
             params, history = pickle.load(f)
     else:
-        orig = U.train_original(sim, sc.data, c.rounds, delta_t=2, seed=c.seed, train_fn=S.make_train_fn(sim))
+        orig = U.train_original(sim, sc.data, c.rounds, delta_t=2, seed=c.seed, train_fn=tf_r)
         params, history = jax.device_get(orig.params), jax.device_get(orig.history)
         with open(cache, "wb") as f:
             pickle.dump((params, history), f)
     print(f"{c.dataset} {c.model}, {c.num_clients} clients, {c.rounds} rounds ({time.time() - t0:.0f} s)", flush=True)
-    tf_r = S.make_train_fn(sim)
     rem = U.subset_clients(sc.data, sc.retain_ids)
     keys = ("retain_accuracy", "forget_accuracy", "accuracy", "asr")
     ev = lambda p: {k: round(float(v), 4) for k, v in U.evaluate(model.fns.apply, p, sc).items() if k in keys}  # noqa

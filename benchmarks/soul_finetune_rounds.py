@@ -3,7 +3,7 @@
 The ``soul`` study fine-tunes for R = ``soul.finetune_rounds`` = 5 rounds (10% of retraining's 50). The issue
 allows up to 50% of retraining's rounds and bytes. This script trains one cell's federation once (cached), retrains
 it without the forgotten clients (the reference), prunes and blends as SoUL does (the config's ``p``, ``alpha``,
-ranking), and then fine-tunes with the remaining clients one round at a time up to ``--max-rounds``, evaluating
+ranking; :func:`poisonjax.federated.unlearning.soul_unlearn` with R = 0), and then fine-tunes with the remaining clients one round at a time up to ``--max-rounds``, evaluating
 after every round: retained accuracy (remaining clients' data), forget accuracy, clean test accuracy, ASR
 (backdoor scenario) and the loss-threshold MIA AUC on the forget set, each against retraining's.
 
@@ -59,28 +59,17 @@ def main(argv=None):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from configs.soul import get_config
     from experiments import soul as E
-    from poisonjax.core.pruning import apply_unit_mask
-    from poisonjax.federated import simulation as S
     from poisonjax.federated import unlearning as U
-    from poisonjax.federated.unlearning import soul as SO
 
     machine = _machine.start()
     c = get_config(a.variant)
-    xtr, ytr, xte, yte, ncls = E.load_dataset(c.dataset, c.seed)
-    model = U.make_model(c.model, ncls, xte[:1], hidden=c.hidden, channels=tuple(c.channels))
-    part, dalpha = E._parse_partition(a.partition)
-    sim = S.build_simulation(model.fns, "fedavg", local_epochs=c.local_epochs, batch_size=c.batch_size,
-                             local_lr=c.local_lr, num_classes=ncls)
-    tf = S.make_train_fn(sim)
+    arrays = E.load_dataset(c.dataset, c.seed)
+    model = U.make_model(c.model, arrays[4], arrays[2][:1], hidden=c.hidden, channels=tuple(c.channels))
     out = {"variant": a.variant, "dataset": c.dataset, "model": c.model, "partition": a.partition,
            "prune_fraction": c.soul.prune_fraction, "blend_alpha": c.soul.blend_alpha, "ranking": c.soul.ranking,
            "rounds_retrain": c.rounds, "cells": []}
     for scen in [s for s in a.scenarios.split(",") if s]:
-        sc = U.make_scenario(xtr, ytr, xte, yte, num_classes=ncls, scenario=scen, num_clients=c.num_clients,
-                             partition=part, dirichlet_alpha=dalpha or 0.5, malicious_fraction=c.malicious_fraction,
-                             forget_client=c.forget_client, backdoor_target=c.backdoor_target,
-                             backdoor_fraction=c.backdoor_fraction, trigger_size=c.trigger_size,
-                             aux_size=c.aux_size, seed=c.seed)
+        sc, sim, tf = E.build_cell(c, arrays, scen, a.partition, model)     # the study's own cell
         ev = lambda p: {k: (None if v is None else round(float(v), 4))   # noqa: E731
                         for k, v in U.evaluate(model.fns.apply, p, sc).items() if k in KEYS}
         tag = f"{c.dataset}_{c.model}_{scen}_{a.partition.replace(':', '')}_{c.rounds}_s{c.seed}"
@@ -98,11 +87,9 @@ def main(argv=None):
         t_train = time.time() - t0
         ref, orig_m = ev(rt_params), ev(params)
         print(f"{scen} {a.partition}: original {orig_m}\n  retrain {ref}  ({t_train:.0f} s)", flush=True)
-        fs, _ = SO.client_unit_stats(model, params, sc.data, sc.forget_ids)
-        rs, _ = SO.client_unit_stats(model, params, sc.data, sc.retain_ids)
-        scores = SO.importance_scores(fs, rs, 1e-8, c.soul.eps_relative)
-        masks = SO.soul_masks(params, scores, c.soul.prune_fraction, c.soul.ranking)
-        p = SO.blend(params, {**params, "params": apply_unit_mask(params["params"], masks)}, c.soul.blend_alpha)
+        # SoUL itself with R = 0: statistics, importance, pruning and blend, no fine-tuning
+        p = U.soul_unlearn(model, sim, sc, params, E.soul_config(c, finetune_rounds=0), seed=c.seed,
+                           train_fn=tf).pruned_params
         rem = U.subset_clients(sc.data, sc.retain_ids)
         curve = [{"R": 0, **ev(p)}]
         t1 = time.time()

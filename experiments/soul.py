@@ -74,7 +74,7 @@ def _validate(c):
     check_fraction("config.min_asr", c.min_asr, low_inclusive=True)
     check_fraction("config.soul.select_retain_tolerance", c.soul.select_retain_tolerance, low_inclusive=True,
                    high_inclusive=True)
-    U.soul.check_soul_config(_soul_cfg(c))
+    U.soul.check_soul_config(soul_config(c))
     for p in c.sweep_prune_fractions:
         check_fraction("config.sweep_prune_fractions entry", p, low_inclusive=True)
     for a in c.sweep_blend_alphas:
@@ -84,7 +84,9 @@ def _validate(c):
                                   f"clients 0..{c.num_clients - 1}")
 
 
-def _soul_cfg(c, **over):
+def soul_config(c, **over):
+    """The study config's ``soul`` block as a :class:`~poisonjax.federated.unlearning.SoULConfig` (``over``
+    replaces fields, e.g. ``finetune_rounds=0`` for the pruned and blended model alone)."""
     kw = dict(prune_fraction=c.soul.prune_fraction, blend_alpha=c.soul.blend_alpha,
               finetune_rounds=c.soul.finetune_rounds, importance_reference=c.soul.importance_reference,
               eps_relative=c.soul.eps_relative, ranking=c.soul.ranking)
@@ -100,7 +102,10 @@ def _row(base, method, ev, cost=None, **extra):
     return r
 
 
-def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
+def build_cell(config, data_arrays, scenario, partition_spec, model):
+    """One cell's federation as the study builds it: ``(scenario, simulation, compiled local-training fn)``
+    for ``scenario`` (``"backdoor"`` / ``"forget_client"``) under ``partition_spec`` (``"iid"`` /
+    ``"dirichlet:<alpha>"``); ``data_arrays`` from :func:`load_dataset`. The benchmarks use it too."""
     xtr, ytr, xte, yte, ncls = data_arrays
     part, dalpha = _parse_partition(partition_spec)
     sc = U.make_scenario(xtr, ytr, xte, yte, num_classes=ncls, scenario=scenario, num_clients=config.num_clients,
@@ -111,7 +116,12 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
     sim = S.build_simulation(model.fns, "fedavg", local_epochs=config.local_epochs, batch_size=config.batch_size,
                              local_lr=config.local_lr, client_chunk_size=config.client_chunk_size or None,
                              num_classes=ncls)
-    tf = S.make_train_fn(sim)
+    return sc, sim, S.make_train_fn(sim)
+
+
+def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
+    part, dalpha = _parse_partition(partition_spec)
+    sc, sim, tf = build_cell(config, data_arrays, scenario, partition_spec, model)
     name = f"{scenario}__{partition_spec.replace(':', '')}"
     runs = wd / "runs" / name
     apply = model.fns.apply
@@ -158,7 +168,7 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
     ft, s = timed(lambda: U.finetune_only(model, sim, sc, orig.params, R, seed=seed, workdir=runs / "finetune",
                                           train_fn=tf_r))
     rows.append(_row(base, "finetune", U.evaluate(apply, ft.params, sc), ft.cost, seconds=s))
-    so, s = timed(lambda: U.soul_unlearn(model, sim, sc, orig.params, _soul_cfg(config), seed=seed,
+    so, s = timed(lambda: U.soul_unlearn(model, sim, sc, orig.params, soul_config(config), seed=seed,
                                           workdir=runs / "soul", train_fn=tf_r,
                                           client_chunk=config.client_chunk_size or None))
     sk = dict(prune_fraction=config.soul.prune_fraction, blend_alpha=config.soul.blend_alpha,
@@ -175,7 +185,7 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
     if do_sweep:
         for p in config.sweep_prune_fractions:
             for a in config.sweep_blend_alphas:
-                res = U.soul_unlearn(model, sim, sc, orig.params, _soul_cfg(config, prune_fraction=p, blend_alpha=a),
+                res = U.soul_unlearn(model, sim, sc, orig.params, soul_config(config, prune_fraction=p, blend_alpha=a),
                                      seed=seed, workdir=runs / f"sweep_p{p:g}_a{a:g}", train_fn=tf_r,
                                      client_chunk=config.client_chunk_size or None)
                 r = _row(base, "soul", U.evaluate(apply, res.params, sc), res.cost, prune_fraction=p, blend_alpha=a,

@@ -320,18 +320,18 @@ def probe_comparison(bundle, xa, ya, xe, ye, trig):
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from poisonjax.core.poisoning import apply_trigger
-    from poisonjax.core.training import feature_standardization
+    from poisonjax.core.poisoning import apply_trigger, attack_success_rate
+    from poisonjax.core.training import accuracy, feature_standardization
     from poisonjax.vision.ssl.encoders import encode
     from poisonjax.vision.ssl.probe import fit_linear_head
     from poisonjax.vision.tcore.common import train_head
     ha, he = encode(bundle, xa), encode(bundle, xe)
     ht = encode(bundle, np.asarray(apply_trigger(jnp.asarray(xe), trig)))
-    nt = jnp.asarray(ye) != 0
+    yj = jnp.asarray(ye)
     out = {}
     def score(name, lg):
-        out[name] = {"clean_accuracy": float(jnp.mean(lg(he).argmax(-1) == jnp.asarray(ye))),
-                     "asr": float(jnp.sum((lg(ht).argmax(-1) == 0) * nt) / jnp.sum(nt))}
+        out[name] = {"clean_accuracy": float(accuracy(lg(he), yj)),
+                     "asr": float(attack_success_rate(lg(ht).argmax(-1), yj, 0))}
     for ep in (300, 3000):
         h = fit_linear_head(ha, ya, epochs=ep, key=jax.random.PRNGKey(1))
         score(f"full_batch_{ep}", h.logits)
