@@ -11,7 +11,8 @@ steps (:func:`poisonjax.vision.classics.compare.feature_space_comparison`).
     POISONJAX_DATA=../shared/data python benchmarks/polytopes_cifar_transfer.py --trials 20 --steps 300
 
 Prints the CPU model, the extractor's test accuracy and, per method, the target success rate and the
-adversarial-class probability; ``--out FILE`` writes them as JSON.
+adversarial-class probability, then each polytope against Poison Frogs on the same targets (wins, losses,
+exact sign-test p-values); ``--out FILE`` writes them as JSON.
 """
 from __future__ import annotations
 
@@ -23,6 +24,23 @@ import jax
 import numpy as np
 
 import _machine  # noqa: E402  (benchmarks/ is on sys.path when a script there runs: CPU model and load)
+
+
+def paired_test(a, b):
+    r"""Exact sign (McNemar) test of method ``a`` against ``b`` on the same trials.
+
+    With :math:`s^a_t, s^b_t \in [0, 1]` the share of trial :math:`t`'s victims each method fools, a trial
+    is a win for ``a`` when :math:`s^a_t > s^b_t` and a loss when :math:`s^a_t < s^b_t` (ties drop out).
+    Under the null that neither method is better, wins :math:`\sim \mathrm{Binomial}(w + l, 1/2)`;
+    ``p_one_sided`` is :math:`P(W \ge w)`, ``p_two_sided`` the usual two-sided exact p-value.
+    """
+    from scipy.stats import binomtest
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    w, l = int(np.sum(a > b)), int(np.sum(a < b))
+    n = w + l
+    p1 = binomtest(w, n, 0.5, alternative="greater").pvalue if n else 1.0
+    p2 = binomtest(w, n, 0.5).pvalue if n else 1.0
+    return {"wins": w, "losses": l, "ties": int(len(a) - n), "p_one_sided": float(p1), "p_two_sided": float(p2)}
 
 
 def main(argv=None):
@@ -62,7 +80,13 @@ def main(argv=None):
     for m in ("none", "random_noise", "poison_frogs", "convex_polytope", "bullseye_polytope"):
         out[m] = r[m]
         print(f"{m:18s} success {r[m]['success_rate']:.3f}  adversarial-class prob {r[m]['target_prob']:.3f}  "
-              f"head clean accuracy {r[m]['clean_accuracy']:.3f}")
+              f"head clean accuracy {r[m]['clean_accuracy']:.3f}  feature residual centroid "
+              f"{r[m]['centroid_residual']:.3f} / nearest {r[m]['nearest_residual']:.3f}")
+    out["paired_vs_poison_frogs"] = {m: paired_test(r[m]["trial_success"], r["poison_frogs"]["trial_success"])
+                                     for m in ("convex_polytope", "bullseye_polytope")}
+    for m, t in out["paired_vs_poison_frogs"].items():
+        print(f"{m:18s} vs poison_frogs on the same targets: wins {t['wins']}, losses {t['losses']}, "
+              f"one-sided exact sign test p = {t['p_one_sided']:.4f} (two-sided {t['p_two_sided']:.4f})")
     out["machine"] = machine.finish()
     if a.out:
         with open(a.out, "w") as f:

@@ -41,7 +41,9 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         n_victims=1, lr=1e-2 if quick else 1e-3,
         # sample-wise error-min noise: noise steps per image and round and their size (x eps). Paper: 10 steps of
         # eps/10 (Huang et al. use 20 of 0.8/255). 1 step of eps/4, the old setting, reached 26.6 points at 8/255
-        sample_pgd_steps=2 if quick else 10, sample_step_fraction=0.1))
+        sample_pgd_steps=2 if quick else 10, sample_step_fraction=0.1,
+        # error-max (Fowl) and TensorClog: max_steps PGD steps of max_step_fraction x eps at the clean surrogate
+        max_step_fraction=0.25))
     # MetaPoison vs random noise and Witches' Brew; `dataset` "" = the study's dataset (digits / MNIST 2,000);
     # `--config.bilevel.dataset=cifar10_20k` runs it on CIFAR-10 20k (n_train / n_test: 0 = all of it)
     c.bilevel = ml_collections.ConfigDict(dict(dataset="", n_train=0, n_test=0,

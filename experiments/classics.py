@@ -83,7 +83,8 @@ def availability_rows(data, key, c, workdir=None):
                                         n_victims=c.n_victims, lr=c.lr,
                                         em_step_fraction=c.em_step_fraction,
                                         sample_pgd_steps=c.get("sample_pgd_steps"),
-                                        sample_step_fraction=c.get("sample_step_fraction"), workdir=workdir)
+                                        sample_step_fraction=c.get("sample_step_fraction"),
+                                        max_step_fraction=c.get("max_step_fraction", 0.25), workdir=workdir)
     rows = []
     for e in c.eps_values:
         cell = r[float(e)]

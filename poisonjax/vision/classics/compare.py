@@ -79,7 +79,12 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
     ``steps`` projected-Adam steps (``lr``) at L-inf radius ``eps``; ``n_victims`` linear heads per
     trial are retrained on the victim's frozen features of the poisoned set. Success: the head puts
     the target in the adversarial class. Returns ``{method: {success_rate, target_prob,
-    clean_accuracy, max_linf}}`` (means over trials x victims) and the sizes.
+    clean_accuracy, max_linf, trial_success}}`` (means over trials x victims; ``trial_success``: per trial,
+    the share of its victims fooled, in trial order -- every method shares the trials, so methods can be
+    compared pairwise; ``centroid_residual`` and ``nearest_residual``: in the victim's features, relative to
+    :math:`\|\phi(x_t)\|`: :math:`\|\bar\phi(\text{poisons}) - \phi(x_t)\|` and :math:`\min_j \|\phi(p_j) -
+    \phi(x_t)\|`, means over trials -- how close each attack brought the target into, or onto, its poisons)
+    and the sizes.
 
     ``workdir``: each attack's crafting runs through :func:`poisonjax.core.runner.run` with checkpoints
     under ``workdir/<method>/`` (every chunk of at most 50 steps), so a killed caller resumes it from its
@@ -126,9 +131,14 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
     for m in ("none",) + tuple(methods):
         pf = jax.vmap(feat)(problem.base_images + deltas[m])
         o = jax.device_get(ts(rep(pf)))
+        ft_norm = jnp.linalg.norm(ftarget, axis=-1)
+        centroid = jnp.linalg.norm(pf.mean(1) - ftarget, axis=-1) / ft_norm
+        nearest = jnp.min(jnp.linalg.norm(pf - ftarget[:, None], axis=-1), axis=1) / ft_norm
         out[m] = {"success_rate": float(np.mean(o["success"])), "target_prob": float(np.mean(o["target_prob"])),
                   "clean_accuracy": float(np.mean(o["clean_accuracy"])),
-                  "max_linf": float(jnp.max(jnp.abs(deltas[m])))}
+                  "max_linf": float(jnp.max(jnp.abs(deltas[m]))),
+                  "trial_success": np.asarray(o["success"], float).reshape(trials, n_victims).mean(1).tolist(),
+                  "centroid_residual": float(jnp.mean(centroid)), "nearest_residual": float(jnp.mean(nearest))}
     return out
 
 
@@ -138,7 +148,8 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
                             craft_epochs: int = 10, rounds: int = 8, train_steps: int = 10, pgd_steps: int = 10,
                             max_steps: int = 20, batch_size: int = 128, lr: float = 1e-2, stop_acc: float = 0.99,
                             em_step_fraction: float = 0.1, sample_pgd_steps: int = None,
-                            sample_step_fraction: float = None, random_class: bool = False, workdir=None) -> Dict:
+                            sample_step_fraction: float = None, max_step_fraction: float = 0.25,
+                            random_class: bool = False, workdir=None) -> Dict:
     r"""Availability attacks vs uniform noise of the same eps.
 
     Protocol (Huang et al. 2021; Fowl et al. 2021): every perturbation is applied to the *whole*
@@ -150,7 +161,8 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
     (sample-wise ``sample_pgd_steps`` steps per image and round, step ``sample_step_fraction`` x eps --
     both default to ``pgd_steps`` and ``em_step_fraction``; class-wise ``pgd_steps`` steps per mini-batch,
     step ``em_step_fraction`` x eps); error-maximizing (class-targeted) and TensorClog: ``max_steps`` PGD steps
-    of eps/4 at a surrogate trained ``craft_epochs`` epochs on clean data. ``random_class``: also a
+    of ``max_step_fraction`` x eps (default eps/4) at a surrogate trained ``craft_epochs`` epochs on clean
+    data. ``random_class``: also a
     random class-wise sign pattern :math:`\pm\epsilon` (a diagnostic: a shortcut with no optimisation).
 
     Returns ``{eps: {"random_noise": acc, attack: acc, ..., "drop_vs_random": {attack: random - attack}}}``
@@ -197,9 +209,10 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
                                               step_size=frac_a * e, apply_fn=net.apply)
             elif a == "error_max":
                 d = av.error_maximizing_noise(clean_params, loss, x, y, eps=e, num_classes=data.num_classes,
-                                              steps=max_steps)
+                                              steps=max_steps, step_size=max_step_fraction * e)
             elif a == "tensorclog":
-                d = av.tensorclog_noise(clean_params, loss, x, y, eps=e, steps=max_steps)
+                d = av.tensorclog_noise(clean_params, loss, x, y, eps=e, steps=max_steps,
+                                        step_size=max_step_fraction * e)
             else:
                 raise ValueError(f"unknown availability attack {a!r}; expected one of {av.AVAILABILITY_ATTACKS}")
             if stored is not None:

@@ -89,6 +89,9 @@ def test_polytopes_beat_poison_frogs_on_digits_transfer():
     r = feature_space_comparison(load_digits(), jax.random.PRNGKey(0), trials=24, n_poisons=5, eps=64 / 255,
                                  steps=150, n_victims=1, n_surrogates=3, blackbox=True)
     assert r["n_poisons"] == 5 and r["blackbox"]
+    for m in ("none", "random_noise", "poison_frogs", "convex_polytope", "bullseye_polytope"):
+        assert len(r[m]["trial_success"]) == 24            # per target, same order for every method (paired tests)
+        assert np.mean(r[m]["trial_success"]) == pytest.approx(r[m]["success_rate"])
     for m in ("convex_polytope", "bullseye_polytope"):
         assert r[m]["success_rate"] >= r["poison_frogs"]["success_rate"], r
         assert r[m]["target_prob"] > r["poison_frogs"]["target_prob"], r
