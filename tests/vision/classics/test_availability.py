@@ -126,3 +126,25 @@ def test_sample_wise_noise_steps_are_their_own_setting(tmp_path):
     load = lambda w, a: np.load(tmp_path / w / "deltas" / f"{a}_16.npy")
     np.testing.assert_array_equal(load("a", "error_min_class"), load("b", "error_min_class"))
     assert not np.array_equal(load("a", "error_min_sample"), load("b", "error_min_sample"))
+
+
+def test_stored_perturbations_are_reused_only_with_their_own_settings(tmp_path):
+    """A workdir's stored TensorClog noise is reused by a rerun with the same settings (bit-equal), a rerun
+    that changes a crafting setting (here the step count) gets a one-line error naming the workdir and the
+    setting, never the old noise; ``max_step_fraction`` reaches the crafting."""
+    from poisonjax.data.images import ImageDataset, load_image_dataset
+    from poisonjax.vision.classics.compare import availability_comparison
+    d = load_image_dataset("digits")
+    sub = ImageDataset(d.x_train[:128], d.y_train[:128], d.x_test[:64], d.y_test[:64], 10, "digits_tiny")
+    kw = dict(eps_values=(16 / 255,), attacks=("tensorclog",), model="mlp", n_victims=1, victim_epochs=1,
+              craft_epochs=1, batch_size=64)
+    r1 = availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "a", max_steps=2, **kw)
+    stored = tmp_path / "a" / "deltas" / "tensorclog_16.npy"
+    first = np.load(stored)
+    r2 = availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "a", max_steps=2, **kw)
+    assert r2 == r1 and np.array_equal(np.load(stored), first)
+    with pytest.raises(PoisonJaxInputError, match=r"workdir: .*max_steps=2.*max_steps=3"):
+        availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "a", max_steps=3, **kw)
+    availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "b", max_steps=2, max_step_fraction=0.1,
+                            **kw)
+    assert not np.array_equal(np.load(tmp_path / "b" / "deltas" / "tensorclog_16.npy"), first)
