@@ -8,7 +8,10 @@ ResNet-18 at ~93 %), the fine-tuning set a stratified subset of those images, th
 stratified 2,000 of the test set. Every method shares targets, adversarial classes, poison bases, eps and
 steps (:func:`poisonjax.vision.classics.compare.feature_space_comparison`).
 
-    POISONJAX_DATA=../shared/data python benchmarks/polytopes_cifar_transfer.py --trials 20 --steps 300
+    POISONJAX_DATA=../shared/data python benchmarks/polytopes_cifar_transfer.py --trials 100 --steps 300 --eps 16
+
+With 20 targets a lead of 2 is noise; 100 targets with the per-target sign test below tell a real lead (about
+11 minutes per radius on a 2-core CPU).
 
 Prints the CPU model, the extractor's test accuracy and, per method, the target success rate and the
 adversarial-class probability, then each polytope against Poison Frogs on the same targets (wins, losses,

@@ -193,8 +193,8 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
     both default to ``pgd_steps`` and ``em_step_fraction``; class-wise ``pgd_steps`` steps per mini-batch,
     step ``em_step_fraction`` x eps); error-maximizing (class-targeted) and TensorClog: ``max_steps`` PGD steps
     of ``max_step_fraction`` x eps (default eps/4) at a surrogate trained ``craft_epochs`` epochs on clean
-    data. ``random_class``: also a
-    random class-wise sign pattern :math:`\pm\epsilon` (a diagnostic: a shortcut with no optimisation).
+    data. ``random_class``: also a random class-wise sign pattern :math:`\pm\epsilon` (a diagnostic: a
+    shortcut with no optimisation).
 
     Returns ``{eps: {"random_noise": acc, attack: acc, ..., "drop_vs_random": {attack: random - attack}}}``
     (mean clean-test accuracy over victims) plus ``"clean"`` (victims on the unpoisoned set).
@@ -202,8 +202,9 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
     ``workdir``: every crafted perturbation is stored as ``workdir/deltas/<attack>_<eps*255>.npy`` when it
     is done and read back (bit for bit) by a rerun, so a killed caller resumes after the last finished
     crafting. Its crafting settings are stored beside it (``.json``); a rerun that asks for other settings
-    (steps, step size, rounds, key, model, ...) gets a one-line error instead of the stored noise. (One crafting is one compiled program -- error-minimizing noise is a ``lax.while_loop`` over
-    its rounds -- and is redone whole if the kill falls inside it; so is the final victim training.)
+    (steps, step size, rounds, key, model, ...) gets a one-line error instead of the stored noise. (One
+    crafting is one compiled program -- error-minimizing noise is a ``lax.while_loop`` over its rounds --
+    and is redone whole if the kill falls inside it; so is the final victim training.)
     """
     from poisonjax.core.victims import evaluate_victims, flax_victim, stack_datasets, train_victims
     from poisonjax.vision.classics import availability as av
