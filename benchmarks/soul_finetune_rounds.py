@@ -27,7 +27,7 @@ import numpy as np
 
 import _machine  # noqa: E402  (benchmarks/ is on sys.path when a script there runs: CPU model and load)
 
-KEYS = ("retain_accuracy", "forget_accuracy", "accuracy", "asr", "mia_auc")
+KEYS = ("retain_accuracy", "forget_accuracy", "accuracy", "asr", "mia_auc", "mia_auc_se")
 
 
 def conditions(row, ref):

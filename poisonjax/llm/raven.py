@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from poisonjax.core.metrics import roc_auc as core_roc_auc
+
 
 def cluster_bidirectional(ent: jax.Array, tau: float = 0.5) -> jax.Array:
     """``ent [..., m, m]`` entailment probabilities (``ent[i, j] = P(i => j)``) -> cluster ids
@@ -206,15 +208,15 @@ def threshold_at_fpr(clean_scores, fpr: float = 0.05) -> float:
 
 
 def roc_auc(labels, scores) -> float:
-    """Area under the ROC curve (Mann-Whitney U with ties counted 1/2); equals
+    """Area under the ROC curve (Mann-Whitney U with ties counted 1/2,
+    :func:`poisonjax.core.metrics.roc_auc` on the positives and negatives); equals
     ``sklearn.metrics.roc_auc_score``. ``nan`` if one class is absent."""
     y = np.asarray(labels).astype(bool).ravel()
     s = np.asarray(scores, np.float64).ravel()
     pos, neg = s[y], s[~y]
     if pos.size == 0 or neg.size == 0:
         return float("nan")
-    gt = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(gt / (pos.size * neg.size))
+    return core_roc_auc(pos, neg)
 
 
 def tpr_at_threshold(labels, scores, threshold: float) -> Dict[str, float]:
