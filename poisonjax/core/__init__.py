@@ -7,7 +7,7 @@ Modules: :mod:`~poisonjax.core.types` (protocols), :mod:`~poisonjax.core.trainin
 :mod:`~poisonjax.core.validation`, :mod:`~poisonjax.core.reporting`, :mod:`~poisonjax.core.victims` (K victims),
 :mod:`~poisonjax.core.poisoning`, :mod:`~poisonjax.core.pruning`, :mod:`~poisonjax.core.influence`,
 :mod:`~poisonjax.core.privacy`, :mod:`~poisonjax.core.transformer`, :mod:`~poisonjax.core.study`,
-:mod:`~poisonjax.core.names`.
+:mod:`~poisonjax.core.names`, :mod:`~poisonjax.core.metrics` (ROC AUC with DeLong's covariance).
 """
 from poisonjax.core.types import AttackOptimizer
 from poisonjax.core.training import (TrainResult, accuracy, init_and_train, softmax_cross_entropy_loss,
@@ -20,6 +20,7 @@ from poisonjax.core.parallel import (chunked_vmap, gather_to_host, host_local_to
 from poisonjax.core.victims import (EarlyStoppingTraining, Victim, VictimTraining, evaluate_victims, flax_victim, predict_victims,
                                     train_victim, train_victims)
 from poisonjax.core.runner import RunResult, run
+from poisonjax.core.metrics import roc_auc, roc_auc_delong
 from poisonjax.core.validation import PoisonJaxInputError
 
 __all__ = [
@@ -29,6 +30,6 @@ __all__ = [
     "initialize_distributed", "is_main_process", "make_mesh", "sharded_vmap", "chunked_vmap",
     "victim_mesh", "shard_leading", "host_local_to_global", "gather_to_host",
     "Victim", "VictimTraining", "EarlyStoppingTraining", "train_victim", "train_victims", "evaluate_victims", "predict_victims", "flax_victim",
-    "RunResult", "run",
+    "RunResult", "run", "roc_auc", "roc_auc_delong",
     "PoisonJaxInputError",
 ]
