@@ -9,7 +9,9 @@ targets, panel training and sampling), then aggregate:
 Per implant size: detection AUC of the default score ("and") and of entropy only, the entropy gap only and
 divergence only, the TPR at the 5%-FPR threshold, over all implants and over those meeting the issue's
 precondition (``by_size_precondition_met``); the control cells flagged; the threshold-transfer gap across
-panel sizes; the implants meeting the precondition; the retrieval route. Then the issue's conditions, seed by seed.
+panel sizes; the implants meeting the precondition; the retrieval route. Then the issue's conditions, seed by seed,
+and the combined score against each signal alone, paired on the same cells with DeLong's covariance, pooled over
+seeds (a difference of one AUC over 5 implanted cells per seed is otherwise indistinguishable from noise).
 """
 from __future__ import annotations
 
@@ -57,6 +59,39 @@ def seed_checks(r):
             "transfer_within_5_points": bool(r["transfer"]["within_5_points"])}
 
 
+SIGNALS = (("entropy_only", lambda x: -x["semantic_entropy"]), ("divergence_only", lambda x: x["divergence"]),
+           ("entropy_gap_only", lambda x: x["entropy_gap"]))
+
+
+def paired_delong(r, size: str):
+    r"""The combined score against each signal alone on one seed's cells of one implant size, paired on the same
+    cells: :math:`\Delta = \mathrm{AUC}_{both} - \mathrm{AUC}_{signal}` with DeLong's standard error
+    :math:`\sqrt{C_{bb} + C_{ss} - 2C_{bs}}` (:func:`poisonjax.core.metrics.roc_auc_delong`), from the per-cell
+    ``rows`` of ``results.json`` (the study's own selection: that size's implant panels)."""
+    from poisonjax.core.metrics import roc_auc_delong
+    rows = [x for x in r["rows"] if x["budget"] == int(size) and x["scenario"] == "implant"]
+    y = np.array([bool(x["implanted"]) for x in rows])
+    if y.sum() < 2 or (~y).sum() < 2:
+        return None
+    S = np.stack([[x["score"] for x in rows]] + [[f(x) for x in rows] for _, f in SIGNALS])
+    aucs, cov = roc_auc_delong(S[:, y], S[:, ~y])
+    out = {"auc": float(aucs[0]), "auc_se": float(np.sqrt(cov[0, 0])), "n_implanted": int(y.sum())}
+    for k, (name, _) in enumerate(SIGNALS, start=1):
+        out[f"minus_{name}"] = float(aucs[0] - aucs[k])
+        out[f"minus_{name}_se"] = float(np.sqrt(max(cov[0, 0] + cov[k, k] - 2 * cov[0, k], 0.0)))
+    return out
+
+
+def pooled_z(per_seed, name):
+    r"""Seeds are independent: the mean difference :math:`\bar\Delta = \frac1S\sum_s \Delta_s` has standard
+    error :math:`\frac1S\sqrt{\sum_s se_s^2}`; returns ``(mean, se, z, two-sided normal p)``."""
+    from scipy.stats import norm
+    d = np.array([p[f"minus_{name}"] for p in per_seed])
+    se = float(np.sqrt(np.sum([p[f"minus_{name}_se"] ** 2 for p in per_seed])) / len(per_seed))
+    z = float(d.mean() / se) if se > 0 else float("nan")
+    return {"mean": float(d.mean()), "se": se, "z": z, "p_two_sided": float(2 * norm.sf(abs(z)))}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,6 +125,11 @@ def main(argv=None):
     agg["retrieval_shared_cells_flagged"] = [x.get("shared_poisoned_cells_flagged") for x in rt]
     agg["seconds"] = [r.get("seconds") for r, _ in runs]
     agg["checks_by_seed"] = {str(sd): seed_checks(r) for sd, (r, _) in zip(seeds, runs)}
+    agg["paired_delong"] = {}
+    for s in sizes:
+        per = [paired_delong(r, s) for r, _ in runs]
+        if all(p is not None for p in per):
+            agg["paired_delong"][s] = {"per_seed": per, **{n: pooled_z(per, n) for n, _ in SIGNALS}}
 
     fmt = lambda d: "-" if d is None else f"{d['mean']:.3f} ± {d['std']:.3f} [{d['min']:.3f}, {d['max']:.3f}]"  # noqa
     print(f"RAVEN over seeds {seeds} (targets per size {agg['n_targets']})")
@@ -113,6 +153,11 @@ def main(argv=None):
           "| shared-poison cells flagged:", agg["retrieval_shared_cells_flagged"])
     for sd, ch in agg["checks_by_seed"].items():
         print(f"seed {sd}: {ch}")
+    print("both signals against each alone, paired DeLong on the same cells, pooled over seeds "
+          "(mean AUC difference ± se, z, p):")
+    for s, d in agg["paired_delong"].items():
+        print(f"{s:>5} | " + " | ".join(f"vs {n}: {d[n]['mean']:+.3f} ± {d[n]['se']:.3f}, z {d[n]['z']:.2f}, "
+                                         f"p {d[n]['p_two_sided']:.3f}" for n, _ in SIGNALS))
     if a.out:
         with open(a.out, "w") as f:
             json.dump(agg, f, indent=1)
