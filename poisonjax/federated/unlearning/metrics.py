@@ -50,13 +50,13 @@ def example_losses(apply_fn, params, x, y, batch: int = 2048) -> np.ndarray:
 def mia_auc(apply_fn, params, member_x, member_y, nonmember_x, nonmember_y, *, with_se: bool = False):
     """Loss-threshold membership-inference AUC (module docstring): members = ``member_*``, non-members =
     ``nonmember_*``; score = minus the per-example cross-entropy. ``with_se``: ``(auc, se)`` with DeLong's
-    standard error (:func:`roc_auc_delong`; ``nan`` with fewer than two members or non-members)."""
+    standard error (:func:`roc_auc_delong`; ``None`` with fewer than two members or non-members)."""
     lm = example_losses(apply_fn, params, member_x, member_y)
     ln = example_losses(apply_fn, params, nonmember_x, nonmember_y)
     auc = roc_auc(-lm, -ln)
     if not with_se:
         return auc
-    se = float(np.sqrt(max(roc_auc_delong(-lm, -ln)[1], 0.0))) if min(lm.size, ln.size) >= 2 else float("nan")
+    se = float(np.sqrt(max(roc_auc_delong(-lm, -ln)[1], 0.0))) if min(lm.size, ln.size) >= 2 else None
     return auc, se
 
 
