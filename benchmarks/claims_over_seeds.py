@@ -17,22 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import numpy as np
 
-
-def load(path):
-    f = os.path.join(path, "results.json")
-    if not os.path.exists(f):
-        raise SystemExit(f"{path}: no results.json (the study has not finished there)")
-    with open(f) as fh:
-        r = json.load(fh)
-    if "claims" not in r:
-        raise SystemExit(f"{path}: results.json has no 'claims' (this study does not write them)")
-    with open(os.path.join(path, "config.json")) as fh:
-        cfg = json.load(fh)
-    return r, cfg
+from _seeds import load_workdir  # noqa: E402  (benchmarks/ is on sys.path when a script there runs)
 
 
 def summarise(key, vals):
@@ -60,7 +48,7 @@ def main(argv=None):
     ap.add_argument("workdirs", nargs="+", help="finished study workdirs, one per seed")
     ap.add_argument("--out", default="", help="write the aggregate as JSON here")
     a = ap.parse_args(argv)
-    runs = [load(p) for p in a.workdirs]
+    runs = [load_workdir(p, need="claims") for p in a.workdirs]
     strip = lambda c: {k: v for k, v in c.items() if k != "seed"}
     if any(strip(cfg) != strip(runs[0][1]) for _, cfg in runs[1:]):
         raise SystemExit("the workdirs differ in more than the seed; aggregate runs of one configuration only")

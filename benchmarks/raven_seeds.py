@@ -17,21 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import numpy as np
 
-
-def load(path):
-    f = os.path.join(path, "results.json")
-    if not os.path.exists(f):
-        raise SystemExit(f"{path}: no results.json (the study has not finished there)")
-    with open(f) as fh:
-        r = json.load(fh)
-    with open(os.path.join(path, "config.json")) as fh:
-        cfg = json.load(fh)
-    return r, cfg
+from _seeds import load_workdir  # noqa: E402  (benchmarks/ is on sys.path when a script there runs)
 
 
 def summarise(vals):
@@ -98,7 +88,7 @@ def main(argv=None):
     ap.add_argument("workdirs", nargs="+", help="finished raven study workdirs, one per seed")
     ap.add_argument("--out", default="", help="write the aggregate as JSON here")
     a = ap.parse_args(argv)
-    runs = [load(p) for p in a.workdirs]
+    runs = [load_workdir(p) for p in a.workdirs]
     seeds = [c.get("seed") for _, c in runs]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"workdirs: expected one run per seed, got seeds {seeds}")
