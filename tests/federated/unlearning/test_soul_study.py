@@ -32,6 +32,23 @@ def test_study_soul_config_errors(key, value, word):
         E._validate(c)
 
 
+def test_checks_report_the_mia_gap_with_its_standard_error():
+    """The MIA condition comes with the gap to retraining and sqrt(se_soul^2 + se_retrain^2); cached rows
+    without ``mia_auc_se`` (older workdirs) still give every boolean check."""
+    base = dict(retain_accuracy=0.9, forget_accuracy=0.2, accuracy=0.9, asr=None, rounds=5, bytes=10.0,
+                client_flops=1.0)
+    rows = [dict(base, method=m, mia_auc=a, mia_auc_se=se) for m, a, se in
+            (("retrain", 0.52, 0.114), ("soul", 0.42, 0.109), ("finetune", 0.6, 0.1), ("pga", 0.45, 0.1),
+             ("federaser", 0.47, 0.1), ("soul_before_finetune", 0.5, 0.1), ("pga_before_finetune", 0.5, 0.1))]
+    rows[0].update(rounds=50, bytes=100.0)
+    ch = E._checks(rows, "forget_client", False)
+    assert ch["mia_auc_gap_vs_retrain"] == pytest.approx(-0.10)
+    assert ch["mia_auc_gap_se"] == pytest.approx((0.114 ** 2 + 0.109 ** 2) ** 0.5)
+    assert ch["mia_auc_within_0.05_of_retrain"] is False and ch["asr_within_5pts_of_retrain"] is None
+    old = E._checks([{k: v for k, v in r.items() if k != "mia_auc_se"} for r in rows], "forget_client", False)
+    assert "mia_auc_gap_se" not in old and old["rounds_at_most_half_of_retrain"] is True
+
+
 @pytest.mark.slow
 def test_tiny_study_end_to_end(tmp_path):
     c = get_config("quick")
