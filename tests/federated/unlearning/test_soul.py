@@ -54,6 +54,11 @@ def test_federaser_and_retrain_run_and_remove_backdoor(setup):
     assert e["asr"] < 0.3 and e["accuracy"] > 0.5, e
     assert fe.cost.rounds == ROUNDS // 2 - 1
     assert fe.info["calibration_epochs"] == 1 and fe.info["calibration_keep_fraction"] == 0.5
+    # the gold standard: FedAvg from the original initial model on the remaining clients only
+    rt = U.retrain(model, sim, sc, orig.history, ROUNDS, train_fn=setup["tf"])
+    e_rt = U.evaluate(model.fns.apply, rt.params, sc)
+    assert e_rt["asr"] < 0.3 and e_rt["accuracy"] > 0.5, e_rt
+    assert rt.cost.rounds == ROUNDS
 
 
 def test_pruning_removes_the_units(setup):
