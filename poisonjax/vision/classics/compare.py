@@ -10,7 +10,6 @@ setting's sizes, so the caller can assert "attack beats baseline" on one number.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, Sequence
@@ -23,7 +22,7 @@ import optax
 from poisonjax.core import gradient_matching as gm
 from poisonjax.core.runner import run as run_attack
 from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
-from poisonjax.core.validation import PoisonJaxInputError
+from poisonjax.core.study import prepare_workdir
 from poisonjax.vision import witches_brew as wb
 from poisonjax.vision.classics.feature_space import bullseye_polytope_attack, convex_polytope_attack
 from poisonjax.vision.models import make_classifier
@@ -39,40 +38,16 @@ def _delta_path(workdir, attack: str, eps: float):
 
 
 def _crafting_settings(attack: str, eps: float, **settings) -> dict:
-    """What a stored perturbation was crafted with (JSON-comparable), stored beside it."""
-    return json.loads(json.dumps({"attack": attack, "eps": float(eps), **settings}, default=float))
+    """What a stored perturbation was crafted with (its ``config.json``, see ``availability_comparison``)."""
+    return {"attack": attack, "eps": float(eps), **settings}
 
 
-def _check_stored_settings(stored: Path, settings: dict) -> None:
-    """A perturbation stored under a workdir is reused only if it was crafted with the same settings.
-
-    ``stored.json`` (written with the array) is compared with ``settings``; a mismatch is a one-line error
-    naming the workdir and the first differing setting, never a silently reused perturbation. (An array
-    without its settings file, from before they were recorded, is reused as it is.)"""
-    side = stored.with_suffix(".json")
-    if not side.exists():
-        return
-    with open(side) as f:
-        old = json.load(f)
-    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-    if diff:
-        k = diff[0]
-        raise PoisonJaxInputError(
-            f"workdir: {stored} was crafted with {k}={old.get(k)!r}, this call asks for {k}={settings.get(k)!r}; "
-            f"pass a new workdir (or delete {stored.parent}) to craft again")
-
-
-def _save_atomic(path: Path, arr: np.ndarray, settings: dict = None) -> None:
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
     """``np.save`` through a temporary file (a kill mid-write never leaves a truncated array)."""
     from poisonjax.core.parallel import is_main_process
     if not is_main_process():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    if settings is not None:          # the settings first: an array never exists without them
-        side = path.with_suffix(".json")
-        with open(side.with_name(side.name + ".tmp"), "w") as f:
-            json.dump(settings, f)
-        os.replace(side.with_name(side.name + ".tmp"), side)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.save(f, arr)
@@ -201,8 +176,9 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
 
     ``workdir``: every crafted perturbation is stored as ``workdir/deltas/<attack>_<eps*255>.npy`` when it
     is done and read back (bit for bit) by a rerun, so a killed caller resumes after the last finished
-    crafting. Its crafting settings are stored beside it (``.json``); a rerun that asks for other settings
-    (steps, step size, rounds, key, model, ...) gets a one-line error instead of the stored noise. (One
+    crafting. Its crafting settings are stored first, as ``deltas/<attack>_<eps*255>/config.json``
+    (:func:`poisonjax.core.study.prepare_workdir`); a rerun that asks for other settings (steps, step size,
+    rounds, key, model, ...) gets its one-line ``CheckpointMismatchError`` instead of the stored noise. (One
     crafting is one compiled program -- error-minimizing noise is a ``lax.while_loop`` over its rounds --
     and is redone whole if the kill falls inside it; so is the final victim training.)
     """
@@ -239,8 +215,9 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
                 settings = _crafting_settings(a, e, max_steps=max_steps, step_fraction=max_step_fraction,
                                               craft_epochs=craft_epochs, **common)
             stored = _delta_path(workdir, a, e)
+            if stored is not None:   # its settings, written first; a rerun asking for others is refused
+                prepare_workdir(stored.with_suffix(""), settings)
             if stored is not None and stored.exists():
-                _check_stored_settings(stored, settings)
                 sets.append(x + jnp.asarray(np.load(stored)))
                 names.append((a, e))
                 continue
@@ -258,7 +235,7 @@ def availability_comparison(data, key, *, eps_values: Sequence[float] = (8 / 255
             else:
                 raise ValueError(f"unknown availability attack {a!r}; expected one of {av.AVAILABILITY_ATTACKS}")
             if stored is not None:
-                _save_atomic(stored, np.asarray(d), settings)
+                _save_atomic(stored, np.asarray(d))
             sets.append(x + d)
             names.append((a, e))
     stacked, mask = stack_datasets([{"x": s, "y": y} for s in sets])

@@ -130,8 +130,8 @@ def test_sample_wise_noise_steps_are_their_own_setting(tmp_path):
 
 def test_stored_perturbations_are_reused_only_with_their_own_settings(tmp_path):
     """A workdir's stored TensorClog noise is reused by a rerun with the same settings (bit-equal), a rerun
-    that changes a crafting setting (here the step count) gets a one-line error naming the workdir and the
-    setting, never the old noise; ``max_step_fraction`` reaches the crafting."""
+    that changes a crafting setting (here the step count) gets prepare_workdir's one-line error naming the
+    workdir and the setting, never the old noise; ``max_step_fraction`` reaches the crafting."""
     from poisonjax.data.images import ImageDataset, load_image_dataset
     from poisonjax.vision.classics.compare import availability_comparison
     d = load_image_dataset("digits")
@@ -143,7 +143,8 @@ def test_stored_perturbations_are_reused_only_with_their_own_settings(tmp_path):
     first = np.load(stored)
     r2 = availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "a", max_steps=2, **kw)
     assert r2 == r1 and np.array_equal(np.load(stored), first)
-    with pytest.raises(PoisonJaxInputError, match=r"workdir: .*max_steps=2.*max_steps=3"):
+    from poisonjax.core.runner import CheckpointMismatchError
+    with pytest.raises(CheckpointMismatchError, match=r"workdir .*tensorclog_16.*differs in max_steps"):
         availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "a", max_steps=3, **kw)
     availability_comparison(sub, jax.random.PRNGKey(0), workdir=tmp_path / "b", max_steps=2, max_step_fraction=0.1,
                             **kw)
