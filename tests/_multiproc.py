@@ -1,13 +1,14 @@
 """Shared helpers for tests that run child processes: start a child, kill it hard once a runner
 checkpoint exists (the kill-and-resume tests), wait for it, and compare study results without timings.
 
-Used by the study kill tests (``tests/federated/test_fl_study_resume.py``, ``tests/vision/test_badnets.py``,
+Used by the multi-host tests (``free_port``, ``spawn``) and the study kill tests (``tests/federated/test_fl_study_resume.py``, ``tests/vision/test_badnets.py``,
 ``tests/test_study_resume.py``).
 """
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,13 @@ from typing import Iterable, List, Optional
 # keys whose values differ between an interrupted and an uninterrupted run by design (wall times, where
 # the run resumed from); everything else in a study's results must be equal
 VOLATILE_KEYS = ("seconds", "resumed_from_round", "resumed_from_epoch", "resumed_from")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a ``jax.distributed`` coordinator in the multi-host tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def spawn(script: str | Path, *args) -> subprocess.Popen:

@@ -3,22 +3,17 @@ each) split a victim ensemble over all 4 devices (``victim_mesh`` + ``shard_lead
 its own victims, and ``gather_to_host`` returns every victim's metrics, equal to a plain single-device
 ``vmap``, to both processes. The study-level test is tests/vision/test_wb_multihost.py."""
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests._multiproc import free_port
+
 CHILD = str(Path(__file__).with_name("_parallel_multihost_child.py"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_shard_victims_and_gather_equal_plain_vmap(tmp_path):
-    port = _free_port()
+    port = free_port()
     procs = [subprocess.Popen([sys.executable, CHILD, str(i), str(port), str(tmp_path / f"out{i}.json")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
     try:

@@ -4,7 +4,6 @@ fl_robustness grid on CPU (fake devices), or the single-process reference.
 Usage: python _fl_multihost_child.py WORKDIR LOG.json NUM_PROCESSES PROCESS_ID PORT DEVICES_PER_PROCESS
 Every Python-level file write of this process is recorded in LOG.json (to check that only process 0 writes).
 """
-import builtins
 import json
 import os
 import pathlib
@@ -17,31 +16,9 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))      # the repo root
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-WRITES = []
-_open, _write_text, _replace = builtins.open, pathlib.Path.write_text, os.replace
+from tests._write_recorder import install  # noqa: E402
 
-
-def _rec(path):
-    WRITES.append(os.path.abspath(str(path)))
-
-
-def open_rec(file, mode="r", *a, **k):
-    if any(c in mode for c in "wax+") and isinstance(file, (str, os.PathLike)):
-        _rec(file)
-    return _open(file, mode, *a, **k)
-
-
-def write_text_rec(self, *a, **k):
-    _rec(self)
-    return _write_text(self, *a, **k)
-
-
-def replace_rec(src, dst, *a, **k):
-    _rec(dst)
-    return _replace(src, dst, *a, **k)
-
-
-builtins.open, pathlib.Path.write_text, os.replace = open_rec, write_text_rec, replace_rec
+WRITES, _open = install()
 
 import jax  # noqa: E402
 

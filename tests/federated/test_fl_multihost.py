@@ -2,25 +2,14 @@
 ``jax.distributed`` with the client axis sharded over all 4 devices; the results equal a
 single-process run on 4 devices, and only process 0 writes files (one results.json)."""
 import json
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests._multiproc import free_port, spawn
+
 CHILD = str(Path(__file__).with_name("_fl_multihost_child.py"))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(wd, log, nproc, pid, port, ndev):
-    return subprocess.Popen([sys.executable, CHILD, str(wd), str(log), str(nproc), str(pid), str(port), str(ndev)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _wait(p, timeout=1500):
@@ -34,10 +23,10 @@ def _wait(p, timeout=1500):
 
 @pytest.mark.slow
 def test_two_process_fl_study_equals_single_process_and_only_process_0_writes(tmp_path):
-    port = _free_port()
+    port = free_port()
     multi = tmp_path / "multi"
-    procs = [_start(multi, tmp_path / f"log{i}.json", 2, i, port, 2) for i in range(2)]
-    single = _start(tmp_path / "single", tmp_path / "log_single.json", 1, 0, 0, 4)
+    procs = [spawn(CHILD, multi, tmp_path / f"log{i}.json", 2, i, port, 2) for i in range(2)]
+    single = spawn(CHILD, tmp_path / "single", tmp_path / "log_single.json", 1, 0, 0, 4)
     for p in procs + [single]:
         _wait(p)
     logs = [json.loads((tmp_path / f"log{i}.json").read_text()) for i in range(2)]

@@ -7,7 +7,6 @@ Usage: python _wb_multihost_child.py WORKDIR LOG.json NUM_PROCESSES PROCESS_ID P
 Every Python-level file write of this process is recorded in LOG.json (to check that only process 0 writes),
 with the results dict the study returned on this process, its process index and the victim mesh's shape.
 """
-import builtins
 import json
 import os
 import pathlib
@@ -20,31 +19,9 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-WRITES = []
-_open, _write_text, _replace = builtins.open, pathlib.Path.write_text, os.replace
+from tests._write_recorder import install  # noqa: E402
 
-
-def _rec(path):
-    WRITES.append(os.path.abspath(str(path)))
-
-
-def open_rec(file, mode="r", *a, **k):
-    if any(c in mode for c in "wax+") and isinstance(file, (str, os.PathLike)):
-        _rec(file)
-    return _open(file, mode, *a, **k)
-
-
-def write_text_rec(self, *a, **k):
-    _rec(self)
-    return _write_text(self, *a, **k)
-
-
-def replace_rec(src, dst, *a, **k):
-    _rec(dst)
-    return _replace(src, dst, *a, **k)
-
-
-builtins.open, pathlib.Path.write_text, os.replace = open_rec, write_text_rec, replace_rec
+WRITES, _open = install()
 
 import jax  # noqa: E402
 
