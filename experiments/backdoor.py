@@ -436,22 +436,9 @@ def _checks(rows, clean_acc):
 
 
 def _plot_and_report(wd, config, rows, results):
-    attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    defenses = list(dict.fromkeys(r["defense"] for r in rows))
-    grid = np.full((len(attacks), len(defenses)), np.nan)
-    for r in rows:
-        grid[attacks.index(r["attack"]), defenses.index(r["defense"])] = r["asr"]
-    fig, ax = reporting.new_figure(figsize=(1.0 + 0.8 * len(defenses), 1.0 + 0.45 * len(attacks)))
-    im = ax.imshow(grid, vmin=0, vmax=1, cmap="Reds")
-    ax.set_xticks(range(len(defenses)), defenses, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(attacks)), attacks, fontsize=7)
-    for i in range(len(attacks)):
-        for j in range(len(defenses)):
-            if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, label="ASR")
-    ax.set_title(f"ASR, {config.dataset}, {config.model}, K={config.n_victims}", fontsize=8)
-    reporting.save_figure(fig, wd / "asr_heatmap.png")
+    grid, attacks, defenses = reporting.grid_from_rows(rows, "attack", "defense", "asr")
+    reporting.save_heatmap(wd / "asr_heatmap.png", grid, attacks, defenses, colorbar_label="ASR",
+                           title=f"ASR, {config.dataset}, {config.model}, K={config.n_victims}")
     cols = ["attack", "defense", "poison_rate", "clean_accuracy", "asr", "clean_model_asr", "detection_tpr",
             "detection_fpr", "tpr_at_5fpr", "seconds"]
     checks = "\n".join(f"- `{k}`: {v}" for k, v in results["checks"].items())

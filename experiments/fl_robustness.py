@@ -151,17 +151,8 @@ def _heatmap(wd, grid, config, key, fname, title, attacks=None):
     aggs = list(config.aggregators)
     mat = np.array([[grid[a][g].get(key) if grid[a][g].get(key) is not None else np.nan for g in aggs]
                     for a in attacks], float)
-    fig, ax = reporting.new_figure(figsize=(1.0 + 0.75 * len(aggs), 1.0 + 0.45 * len(attacks)))
-    im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis" if key == "accuracy" else "magma")
-    ax.set_xticks(range(len(aggs)), aggs, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(attacks)), attacks, fontsize=8)
-    for i in range(len(attacks)):
-        for j in range(len(aggs)):
-            if np.isfinite(mat[i, j]):
-                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if mat[i, j] < 0.5 else "black")
-    ax.set_title(f"{title} ({config.dataset}, alpha={config.dirichlet_alpha}, {config.malicious_fraction:.0%} malicious)",
-                 fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    reporting.save_figure(fig, Path(wd) / fname)
+    reporting.save_heatmap(Path(wd) / fname, mat, attacks, aggs, cmap="viridis" if key == "accuracy" else "magma",
+                           cell_width=0.75, fontsize=8,
+                           title=f"{title} ({config.dataset}, alpha={config.dirichlet_alpha}, "
+                                 f"{config.malicious_fraction:.0%} malicious)")
     return fname

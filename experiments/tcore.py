@@ -337,22 +337,10 @@ def _checks(rows):
 
 def _plot_and_report(wd, config, res):
     rows = res["rows"]
-    ylab = list(dict.fromkeys(f"{r['threat']}/{r['attack']}/{r['mode']}" for r in rows))
-    defenses = list(dict.fromkeys(r["defense"] for r in rows))
-    grid = np.full((len(ylab), len(defenses)), np.nan)
-    for r in rows:
-        grid[ylab.index(f"{r['threat']}/{r['attack']}/{r['mode']}"), defenses.index(r["defense"])] = r["asr"]
-    fig, ax = reporting.new_figure(figsize=(1.5 + 0.9 * len(defenses), 1.0 + 0.45 * len(ylab)))
-    im = ax.imshow(grid, vmin=0, vmax=1, cmap="Reds")
-    ax.set_xticks(range(len(defenses)), defenses, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(ylab)), ylab, fontsize=7)
-    for i in range(len(ylab)):
-        for j in range(len(defenses)):
-            if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, label="ASR")
-    ax.set_title(f"T-Core study: ASR (n_adapt={res['n_adapt']}, K={config.n_victims})", fontsize=8)
-    reporting.save_figure(fig, wd / "asr_heatmap.png")
+    grid, ylab, defenses = reporting.grid_from_rows(rows, lambda r: f"{r['threat']}/{r['attack']}/{r['mode']}",
+                                                    "defense", "asr")
+    reporting.save_heatmap(wd / "asr_heatmap.png", grid, ylab, defenses, colorbar_label="ASR", cell_width=0.9,
+                           label_width=1.5, title=f"T-Core study: ASR (n_adapt={res['n_adapt']}, K={config.n_victims})")
     cols = ["threat", "attack", "defense", "mode", "clean_accuracy", "asr", "asr_dataset", "asr_encoder",
             "seed_poison_fraction", "expanded_poison_fraction", "trusted_poison_fraction",
             "flagged_channel_fraction", "detection_tpr", "detection_fpr", "seconds"]

@@ -97,6 +97,47 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return path
 
 
+def grid_from_rows(rows: Sequence[Dict[str, Any]], row_key, col_key: str, value_key: str):
+    r"""Pivot flat result rows into a matrix: :math:`G_{ij}` = ``row[value_key]`` of the row whose row label is the
+    i-th and whose ``row[col_key]`` is the j-th distinct value, in order of first appearance; NaN where no row (or a
+    ``None`` value) fills a cell. ``row_key``: a key, or a function of the row giving its label. Returns
+    ``(G, row_labels, col_labels)``."""
+    label = row_key if callable(row_key) else (lambda r: r[row_key])
+    ys = list(dict.fromkeys(label(r) for r in rows))
+    xs = list(dict.fromkeys(r[col_key] for r in rows))
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for r in rows:
+        v = r.get(value_key)
+        if v is not None:
+            grid[ys.index(label(r)), xs.index(r[col_key])] = float(v)
+    return grid, ys, xs
+
+
+def save_heatmap(path: str | os.PathLike, grid, row_labels: Sequence[str], col_labels: Sequence[str], *, title: str,
+                 cmap: str = "Reds", colorbar_label: str = "", vmin: float = 0.0, vmax: float = 1.0,
+                 cell_width: float = 0.8, label_width: float = 1.0, fontsize: int = 7) -> Path:
+    r"""An annotated heat map as PNG (process 0 only): cell :math:`(i, j)` coloured by ``grid[i, j]`` on
+    ``[vmin, vmax]`` with its value printed to two decimals (white on dark cells: luminance :math:`0.299R + 0.587G + 0.114B < 0.5`);
+    NaN cells are left blank. Figure width ``label_width + cell_width * columns`` inches."""
+    grid = np.asarray(grid, float)
+    if grid.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"grid: expected shape ({len(row_labels)}, {len(col_labels)}) from the labels, "
+                         f"got {grid.shape}")
+    fig, ax = new_figure(figsize=(label_width + cell_width * len(col_labels), 1.0 + 0.45 * len(row_labels)))
+    im = ax.imshow(grid, vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=45, ha="right", fontsize=fontsize)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=fontsize)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if np.isfinite(grid[i, j]):
+                r, g, b, _ = im.cmap(im.norm(grid[i, j]))
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.03, label=colorbar_label)
+    ax.set_title(title, fontsize=8)
+    return save_figure(fig, path)
+
+
 def write_report(workdir: str | os.PathLike, title: str, sections: Iterable[tuple], plots: Iterable[str] = ()) -> Path:
     """Write ``workdir/report.md``: a title, ``(heading, markdown)`` sections, then the PNG plots
     (paths relative to the workdir)."""
