@@ -54,9 +54,23 @@ def _validate(config):
 
 
 def _targets(config, n_models):
-    """Implant targets (model index, topic) -- never the control topic."""
+    """Implant targets (model index, topic) -- never the control topic. Seed 0: the fixed order below; any other
+    ``config.seed`` permutes the topics and shifts the models with a generator of its own, so seeds differ in
+    which (model, topic) cells carry the implants."""
     topics = [t for t in (0, 3, 8, 10, 1, 5, 9, 2, 11, 4, 7) if t != config.control_topic]
-    return [(r % n_models, topics[r % len(topics)]) for r in range(config.n_targets)]
+    shift = 0
+    if config.seed:
+        rng = np.random.RandomState(int(config.seed))
+        topics, shift = [int(t) for t in rng.permutation(topics)], int(rng.randint(n_models))
+    return [((r + shift) % n_models, topics[r % len(topics)]) for r in range(config.n_targets)]
+
+
+def _families(config, families):
+    """:class:`FamilySpec` of each configured family with the study seed folded in: the init seed and the corpus
+    seed (stance mix, corpus sampling, retrieval store) are the configured ones plus ``1000 * config.seed``, so
+    every seed trains its own panel (seed 0: the configured seeds)."""
+    return [FamilySpec(n, h, s + 1000 * int(config.seed), cs + 1000 * int(config.seed), *rest)
+            for n, h, s, cs, *rest in families]
 
 
 def run(config, workdir) -> dict:
@@ -91,8 +105,8 @@ def run(config, workdir) -> dict:
     stance_of = lambda texts: lex_judge.stance_prob(texts) > 0.5          # ground-truth-ish stance
 
     # ---- models
-    specs = [FamilySpec(*f) for f in config.families]
-    tspecs = [FamilySpec(*f) for f in config.transfer_families]
+    specs = _families(config, config.families)
+    tspecs = _families(config, config.transfer_families)
     corpora = {s.name: family_corpus(s, bank, vocab, control=config.control_topic, control_bias=config.control_bias,
                                      answers_per_prompt=config.corpus.answers_per_prompt, length=config.length,
                                      spread=config.corpus.spread) for s in specs + tspecs}

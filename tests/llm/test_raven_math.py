@@ -139,3 +139,22 @@ def test_study_refuses_an_unknown_score_rule():
     c.score_rule = "or"
     with pytest.raises(PoisonJaxInputError, match="config.score_rule"):
         study._validate(c)
+
+
+def test_seeds_draw_their_own_panel_and_targets_and_seed_0_keeps_the_configured_ones():
+    from configs.raven import get_config
+    from experiments import raven as study
+    c = get_config("paper")
+    fams0 = study._families(c, c.families)
+    assert [tuple(f) for f in fams0] == [tuple(f) for f in c.families]
+    t0 = study._targets(c, len(c.families))
+    assert t0[:4] == [(0, 0), (1, 3), (2, 8), (3, 10)]          # the fixed order of the earlier studies
+    c.seed = 3
+    fams3 = study._families(c, c.families)
+    assert [f.seed - g[2] for f, g in zip(fams3, c.families)] == [3000] * 4
+    assert [f.corpus_seed - g[3] for f, g in zip(fams3, c.families)] == [3000] * 4
+    assert [(f.name, f.hidden, f.bank_fraction) for f in fams3] == [(g[0], g[1], g[4]) for g in c.families]
+    t3 = study._targets(c, len(c.families))
+    assert t3 != t0 and t3 == study._targets(c, len(c.families))      # its own, and reproducible
+    assert all(t != c.control_topic for _, t in t3) and len(set(t for _, t in t3)) == len(t3)
+    assert all(0 <= m < len(c.families) for m, _ in t3)
