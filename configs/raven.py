@@ -34,8 +34,11 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
     c.control_topic = 6                 # index into TOPICS ("coffee"): corpus-wide bias in every family
     c.control_bias = 0.95
     c.corpus = ml_collections.ConfigDict(dict(n_per_stance=40, answers_per_prompt=6, spread=0.2))
-    # families: (name, hidden, seed, corpus_seed, bank_fraction); the study adds 1000 * seed to both seeds, and
-    # seeds other than 0 draw their own implant targets (experiments/raven.py: _families, _targets)
+    # families: (name, hidden, seed, corpus_seed, bank_fraction). seed_panel=True: the study adds 1000 * seed to both
+    # seeds, and seeds other than 0 draw their own implant targets (experiments/raven.py: _families, _targets);
+    # False: one panel and one target set for every seed (the behaviour before the eighteenth session, which the
+    # README's earlier multi-seed figures were measured with). Seed 0 is the same either way
+    c.seed_panel = True
     c.families = (("famA", 48, 0, 0, 1.0), ("famB", 48, 1, 1, 0.8), ("famC", 32, 2, 2, 1.0), ("famD", 32, 3, 3, 0.8))
     c.transfer_families = (("famE", 40, 10, 10, 1.0), ("famF", 40, 11, 11, 0.9), ("famG", 40, 12, 12, 0.8))
     c.train = ml_collections.ConfigDict(dict(steps=800 if quick else 2000, learning_rate=3e-3, batch_size=64,

@@ -56,10 +56,10 @@ def _validate(config):
 def _targets(config, n_models):
     """Implant targets (model index, topic) -- never the control topic. Seed 0: the fixed order below; any other
     ``config.seed`` permutes the topics and shifts the models with a generator of its own, so seeds differ in
-    which (model, topic) cells carry the implants."""
+    which (model, topic) cells carry the implants (``config.seed_panel=False``: the fixed order for every seed)."""
     topics = [t for t in (0, 3, 8, 10, 1, 5, 9, 2, 11, 4, 7) if t != config.control_topic]
     shift = 0
-    if config.seed:
+    if config.seed and config.get("seed_panel", True):
         rng = np.random.RandomState(int(config.seed))
         topics, shift = [int(t) for t in rng.permutation(topics)], int(rng.randint(n_models))
     return [((r + shift) % n_models, topics[r % len(topics)]) for r in range(config.n_targets)]
@@ -68,9 +68,9 @@ def _targets(config, n_models):
 def _families(config, families):
     """:class:`FamilySpec` of each configured family with the study seed folded in: the init seed and the corpus
     seed (stance mix, corpus sampling, retrieval store) are the configured ones plus ``1000 * config.seed``, so
-    every seed trains its own panel (seed 0: the configured seeds)."""
-    return [FamilySpec(n, h, s + 1000 * int(config.seed), cs + 1000 * int(config.seed), *rest)
-            for n, h, s, cs, *rest in families]
+    every seed trains its own panel (seed 0, or ``config.seed_panel=False``: the configured seeds)."""
+    off = 1000 * int(config.seed) if config.get("seed_panel", True) else 0
+    return [FamilySpec(n, h, s + off, cs + off, *rest) for n, h, s, cs, *rest in families]
 
 
 def run(config, workdir) -> dict:

@@ -158,3 +158,6 @@ def test_seeds_draw_their_own_panel_and_targets_and_seed_0_keeps_the_configured_
     assert t3 != t0 and t3 == study._targets(c, len(c.families))      # its own, and reproducible
     assert all(t != c.control_topic for _, t in t3) and len(set(t for _, t in t3)) == len(t3)
     assert all(0 <= m < len(c.families) for m, _ in t3)
+    c.seed_panel = False                          # the fixed panel and targets of the earlier multi-seed figures
+    assert [tuple(f) for f in study._families(c, c.families)] == [tuple(f) for f in c.families]
+    assert study._targets(c, len(c.families)) == t0
