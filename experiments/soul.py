@@ -193,7 +193,16 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
                 r["rounds_vs_retrain"] = r["rounds"] / ref["rounds"]
                 r["bytes_vs_retrain"] = r["bytes"] / ref["bytes"]
                 sweep.append(r)
-    return {"rows": rows, "sweep_rows": sweep, "checks": _checks(rows, scenario, void), "void": bool(void),
+    checks = _checks(rows, scenario, void)
+    # the MIA gaps paired on the same forget/held-out examples (DeLong's covariance of the two AUCs): the
+    # unpaired mia_auc_gap_se above treats the two models' AUCs as independent, which they are not
+    for name, res in (("", so), ("federaser_", fe)):
+        g = U.mia_gap(apply, res.params, rt.params, sc)
+        if g["se_paired"] is not None:
+            checks[f"{name}mia_auc_gap_se_paired"] = g["se_paired"]
+    checks["federaser_mia_auc_gap_vs_retrain"] = next(r["mia_auc"] for r in rows if r["method"] == "federaser") - \
+        ref["mia_auc"]
+    return {"rows": rows, "sweep_rows": sweep, "checks": checks, "void": bool(void),
             "selection": select_soul_config(sweep, config.soul.select_retain_tolerance) if sweep else None}
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from poisonjax.core.metrics import roc_auc, roc_auc_delong  # noqa: F401  (re-exported)
+from poisonjax.core.validation import PoisonJaxInputError
 from poisonjax.federated.unlearning.scenario import Scenario, pooled
 
 
@@ -58,6 +59,42 @@ def mia_auc(apply_fn, params, member_x, member_y, nonmember_x, nonmember_y, *, w
         return auc
     se = float(np.sqrt(max(roc_auc_delong(-lm, -ln)[1], 0.0))) if min(lm.size, ln.size) >= 2 else None
     return auc, se
+
+
+def mia_auc_paired(apply_fn, params_seq, member_x, member_y, nonmember_x, nonmember_y):
+    r"""Loss-threshold membership-inference AUCs of ``K`` models on the **same** members and non-members, with
+    DeLong's covariance (:func:`roc_auc_delong`): ``(aucs [K], cov [K, K])``.
+
+    Model :math:`k` scores example :math:`x` by :math:`s_k(x) = -\ell(\theta_k; x, y)`. Because every model
+    scores the same examples, the AUCs are correlated, and the standard error of a gap is the paired one,
+
+    .. math:: \mathrm{SE}(\mathrm{AUC}_a - \mathrm{AUC}_b) = \sqrt{C_{aa} + C_{bb} - 2 C_{ab}},
+
+    which is smaller than :math:`\sqrt{C_{aa} + C_{bb}}` when the two models rank the examples alike (an
+    unlearned model and the retrained one both find the same forget examples easy). Needs at least two members
+    and two non-members."""
+    params_seq = list(params_seq)
+    if not params_seq:
+        raise PoisonJaxInputError("mia_auc_paired: params_seq must hold at least one model's parameters, got none")
+    lm = np.stack([example_losses(apply_fn, p, member_x, member_y) for p in params_seq])
+    ln = np.stack([example_losses(apply_fn, p, nonmember_x, nonmember_y) for p in params_seq])
+    aucs, cov = roc_auc_delong(-lm, -ln)
+    return np.atleast_1d(np.asarray(aucs, np.float64)), np.atleast_2d(np.asarray(cov, np.float64))
+
+
+def mia_gap(apply_fn, params_a, params_b, scenario: Scenario) -> Dict[str, Optional[float]]:
+    r"""The membership-inference AUC gap of model ``a`` over model ``b`` on a :class:`Scenario`'s forget set
+    (members) against its held-out data (non-members), paired on the same examples:
+    ``{"gap": AUC_a - AUC_b, "se_paired": sqrt(C_aa + C_bb - 2 C_ab)}`` (:func:`mia_auc_paired`);
+    ``se_paired`` is ``None`` with fewer than two members or non-members."""
+    xf, yf = pooled(scenario.data, scenario.forget_ids)
+    if min(len(yf), len(scenario.holdout_y)) < 2:
+        a = mia_auc(apply_fn, params_a, xf, yf, scenario.holdout_x, scenario.holdout_y)
+        b = mia_auc(apply_fn, params_b, xf, yf, scenario.holdout_x, scenario.holdout_y)
+        return {"gap": float(a - b), "se_paired": None}
+    aucs, cov = mia_auc_paired(apply_fn, [params_a, params_b], xf, yf, scenario.holdout_x, scenario.holdout_y)
+    var = cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1]
+    return {"gap": float(aucs[0] - aucs[1]), "se_paired": float(np.sqrt(max(var, 0.0)))}
 
 
 def _acc(apply_fn, params, x, y, batch: int = 2048) -> float:

@@ -103,6 +103,34 @@ def test_mia_auc_equals_sklearn(setup):
     assert auc == pytest.approx(ref, abs=1e-12)
 
 
+def test_paired_mia_gap_matches_each_auc_and_a_paired_bootstrap(setup):
+    """mia_auc_paired gives each model's mia_auc; the gap's paired DeLong SE is 0 for a model against itself,
+    agrees with a stratified paired bootstrap of the gap, and is below the unpaired sqrt(se_a^2 + se_b^2) for two
+    models that rank the forget examples alike (the original and a copy fine-tuned for one round)."""
+    sc, model, orig, sim, tf = setup["sc"], setup["model"], setup["orig"], setup["sim"], setup["tf"]
+    apply = model.fns.apply
+    ft = U.finetune_only(model, sim, sc, orig.params, 1, train_fn=tf)
+    xf, yf = U.pooled(sc.data, sc.forget_ids)
+    aucs, cov = U.mia_auc_paired(apply, [orig.params, ft.params], xf, yf, sc.holdout_x, sc.holdout_y)
+    for k, p in enumerate([orig.params, ft.params]):
+        assert aucs[k] == pytest.approx(U.mia_auc(apply, p, xf, yf, sc.holdout_x, sc.holdout_y), abs=1e-12)
+    assert U.mia_gap(apply, orig.params, orig.params, sc) == {"gap": 0.0, "se_paired": 0.0}
+    g = U.mia_gap(apply, orig.params, ft.params, sc)
+    assert g["gap"] == pytest.approx(aucs[0] - aucs[1], abs=1e-12)
+    assert g["se_paired"] < 0.9 * np.sqrt(cov[0, 0] + cov[1, 1]), (g, cov)
+    # a stratified paired bootstrap of the gap (members and non-members resampled, both models on the same draw)
+    sm = -np.stack([U.example_losses(apply, p, xf, yf) for p in (orig.params, ft.params)])
+    sn = -np.stack([U.example_losses(apply, p, sc.holdout_x, sc.holdout_y) for p in (orig.params, ft.params)])
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(1000):
+        i, j = rng.integers(0, sm.shape[1], sm.shape[1]), rng.integers(0, sn.shape[1], sn.shape[1])
+        gaps.append(U.roc_auc(sm[0, i], sn[0, j]) - U.roc_auc(sm[1, i], sn[1, j]))
+    assert g["se_paired"] == pytest.approx(np.std(gaps), rel=0.2), (g, np.std(gaps))
+    with pytest.raises(PoisonJaxInputError, match="params_seq"):
+        U.mia_auc_paired(apply, [], xf, yf, sc.holdout_x, sc.holdout_y)
+
+
 def test_bytes_rounds_flops_accounting(setup):
     sc, model, sim, orig = setup["sc"], setup["model"], setup["sim"], setup["orig"]
     d = 64 * 64 + 64 + 64 * 10 + 10

@@ -1,6 +1,7 @@
 """The soul study: config checks (fast) and a tiny end-to-end run (slow)."""
 import json
 
+import numpy as np
 import pytest
 
 from configs.soul import get_config
@@ -67,6 +68,10 @@ def test_tiny_study_end_to_end(tmp_path):
         for k in ("scenario", "partition", "method", "retain_accuracy", "forget_accuracy", "asr", "mia_auc"):
             assert k in r
     assert len(res["sweep_rows"]) == 2
+    ch = res["checks"]["backdoor/iid"]
+    # the paired SE of the MIA gap (same examples for both models; test_soul.py checks it against a bootstrap)
+    assert np.isfinite(ch["mia_auc_gap_se_paired"]) and ch["mia_auc_gap_se_paired"] >= 0.0
+    assert "federaser_mia_auc_gap_se_paired" in ch and "federaser_mia_auc_gap_vs_retrain" in ch
     assert (tmp_path / "report.md").exists() and (tmp_path / "methods.png").exists()
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["rows"] == json.loads(json.dumps(res["rows"]))
