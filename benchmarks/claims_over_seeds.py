@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 
-from _seeds import load_workdir  # noqa: E402  (benchmarks/ is on sys.path when a script there runs)
+from _seeds import describe, load_workdir  # noqa: E402  (benchmarks/ is on sys.path when a script there runs)
 
 
 def summarise(key, vals):
@@ -30,14 +30,12 @@ def summarise(key, vals):
     nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if len(nums) != len(vals):
         return {"values": vals}
-    v = np.asarray(nums, float)
-    n = v.size
-    sd = float(v.std(ddof=1)) if n > 1 else 0.0
-    out = {"mean": float(v.mean()), "std": sd, "se": sd / np.sqrt(n) if n > 1 else 0.0,
-           "min": float(v.min()), "max": float(v.max()), "n": int(n)}
-    if n > 1 and any(w in key for w in ("minus", "gap", "drop")) and sd > 0:
+    out = describe(nums)
+    if out is None:
+        return out
+    if out["n"] > 1 and any(w in key for w in ("minus", "gap", "drop")) and out["std"] > 0:
         from scipy.stats import ttest_1samp
-        t = ttest_1samp(v, 0.0)
+        t = ttest_1samp(np.asarray(nums, float), 0.0)
         out["t"], out["p_two_sided"] = float(t.statistic), float(t.pvalue)
     return out
 

@@ -21,15 +21,12 @@ import sys
 
 import numpy as np
 
-from _seeds import load_workdir  # noqa: E402  (benchmarks/ is on sys.path when a script there runs)
+from _seeds import describe, load_workdir  # noqa: E402  (benchmarks/ is on sys.path when a script there runs)
 
 
 def summarise(vals):
-    v = np.asarray([x for x in vals if x is not None], float)
-    if v.size == 0:
-        return None
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+    """:func:`_seeds.describe` of the values that are not ``None`` (a seed where a figure does not apply)."""
+    return describe([x for x in vals if x is not None])
 
 
 def seed_checks(r):
