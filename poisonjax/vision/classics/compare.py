@@ -87,7 +87,8 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
     the target in the adversarial class. Returns ``{method: {success_rate, target_prob,
     clean_accuracy, max_linf, trial_success}}`` (means over trials x victims; ``trial_success``: per trial,
     the share of its victims fooled, in trial order -- every method shares the trials, so methods can be
-    compared pairwise; ``centroid_residual`` and ``nearest_residual``: in the victim's features, relative to
+    compared pairwise; ``trial_target_prob``: per trial, the victims' mean adversarial-class probability on its
+    target, in the same order; ``centroid_residual`` and ``nearest_residual``: in the victim's features, relative to
     :math:`\|\phi(x_t)\|`: :math:`\|\bar\phi(\text{poisons}) - \phi(x_t)\|` and :math:`\min_j \|\phi(p_j) -
     \phi(x_t)\|`, means over trials -- how close each attack brought the target into, or onto, its poisons)
     and the sizes.
@@ -144,6 +145,7 @@ def feature_space_comparison(data, key, *, trials: int = 4, budget: float = 0.02
                   "clean_accuracy": float(np.mean(o["clean_accuracy"])),
                   "max_linf": float(jnp.max(jnp.abs(deltas[m]))),
                   "trial_success": np.asarray(o["success"], float).reshape(trials, n_victims).mean(1).tolist(),
+                  "trial_target_prob": np.asarray(o["target_prob"], float).reshape(trials, n_victims).mean(1).tolist(),
                   "centroid_residual": float(jnp.mean(centroid)), "nearest_residual": float(jnp.mean(nearest))}
     return out
 

@@ -92,6 +92,7 @@ def test_polytopes_beat_poison_frogs_on_digits_transfer():
     for m in ("none", "random_noise", "poison_frogs", "convex_polytope", "bullseye_polytope"):
         assert len(r[m]["trial_success"]) == 24            # per target, same order for every method (paired tests)
         assert np.mean(r[m]["trial_success"]) == pytest.approx(r[m]["success_rate"])
+        assert np.mean(r[m]["trial_target_prob"]) == pytest.approx(r[m]["target_prob"], rel=1e-5)
     for m in ("convex_polytope", "bullseye_polytope"):
         assert r[m]["success_rate"] >= r["poison_frogs"]["success_rate"], r
         assert r[m]["target_prob"] > r["poison_frogs"]["target_prob"], r
