@@ -55,7 +55,7 @@ def paired_delong(r, size: str):
     cells: :math:`\Delta = \mathrm{AUC}_{both} - \mathrm{AUC}_{signal}` with DeLong's standard error
     :math:`\sqrt{C_{bb} + C_{ss} - 2C_{bs}}` (:func:`poisonjax.core.metrics.roc_auc_delong`), from the per-cell
     ``rows`` of ``results.json`` (the study's own selection: that size's implant panels)."""
-    from poisonjax.core.metrics import roc_auc_delong
+    from poisonjax.core.metrics import auc_difference_se, roc_auc_delong
     rows = [x for x in r["rows"] if x["budget"] == int(size) and x["scenario"] == "implant"]
     y = np.array([bool(x["implanted"]) for x in rows])
     if y.sum() < 2 or (~y).sum() < 2:
@@ -65,7 +65,7 @@ def paired_delong(r, size: str):
     out = {"auc": float(aucs[0]), "auc_se": float(np.sqrt(cov[0, 0])), "n_implanted": int(y.sum())}
     for k, (name, _) in enumerate(SIGNALS, start=1):
         out[f"minus_{name}"] = float(aucs[0] - aucs[k])
-        out[f"minus_{name}_se"] = float(np.sqrt(max(cov[0, 0] + cov[k, k] - 2 * cov[0, k], 0.0)))
+        out[f"minus_{name}_se"] = auc_difference_se(cov, 0, k)
     return out
 
 

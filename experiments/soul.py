@@ -196,12 +196,14 @@ def _cell(config, wd, data_arrays, scenario, partition_spec, model, do_sweep):
     checks = _checks(rows, scenario, void)
     # the MIA gaps paired on the same forget/held-out examples (DeLong's covariance of the two AUCs): the
     # unpaired mia_auc_gap_se above treats the two models' AUCs as independent, which they are not
-    for name, res in (("", so), ("federaser_", fe)):
-        g = U.mia_gap(apply, res.params, rt.params, sc)
-        if g["se_paired"] is not None:
-            checks[f"{name}mia_auc_gap_se_paired"] = g["se_paired"]
+    # (one scoring of the forget and held-out sets per model: SoUL, FedEraser, retraining)
+    xf, yf = U.pooled(sc.data, sc.forget_ids)
     checks["federaser_mia_auc_gap_vs_retrain"] = next(r["mia_auc"] for r in rows if r["method"] == "federaser") - \
         ref["mia_auc"]
+    if min(len(yf), len(sc.holdout_y)) >= 2:
+        _, cov = U.mia_auc_paired(apply, [so.params, fe.params, rt.params], xf, yf, sc.holdout_x, sc.holdout_y)
+        checks["mia_auc_gap_se_paired"] = U.auc_difference_se(cov, 0, 2)
+        checks["federaser_mia_auc_gap_se_paired"] = U.auc_difference_se(cov, 1, 2)
     return {"rows": rows, "sweep_rows": sweep, "checks": checks, "void": bool(void),
             "selection": select_soul_config(sweep, config.soul.select_retain_tolerance) if sweep else None}
 

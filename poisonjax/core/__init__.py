@@ -20,7 +20,7 @@ from poisonjax.core.parallel import (chunked_vmap, gather_to_host, host_local_to
 from poisonjax.core.victims import (EarlyStoppingTraining, Victim, VictimTraining, evaluate_victims, flax_victim, predict_victims,
                                     train_victim, train_victims)
 from poisonjax.core.runner import RunResult, run
-from poisonjax.core.metrics import roc_auc, roc_auc_delong
+from poisonjax.core.metrics import auc_difference_se, roc_auc, roc_auc_delong
 from poisonjax.core.validation import PoisonJaxInputError
 
 __all__ = [
@@ -30,6 +30,6 @@ __all__ = [
     "initialize_distributed", "is_main_process", "make_mesh", "sharded_vmap", "chunked_vmap",
     "victim_mesh", "shard_leading", "host_local_to_global", "gather_to_host",
     "Victim", "VictimTraining", "EarlyStoppingTraining", "train_victim", "train_victims", "evaluate_victims", "predict_victims", "flax_victim",
-    "RunResult", "run", "roc_auc", "roc_auc_delong",
+    "RunResult", "run", "roc_auc", "roc_auc_delong", "auc_difference_se",
     "PoisonJaxInputError",
 ]

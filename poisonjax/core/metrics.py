@@ -67,3 +67,11 @@ def roc_auc_delong(pos_scores, neg_scores):
     if single:
         return float(aucs[0]), float(cov[0, 0])
     return aucs, cov
+
+
+def auc_difference_se(cov, a: int, b: int) -> float:
+    r"""Standard error of :math:`\mathrm{AUC}_a - \mathrm{AUC}_b` for two scorers of the same examples, from
+    :func:`roc_auc_delong`'s covariance: :math:`\sqrt{C_{aa} + C_{bb} - 2 C_{ab}}` (clipped at 0 against
+    rounding)."""
+    c = np.atleast_2d(np.asarray(cov, np.float64))
+    return float(np.sqrt(max(c[a, a] + c[b, b] - 2.0 * c[a, b], 0.0)))

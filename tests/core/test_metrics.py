@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from poisonjax.core.metrics import roc_auc, roc_auc_delong
+from poisonjax.core.metrics import auc_difference_se, roc_auc, roc_auc_delong
 from poisonjax.core.validation import PoisonJaxInputError
 
 
@@ -36,6 +36,10 @@ def test_delong_covariance_matches_the_structural_components():
     assert same[0, 1] == pytest.approx(same[0, 0])            # a scorer against itself: difference has variance 0
     auc1, var1 = roc_auc_delong(pos[0], neg[0])
     assert auc1 == pytest.approx(aucs[0]) and var1 == pytest.approx(cov[0, 0])
+    # the paired difference's SE is the DeLong SE of the difference of the two scorers' structural components
+    d10, d01 = v10[0] - v10[1], v01[0] - v01[1]
+    assert auc_difference_se(cov, 0, 1) == pytest.approx(np.sqrt(d10.var(ddof=1) / P + d01.var(ddof=1) / N), rel=1e-9)
+    assert auc_difference_se(same, 0, 1) == 0.0
 
 
 def test_delong_variance_under_the_null_matches_mann_whitney():

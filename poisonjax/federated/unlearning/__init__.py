@@ -14,8 +14,8 @@ The clients stand for SoUL's drones; there is no drone data (image data sets are
 from poisonjax.federated.unlearning.baselines import (MethodResult, PGAConfig, federaser, finetune_only,
                                                       projected_gradient_ascent, reference_model, retrain)
 from poisonjax.federated.unlearning.costs import Cost, forward_flops, model_bytes, num_params
-from poisonjax.federated.unlearning.metrics import (evaluate, example_losses, mia_auc, mia_auc_paired,
-                                                    mia_gap, roc_auc)
+from poisonjax.federated.unlearning.metrics import (auc_difference_se, evaluate, example_losses, mia_auc,
+                                                    mia_auc_paired, mia_gap, roc_auc)
 from poisonjax.federated.unlearning.scenario import (SCENARIOS, HistoryState, OriginalRun, Scenario, UnlearningModel,
                                                      check_forget_ids, continue_from, make_model, make_scenario,
                                                      pooled, subset_clients, train_original)
@@ -24,7 +24,7 @@ from poisonjax.federated.unlearning.soul import (SoULConfig, SoULResult, blend, 
 
 __all__ = ["MethodResult", "PGAConfig", "federaser", "finetune_only", "projected_gradient_ascent", "reference_model",
            "retrain", "Cost", "forward_flops", "model_bytes", "num_params", "evaluate", "example_losses", "mia_auc",
-           "mia_auc_paired", "mia_gap",
+           "mia_auc_paired", "mia_gap", "auc_difference_se",
            "roc_auc", "SCENARIOS", "HistoryState", "OriginalRun", "Scenario", "UnlearningModel", "check_forget_ids",
            "continue_from", "make_model", "make_scenario", "pooled", "subset_clients", "train_original", "SoULConfig",
            "SoULResult", "blend", "client_unit_stats", "importance_scores", "server_unit_stats", "soul_masks", "soul_unlearn"]

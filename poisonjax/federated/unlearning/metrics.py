@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from poisonjax.core.metrics import roc_auc, roc_auc_delong  # noqa: F401  (re-exported)
+from poisonjax.core.metrics import auc_difference_se, roc_auc, roc_auc_delong  # noqa: F401  (re-exported)
 from poisonjax.core.validation import PoisonJaxInputError
 from poisonjax.federated.unlearning.scenario import Scenario, pooled
 
@@ -93,8 +93,7 @@ def mia_gap(apply_fn, params_a, params_b, scenario: Scenario) -> Dict[str, Optio
         b = mia_auc(apply_fn, params_b, xf, yf, scenario.holdout_x, scenario.holdout_y)
         return {"gap": float(a - b), "se_paired": None}
     aucs, cov = mia_auc_paired(apply_fn, [params_a, params_b], xf, yf, scenario.holdout_x, scenario.holdout_y)
-    var = cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1]
-    return {"gap": float(aucs[0] - aucs[1]), "se_paired": float(np.sqrt(max(var, 0.0)))}
+    return {"gap": float(aucs[0] - aucs[1]), "se_paired": auc_difference_se(cov, 0, 1)}
 
 
 def _acc(apply_fn, params, x, y, batch: int = 2048) -> float:
