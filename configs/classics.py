@@ -54,7 +54,14 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
                                                # MetaPoison's unrolled steps: poisons + clean_batch clean images;
                                                # members train train_steps per crafting step, reset every reset_every
                                                # (clean_batch=0: poisons only and fixed members, the old simplification)
-                                               clean_batch=128, train_steps=1, reset_every=25))
+                                               clean_batch=128, train_steps=1, reset_every=25,
+                                               # Adam's step for the surrogates and victims (1e-3 suits CIFAR-10)
+                                               lr=1e-2,
+                                               # MetaPoison's unrolled SGD step: "auto" = the largest of
+                                               # 0.1/0.03/0.01/0.003/0.001 whose K steps lower every surrogate's
+                                               # training-batch loss (training data only), or a number
+                                               # (type_safe=False: inner_lr takes a number or "auto")
+                                               inner_lr="auto"), type_safe=False)
     c.influence = ml_collections.ConfigDict(dict(pos=7, neg=1, k=10, eps=0.25, iters=3, l2=1e-2, targets=2))
     c.label_flipping = ml_collections.ConfigDict(dict(pos=7, neg=1, budgets=(0.05, 0.10, 0.20), rounds=2, l2=1e-2))
     return c

@@ -101,7 +101,9 @@ def bilevel_rows(data, key, c, workdir=None):
     r = compare.metapoison_comparison(data, key, trials=c.trials, budget=c.budget, eps=c.eps, steps=c.steps,
                                       unroll=c.unroll, checkpoints=tuple(c.checkpoints), epochs=c.epochs,
                                       n_victims=c.n_victims, wb_steps=c.witches_brew_steps, clean_batch=c.clean_batch,
-                                      train_steps=c.train_steps, reset_every=c.reset_every, workdir=workdir)
+                                      train_steps=c.train_steps, reset_every=c.reset_every, lr=c.lr,
+                                      inner_lr=c.inner_lr,
+                                      workdir=workdir)
     rows = [_row("bilevel", a, c.budget, "target_success", True, r[a]["success_rate"], "random_noise",
                  r["random_noise"]["success_rate"], eps=c.eps, target_prob=r[a]["target_prob"],
                  baseline_target_prob=r["random_noise"]["target_prob"])

@@ -23,6 +23,7 @@ from poisonjax.core import gradient_matching as gm
 from poisonjax.core.runner import run as run_attack
 from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
 from poisonjax.core.study import prepare_workdir
+from poisonjax.core.validation import PoisonJaxInputError
 from poisonjax.vision import witches_brew as wb
 from poisonjax.vision.classics.feature_space import bullseye_polytope_attack, convex_polytope_attack
 from poisonjax.vision.models import make_classifier
@@ -261,7 +262,8 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
                           steps: int = 40, unroll: int = 2, checkpoints: Sequence[int] = (2, 4, 6, 8),
                           model: str = "convnet", epochs: int = 8, batch_size: int = 128, lr: float = 1e-2,
                           n_victims: int = 2, witches_brew: bool = True, wb_steps: int = 60, clean_batch: int = 128,
-                          train_steps: int = 1, reset_every: int = 25, clean_pool: int = 2048, workdir=None) -> Dict:
+                          train_steps: int = 1, reset_every: int = 25, clean_pool: int = 2048,
+                          inner_lr="auto", workdir=None) -> Dict:
     r"""MetaPoison vs random noise (and Witches' Brew) on the same targets, poison bases and eps.
 
     Surrogates: one model trained from scratch, saved at the staggered epochs ``checkpoints``
@@ -273,13 +275,19 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
     MetaPoison's unrolled steps mix the poisons with ``clean_batch`` images drawn from a pool of up to
     ``clean_pool`` clean training images (not poison bases), and its members train ``train_steps`` steps
     per crafting step, reset every ``reset_every`` (:func:`~poisonjax.vision.classics.metapoison.metapoison_attack`;
-    ``clean_batch=0``: the poisons only, members fixed).
+    ``clean_batch=0``: the poisons only, members fixed). ``inner_lr``: the unrolled SGD step; ``"auto"``
+    (default) picks it on training data with :func:`~poisonjax.vision.classics.metapoison.select_inner_lr`
+    (the largest of 0.1, 0.03, 0.01, 0.003, 0.001 whose K steps lower every member's batch loss); the
+    chosen value is returned as ``inner_lr``.
 
     ``workdir``: MetaPoison's and Witches' Brew's crafting run through :func:`poisonjax.core.runner.run`
     with checkpoints under ``workdir/metapoison/`` and ``workdir/witches_brew/``, so a killed caller resumes
     them from their last checkpoint (same poisons as an uninterrupted run).
     """
-    from poisonjax.vision.classics.metapoison import metapoison_attack
+    from poisonjax.vision.classics.metapoison import metapoison_attack, select_inner_lr
+    if inner_lr != "auto" and (not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool)
+                               or not inner_lr > 0):
+        raise PoisonJaxInputError(f"inner_lr: expected 'auto' or a positive step size, got {inner_lr!r}")
     k_sur, k_tr, k_p, k_att, k_v = jax.random.split(key, 5)
     net = make_classifier(model, num_classes=data.num_classes)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
@@ -300,7 +308,9 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
         keep = np.random.default_rng(0).permutation(not_base)[:clean_pool]
         pool = dict(clean_images=x[keep], clean_labels=y[keep], clean_batch=clean_batch, train_steps=train_steps,
                     reset_every=reset_every)
-    mp = gm.batch_over_trials(metapoison_attack(loss, unroll=unroll, lr=0.1 * eps, **pool))
+    if inner_lr == "auto":
+        inner_lr = select_inner_lr(loss, sur, x, y, unroll=unroll, key=jax.random.fold_in(k_sur, 1))
+    mp = gm.batch_over_trials(metapoison_attack(loss, unroll=unroll, inner_lr=float(inner_lr), lr=0.1 * eps, **pool))
     deltas["metapoison"] = run_attack(mp, problem, steps, _sub(workdir, "metapoison"), key=k_att, progress=False,
                                       chunk_size=max(1, min(20, steps))).state.delta
     if witches_brew:
@@ -315,7 +325,7 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
                                              test_x=jnp.asarray(data.x_test), test_y=jnp.asarray(data.y_test),
                                              per_example_loss=loss))
     out = {"n_poisons": int(pidx.shape[1]), "trials": int(trials), "n_victims": int(K), "eps": float(eps),
-           "budget": float(budget), "surrogates": len(tuple(checkpoints))}
+           "budget": float(budget), "surrogates": len(tuple(checkpoints)), "inner_lr": float(inner_lr)}
     for m, d in deltas.items():
         o = jax.device_get(vs(d))
         out[m] = {"success_rate": float(np.mean(o["success"])), "target_prob": float(np.mean(o["target_prob"])),

@@ -83,3 +83,38 @@ def test_metapoison_members_train_on_mixed_batches_and_reset_to_their_checkpoint
         metapoison_attack(loss, clean_images=x)
     with pytest.raises(PoisonJaxInputError, match="train_steps"):
         metapoison_attack(loss, clean_images=x, clean_labels=y, train_steps=-1)
+
+
+def test_select_inner_lr_takes_the_largest_step_that_lowers_every_members_training_loss():
+    """The unrolled step size is chosen on training data: at the chosen size K SGD steps lower every
+    surrogate's batch loss, and every larger grid value raises at least one member's loss."""
+    from poisonjax.core.training import train_full_batch
+    from poisonjax.core.validation import PoisonJaxInputError
+    from poisonjax.data.images import load_digits
+    from poisonjax.vision.classics.compare import metapoison_comparison
+    from poisonjax.vision.classics.metapoison import INNER_LR_GRID, select_inner_lr
+    d = load_digits()
+    x, y = jnp.asarray(d.x_train[:400]), jnp.asarray(d.y_train[:400])
+    net = make_classifier("mlp", 10, hidden=32)
+    loss = softmax_cross_entropy_loss(net.apply)
+    sur = checkpoint_surrogates(lambda k: net.init(k, x[:1]), loss, optax.adam(1e-2), {"x": x, "y": y},
+                                jax.random.PRNGKey(0), checkpoints=(2, 4), batch_size=64)
+    grid = (30.0,) + INNER_LR_GRID                      # 30: a step no network survives
+    key = jax.random.PRNGKey(3)
+    eta = select_inner_lr(loss, sur, x, y, unroll=2, grid=grid, batch=128, key=key)
+    assert eta < 30.0 and eta in grid
+    idx = jax.random.choice(key, x.shape[0], (128,), replace=False)
+    lb = lambda p: float(jnp.mean(loss(p, {"x": x[idx], "y": y[idx]}, jax.random.PRNGKey(0))))
+
+    def lowers_all(e):
+        return all(lb(train_full_batch(lambda pp, _: jnp.mean(loss(pp, {"x": x[idx], "y": y[idx]},
+                                                                   jax.random.PRNGKey(0))),
+                                       jax.tree.map(lambda a: a[m], sur), optax.sgd(e), 2).params)
+                   < lb(jax.tree.map(lambda a: a[m], sur)) for m in range(2))
+    assert lowers_all(eta)
+    assert not any(lowers_all(e) for e in grid if e > eta)
+    with pytest.raises(PoisonJaxInputError, match="grid"):
+        select_inner_lr(loss, sur, x, y, grid=(0.1, 0.0))
+    with pytest.raises(PoisonJaxInputError, match="inner_lr"):
+        metapoison_comparison(load_digits(), jax.random.PRNGKey(0), trials=1, steps=1, inner_lr="fast",
+                              witches_brew=False, epochs=1, n_victims=1)
