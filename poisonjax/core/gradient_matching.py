@@ -523,7 +523,8 @@ def validate_problem(problem: GradientMatchingProblem, trials: bool = False) -> 
 
 def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, train_y, keys, *, epochs: int,
                    batch_size: int, poison_index, poison_delta, target_x, adv_label, test_x=None, test_y=None,
-                   per_example_loss: Optional[Callable] = None, chunk: Optional[int] = None, mesh=None):
+                   per_example_loss: Optional[Callable] = None, chunk: Optional[int] = None, mesh=None,
+                   eval_batch: Optional[int] = 1024):
     r"""Retrain V victims from scratch on poisoned training sets, one ``vmap`` over victims
     (over chunks of ``chunk`` victims at a time when given, see :func:`map_victims`).
 
@@ -546,12 +547,14 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
         cross-entropy by default.
       chunk: victims trained together; ``None`` trains all V in one ``vmap``.
       mesh: optional device mesh over which each chunk's victims are sharded.
+      eval_batch: test examples per forward pass of the clean-accuracy evaluation (``None``: all at once).
 
     Returns:
       dict of ``[V]`` arrays: ``success`` (bool), ``target_prob`` (softmax mass on the adversarial
       class) and, if a test set is given, ``clean_accuracy``.
     """
     from poisonjax.core.training import accuracy, softmax_cross_entropy_loss
+    from poisonjax.core.victims import _test_batches
 
     base_loss = per_example_loss or softmax_cross_entropy_loss(apply_fn)
 
@@ -560,8 +563,10 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
                                    epochs=epochs, batch_size=batch_size)
         logits = apply_fn(params, tx[None])[0]
         out = {"success": jnp.argmax(logits) == al, "target_prob": jax.nn.softmax(logits)[al]}
-        if test_x is not None:
-            out["clean_accuracy"] = accuracy(apply_fn(params, test_x), test_y)
+        if test_x is not None:   # in batches of eval_batch: one forward over a 10k test set per victim, vmapped
+            blocks, n = _test_batches(test_x, eval_batch)     # over victims, does not fit (24 GB on CIFAR-10)
+            lg = jax.lax.map(lambda b: apply_fn(params, b), blocks)
+            out["clean_accuracy"] = accuracy(lg.reshape((-1,) + lg.shape[2:])[:n], test_y)
         return out
 
     return map_victims(one, (keys, jnp.asarray(poison_index), jnp.asarray(poison_delta), jnp.asarray(target_x),
