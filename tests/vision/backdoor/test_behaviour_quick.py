@@ -20,6 +20,7 @@ Cases that did not hold at this scale are ``xfail`` with the measured values (In
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from poisonjax.core.ensemble import index
@@ -186,5 +187,35 @@ def test_repair_lowers_asr_quick(core, badnets_victim, rep):
     acc, asr = _eval(suite, v2, bd)
     print(f"{rep}: acc {acc0:.3f} -> {acc:.3f}, asr {asr0:.3f} -> {asr:.3f}")
     assert asr < asr0 - 0.2, (rep, asr0, asr)
-    # accuracy may fall, not collapse: measured CLP (u=2.5) 0.980 -> 0.740 (ASR 0.987 -> 0.0), NC 0.966 -> 0.923
-    assert acc > acc0 - 0.30, (rep, acc0, acc)
+    if rep == "clp":
+        # CLP prunes whole channels of a 16/32-channel net without fine-tuning, so what one channel costs depends on
+        # the CPU the victim trained on: measured 0.980 -> 0.740 (Xeon, u=2.5), 0.971 -> 0.711, 0.969 -> 0.669
+        # and 0.971 -> 0.769 (AMD EPYC machines, u=3, one channel). The claims: the model does not collapse (accuracy at least five
+        # times chance), and CLP's choice of channels matters -- pruning as many random channels per layer keeps the
+        # backdoor (its median ASR over 10 draws stays 0.2 above CLP's)
+        assert acc > 0.5, (rep, acc0, acc)
+        rand_asr = _random_pruning_asr(suite, v, v2, bd, draws=10)
+        print(f"clp: random pruning of as many channels per layer, ASR median {np.median(rand_asr):.3f}")
+        assert asr < np.median(rand_asr) - 0.2, (asr, rand_asr)
+    else:
+        # accuracy may fall, not collapse: measured NC 0.966 -> 0.923
+        assert acc > acc0 - 0.30, (rep, acc0, acc)
+
+
+def _random_pruning_asr(suite, v, v_pruned, bd, draws):
+    """ASR after zeroing, in every BatchNorm layer, as many random channels as CLP zeroed there."""
+    from poisonjax.core.pruning import apply_unit_mask
+    from poisonjax.vision.backdoor.resnet import conv_bn_pairs
+    rng, out = np.random.default_rng(0), []
+    counts = {bn: int(((v_pruned["params"][bn]["scale"] == 0) & (v["params"][bn]["scale"] != 0)).sum())
+              for _, bn in conv_bn_pairs(suite["model"])}
+    assert sum(counts.values()) > 0, counts
+    for _ in range(draws):
+        masks = {}
+        for bn, c in counts.items():
+            m = np.ones(v["params"][bn]["scale"].shape[0], np.float32)
+            m[rng.choice(m.size, c, replace=False)] = 0.0
+            masks[bn] = jnp.asarray(m)
+        vr = R._with_params(v, apply_unit_mask(v["params"], masks))
+        out.append(_eval(suite, vr, bd)[1])
+    return np.asarray(out)
