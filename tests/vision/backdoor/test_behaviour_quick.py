@@ -189,10 +189,10 @@ def test_repair_lowers_asr_quick(core, badnets_victim, rep):
     assert asr < asr0 - 0.2, (rep, asr0, asr)
     if rep == "clp":
         # CLP prunes whole channels of a 16/32-channel net without fine-tuning, so what one channel costs depends on
-        # the CPU the victim trained on: measured 0.980 -> 0.740 (Xeon, u=2.5), 0.971 -> 0.711, 0.969 -> 0.669
-        # and 0.971 -> 0.769 (AMD EPYC machines, u=3, one channel). The claims: the model does not collapse (accuracy at least five
-        # times chance), and CLP's choice of channels matters -- pruning as many random channels per layer keeps the
-        # backdoor (its median ASR over 10 draws stays 0.2 above CLP's)
+        # the CPU the victim trained on: measured 0.980 -> 0.740 (Xeon, u=2.5); 0.971 -> 0.711, 0.969 -> 0.669 and
+        # 0.971 -> 0.769 (AMD EPYC machines, u=3, one channel). The claims: the model does not collapse (accuracy at
+        # least five times chance), and CLP's choice of channels matters -- pruning as many random channels per layer
+        # keeps the backdoor (its median ASR over 10 draws stays 0.2 above CLP's)
         assert acc > 0.5, (rep, acc0, acc)
         rand_asr = _random_pruning_asr(suite, v, v2, bd, draws=10)
         print(f"clp: random pruning of as many channels per layer, ASR median {np.median(rand_asr):.3f}")
