@@ -282,7 +282,10 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
 
     ``workdir``: MetaPoison's and Witches' Brew's crafting run through :func:`poisonjax.core.runner.run`
     with checkpoints under ``workdir/metapoison/`` and ``workdir/witches_brew/``, so a killed caller resumes
-    them from their last checkpoint (same poisons as an uninterrupted run).
+    them from their last checkpoint (same poisons as an uninterrupted run). Each method's victim results are
+    stored in ``workdir/victims/<method>.json`` with the victim settings and a digest of the data and of the
+    method's perturbations; a rerun reads them instead of retraining when all of these match (a progress bar
+    counts the methods).
     """
     from poisonjax.vision.classics.metapoison import metapoison_attack, select_inner_lr
     if inner_lr != "auto" and (not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool)
@@ -326,8 +329,52 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
                                              per_example_loss=loss))
     out = {"n_poisons": int(pidx.shape[1]), "trials": int(trials), "n_victims": int(K), "eps": float(eps),
            "budget": float(budget), "surrogates": len(tuple(checkpoints)), "inner_lr": float(inner_lr)}
-    for m, d in deltas.items():
-        o = jax.device_get(vs(d))
-        out[m] = {"success_rate": float(np.mean(o["success"])), "target_prob": float(np.mean(o["target_prob"])),
-                  "clean_accuracy": float(np.mean(o["clean_accuracy"]))}
+    from tqdm.auto import tqdm
+    settings = dict(out, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), model=str(model),
+                    victim_key=_digest(k_v), data=_digest(x, y, data.x_test, data.y_test, ti, adv, pidx))
+    for m, d in tqdm(list(deltas.items()), desc="victims", unit="method", leave=False,
+                     disable=workdir is None):
+        cached = _load_victims(workdir, m, dict(settings, delta=_digest(d)))
+        if cached is None:
+            o = jax.device_get(vs(d))
+            cached = {"success_rate": float(np.mean(o["success"])), "target_prob": float(np.mean(o["target_prob"])),
+                      "clean_accuracy": float(np.mean(o["clean_accuracy"]))}
+            _save_victims(workdir, m, dict(settings, delta=_digest(d)), cached)
+        out[m] = cached
     return out
+
+
+def _digest(*arrays) -> str:
+    """SHA-1 of the arrays' bytes (PRNG keys by their key data): identifies the inputs a stored result came from."""
+    import hashlib
+    h = hashlib.sha1()
+    for a in arrays:
+        a = jax.random.key_data(a) if jnp.issubdtype(jnp.asarray(a).dtype, jax.dtypes.prng_key) else a
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _load_victims(workdir, method, settings):
+    """A method's stored victim results under ``workdir/victims/``, or ``None`` when absent or stored with other
+    settings (so a killed comparison retrains only the methods it had not finished)."""
+    import json
+    if workdir is None:
+        return None
+    f = Path(workdir) / "victims" / f"{method}.json"
+    if not f.exists():
+        return None
+    rec = json.loads(f.read_text())
+    return rec["result"] if rec.get("settings") == json.loads(json.dumps(settings)) else None
+
+
+def _save_victims(workdir, method, settings, result):
+    import json
+    if workdir is None:
+        return
+    d = Path(workdir) / "victims"
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{method}.json.tmp"
+    tmp.write_text(json.dumps({"settings": settings, "result": result}))
+    os.replace(tmp, d / f"{method}.json")

@@ -118,3 +118,26 @@ def test_select_inner_lr_takes_the_largest_step_that_lowers_every_members_traini
     with pytest.raises(PoisonJaxInputError, match="inner_lr"):
         metapoison_comparison(load_digits(), jax.random.PRNGKey(0), trials=1, steps=1, inner_lr="fast",
                               witches_brew=False, epochs=1, n_victims=1)
+
+
+def test_comparison_in_a_workdir_keeps_each_methods_victims_and_retrains_only_on_other_settings(tmp_path,
+                                                                                                 monkeypatch):
+    """A killed comparison resumes: each method's victim results are stored under ``workdir/victims/``; a rerun
+    with the same settings reads them (never calls the victim training) and returns the same table, a rerun
+    with another victim setting trains again."""
+    from poisonjax.core import gradient_matching as gm
+    from poisonjax.data.images import load_digits
+    from poisonjax.vision.classics.compare import metapoison_comparison
+    d = load_digits()
+    kw = dict(trials=1, steps=2, witches_brew=False, epochs=1, n_victims=1, checkpoints=(1,), inner_lr=0.01,
+              model="mlp")
+    r1 = metapoison_comparison(d, jax.random.PRNGKey(0), workdir=tmp_path, **kw)
+    assert sorted(p.name for p in (tmp_path / "victims").glob("*.json")) == [
+        "metapoison.json", "none.json", "random_noise.json"]
+    calls = []
+    real = gm.victim_success
+    monkeypatch.setattr(gm, "victim_success", lambda *a, **k: calls.append(1) or real(*a, **k))
+    r2 = metapoison_comparison(d, jax.random.PRNGKey(0), workdir=tmp_path, **kw)
+    assert r2 == r1 and not calls
+    metapoison_comparison(d, jax.random.PRNGKey(0), workdir=tmp_path, **dict(kw, epochs=2))
+    assert calls
