@@ -322,11 +322,15 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
     K = n_victims
     rep = lambda a: np.repeat(np.asarray(a), K, axis=0)
     keys = jax.random.split(k_v, trials * K)
-    vs = jax.jit(lambda d: gm.victim_success(init, net.apply, opt, x, y, keys, epochs=epochs, batch_size=batch_size,
-                                             poison_index=rep(pidx), poison_delta=jnp.repeat(d, K, axis=0),
-                                             target_x=rep(data.x_test[ti]), adv_label=rep(adv),
-                                             test_x=jnp.asarray(data.x_test), test_y=jnp.asarray(data.y_test),
-                                             per_example_loss=loss))
+    # the data are arguments, not closed-over constants: XLA would otherwise constant-fold the 10,000-image CIFAR-10
+    # training set into the program (slow_operation_alarm during the victims' compile)
+    victims = jax.jit(lambda d, xx, yy, txx, tyy, pi, tgx, al: gm.victim_success(
+        init, net.apply, opt, xx, yy, keys, epochs=epochs, batch_size=batch_size, poison_index=pi,
+        poison_delta=jnp.repeat(d, K, axis=0), target_x=tgx, adv_label=al, test_x=txx, test_y=tyy,
+        per_example_loss=loss))
+    fixed = (x, y, jnp.asarray(data.x_test), jnp.asarray(data.y_test), jnp.asarray(rep(pidx)),
+             jnp.asarray(rep(data.x_test[ti])), jnp.asarray(rep(adv)))
+    vs = lambda d: victims(d, *fixed)
     out = {"n_poisons": int(pidx.shape[1]), "trials": int(trials), "n_victims": int(K), "eps": float(eps),
            "budget": float(budget), "surrogates": len(tuple(checkpoints)), "inner_lr": float(inner_lr)}
     from tqdm.auto import tqdm
