@@ -336,7 +336,8 @@ def metapoison_comparison(data, key, *, trials: int = 4, budget: float = 0.05, e
     from tqdm.auto import tqdm
     settings = dict(out, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), model=str(model),
                     victim_key=_digest(k_v), data=_digest(x, y, data.x_test, data.y_test, ti, adv, pidx))
-    for m, d in tqdm(list(deltas.items()), desc="victims", unit="method", leave=False,
+    order = [m for m in ("random_noise", "metapoison", "witches_brew", "none") if m in deltas]  # the comparison first
+    for m, d in tqdm([(m, deltas[m]) for m in order], desc="victims", unit="method", leave=False,
                      disable=workdir is None):
         cached = _load_victims(workdir, m, dict(settings, delta=_digest(d)))
         if cached is None:
