@@ -554,7 +554,7 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
       class) and, if a test set is given, ``clean_accuracy``.
     """
     from poisonjax.core.training import accuracy, softmax_cross_entropy_loss
-    from poisonjax.core.victims import _test_batches
+    from poisonjax.core.victims import eval_batches
 
     base_loss = per_example_loss or softmax_cross_entropy_loss(apply_fn)
 
@@ -564,7 +564,7 @@ def victim_success(init_fn: Callable, apply_fn: Callable, optimizer, train_x, tr
         logits = apply_fn(params, tx[None])[0]
         out = {"success": jnp.argmax(logits) == al, "target_prob": jax.nn.softmax(logits)[al]}
         if test_x is not None:   # in batches of eval_batch: one forward over a 10k test set per victim, vmapped
-            blocks, n = _test_batches(test_x, eval_batch)     # over victims, does not fit (24 GB on CIFAR-10)
+            blocks, n = eval_batches(test_x, eval_batch)     # over victims, does not fit (24 GB on CIFAR-10)
             lg = jax.lax.map(lambda b: apply_fn(params, b), blocks)
             out["clean_accuracy"] = accuracy(lg.reshape((-1,) + lg.shape[2:])[:n], test_y)
         return out

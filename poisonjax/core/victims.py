@@ -261,7 +261,11 @@ def train_victims(victim: Victim, optimizer: optax.GradientTransformation, data:
     return fn(keys, data, mask, variables)
 
 
-def _test_batches(x, batch_size):
+def eval_batches(x, batch_size: Optional[int]):
+    r"""Split the leading axis of every leaf of ``x`` (``N`` rows) into blocks of
+    :math:`b = \min(\text{batch\_size}, N)` rows (``None``: one block), padding with copies of the last row to
+    :math:`\lceil N/b \rceil\, b` rows. Returns ``(blocks [N_b, b, ...], N)``: map over the blocks, then keep
+    the first ``N`` rows of the flattened outputs."""
     n = jax.tree.leaves(x)[0].shape[0]
     b = n if batch_size is None else max(1, min(int(batch_size), n))
     pad = (-n) % b
@@ -284,7 +288,7 @@ def predict_victims(apply_fn: Callable, variables: PyTree, x, *, batch_size: Opt
     x_axis = _axes_of("x_axis", x_axis)
 
     def one(v, xs):
-        blocks, n = _test_batches(xs, batch_size)
+        blocks, n = eval_batches(xs, batch_size)
         out = jax.lax.map(lambda b: apply_fn(v, b), blocks)
         return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
