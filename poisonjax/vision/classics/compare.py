@@ -10,6 +10,7 @@ setting's sizes, so the caller can assert "attack beats baseline" on one number.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Dict, Sequence
@@ -22,7 +23,7 @@ import optax
 from poisonjax.core import gradient_matching as gm
 from poisonjax.core.runner import run as run_attack
 from poisonjax.core.training import init_and_train, softmax_cross_entropy_loss
-from poisonjax.core.study import prepare_workdir
+from poisonjax.core.study import CellCache, prepare_workdir
 from poisonjax.core.validation import PoisonJaxInputError
 from poisonjax.vision import witches_brew as wb
 from poisonjax.vision.classics.feature_space import bullseye_polytope_attack, convex_polytope_attack
@@ -362,24 +363,16 @@ def _digest(*arrays) -> str:
 
 
 def _load_victims(workdir, method, settings):
-    """A method's stored victim results under ``workdir/victims/``, or ``None`` when absent or stored with other
-    settings (so a killed comparison retrains only the methods it had not finished)."""
-    import json
+    """A method's stored victim results (a :class:`~poisonjax.core.study.CellCache` entry under
+    ``workdir/victims/``), or ``None`` when absent or stored with other settings (so a killed comparison
+    retrains only the methods it had not finished)."""
     if workdir is None:
         return None
-    f = Path(workdir) / "victims" / f"{method}.json"
-    if not f.exists():
-        return None
-    rec = json.loads(f.read_text())
-    return rec["result"] if rec.get("settings") == json.loads(json.dumps(settings)) else None
+    rec = CellCache(workdir, folder="victims").get(method)
+    return rec["result"] if rec is not None and rec.get("settings") == json.loads(json.dumps(settings)) else None
 
 
 def _save_victims(workdir, method, settings, result):
-    import json
-    if workdir is None:
-        return
-    d = Path(workdir) / "victims"
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{method}.json.tmp"
-    tmp.write_text(json.dumps({"settings": settings, "result": result}))
-    os.replace(tmp, d / f"{method}.json")
+    if workdir is not None:
+        CellCache(workdir, folder="victims").put(method, {"settings": settings, "result": result},
+                                                 keep_checkpoints=True)
