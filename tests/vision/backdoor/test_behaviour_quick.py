@@ -216,6 +216,6 @@ def _random_pruning_asr(suite, v, v_pruned, bd, draws):
             m = np.ones(v["params"][bn]["scale"].shape[0], np.float32)
             m[rng.choice(m.size, c, replace=False)] = 0.0
             masks[bn] = jnp.asarray(m)
-        vr = R._with_params(v, apply_unit_mask(v["params"], masks))
+        vr = {**v, "params": apply_unit_mask(v["params"], masks)}
         out.append(_eval(suite, vr, bd)[1])
     return np.asarray(out)
