@@ -155,6 +155,8 @@ def select_inner_lr(per_example_loss: Callable, surrogate_params, x, y, *, unrol
     a step size at which they *raise* the training loss makes the meta-objective the loss of a diverged
     network (on CIFAR-10 ConvNets trained with Adam 1e-3, :math:`\eta = 0.1` takes the batch loss from
     about 1.4 to 6-16). No target or test example is used. ``surrogate_params``: leaves ``[M, ...]``.
+    This rule is poisonjax's, not the paper's: MetaPoison unrolls the victims' own SGD step, while the
+    victims here train with Adam, so an SGD step size has to be chosen.
     """
     unroll = check_positive_int("unroll", unroll)
     grid = sorted((float(g) for g in grid), reverse=True)
