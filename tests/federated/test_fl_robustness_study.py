@@ -17,6 +17,8 @@ def study(tmp_path_factory):
     return run(c, wd), wd
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_outputs_written(study):
     res, wd = study
     on_disk = json.loads((wd / "results.json").read_text())
@@ -28,6 +30,8 @@ def test_outputs_written(study):
     assert res["num_malicious_per_round"] == 4
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_fedavg_collapses_robust_rules_hold(study):
     r = study[0]["results"]
     acc = lambda a, g: r[a][g]["accuracy"]  # noqa: E731

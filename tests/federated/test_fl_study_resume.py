@@ -3,6 +3,8 @@ and ends with the same results as an uninterrupted run (the runner's own kill te
 import json
 from pathlib import Path
 
+import pytest
+
 from tests._multiproc import kill_then_rerun, metric_steps
 
 CHILD = Path(__file__).resolve().parents[1] / "_study_child.py"   # fl_robustness with tests/_study_configs.py
@@ -13,6 +15,8 @@ def _rows(wd):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in res["rows"]]
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_killed_fl_study_resumes_mid_cell_with_same_results(tmp_path):
     ckpt = tmp_path / "wd" / "cells" / "sign_flip__median" / "checkpoints"
     cell = tmp_path / "wd" / "cells" / "sign_flip__median.json"

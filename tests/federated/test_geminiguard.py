@@ -154,6 +154,8 @@ def quick_study(tmp_path_factory):
     return run(c, wd), wd
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_study_min_max_geminiguard_beats_fedavg(quick_study):
     res, wd = quick_study
     cells = res["results"]["0.5"]["min_max"]
@@ -163,6 +165,8 @@ def test_study_min_max_geminiguard_beats_fedavg(quick_study):
         assert (wd / f).exists()
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_study_lie_detected_and_accuracy_kept(quick_study):
     # LIE barely moves FedAvg on digits (it is built to evade robust rules, not to hurt averaging), so
     # GeminiGuard cannot beat FedAvg by more than noise here; it must find the LIE clients and lose

@@ -152,6 +152,8 @@ def test_in_graph_aggregator_matches_host_selection():
 
 # ------------------------------------------------------------------------------ study (quick) ---
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_study_weidetect_keeps_target_recall_under_targeted_flipping(tmp_path):
     from configs.weidetect import get_config
     from experiments.weidetect import run

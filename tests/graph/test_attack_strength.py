@@ -66,18 +66,24 @@ def results(graph):
     return {name: g["acc"](a) for name, a in graphs.items()}, graphs
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_metattack_beats_random_and_dice_without_test_labels(results):
     acc, _ = results
     assert acc["meta_self"] < min(acc["random"], acc["dice"]) - 0.03, acc
     assert acc["meta_self"] < acc["clean"] - 0.1, acc
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_meta_pgd_beats_baselines_and_is_at_least_greedy(results):
     acc, _ = results
     assert acc["meta_pgd"] < min(acc["random"], acc["dice"]) - 0.03, acc
     assert acc["meta_pgd"] <= acc["meta_self"] + 0.005, acc  # the warm start is one of its candidates
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_prbcd_beats_random_within_budget(results, graph):
     acc, graphs = results
     flips = A.diff_flips(graph["adj"], graphs["prbcd"])

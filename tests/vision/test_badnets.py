@@ -12,6 +12,8 @@ from poisonjax.vision.triggers import (apply_trigger, attack_success_rate, badne
                                        patch_trigger)
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_badnets_study_quick(tmp_path):
     c = get_config("quick")
     c.n_victims = 2

@@ -18,6 +18,8 @@ def study(tmp_path_factory):
     return cfg, run(cfg, wd), wd
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_padhash_beats_no_attack_and_witches_brew(study):
     cfg, res, _ = study
     asr, tmap = res["asr"], res["t_map"]
@@ -31,6 +33,8 @@ def test_padhash_beats_no_attack_and_witches_brew(study):
     assert abs(res["map_poisoned"] - res["map_clean"]) < 0.05
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_padhash_t_map_at_least_witches_brew(study):
     """The README's PADHASH row on its metric, t-mAP: on the same triggers, poison bases, budget, surrogate
     and victim seeds, PADHASH's targeted mAP is at least Witches' Brew's. Paired over the triggers,
@@ -53,6 +57,8 @@ def test_padhash_t_map_at_least_witches_brew(study):
     assert (g > 0).sum() >= len(g) - 1 and g.mean() > 0.05, g
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_padhash_outputs(study):
     cfg, res, wd = study
     saved = json.loads((wd / "results.json").read_text())

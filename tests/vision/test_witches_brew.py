@@ -15,6 +15,8 @@ def study(tmp_path_factory):
     return cfg, run(cfg, wd), wd
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_witches_brew_beats_random_noise(study):
     cfg, res, _ = study
     wb_rate = res["success_rate"]["mean"]
@@ -26,6 +28,8 @@ def test_witches_brew_beats_random_noise(study):
     assert abs(res["clean_accuracy"]["mean"] - res["clean_accuracy_unpoisoned"]["mean"]) < 0.03
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_alignment_transfers_to_fresh_victims(study):
     """The premise of from-scratch Witches' Brew: poisons crafted on the surrogates keep their gradient
     alignment with the adversarial target gradient at models trained independently from scratch
@@ -38,12 +42,16 @@ def test_alignment_transfers_to_fresh_victims(study):
     assert wb_cos > m["none"]["alignment_at_fresh_models"] + 0.2
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_feature_collision_in_transfer_setting(study):
     _, res, _ = study
     tr = res["transfer"]
     assert tr["feature_collision"]["success_rate"]["mean"] > tr["random_noise"]["success_rate"]["mean"]
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_outputs_and_poisons_npz(study):
     cfg, res, wd = study
     saved = json.loads((wd / "results.json").read_text())

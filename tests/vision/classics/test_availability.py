@@ -111,6 +111,8 @@ def test_availability_vs_random_noise_on_digits_reports_both():
         assert all(0 <= v <= 1 for k, v in r[e].items() if k != "drop_vs_random")
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_sample_wise_noise_steps_are_their_own_setting(tmp_path):
     """``sample_pgd_steps`` / ``sample_step_fraction`` reach the sample-wise crafting only: the class-wise
     noise is bit-equal whatever they are, the sample-wise noise changes."""
@@ -128,6 +130,8 @@ def test_sample_wise_noise_steps_are_their_own_setting(tmp_path):
     assert not np.array_equal(load("a", "error_min_sample"), load("b", "error_min_sample"))
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_stored_perturbations_are_reused_only_with_their_own_settings(tmp_path):
     """A workdir's stored TensorClog noise is reused by a rerun with the same settings (bit-equal), a rerun
     that changes a crafting setting (here the step count) gets prepare_workdir's one-line error naming the

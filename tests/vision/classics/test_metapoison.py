@@ -120,6 +120,8 @@ def test_select_inner_lr_takes_the_largest_step_that_lowers_every_members_traini
                               witches_brew=False, epochs=1, n_victims=1)
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_comparison_in_a_workdir_keeps_each_methods_victims_and_retrains_only_on_other_settings(tmp_path,
                                                                                                  monkeypatch):
     """A killed comparison resumes: each method's victim results are stored under ``workdir/victims/``; a rerun
