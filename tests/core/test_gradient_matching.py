@@ -85,6 +85,8 @@ def test_crafting_lowers_alignment_loss_and_picks_best_restart(problem, crafted)
     np.testing.assert_array_equal(delta, st.delta[int(i)])
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_restarts_are_independent_runs(problem):
     """Restart r of a vmapped R-restart state equals an R=1 run started from the same delta."""
     big = gm.gradient_matching_attack(LOSS, steps=4, restarts=2)
@@ -203,6 +205,8 @@ def test_same_patches_equals_conv_patches_and_its_gradient():
         same_patches(x, (3, 3), order="whc")
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_craft_one_program_equals_craft(problem):
     """The one-program craft (init + steps + selection compiled together, issue 23) crafts what the
     runner's craft crafts: the same restart losses to float tolerance and nearly every coordinate
@@ -238,6 +242,8 @@ def test_trial_chunk_crafts_what_one_vmap_crafts(problem):
         gm.craft(LOSS, problem, steps=2, key=jax.random.PRNGKey(0), trial_chunk=2, progress=False)
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_victim_success_clean_accuracy_in_test_batches_equals_one_forward():
     """The clean-accuracy evaluation runs in batches of ``eval_batch`` (a 10k CIFAR-10 test set in one
     forward per victim, vmapped over 8 victims, ran out of 24 GB); the accuracy is the same."""

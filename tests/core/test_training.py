@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import flax.linen as nn
 
 from poisonjax.core import ensemble
@@ -23,6 +24,8 @@ def _data(n=40, seed=0):
     return {"x": jnp.asarray(x), "y": jnp.asarray(y)}
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_vmap_over_keys_equals_separate_runs():
     m = MLP()
     data = _data()

@@ -52,6 +52,8 @@ def test_prbcd_problem_reads_only_training_labels_and_accepts_sparse_features():
         A.make_prbcd_problem(adj, x, y, tr, un, self_labels="true")
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_one_call_metattack_does_not_depend_on_held_out_labels():
     import poisonjax.graph as pg
     adj, x, y, ys, tr, un = _graph(n=45, seed=1)

@@ -26,6 +26,8 @@ def _n_flips(a, b):
     return int(sp.triu(abs(sp.csr_matrix(a, dtype=np.float32) - sp.csr_matrix(b, dtype=np.float32)), 1).nnz)
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_metattack_same_kind_out_and_budget(g):
     adj, x, y, tr, va, te = g
     dense = adj.toarray().astype(np.float64)
@@ -40,6 +42,8 @@ def test_metattack_same_kind_out_and_budget(g):
     assert _n_flips(adj, frac) == int(0.05 * sp.triu(adj, 1).nnz)
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_meta_pgd_and_prbcd_respect_budget(g):
     adj, x, y, tr, va, te = g
     m = pg.meta_pgd(adj, x, y, tr, 6, idx_val=va, steps=3, samples=2, select_seeds=1, flips_per_step=3,

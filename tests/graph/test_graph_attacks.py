@@ -32,7 +32,8 @@ def tiny():
                                                   allow_test_labels=True)
 
 
-@pytest.mark.parametrize("first_order", [False, True])
+# the exact (second-order) case is "extended": CI runs it after the main suite while time allows (.ci/run)
+@pytest.mark.parametrize("first_order", [pytest.param(False, marks=[pytest.mark.slow, pytest.mark.extended]), True])
 def test_fast_meta_grad_equals_dense_autodiff(tiny, first_order):
     *_, prob = tiny
     cfg = A.MetattackConfig(budget=4, num_classes=2, inner_steps=8, first_order=first_order,

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from poisonjax.graph import models as M
 
@@ -37,6 +38,8 @@ def _graph(n=90, c=3, seed=0):
     return M.normalize_adj(jnp.asarray(a + a.T)), jnp.asarray(r.normal(size=(n, 8)).astype(np.float32)), jnp.asarray(lab)
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_train_gcn_on_core_victims_reproduces_the_reference_loop():
     a_hat, x, y = _graph()
     itr, iva, ite = jnp.arange(20), jnp.arange(20, 40), jnp.arange(40, 90)

@@ -17,6 +17,8 @@ MODEL = MLPNet(num_classes=4, hidden=16)
 LOSS = wb.cross_entropy(MODEL.apply)
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_fast_models_equal_flax_conv():
     x = jax.random.uniform(jax.random.PRNGKey(0), (3, 8, 8, 2))
     p = SmallCNN().init(jax.random.PRNGKey(1), x)

@@ -18,6 +18,8 @@ def _check(res, wd, families):
     assert (wd / "classics.png").exists() and "baseline" in (wd / "report.md").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.extended  # CI runs it after the main suite while time allows (.ci/run)
 def test_classics_study_convex_families(tmp_path):
     c = get_config("quick")
     c.families = ("influence",)
